@@ -1,0 +1,102 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Run runs a command and fails the test with its output if it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Mount mounts and unmounts again (lazily) when the test ends.
+func Mount(t testing.TB, source, target, fstype string, flags uintptr, data string) {
+	t.Helper()
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(source, target, fstype, flags, data); err != nil {
+		t.Fatalf("mount %s on %s (%s): %v", source, target, fstype, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(target, syscall.MNT_DETACH) })
+}
+
+// Tmpfs mounts a fresh tmpfs on dir.
+func Tmpfs(t testing.TB, dir string) {
+	t.Helper()
+	Mount(t, "none", dir, "tmpfs", 0, "")
+}
+
+// Bind bind-mounts source on target.
+func Bind(t testing.TB, source, target string) {
+	t.Helper()
+	Mount(t, source, target, "", syscall.MS_BIND, "")
+}
+
+// Bindfs mounts a bindfs FUSE filesystem of src on dir and returns the
+// bindfs server process (bindfs -f stays in the foreground, so its PID is
+// the FUSE server's). extra are bindfs options such as "subtype=ceph-fuse".
+func Bindfs(t testing.TB, src, dir string, extra ...string) *os.Process {
+	t.Helper()
+	bin := RequireCommand(t, "bindfs", "bindfs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-f", "--no-allow-other"}
+	for _, o := range extra {
+		args = append(args, "-o", o)
+	}
+	cmd := exec.Command(bin, append(args, src, dir)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("bindfs: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	WaitMounted(t, dir)
+	return cmd.Process
+}
+
+// WaitMounted waits (at most 10 s) until dir is a mount point.
+func WaitMounted(t testing.TB, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		data, err := os.ReadFile("/proc/self/mountinfo")
+		if err == nil && strings.Contains(string(data), " "+dir+" ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s was not mounted within 10s", dir)
+}
+
+// KubeletPodVolume creates a kubelet-shaped CSI pod volume directory under
+// kubeletRoot with its vol_data.json and returns the "mount" directory.
+func KubeletPodVolume(t testing.TB, kubeletRoot, podUID, volume, driver, handle string) string {
+	t.Helper()
+	dir := filepath.Join(kubeletRoot, "pods", podUID, "volumes", "kubernetes.io~csi", volume)
+	if err := os.MkdirAll(filepath.Join(dir, "mount"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	vd := `{"attachmentID":"csi-123","driverName":"` + driver + `","nodeName":"node-1","specVolID":"` + volume +
+		`","volumeHandle":"` + handle + `","volumeLifecycleMode":"Persistent"}`
+	if err := os.WriteFile(filepath.Join(dir, "vol_data.json"), []byte(vd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "mount")
+}
