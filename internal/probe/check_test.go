@@ -1,0 +1,61 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+type fakeCheck struct {
+	id    CheckID
+	live  bool
+	found []Finding
+	err   error
+	panic bool
+}
+
+func (c fakeCheck) ID() CheckID { return c.id }
+func (c fakeCheck) Live() bool  { return c.live }
+func (c fakeCheck) Run(context.Context, *Snapshot) ([]Finding, error) {
+	if c.panic {
+		panic("boom")
+	}
+	return c.found, c.err
+}
+
+func TestRunnerIsolatesChecks(t *testing.T) {
+	s := &Snapshot{Live: false}
+	r := &Runner{Checks: []Check{
+		fakeCheck{id: "panics", panic: true},
+		fakeCheck{id: "fails", err: errors.New("fusectl missing"), found: []Finding{{Check: "fails", Severity: Info}}},
+		fakeCheck{id: "live", live: true, found: []Finding{{Check: "live", Severity: Critical}}},
+		fakeCheck{id: "finds", found: []Finding{{Check: "finds", Severity: Warning}, {Check: "finds", Severity: Critical}}},
+	}}
+	rep := r.Run(context.Background(), s)
+	want := []Status{StatusError, StatusError, StatusSkipped, StatusProblems}
+	for i, c := range rep.Checks {
+		if c.Status != want[i] {
+			t.Errorf("check %s: status %s, want %s", c.Check, c.Status, want[i])
+		}
+	}
+	if rep.Checks[2].Reason == "" {
+		t.Error("skipped check gives no reason")
+	}
+	if len(rep.Findings) != 3 || rep.Findings[0].Severity != Critical || rep.Findings[2].Severity != Info {
+		t.Errorf("findings not kept or not sorted: %+v", rep.Findings)
+	}
+	if rep.Status() != StatusProblems {
+		t.Errorf("status %s", rep.Status())
+	}
+}
+
+func TestReportStatus(t *testing.T) {
+	ok := &Report{Snapshot: &Snapshot{}, Checks: []CheckResult{{Status: StatusOK}, {Status: StatusSkipped}}}
+	if ok.Status() != StatusOK {
+		t.Errorf("healthy: %s", ok.Status())
+	}
+	bad := &Report{Snapshot: &Snapshot{ParseErrors: []ParseError{{Line: 3}}}}
+	if bad.Status() != StatusError {
+		t.Errorf("unparsable line, no findings: %s", bad.Status())
+	}
+}
