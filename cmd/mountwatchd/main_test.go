@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds mountwatchd once per test run: the exit codes and output
+// are those of the real program.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mountwatchd-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mountwatchd")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return binPath
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) firstLine() string { return strings.SplitN(r.stdout, "\n", 2)[0] }
+
+func mountwatchd(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("mountwatchd %v did not return within 60s", args)
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	r := result{code, stdout.String(), stderr.String()}
+	if len(r.firstLine()) > export.SummaryMax {
+		t.Errorf("first line is %d bytes, more than %d: %q", len(r.firstLine()), export.SummaryMax, r.firstLine())
+	}
+	return r
+}
+
+func decode(t *testing.T, r result) export.Document {
+	t.Helper()
+	var d export.Document
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatalf("--output json is not JSON: %v\n%s", err, r.stdout)
+	}
+	if d.SchemaVersion != export.SchemaVersion || d.Findings == nil || d.Checks == nil {
+		t.Errorf("document lacks schema_version, findings or checks: %s", r.stdout)
+	}
+	return d
+}
+
+func findingAt(d export.Document, mountpoint string) (f *findingJSON) {
+	for i := range d.Findings {
+		if d.Findings[i].MountPoint == mountpoint {
+			b, _ := json.Marshal(d.Findings[i])
+			f = &findingJSON{}
+			_ = json.Unmarshal(b, f)
+			return f
+		}
+	}
+	return nil
+}
+
+// findingJSON is a finding as a script sees it: the documented field names.
+type findingJSON struct {
+	Check        string `json:"check"`
+	Severity     string `json:"severity"`
+	MountPoint   string `json:"mountpoint"`
+	FSType       string `json:"fstype"`
+	Source       string `json:"source"`
+	Root         string `json:"root"`
+	Message      string `json:"message"`
+	PodUID       string `json:"pod_uid"`
+	PodNamespace string `json:"pod_namespace"`
+	PodName      string `json:"pod_name"`
+	Volume       string `json:"volume"`
+	CSIDriver    string `json:"csi_driver"`
+	VolumeHandle string `json:"volume_handle"`
+	FirstSeen    string `json:"first_seen"`
+}
+
+// A tmpfs bind mount whose source directory is deleted: warning, exit 1.
+func TestOnceDeletedTmpfsBind(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	testenv.Tmpfs(t, dir+"/t")
+	if err := os.Mkdir(dir+"/t/src", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Bind(t, dir+"/t/src", dir+"/bind")
+	if err := os.Remove(dir + "/t/src"); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mountwatchd(t, "--once")
+	if r.code != 1 || !strings.Contains(r.stdout, "WARNING deleted_root "+dir+"/bind") {
+		t.Fatalf("exit %d, want 1 with the finding:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d := decode(t, mountwatchd(t, "--once", "--output", "json"))
+	f := findingAt(d, dir+"/bind")
+	if f == nil || f.Check != "deleted_root" || f.Severity != "warning" || f.Root != "/src//deleted" || f.FSType != "tmpfs" {
+		t.Fatalf("JSON finding: %+v", f)
+	}
+}
+
+// The brief's F1 on a real FUSE mount: a directory of a ceph-fuse-typed
+// bindfs mount, bind-mounted as a CSI pod volume, deleted through the FUSE
+// mount. The finding names the pod, the volume and the CSI driver.
+func TestOnceDeletedFUSEPodVolume(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	kubelet, logs := dir+"/var/lib/kubelet", dir+"/var/log/pods"
+	const uid = "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11"
+	if err := os.MkdirAll(dir+"/backing/volumes/csi/vol2", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(logs+"/shop_web-0_"+uid, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Bindfs(t, dir+"/backing", dir+"/cephfs", "subtype=ceph-fuse")
+	mnt := testenv.KubeletPodVolume(t, kubelet, uid, "pvc-1", "cephfs.csi.ceph.com", "0001-0011-vol2")
+	testenv.Bind(t, dir+"/cephfs/volumes/csi/vol2", mnt)
+	if err := os.RemoveAll(dir + "/cephfs/volumes/csi/vol2"); err != nil {
+		t.Fatal(err)
+	}
+
+	flags := []string{"--once", "--path.kubelet", kubelet, "--path.pod-logs", logs}
+	r := mountwatchd(t, flags...)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"CRITICAL deleted_root " + mnt, "pod shop/web-0", "volume pvc-1", "driver cephfs.csi.ceph.com", "ENOENT"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("text report lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if !strings.HasPrefix(r.firstLine(), "1 mount problem (1 critical): deleted_root ") {
+		t.Errorf("summary %q", r.firstLine())
+	}
+
+	d := decode(t, mountwatchd(t, append(flags, "--output=json")...))
+	f := findingAt(d, mnt)
+	if f == nil {
+		t.Fatalf("no JSON finding for %s:\n%+v", mnt, d.Findings)
+	}
+	want := findingJSON{Check: "deleted_root", Severity: "critical", MountPoint: mnt, FSType: "fuse.ceph-fuse",
+		Source: dir + "/backing", Root: "/volumes/csi/vol2//deleted", PodUID: uid, PodNamespace: "shop", PodName: "web-0",
+		Volume: "pvc-1", CSIDriver: "cephfs.csi.ceph.com", VolumeHandle: "0001-0011-vol2"}
+	got := *f
+	got.Message, got.FirstSeen = "", ""
+	if got != want {
+		t.Errorf("JSON finding\n got %+v\nwant %+v", got, want)
+	}
+	if d.Status != "problems" || f.FirstSeen == "" {
+		t.Errorf("status %q first_seen %q", d.Status, f.FirstSeen)
+	}
+}
+
+// The DaemonSet case: the broken mount and the kubelet tree live only in
+// another process's mount namespace. --target.pid finds them through
+// /proc/<pid>/root; the check of our own namespace does not see them.
+func TestOnceOtherMountNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	const uid = "11111111-2222-3333-4444-555555555555"
+	kubelet := dir + "/var/lib/kubelet"
+	vol := kubelet + "/pods/" + uid + "/volumes/kubernetes.io~csi/pvc-7"
+	script := strings.Join([]string{
+		"set -e",
+		"mount -t tmpfs node-tmpfs " + dir,
+		"mkdir -p " + dir + "/data/gone " + vol + "/mount " + dir + "/var/log/pods/prod_db-1_" + uid,
+		`printf '{"driverName":"nfs.csi.k8s.io","volumeHandle":"h7"}' > ` + vol + "/vol_data.json",
+		"mount --bind " + dir + "/data/gone " + vol + "/mount",
+		"rmdir " + dir + "/data/gone",
+		"echo ready",
+		"exec sleep 600",
+	}, "\n")
+	node := exec.Command("sh", "-c", script)
+	node.SysProcAttr = newMountNS()
+	out, err := node.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Stderr = os.Stderr
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Process.Kill(); _ = node.Wait() })
+	buf := make([]byte, 6)
+	if n, err := out.Read(buf); err != nil || string(buf[:n]) != "ready\n" {
+		t.Fatalf("node namespace did not get ready: %q %v", buf[:n], err)
+	}
+
+	pid := node.Process.Pid
+	r := mountwatchd(t, "--once", "--output=json", "--target.pid", itoa(pid), "--path.kubelet", kubelet,
+		"--path.pod-logs", dir+"/var/log/pods")
+	if r.code != 1 {
+		t.Fatalf("target pid %d: exit %d, want 1:\n%s%s", pid, r.code, r.stdout, r.stderr)
+	}
+	d := decode(t, r)
+	f := findingAt(d, vol+"/mount")
+	if f == nil || f.Severity != "critical" || f.PodName != "db-1" || f.PodNamespace != "prod" || f.CSIDriver != "nfs.csi.k8s.io" {
+		t.Fatalf("finding in the other namespace: %+v", f)
+	}
+	if d.MountTable == nil || d.MountTable.Source != "/proc/"+itoa(pid)+"/mountinfo" || d.MountTable.PID != pid {
+		t.Errorf("mount_table %+v", d.MountTable)
+	}
+
+	own := decode(t, mountwatchd(t, "--once", "--output=json", "--path.kubelet", kubelet))
+	if f := findingAt(own, vol+"/mount"); f != nil {
+		t.Errorf("our own namespace reports the other namespace's mount: %+v", f)
+	}
+}
+
+// A healthy table exits 0, live (a procfs whose self/mountinfo is a real
+// healthy capture) and from a captured file.
+func TestOnceHealthy(t *testing.T) {
+	procfs := t.TempDir()
+	if err := os.MkdirAll(procfs+"/self", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	table, err := os.ReadFile("../../internal/probe/testdata/host-vm-6.18.mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(procfs+"/self/mountinfo", table, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mountwatchd(t, "--once", "--path.procfs", procfs)
+	if r.code != 0 || r.firstLine() != "OK: 20 mounts checked, no problems" {
+		t.Errorf("live healthy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = mountwatchd(t, "--mountinfo", procfs+"/self/mountinfo", "--output", "json")
+	d := decode(t, r)
+	if r.code != 0 || d.Status != "ok" || len(d.Findings) != 0 || d.MountTable.Live {
+		t.Errorf("offline healthy: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// The table cannot be read: exit 2, naming the path and the error, in text
+// and in JSON.
+func TestOnceUnreadableTable(t *testing.T) {
+	r := mountwatchd(t, "--once", "--target.pid", "999999999")
+	if r.code != 2 || !strings.Contains(r.stdout, "/proc/999999999/mountinfo") || !strings.Contains(r.stdout, "no such file or directory") {
+		t.Errorf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.HasPrefix(r.firstLine(), "UNKNOWN: could not check") {
+		t.Errorf("summary %q", r.firstLine())
+	}
+	r = mountwatchd(t, "--mountinfo", "/nonexistent/mountinfo", "--output", "json")
+	d := decode(t, r)
+	if r.code != 2 || d.Status != "error" || !strings.Contains(d.Error, "/nonexistent/mountinfo") {
+		t.Errorf("exit %d:\n%s", r.code, r.stdout)
+	}
+	r = mountwatchd(t, "--mountinfo", t.TempDir())
+	if r.code != 2 || !strings.Contains(r.stdout, "is a directory") {
+		t.Errorf("directory as table: exit %d:\n%s", r.code, r.stdout)
+	}
+}
+
+// A malformed line is reported with its line number; the deleted mount on
+// the next line is still found. Offline mode lists no live checks as run.
+func TestOnceMalformedLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "mountinfo")
+	table := "22 1 259:1 / / rw - ext4 /dev/vda rw\n" +
+		"23 22 0:39 garbage\n" +
+		"65 22 0:40 /vols/v2//deleted /var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount rw - fuse.ceph-fuse ceph-fuse rw\n"
+	if err := os.WriteFile(file, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mountwatchd(t, "--mountinfo", file)
+	if r.code != 1 || !strings.Contains(r.stdout, "line 2: ") || !strings.Contains(r.stdout, "CRITICAL deleted_root /var/lib/kubelet/pods/u1") {
+		t.Errorf("exit %d:\n%s", r.code, r.stdout)
+	}
+	d := decode(t, mountwatchd(t, "--mountinfo", file, "--output=json"))
+	if len(d.ParseErrors) != 1 || d.ParseErrors[0].Line != 2 || len(d.Findings) != 1 {
+		t.Errorf("parse_errors %+v findings %d", d.ParseErrors, len(d.Findings))
+	}
+}
+
+func TestHelpVersionAndBadFlags(t *testing.T) {
+	r := mountwatchd(t, "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "--once") || !strings.Contains(r.stdout, "--target.pid") {
+		t.Errorf("--help: exit %d\n%s", r.code, r.stdout)
+	}
+	r = mountwatchd(t, "--version")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "mountwatchd, version") {
+		t.Errorf("--version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = mountwatchd(t, "--once", "--output", "yaml")
+	if r.code != 2 || !strings.Contains(r.stderr, "yaml") {
+		t.Errorf("bad --output: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,124 @@
+package export
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+)
+
+// WriteText writes the human report of --once: the summary line, then each
+// finding, then how each check went and which table lines were skipped.
+func WriteText(w io.Writer, r *probe.Report) error {
+	ew := &errWriter{w: w}
+	ew.printf("%s\n", Summary(r))
+	for _, f := range r.Findings {
+		ew.printf("\n%s %s %s\n", strings.ToUpper(string(f.Severity)), f.Check, Printable(f.MountPoint))
+		if f.Path != "" {
+			ew.printf("  path:   %s\n", Printable(f.Path))
+		}
+		ew.printf("  mount:  id %d, %s from %s, root %s, dev %s\n", f.MountID, Printable(f.FSType),
+			Printable(orNone(f.Source)), Printable(f.Root), f.Dev)
+		if k := kubeLine(f.Kube); k != "" {
+			ew.printf("  kube:   %s\n", k)
+		}
+		for _, k := range sortedKeys(f.Details) {
+			ew.printf("  %s: %s\n", k, Printable(f.Details[k]))
+		}
+		ew.printf("  since:  %s\n", f.FirstSeen.UTC().Format(time.RFC3339))
+		ew.printf("%s", wrap(Printable(f.Message), "  ", 78))
+	}
+
+	s := r.Snapshot
+	mode := "live"
+	if !s.Live {
+		mode = "captured file"
+	}
+	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Source), mode)
+	for _, c := range r.Checks {
+		switch c.Status {
+		case probe.StatusSkipped:
+			ew.printf("  %-20s skipped: %s\n", c.Check, c.Reason)
+		case probe.StatusError:
+			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
+		default:
+			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
+		}
+	}
+	if len(s.ParseErrors) > 0 {
+		ew.printf("\nMount table lines that could not be parsed (left out of the checks):\n")
+		for _, e := range s.ParseErrors {
+			ew.printf("  line %d: %s: %s\n", e.Line, e.Err, Printable(e.Text))
+		}
+	}
+	return ew.err
+}
+
+func kubeLine(k probe.Kube) string {
+	var parts []string
+	switch {
+	case k.PodName != "":
+		parts = append(parts, fmt.Sprintf("pod %s/%s (uid %s)", k.PodNamespace, k.PodName, k.PodUID))
+	case k.PodUID != "":
+		parts = append(parts, "pod uid "+k.PodUID)
+	}
+	if k.Volume != "" {
+		parts = append(parts, "volume "+k.Volume)
+	}
+	if k.Container != "" {
+		parts = append(parts, "container "+k.Container)
+	}
+	if k.Kind != "" {
+		parts = append(parts, string(k.Kind))
+	}
+	if k.VolumePlugin != "" {
+		parts = append(parts, "plugin "+k.VolumePlugin)
+	}
+	if k.CSIDriver != "" {
+		parts = append(parts, "driver "+k.CSIDriver)
+	}
+	if k.VolumeHandle != "" {
+		parts = append(parts, "handle "+k.VolumeHandle)
+	}
+	return Printable(strings.Join(parts, ", "))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no source)"
+	}
+	return s
+}
+
+// wrap breaks text into lines of at most width bytes, each prefixed.
+func wrap(text, prefix string, width int) string {
+	var b strings.Builder
+	line := prefix
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(prefix) && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = prefix
+		}
+		if len(line) > len(prefix) {
+			line += " "
+		}
+		line += word
+	}
+	if len(line) > len(prefix) {
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, a ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, a...)
+	}
+}
