@@ -93,12 +93,12 @@ func TestSummaryFitsEighty(t *testing.T) {
 // one must not forge report lines or drive the operator's terminal.
 func TestPrintableEscapesHostileNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"/plain/ünïcode":        "/plain/ünïcode",
-		"/a\nCRITICAL forged":   `/a\x0aCRITICAL forged`,
-		"/esc\x1b[2J":           `/esc\x1b[2J`,
-		"/back\\slash":          `/back\\slash`,
-		"/bad\xffbyte":          `/bad\xffbyte`,
-		"/c1\u009bcontrol":      `/c1\x9bcontrol`,
+		"/plain/ünïcode":       "/plain/ünïcode",
+		"/a\nCRITICAL forged":  `/a\x0aCRITICAL forged`,
+		"/esc\x1b[2J":          `/esc\x1b[2J`,
+		"/back\\slash":         `/back\\slash`,
+		"/bad\xffbyte":         `/bad\xffbyte`,
+		"/c1\u009bcontrol":     `/c1\x9bcontrol`,
 		"/tab\tname (deleted)": `/tab\x09name (deleted)`,
 	} {
 		if got := Printable(in); got != want {

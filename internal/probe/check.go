@@ -9,12 +9,41 @@ import (
 	"time"
 )
 
+// Kind says what a check needs and so how often the daemon runs it.
+type Kind int
+
+// Kinds of checks.
+const (
+	// TableCheck is a pure function of the mount table: cheap, run on every
+	// change of the table, and the only kind run on a captured file.
+	TableCheck Kind = iota
+	// ProbeCheck makes syscalls on mounts (stat, statfs) that can block:
+	// run on the probe interval, through a prober that never blocks its
+	// caller.
+	ProbeCheck
+	// ScanCheck walks trees inside mounts under a budget: run on the scan
+	// interval, the slowest.
+	ScanCheck
+)
+
+func (k Kind) String() string {
+	switch k {
+	case TableCheck:
+		return "table"
+	case ProbeCheck:
+		return "probe"
+	case ScanCheck:
+		return "scan"
+	}
+	return "unknown"
+}
+
 // Check finds one kind of problem in a snapshot.
 type Check interface {
 	ID() CheckID
-	// Live reports whether the check needs the live system (files,
-	// syscalls). Live checks are skipped for a captured mount table.
-	Live() bool
+	// Kind says whether the check needs the live system and how often the
+	// daemon runs it. Only TableChecks run on a captured mount table.
+	Kind() Kind
 	// Run returns the problems found. An error means the check could not
 	// finish; the findings returned with it are still reported.
 	Run(ctx context.Context, s *Snapshot) ([]Finding, error)
@@ -55,6 +84,29 @@ type Report struct {
 	Snapshot *Snapshot
 	Findings []Finding
 	Checks   []CheckResult
+	// Probe is the state of the live prober after the run; nil when no
+	// probing check ran.
+	Probe *ProbeStats
+	// Scan is the progress of the tree scans; nil when no scan ran.
+	Scan *ScanStats
+}
+
+// ProbeStats is the health of the live prober: how many probes are blocked
+// in the kernel right now, and totals since start.
+type ProbeStats struct {
+	Connections int    `json:"connections"` // distinct filesystems (major:minor) probed in this run
+	Blocked     int    `json:"blocked"`     // probes blocked in the kernel now
+	NotProbed   int    `json:"not_probed"`  // connections skipped: one probe already blocked, or the cap reached
+	Probes      uint64 `json:"probes_total"`
+	Timeouts    uint64 `json:"timeouts_total"`
+}
+
+// ScanStats is the progress of the budgeted tree scans.
+type ScanStats struct {
+	Entries         uint64 `json:"entries_total"`          // entries examined since start
+	Passes          uint64 `json:"passes_total"`           // complete passes over every root
+	BudgetExhausted uint64 `json:"budget_exhausted_total"` // runs that stopped at the budget, to resume later
+	Complete        bool   `json:"complete"`               // the last run finished a pass
 }
 
 // Status is StatusProblems when anything was found, StatusError when nothing
@@ -88,7 +140,7 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 	rep := &Report{Snapshot: s}
 	for _, c := range r.Checks {
 		res := CheckResult{Check: c.ID()}
-		if c.Live() && !s.Live {
+		if c.Kind() != TableCheck && !s.Live {
 			res.Status = StatusSkipped
 			res.Reason = "needs the live system; the mount table is a captured file"
 			rep.Checks = append(rep.Checks, res)

@@ -8,14 +8,14 @@ import (
 
 type fakeCheck struct {
 	id    CheckID
-	live  bool
+	kind  Kind
 	found []Finding
 	err   error
 	panic bool
 }
 
 func (c fakeCheck) ID() CheckID { return c.id }
-func (c fakeCheck) Live() bool  { return c.live }
+func (c fakeCheck) Kind() Kind  { return c.kind }
 func (c fakeCheck) Run(context.Context, *Snapshot) ([]Finding, error) {
 	if c.panic {
 		panic("boom")
@@ -28,7 +28,7 @@ func TestRunnerIsolatesChecks(t *testing.T) {
 	r := &Runner{Checks: []Check{
 		fakeCheck{id: "panics", panic: true},
 		fakeCheck{id: "fails", err: errors.New("fusectl missing"), found: []Finding{{Check: "fails", Severity: Info}}},
-		fakeCheck{id: "live", live: true, found: []Finding{{Check: "live", Severity: Critical}}},
+		fakeCheck{id: "live", kind: ProbeCheck, found: []Finding{{Check: "live", Severity: Critical}}},
 		fakeCheck{id: "finds", found: []Finding{{Check: "finds", Severity: Warning}, {Check: "finds", Severity: Critical}}},
 	}}
 	rep := r.Run(context.Background(), s)

@@ -24,8 +24,8 @@ type DeletedRootCheck struct{}
 // ID implements Check.
 func (DeletedRootCheck) ID() CheckID { return DeletedRoot }
 
-// Live implements Check.
-func (DeletedRootCheck) Live() bool { return false }
+// Kind implements Check.
+func (DeletedRootCheck) Kind() Kind { return TableCheck }
 
 // Run implements Check.
 func (DeletedRootCheck) Run(_ context.Context, s *Snapshot) ([]Finding, error) {

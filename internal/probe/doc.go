@@ -3,7 +3,7 @@
 //
 // Everything after "read the mount table" is a function of the Snapshot, so a
 // check can be tested on a captured table without root. Checks that need the
-// live system (stat, statfs, xattrs) say so through Check.Live and are skipped
+// live system (stat, statfs, xattrs) say so through Check.Kind and are skipped
 // when the table comes from a file.
 //
 // Every check returns Findings; the exporters (text, JSON, metrics, journal)

@@ -83,7 +83,7 @@ func TestParseEscapesAndClassification(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	for _, c := range []struct {
-		fstype, source          string
+		fstype, source         string
 		fuse, ceph, ovl, netfs bool
 	}{
 		{"fuse", "sshfs#x", true, false, false, false},
