@@ -1,10 +1,15 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -99,4 +104,99 @@ func KubeletPodVolume(t testing.TB, kubeletRoot, podUID, volume, driver, handle 
 		t.Fatal(err)
 	}
 	return filepath.Join(dir, "mount")
+}
+
+var (
+	fakeCephOnce sync.Once
+	fakeCephBin  string
+	fakeCephErr  error
+)
+
+// FakeCephFuse mounts backing on dir with the project's ceph-fuse stand-in
+// (fstype fuse.ceph-fuse, source ceph-fuse) and returns its process:
+// SIGUSR1 makes it stop answering, SIGUSR2 answer again, SIGTERM die
+// without unmounting, as an OOM-killed ceph-fuse does.
+func FakeCephFuse(t testing.TB, backing, dir string) *os.Process {
+	t.Helper()
+	return fakeCephFuse(t, backing, dir, nil)
+}
+
+// FakeCephFuseOver mounts a new ceph-fuse stand-in on top of whatever the
+// O_PATH descriptor over refers to, through /proc/self/fd: the way to stack
+// a mount on a dead FUSE mount, whose mount point path can no longer be
+// looked up.
+func FakeCephFuseOver(t testing.TB, backing string, over *os.File) *os.Process {
+	t.Helper()
+	return fakeCephFuse(t, backing, "", over)
+}
+
+func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process {
+	t.Helper()
+	fakeCephOnce.Do(func() {
+		d, err := os.MkdirTemp("", "fakecephfuse")
+		if err != nil {
+			fakeCephErr = err
+			return
+		}
+		fakeCephBin = filepath.Join(d, "fakecephfuse")
+		out, err := exec.Command("go", "build", "-o", fakeCephBin,
+			"github.com/mountwatchd/mountwatchd/internal/testfuse/fakecephfuse").CombinedOutput()
+		if err != nil {
+			fakeCephErr = fmt.Errorf("build fakecephfuse: %v\n%s", err, out)
+		}
+	})
+	if fakeCephErr != nil {
+		t.Fatal(fakeCephErr)
+	}
+	// The mount point may be a dead FUSE mount, whose stat fails: EEXIST
+	// is enough.
+	target := dir
+	if over != nil {
+		target = "/proc/self/fd/3"
+	} else if err := os.MkdirAll(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(fakeCephBin, backing, target)
+	if over != nil {
+		cmd.ExtraFiles = []*os.File{over}
+		dir = over.Name()
+	}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGUSR2)
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	buf := make([]byte, 6)
+	if n, err := io.ReadFull(out, buf); err != nil || string(buf[:n]) != "ready\n" {
+		t.Fatalf("fakecephfuse did not mount %s: %q %v", dir, buf[:n], err)
+	}
+	return cmd.Process
+}
+
+// Threads is the number of OS threads of this process.
+func Threads(t testing.TB) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			var n int
+			if _, err := fmt.Sscan(v, &n); err == nil {
+				return n
+			}
+		}
+	}
+	t.Fatal("no Threads: line in /proc/self/status")
+	return 0
 }
