@@ -161,6 +161,12 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)
 	}
+	for _, c := range r.Checks {
+		if ps, ok := c.(interface{ ProbeStats() ProbeStats }); ok && rep.Probe == nil && ran(rep, c.ID()) {
+			st := ps.ProbeStats()
+			rep.Probe = &st
+		}
+	}
 	SortFindings(rep.Findings)
 	if r.Tracker != nil {
 		r.Tracker.Stamp(s.Taken, rep.Findings)
@@ -170,6 +176,16 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 		}
 	}
 	return rep
+}
+
+// ran reports whether check id ran (was not skipped) in rep.
+func ran(rep *Report, id CheckID) bool {
+	for _, c := range rep.Checks {
+		if c.Check == id {
+			return c.Status != StatusSkipped
+		}
+	}
+	return false
 }
 
 func runCheck(ctx context.Context, c Check, s *Snapshot) (found []Finding, err error) {

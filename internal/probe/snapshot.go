@@ -3,6 +3,7 @@ package probe
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,9 @@ type Snapshot struct {
 	Mounts      []*Mount
 	ParseErrors []ParseError
 
-	byDev map[string][]*Mount
+	byDev     map[string][]*Mount
+	byID      map[int]*Mount
+	coveredBy map[int]*Mount
 }
 
 // ReadSnapshot reads and classifies the mount table of h's namespace, with
@@ -63,11 +66,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 	if err != nil {
 		return nil, err
 	}
-	s := &Snapshot{Source: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs,
-		byDev: make(map[string][]*Mount)}
-	for _, m := range mounts {
-		s.byDev[m.Dev()] = append(s.byDev[m.Dev()], m)
-	}
+	s := indexSnapshot(&Snapshot{Source: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs})
 
 	var kf *kubeFiles
 	for _, m := range mounts {
@@ -82,6 +81,53 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		kf.enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
 	}
 	return s, nil
+}
+
+// indexSnapshot builds the lookups every check uses.
+func indexSnapshot(s *Snapshot) *Snapshot {
+	s.byDev = make(map[string][]*Mount)
+	s.byID = make(map[int]*Mount, len(s.Mounts))
+	s.coveredBy = make(map[int]*Mount)
+	for _, m := range s.Mounts {
+		s.byDev[m.Dev()] = append(s.byDev[m.Dev()], m)
+		s.byID[m.ID] = m
+	}
+	// A mount made on top of another at the same mount point has the lower
+	// mount as its parent.
+	for _, m := range s.Mounts {
+		if p := s.byID[m.Parent]; p != nil && p != m && p.Mountpoint == m.Mountpoint {
+			s.coveredBy[p.ID] = m
+		}
+	}
+	return s
+}
+
+// CoveredBy returns the mount stacked directly on top of m at the same mount
+// point, which hides m from path lookups; nil when m is not shadowed.
+func (s *Snapshot) CoveredBy(m *Mount) *Mount { return s.coveredBy[m.ID] }
+
+// Reachable reports whether m's mount point leads to m itself: neither m
+// nor a mount it sits in is shadowed, and its mount point was not deleted.
+func (s *Snapshot) Reachable(m *Mount) bool {
+	if strings.HasSuffix(m.Mountpoint, deletedMountSuffix) {
+		return false
+	}
+	if s.coveredBy[m.ID] != nil {
+		return false
+	}
+	// Walk up: a mount sitting in a parent that something else covers is
+	// hidden with it (the cover of its own parent is what is seen).
+	for depth := 0; depth < 4096 && m.Parent != m.ID; depth++ {
+		p := s.byID[m.Parent]
+		if p == nil {
+			break
+		}
+		if c := s.coveredBy[p.ID]; c != nil && c != m {
+			return false
+		}
+		m = p
+	}
+	return true
 }
 
 // ByDev returns every mount of the filesystem (FUSE connection) dev, as

@@ -1,0 +1,410 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FS is the syscall side of probing. Probe may block in the kernel for as
+// long as a FUSE server does not answer; the Prober runs it on a goroutine of
+// its own and never waits for it past its deadline. Tests replace FS to make
+// a probe block on a channel.
+type FS interface {
+	// Probe checks the filesystem mounted at path, resolved under root
+	// without following any symlink, and returns the device it reached.
+	Probe(root, path string) (dev uint64, err error)
+}
+
+// SysFS probes with openat2(O_PATH, RESOLVE_NO_SYMLINKS), fstatfs and
+// fstat. fstatfs is the request a FUSE server must answer (the kernel may
+// answer stat from its attribute cache); fstat gives the device, which tells
+// whether the path still leads to the mount that was meant.
+type SysFS struct{}
+
+// Probe implements FS.
+func (SysFS) Probe(root, p string) (uint64, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(rfd)
+	rel := strings.TrimPrefix(path.Clean(p), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", p, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", p, err)
+	}
+	return st.Dev, nil
+}
+
+// ProberConfig says what to probe and how patiently.
+type ProberConfig struct {
+	// Timeout is how long one probe may take before its connection is
+	// reported hung.
+	Timeout time.Duration
+	// MaxBlocked caps the probes blocked in the kernel at once, each of
+	// which pins an OS thread. Past it, connections are not probed.
+	MaxBlocked int
+	// FSTypes are the filesystem types probed; "fuse.*" matches every FUSE
+	// subtype.
+	FSTypes []string
+}
+
+// DefaultProbeFSTypes are FUSE and the network filesystems: the ones whose
+// server lives in another process or on another machine.
+var DefaultProbeFSTypes = []string{"fuse", "fuse.*", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "9p", "afs", "lustre"}
+
+// ProbeState is the outcome of probing one mount.
+type ProbeState int
+
+// Probe outcomes.
+const (
+	ProbeOK          ProbeState = iota // answered
+	ProbeFailed                        // answered with an error (Errno)
+	ProbeHung                          // did not answer by the deadline, or an earlier probe is still blocked
+	ProbeNotProbed                     // skipped: the cap on blocked probes was reached, or the check was cancelled
+	ProbeUnreachable                   // no path leads to it (shadowed), or it vanished
+)
+
+func (s ProbeState) String() string {
+	return [...]string{"ok", "failed", "hung", "not_probed", "unreachable"}[s]
+}
+
+// ProbeResult is what probing said about one mount.
+type ProbeResult struct {
+	State ProbeState
+	Errno syscall.Errno // ProbeFailed
+	Err   error         // the whole error, for ProbeFailed and ProbeUnreachable
+	Since time.Time     // ProbeHung: when the blocked probe started
+	Path  string        // the mount point probed for this connection
+	// Reason says why a mount was not probed or is unreachable.
+	Reason string
+}
+
+// Round is one pass of the prober over a snapshot: a result for every
+// probed mount, by mount id.
+type Round struct {
+	Snapshot *Snapshot
+	Results  map[int]ProbeResult
+	Stats    ProbeStats
+}
+
+// Prober probes connections (filesystems, by major:minor), at most one probe
+// per connection at a time, never waiting past its deadline.
+type Prober struct {
+	cfg ProberConfig
+	fs  FS
+
+	mu      sync.Mutex
+	flights map[string]*flight // connections with a probe in the kernel
+
+	probes, timeouts atomic.Uint64
+
+	roundMu sync.Mutex
+	last    atomic.Pointer[Round]
+}
+
+type flight struct {
+	dev   string
+	start time.Time
+	done  chan struct{} // closed when the probe returned
+	res   map[int]ProbeResult
+}
+
+// NewProber returns a prober using fs (SysFS on a real system).
+func NewProber(cfg ProberConfig, fs FS) *Prober {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.MaxBlocked <= 0 {
+		cfg.MaxBlocked = 32
+	}
+	if cfg.FSTypes == nil {
+		cfg.FSTypes = DefaultProbeFSTypes
+	}
+	return &Prober{cfg: cfg, fs: fs, flights: map[string]*flight{}}
+}
+
+// Probes reports whether mounts of this type are probed.
+func (p *Prober) Probes(m *Mount) bool {
+	for _, t := range p.cfg.FSTypes {
+		if t == m.FSType || (strings.HasSuffix(t, ".*") && strings.HasPrefix(m.FSType, strings.TrimSuffix(t, "*"))) {
+			return true
+		}
+	}
+	return false
+}
+
+// Latest returns the last finished round, or nil. It never blocks.
+func (p *Prober) Latest() *Round { return p.last.Load() }
+
+// Stats is the prober's state now.
+func (p *Prober) Stats() ProbeStats {
+	p.mu.Lock()
+	blocked := len(p.flights)
+	p.mu.Unlock()
+	st := ProbeStats{Blocked: blocked, Probes: p.probes.Load(), Timeouts: p.timeouts.Load()}
+	if r := p.Latest(); r != nil {
+		st.Connections, st.NotProbed = r.Stats.Connections, r.Stats.NotProbed
+	}
+	return st
+}
+
+// Round probes every probed connection of s once, or returns the round
+// already made for s. It returns within the probe timeout of the last
+// probe started, whatever the mounts do.
+func (p *Prober) Round(ctx context.Context, s *Snapshot) *Round {
+	p.roundMu.Lock()
+	defer p.roundMu.Unlock()
+	if r := p.last.Load(); r != nil && r.Snapshot == s {
+		return r
+	}
+	r := p.round(ctx, s)
+	p.last.Store(r)
+	return r
+}
+
+// conn is one connection to probe: its reachable mounts, the one to probe
+// first, then one per other root directory (a bind mount of a directory
+// can be stale on its own, as an NFS subdirectory export can).
+type conn struct {
+	dev     string
+	mounts  []*Mount // every mount of the connection
+	targets []*Mount // reachable mounts to probe, in order
+}
+
+func (p *Prober) connections(s *Snapshot) []*conn {
+	var out []*conn
+	seen := map[string]bool{}
+	for _, m := range s.Mounts {
+		dev := m.Dev()
+		if seen[dev] || !p.Probes(m) {
+			continue
+		}
+		seen[dev] = true
+		c := &conn{dev: dev, mounts: s.ByDev(dev)}
+		roots := map[string]bool{}
+		for _, mm := range c.mounts {
+			if s.Reachable(mm) && !roots[mm.Root] {
+				roots[mm.Root] = true
+				c.targets = append(c.targets, mm)
+			}
+		}
+		// The filesystem's own root first: it answers for the connection.
+		slices.SortStableFunc(c.targets, func(a, b *Mount) int {
+			return len(a.Root) - len(b.Root)
+		})
+		out = append(out, c)
+	}
+	return out
+}
+
+func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
+	r := &Round{Snapshot: s, Results: map[int]ProbeResult{}}
+	conns := p.connections(s)
+	r.Stats.Connections = len(conns)
+	root := s.Host.Path("/")
+
+	setAll := func(c *conn, res ProbeResult) {
+		for _, m := range c.mounts {
+			r.Results[m.ID] = res
+		}
+	}
+	type running struct {
+		c        *conn
+		f        *flight
+		deadline time.Time
+	}
+	var (
+		queue   []*conn
+		active  []running
+		results = make(chan *flight, len(conns))
+	)
+	p.mu.Lock()
+	for _, c := range conns {
+		switch f := p.flights[c.dev]; {
+		case len(c.targets) == 0:
+			setAll(c, ProbeResult{State: ProbeUnreachable, Reason: "every mount of this connection is shadowed by another mount"})
+		case f != nil:
+			// Never a second probe to a connection whose first is blocked.
+			setAll(c, ProbeResult{State: ProbeHung, Since: f.start, Path: c.targets[0].Mountpoint,
+				Reason: "an earlier probe is still blocked"})
+		default:
+			queue = append(queue, c)
+		}
+	}
+	p.mu.Unlock()
+
+	for len(queue) > 0 || len(active) > 0 {
+		// Start probes while the cap allows.
+		p.mu.Lock()
+		for len(queue) > 0 && len(p.flights) < p.cfg.MaxBlocked {
+			c := queue[0]
+			queue = queue[1:]
+			f := &flight{dev: c.dev, start: time.Now(), done: make(chan struct{})}
+			p.flights[c.dev] = f
+			p.probes.Add(1)
+			go p.fly(f, root, c, results)
+			active = append(active, running{c, f, f.start.Add(p.cfg.Timeout)})
+		}
+		capped := len(active) == 0 && len(queue) > 0
+		p.mu.Unlock()
+		if capped {
+			for _, c := range queue {
+				setAll(c, ProbeResult{State: ProbeNotProbed,
+					Reason: fmt.Sprintf("%d probes are blocked, the cap (--probe.max-blocked)", p.cfg.MaxBlocked)})
+			}
+			r.Stats.NotProbed += len(queue)
+			break
+		}
+
+		next := active[0].deadline
+		for _, a := range active {
+			if a.deadline.Before(next) {
+				next = a.deadline
+			}
+		}
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case f := <-results:
+			for i, a := range active {
+				if a.f == f {
+					for id, res := range f.res {
+						r.Results[id] = res
+					}
+					active = slices.Delete(active, i, i+1)
+					break
+				}
+			}
+		case <-timer.C:
+			now := time.Now()
+			active = slices.DeleteFunc(active, func(a running) bool {
+				if now.Before(a.deadline) {
+					return false
+				}
+				select {
+				case <-a.f.done: // answered just now; its result is in results
+					return false
+				default:
+				}
+				p.timeouts.Add(1)
+				setAll(a.c, ProbeResult{State: ProbeHung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
+					Reason: fmt.Sprintf("no answer within %s", p.cfg.Timeout)})
+				return true
+			})
+		case <-ctx.Done():
+			for _, a := range active {
+				setAll(a.c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+			}
+			for _, c := range queue {
+				setAll(c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+			}
+			r.Stats.NotProbed += len(active) + len(queue)
+			active, queue = nil, nil
+		}
+		timer.Stop()
+	}
+
+	p.mu.Lock()
+	r.Stats.Blocked = len(p.flights)
+	p.mu.Unlock()
+	r.Stats.Probes, r.Stats.Timeouts = p.probes.Load(), p.timeouts.Load()
+	return r
+}
+
+// fly runs one connection's probes. It may block in the kernel for ever;
+// nothing waits for it past its deadline, and it leaves the flights table
+// when it returns, so the next round may probe the connection again.
+func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
+	f.res = probeConn(p.fs, root, c)
+	p.mu.Lock()
+	delete(p.flights, f.dev)
+	p.mu.Unlock()
+	close(f.done)
+	results <- f // buffered for every flight of its round
+}
+
+func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
+	res := map[int]ProbeResult{}
+	var connResult *ProbeResult
+	for _, m := range c.targets {
+		dev, err := fs.Probe(root, m.Mountpoint)
+		pr := classifyProbe(m, dev, err)
+		if connResult == nil {
+			if pr.State == ProbeUnreachable {
+				res[m.ID] = pr // vanished or replaced; try the next mount
+				continue
+			}
+			// The first mount that answers speaks for the connection:
+			// a dead server fails every mount of it.
+			connResult = &pr
+			if pr.State == ProbeFailed {
+				for _, mm := range c.mounts {
+					res[mm.ID] = pr
+				}
+				return res
+			}
+		}
+		for _, mm := range c.mounts {
+			if mm.Root == m.Root {
+				res[mm.ID] = pr
+			}
+		}
+	}
+	for _, mm := range c.mounts {
+		if _, ok := res[mm.ID]; !ok {
+			if connResult != nil {
+				res[mm.ID] = *connResult // shadowed mounts share the connection's fate
+			} else {
+				res[mm.ID] = ProbeResult{State: ProbeUnreachable, Reason: "no mount of this connection could be reached"}
+			}
+		}
+	}
+	return res
+}
+
+func classifyProbe(m *Mount, dev uint64, err error) ProbeResult {
+	pr := ProbeResult{Path: m.Mountpoint}
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			switch errno {
+			case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EXDEV:
+				pr.State, pr.Err, pr.Reason = ProbeUnreachable, err, "the mount point no longer leads to this mount"
+				return pr
+			}
+		}
+		pr.State, pr.Errno, pr.Err = ProbeFailed, errno, err
+		return pr
+	}
+	if unix.Major(dev) != uint32(m.Major) || unix.Minor(dev) != uint32(m.Minor) {
+		pr.State, pr.Reason = ProbeUnreachable, fmt.Sprintf("the mount point leads to device %d:%d, not this mount", unix.Major(dev), unix.Minor(dev))
+		return pr
+	}
+	pr.State = ProbeOK
+	return pr
+}
