@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -38,6 +39,11 @@ type config struct {
 	host      probe.Host
 	logLevel  string
 	logFormat string
+
+	probe        probe.ProberConfig
+	probeFSTypes string
+	fusectl      string
+	mountFusectl bool
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -60,6 +66,16 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(probe.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
+	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung.").
+		Default("5s").DurationVar(&cfg.probe.Timeout)
+	app.Flag("probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.").
+		Default("32").IntVar(&cfg.probe.MaxBlocked)
+	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
+		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
+	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
+		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
+	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
+		BoolVar(&cfg.mountFusectl)
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
 	return app
@@ -76,6 +92,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if exited {
 		return exitOK
+	}
+	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
+		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
+		return exitUnknown
+	}
+	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
+		}
 	}
 	if cfg.host.PID < 0 {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
@@ -95,10 +120,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUnknown
 }
 
-// checks is the catalogue, in report order.
-func checks() []probe.Check {
+// checks is the catalogue, in report order. The probing checks come before
+// shadowed_mount, which reads the prober's latest round.
+func checks(cfg config, log *zap.Logger, live bool) []probe.Check {
+	prober := probe.NewProber(cfg.probe, probe.SysFS{})
+	hung := probe.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
+	if live {
+		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
+			hung.FusectlErr = err
+			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
+		}
+	}
 	return []probe.Check{
 		probe.DeletedRootCheck{},
+		probe.StaleMountCheck{Prober: prober},
+		hung,
+		probe.ShadowedMountCheck{Prober: prober},
 	}
 }
 
@@ -125,7 +162,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
-	runner := &probe.Runner{Checks: checks()}
+	runner := &probe.Runner{Checks: checks(cfg, log, snap.Live)}
 	rep := runner.Run(ctx, snap)
 	for _, c := range rep.Checks {
 		if c.Status == probe.StatusError {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -332,5 +333,63 @@ func TestHelpVersionAndBadFlags(t *testing.T) {
 	r = mountwatchd(t, "--once", "--output", "yaml")
 	if r.code != 2 || !strings.Contains(r.stderr, "yaml") {
 		t.Errorf("bad --output: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// --once with a hung FUSE mount returns by its deadline with exit 1 and the
+// hung finding; it never waits for the blocked probe.
+func TestOnceHungFUSEReturns(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/src/a", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	server := testenv.Bindfs(t, dir+"/src", dir+"/fuse", "subtype=gcsfuse")
+	testenv.Bind(t, dir+"/fuse/a", dir+"/bind")
+	if err := server.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
+
+	r := mountwatchd(t, "--once", "--output=json", "--probe.timeout=500ms", "--probe.mount-fusectl")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d := decode(t, r)
+	for _, mp := range []string{dir + "/fuse", dir + "/bind"} {
+		if f := findingAt(d, mp); f == nil || f.Check != "hung_mount" || f.Severity != "critical" {
+			t.Errorf("%s: %+v", mp, f)
+		}
+	}
+	if d.Probe == nil || d.Probe.Blocked != 1 || d.Probe.Timeouts != 1 {
+		t.Errorf("probe stats %+v, want 1 blocked probe and 1 timeout", d.Probe)
+	}
+
+	// The same node once the server answers again: healthy.
+	if err := server.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if r := mountwatchd(t, "--once", "--probe.timeout=5s"); r.code != 0 {
+		t.Errorf("after SIGCONT: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// A killed FUSE server: --once reports every mount of the connection stale
+// with the errno.
+func TestOnceStaleFUSE(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/src/a", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	server := testenv.Bindfs(t, dir+"/src", dir+"/fuse", "subtype=s3fs")
+	testenv.Bind(t, dir+"/fuse/a", dir+"/bind")
+	if err := server.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = server.Wait()
+	r := mountwatchd(t, "--once")
+	if r.code != 1 || !strings.Contains(r.stdout, "CRITICAL stale_mount "+dir+"/bind") || !strings.Contains(r.stdout, "errno: ENOTCONN") {
+		t.Errorf("exit %d:\n%s", r.code, r.stdout)
 	}
 }

@@ -27,6 +27,8 @@ type Document struct {
 	Findings      []probe.Finding     `json:"findings"`
 	Checks        []probe.CheckResult `json:"checks"`
 	ParseErrors   []probe.ParseError  `json:"parse_errors"`
+	Probe         *probe.ProbeStats   `json:"probe,omitempty"`
+	Scan          *probe.ScanStats    `json:"scan,omitempty"`
 	Error         string              `json:"error,omitempty"`
 }
 
@@ -51,6 +53,8 @@ func NewDocument(r *probe.Report) *Document {
 		Findings:      orEmpty(r.Findings),
 		Checks:        orEmpty(r.Checks),
 		ParseErrors:   orEmpty(s.ParseErrors),
+		Probe:         r.Probe,
+		Scan:          r.Scan,
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID

@@ -47,6 +47,10 @@ func WriteText(w io.Writer, r *probe.Report) error {
 			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
 		}
 	}
+	if p := r.Probe; p != nil {
+		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
+			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
+	}
 	if len(s.ParseErrors) > 0 {
 		ew.printf("\nMount table lines that could not be parsed (left out of the checks):\n")
 		for _, e := range s.ParseErrors {
