@@ -254,8 +254,12 @@ func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerD
 	}
 	ld.truncated = len(ld.entries) >= maxDirList
 	ld.whiteout = map[string]bool{}
+	mnt, err := mountID(fd)
+	if err != nil {
+		return ld, err
+	}
 	for _, d := range ld.entries {
-		e := entry{w: &c.w, dirfd: fd, name: d.name, typ: d.typ}
+		e := entry{w: &c.w, dirfd: fd, mnt: mnt, name: d.name, typ: d.typ}
 		if isWhiteout(&e, prefix) {
 			ld.whiteout[d.name] = true
 		}
@@ -268,8 +272,12 @@ func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerD
 func isWhiteout(e *entry, prefix string) bool {
 	switch e.typ {
 	case unix.DT_CHR:
-		var st unix.Stat_t
-		return unix.Fstatat(e.dirfd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Rdev == 0
+		if e.guard() != nil {
+			return false
+		}
+		var st unix.Statx_t
+		err := unix.Statx(e.dirfd, e.name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &st)
+		return err == nil && st.Rdev_major == 0 && st.Rdev_minor == 0
 	case unix.DT_REG:
 		v, err := e.getXattr(prefix + "whiteout")
 		return err == nil && v != nil

@@ -118,6 +118,43 @@ type entry struct {
 	root  int // index into roots
 	rel   string
 	depth int
+
+	guarded  bool
+	guardErr error
+}
+
+// guard decides, once, whether the entry may be touched by name: not the
+// mount point of a mount the walk must not enter. The snapshot decides first,
+// without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
+// or NFS server) catches a mount made after the snapshot. Every xattr read
+// goes through it.
+func (e *entry) guard() error {
+	if e.guarded {
+		return e.guardErr
+	}
+	e.guarded = true
+	expect := -1
+	if ms, ok := e.w.mounts[e.path]; ok && e.path != "" {
+		for _, m := range ms {
+			if mayHang(m) || !localFSTypes[m.FSType] {
+				e.w.skippedMounts++
+				e.guardErr = fmt.Errorf("%w: %s is a %s mount point", ErrNotScannable, e.path, m.FSType)
+				return e.guardErr
+			}
+			expect = m.ID
+		}
+	}
+	var st unix.Statx_t
+	err := unix.Statx(e.dirfd, e.name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+		unix.STATX_MNT_ID|unix.STATX_TYPE, &st)
+	switch {
+	case err != nil:
+		e.guardErr = err
+	case int(st.Mnt_id) != e.mnt && int(st.Mnt_id) != expect:
+		e.w.skippedMounts++
+		e.guardErr = fmt.Errorf("%w: %s is a mount point not in the mount table read", ErrNotScannable, e.path)
+	}
+	return e.guardErr
 }
 
 var errStop = errors.New("stop")
@@ -499,8 +536,9 @@ func (w *walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 			}
 			typ := d.Type
 			if typ == unix.DT_UNKNOWN {
-				var st unix.Stat_t
-				if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				var st unix.Statx_t
+				if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+					unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 					typ = unix.DT_DIR
 				}
 			}
@@ -604,6 +642,9 @@ func (e *entry) listXattrs() ([]string, error) {
 }
 
 func (e *entry) listxattr(buf []byte) (int, error) {
+	if err := e.guard(); err != nil {
+		return 0, err
+	}
 	if !noXattrAt.Load() {
 		name, err := unix.BytePtrFromString(e.name)
 		if err != nil {
@@ -651,6 +692,9 @@ func (e *entry) getXattr(attr string) ([]byte, error) {
 }
 
 func (e *entry) getxattr(attr string, buf []byte) (int, error) {
+	if err := e.guard(); err != nil {
+		return 0, err
+	}
 	if !noXattrAt.Load() {
 		name, err := unix.BytePtrFromString(e.name)
 		if err != nil {
