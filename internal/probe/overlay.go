@@ -304,16 +304,17 @@ func unescapeOctal(s string) (string, error) {
 }
 
 // containerdTask returns the containerd namespace and container id when
-// mountpoint is a task's rootfs:
-// /run/containerd/io.containerd.runtime.v2.task/<ns>/<id>/rootfs (v1 shims:
-// io.containerd.runtime.v1.linux).
+// mountpoint is a task's rootfs: <state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs
+// (v1 shims: io.containerd.runtime.v1.linux). The state directory is
+// /run/containerd by default and elsewhere in some distributions
+// (/run/k3s/containerd), so only the runtime's own part is matched.
 func containerdTask(mountpoint string) (ns, id string) {
-	for _, prefix := range []string{"/run/containerd/io.containerd.runtime.v2.task/", "/run/containerd/io.containerd.runtime.v1.linux/"} {
-		rest, ok := strings.CutPrefix(mountpoint, prefix)
-		if !ok {
+	for _, marker := range []string{"/io.containerd.runtime.v2.task/", "/io.containerd.runtime.v1.linux/"} {
+		i := strings.LastIndex(mountpoint, marker)
+		if i < 0 {
 			continue
 		}
-		p := strings.Split(rest, "/")
+		p := strings.Split(mountpoint[i+len(marker):], "/")
 		if len(p) == 3 && p[2] == "rootfs" && p[0] != "" && p[1] != "" {
 			return p[0], p[1]
 		}
