@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -38,6 +39,16 @@ type config struct {
 	host      probe.Host
 	logLevel  string
 	logFormat string
+	scan      scanConfig
+}
+
+// scanConfig are the flags of the scanning checks (opaque_propagation,
+// stray_overlay_xattr).
+type scanConfig struct {
+	budget, onceBudget int
+	rate               float64
+	roots              []string
+	snapshots          string
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -60,6 +71,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(probe.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
+	addScanFlags(app, &cfg.scan)
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
 	return app
@@ -81,6 +93,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
 		return exitUnknown
 	}
+	if err := cfg.scan.validate(); err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
@@ -95,10 +111,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUnknown
 }
 
-// checks is the catalogue, in report order.
-func checks() []probe.Check {
+func addScanFlags(app *kingpin.Application, sc *scanConfig) {
+	app.Flag("scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).").
+		Default(strconv.Itoa(probe.DefaultScanBudget)).IntVar(&sc.budget)
+	app.Flag("scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.").
+		Default(strconv.Itoa(probe.DefaultOnceBudget)).IntVar(&sc.onceBudget)
+	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
+	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
+		PlaceHolder("DIR").StringsVar(&sc.roots)
+	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter root, against which relative lowerdirs are resolved, as the inspected namespace sees it.").
+		Default(probe.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+}
+
+func (sc scanConfig) validate() error {
+	if sc.budget < 0 || sc.onceBudget < 0 || sc.rate < 0 {
+		return errors.New("--scan.budget, --scan.once-budget and --scan.rate must not be negative")
+	}
+	return nil
+}
+
+// checks is the catalogue, in report order. once gives the scanning checks
+// the budget of one full pass.
+func checks(sc scanConfig, once bool) []probe.Check {
+	limits := probe.ScanLimits{Budget: sc.budget, Rate: sc.rate}
+	if once {
+		limits.Budget = sc.onceBudget
+	}
 	return []probe.Check{
 		probe.DeletedRootCheck{},
+		&probe.OpaquePropagationCheck{SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
+		&probe.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
 	}
 }
 
@@ -125,7 +167,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
-	runner := &probe.Runner{Checks: checks()}
+	runner := &probe.Runner{Checks: checks(cfg.scan, true)}
 	rep := runner.Run(ctx, snap)
 	for _, c := range rep.Checks {
 		if c.Status == probe.StatusError {

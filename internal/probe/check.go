@@ -109,6 +109,21 @@ type ScanStats struct {
 	Complete        bool   `json:"complete"`               // the last run finished a pass
 }
 
+// ScanStatser is implemented by scanning checks (OpaquePropagationCheck,
+// StrayOverlayXattrCheck): Stats is their progress since the check value was
+// made. The Runner sums it into Report.Scan.
+type ScanStatser interface {
+	Stats() ScanStats
+}
+
+// add sums o into s; Complete only when both are.
+func (s *ScanStats) add(o ScanStats) {
+	s.Entries += o.Entries
+	s.Passes += o.Passes
+	s.BudgetExhausted += o.BudgetExhausted
+	s.Complete = s.Complete && o.Complete
+}
+
 // Status is StatusProblems when anything was found, StatusError when nothing
 // was found but some check or some line of the table could not be checked,
 // and StatusOK otherwise.
@@ -160,6 +175,12 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 		}
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)
+		if ss, ok := c.(ScanStatser); ok {
+			if rep.Scan == nil {
+				rep.Scan = &ScanStats{Complete: true}
+			}
+			rep.Scan.add(ss.Stats())
+		}
 	}
 	SortFindings(rep.Findings)
 	if r.Tracker != nil {
