@@ -104,7 +104,8 @@ type walker struct {
 	procfs    string
 	visit     func(e *entry) bool
 	stopErr   error
-	cursorSet bool // the cursor of this stop is being recorded
+	cursorSet bool   // the cursor of this stop is being recorded
+	xbuf      []byte // listxattr buffer, reused
 }
 
 // entry is one directory entry handed to the visitor.
@@ -611,18 +612,14 @@ func (e *entry) procPath() string {
 
 // listXattrs returns the entry's xattr names.
 func (e *entry) listXattrs() ([]string, error) {
-	buf := make([]byte, 256)
+	if len(e.w.xbuf) == 0 {
+		e.w.xbuf = make([]byte, 4096)
+	}
+	buf := e.w.xbuf
 	for {
 		n, err := e.listxattr(buf)
-		if err == unix.ERANGE {
-			sz, err := e.listxattr(nil)
-			if err != nil {
-				return nil, err
-			}
-			if sz > 64<<10 {
-				sz = 64 << 10
-			}
-			buf = make([]byte, sz+1)
+		if err == unix.ERANGE && len(buf) < 64<<10 {
+			buf = make([]byte, 64<<10) // XATTR_LIST_MAX
 			continue
 		}
 		if err != nil {
@@ -632,10 +629,15 @@ func (e *entry) listXattrs() ([]string, error) {
 			return nil, err
 		}
 		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
+		for rest := buf[:n]; len(rest) > 0; {
+			i := indexNUL(rest)
+			if i < 0 {
+				i = len(rest)
 			}
+			if i > 0 {
+				names = append(names, string(rest[:i]))
+			}
+			rest = rest[min(i+1, len(rest)):]
 		}
 		return names, nil
 	}
