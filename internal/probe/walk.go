@@ -158,7 +158,6 @@ func (e *entry) guard() error {
 	return e.guardErr
 }
 
-var errStop = errors.New("stop")
 
 // begin starts a run over snapshot s: it opens the inspected root and
 // indexes the mounts. Every begin is followed by end.
