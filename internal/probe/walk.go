@@ -158,7 +158,6 @@ func (e *entry) guard() error {
 	return e.guardErr
 }
 
-
 // begin starts a run over snapshot s: it opens the inspected root and
 // indexes the mounts. Every begin is followed by end.
 func (w *walker) begin(ctx context.Context, s *Snapshot) error {
