@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,16 @@ type config struct {
 	probeFSTypes string
 	fusectl      string
 	mountFusectl bool
+	scan         scanConfig
+}
+
+// scanConfig are the flags of the scanning checks (opaque_propagation,
+// stray_overlay_xattr).
+type scanConfig struct {
+	budget, onceBudget int
+	rate               float64
+	roots              []string
+	snapshots          string
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -76,6 +87,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
 		BoolVar(&cfg.mountFusectl)
+	addScanFlags(app, &cfg.scan)
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
 	return app
@@ -106,6 +118,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
 		return exitUnknown
 	}
+	if err := cfg.scan.validate(); err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
@@ -120,9 +136,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUnknown
 }
 
+func addScanFlags(app *kingpin.Application, sc *scanConfig) {
+	app.Flag("scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).").
+		Default(strconv.Itoa(probe.DefaultScanBudget)).IntVar(&sc.budget)
+	app.Flag("scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.").
+		Default(strconv.Itoa(probe.DefaultOnceBudget)).IntVar(&sc.onceBudget)
+	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
+	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
+		PlaceHolder("DIR").StringsVar(&sc.roots)
+	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter root, against which relative lowerdirs are resolved, as the inspected namespace sees it.").
+		Default(probe.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+}
+
+func (sc scanConfig) validate() error {
+	if sc.budget < 0 || sc.onceBudget < 0 || sc.rate < 0 {
+		return errors.New("--scan.budget, --scan.once-budget and --scan.rate must not be negative")
+	}
+	return nil
+}
+
 // checks is the catalogue, in report order. The probing checks come before
-// shadowed_mount, which reads the prober's latest round.
-func checks(cfg config, log *zap.Logger, live bool) []probe.Check {
+// shadowed_mount, which reads the prober's latest round. once gives the
+// scanning checks the budget of one full pass.
+func checks(cfg config, log *zap.Logger, live, once bool) []probe.Check {
 	prober := probe.NewProber(cfg.probe, probe.SysFS{})
 	hung := probe.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
 	if live {
@@ -131,11 +167,18 @@ func checks(cfg config, log *zap.Logger, live bool) []probe.Check {
 			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
 		}
 	}
+	sc := cfg.scan
+	limits := probe.ScanLimits{Budget: sc.budget, Rate: sc.rate}
+	if once {
+		limits.Budget = sc.onceBudget
+	}
 	return []probe.Check{
 		probe.DeletedRootCheck{},
 		probe.StaleMountCheck{Prober: prober},
 		hung,
 		probe.ShadowedMountCheck{Prober: prober},
+		&probe.OpaquePropagationCheck{SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
+		&probe.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
 	}
 }
 
@@ -162,7 +205,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
-	runner := &probe.Runner{Checks: checks(cfg, log, snap.Live)}
+	runner := &probe.Runner{Checks: checks(cfg, log, snap.Live, true)}
 	rep := runner.Run(ctx, snap)
 	for _, c := range rep.Checks {
 		if c.Status == probe.StatusError {

@@ -393,3 +393,76 @@ func TestOnceStaleFUSE(t *testing.T) {
 		t.Errorf("exit %d:\n%s", r.code, r.stdout)
 	}
 }
+
+// F5 and F6 through --once: a layer chain with the propagated opaque marker
+// mounted as a containerd task rootfs with relative lowerdirs, and a stray
+// overlay xattr in a pod's emptyDir volume. Both are reported with the
+// container, pod and volume; the full scan pass is complete.
+func TestOnceOverlayXattrChecks(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	testenv.Tmpfs(t, dir)
+	snap := dir + "/containerd/snapshots"
+	rootfs := dir + "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c0ffee/rootfs"
+	const uid = "9e8d7c6b-5a49-4382-b1a0-ffeeddccbbaa"
+	vol := dir + "/kubelet/pods/" + uid + "/volumes/kubernetes.io~empty-dir/layers"
+	for _, d := range []string{snap + "/1/fs/func/min", snap + "/2/fs/func/max", snap + "/3/fs/func", rootfs,
+		vol + "/copied/func", dir + "/logs/ci_builder-0_" + uid} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{snap + "/2/fs/func", snap + "/3/fs/func", vol + "/copied/func"} {
+		testenv.Run(t, "setfattr", "-n", "trusted.overlay.opaque", "-v", "y", p)
+	}
+	mnt := exec.Command("mount", "-t", "overlay", "overlay", "-o", "lowerdir=3/fs:2/fs:1/fs", rootfs)
+	mnt.Dir = snap
+	if out, err := mnt.CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { testenv.Run(t, "umount", "-l", rootfs) })
+
+	args := []string{"--once", "--path.kubelet", dir + "/kubelet", "--path.pod-logs", dir + "/logs",
+		"--path.containerd-snapshots", snap, "--scan.rate=0"}
+	r := mountwatchd(t, append(args[:len(args):len(args)], "--output=json")...)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d := decode(t, r)
+	var opaque, stray map[string]any
+	for _, f := range d.Findings {
+		b, _ := json.Marshal(f)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		switch m["check"] {
+		case "opaque_propagation":
+			opaque = m
+		case "stray_overlay_xattr":
+			stray = m
+		}
+	}
+	if opaque == nil || opaque["mountpoint"] != rootfs || opaque["severity"] != "critical" || opaque["path"] != "/func" {
+		t.Errorf("opaque_propagation finding: %v", opaque)
+	} else if det := opaque["details"].(map[string]any); det["container"] != "c0ffee" || det["hidden_entries"] != "1" {
+		t.Errorf("opaque_propagation details: %v", det)
+	}
+	if stray == nil || stray["path"] != vol+"/copied/func" || stray["pod_name"] != "builder-0" || stray["volume"] != "layers" {
+		t.Errorf("stray_overlay_xattr finding: %v", stray)
+	}
+	for _, c := range d.Checks {
+		if (c.Check == "opaque_propagation" || c.Check == "stray_overlay_xattr") && c.Status != "problems" {
+			t.Errorf("check %s: %s %s", c.Check, c.Status, c.Error)
+		}
+	}
+
+	// A once-budget too small for the pass: the findings found so far and an
+	// error that says which flag to raise.
+	r = mountwatchd(t, append(args[:len(args):len(args)], "--scan.once-budget=1")...)
+	if !strings.Contains(r.stdout, "--scan.once-budget") {
+		t.Errorf("budget too small: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = mountwatchd(t, "--once", "--scan.budget=-1")
+	if r.code != 2 || !strings.Contains(r.stderr, "must not be negative") {
+		t.Errorf("negative budget: exit %d %s", r.code, r.stderr)
+	}
+}

@@ -51,6 +51,14 @@ func WriteText(w io.Writer, r *probe.Report) error {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
 	}
+	if sc := r.Scan; sc != nil {
+		state := "pass complete"
+		if !sc.Complete {
+			state = "pass not complete (budget reached; resumes on the next run)"
+		}
+		ew.printf("Scanned %d entries, %s (%d passes, budget reached %d times since start).\n",
+			sc.Entries, state, sc.Passes, sc.BudgetExhausted)
+	}
 	if len(s.ParseErrors) > 0 {
 		ew.printf("\nMount table lines that could not be parsed (left out of the checks):\n")
 		for _, e := range s.ParseErrors {

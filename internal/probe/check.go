@@ -109,6 +109,28 @@ type ScanStats struct {
 	Complete        bool   `json:"complete"`               // the last run finished a pass
 }
 
+// ProbeStatser is implemented by probing checks (StaleMountCheck,
+// HungMountCheck): the state of their prober. The Runner puts it in
+// Report.Probe.
+type ProbeStatser interface {
+	ProbeStats() ProbeStats
+}
+
+// ScanStatser is implemented by scanning checks (OpaquePropagationCheck,
+// StrayOverlayXattrCheck): Stats is their progress since the check value was
+// made. The Runner sums it into Report.Scan.
+type ScanStatser interface {
+	Stats() ScanStats
+}
+
+// add sums o into s; Complete only when both are.
+func (s *ScanStats) add(o ScanStats) {
+	s.Entries += o.Entries
+	s.Passes += o.Passes
+	s.BudgetExhausted += o.BudgetExhausted
+	s.Complete = s.Complete && o.Complete
+}
+
 // Status is StatusProblems when anything was found, StatusError when nothing
 // was found but some check or some line of the table could not be checked,
 // and StatusOK otherwise.
@@ -160,9 +182,13 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 		}
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)
-	}
-	for _, c := range r.Checks {
-		if ps, ok := c.(interface{ ProbeStats() ProbeStats }); ok && rep.Probe == nil && ran(rep, c.ID()) {
+		if ss, ok := c.(ScanStatser); ok {
+			if rep.Scan == nil {
+				rep.Scan = &ScanStats{Complete: true}
+			}
+			rep.Scan.add(ss.Stats())
+		}
+		if ps, ok := c.(ProbeStatser); ok && rep.Probe == nil { // the checks share one prober
 			st := ps.ProbeStats()
 			rep.Probe = &st
 		}
@@ -176,16 +202,6 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 		}
 	}
 	return rep
-}
-
-// ran reports whether check id ran (was not skipped) in rep.
-func ran(rep *Report, id CheckID) bool {
-	for _, c := range rep.Checks {
-		if c.Check == id {
-			return c.Status != StatusSkipped
-		}
-	}
-	return false
 }
 
 func runCheck(ctx context.Context, c Check, s *Snapshot) (found []Finding, err error) {

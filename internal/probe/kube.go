@@ -152,3 +152,26 @@ func (kf *kubeFiles) readVolData(name string) (volData, bool) {
 	}
 	return vd, true
 }
+
+// parseKubeFilePath is parseKubePath for any file inside a pod volume or a
+// subpath: it names the pod and the volume the file belongs to, or returns
+// nil.
+func parseKubeFilePath(kubeletRoot, p string) *Kube {
+	root := strings.TrimSuffix(path.Clean(kubeletRoot), "/") + "/"
+	rel, ok := strings.CutPrefix(p, root)
+	if !ok {
+		return nil
+	}
+	parts := strings.Split(rel, "/")
+	switch {
+	case len(parts) >= 5 && parts[0] == "pods" && parts[2] == "volumes":
+		n := 5
+		if len(parts) >= 6 && parts[3] == csiPlugin && parts[5] == "mount" {
+			n = 6
+		}
+		return parseKubePath(kubeletRoot, root+strings.Join(parts[:n], "/"))
+	case len(parts) >= 6 && parts[0] == "pods" && parts[2] == "volume-subpaths":
+		return parseKubePath(kubeletRoot, root+strings.Join(parts[:6], "/"))
+	}
+	return nil
+}

@@ -119,3 +119,25 @@ func TestKubeEnrichHostileFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestParseKubeFilePath(t *testing.T) {
+	const kr = "/var/lib/kubelet"
+	for _, c := range []struct {
+		path string
+		want *Kube
+	}{
+		{kr + "/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount/a/b", &Kube{Kind: PodVolume, PodUID: "u1", VolumePlugin: "kubernetes.io~csi", Volume: "pvc-1"}},
+		{kr + "/pods/u1/volumes/kubernetes.io~csi/pvc-1/vol_data.json", &Kube{Kind: PodVolume, PodUID: "u1", VolumePlugin: "kubernetes.io~csi", Volume: "pvc-1"}},
+		{kr + "/pods/u1/volumes/kubernetes.io~empty-dir/cache/layers/1/fs/func", &Kube{Kind: PodVolume, PodUID: "u1", VolumePlugin: "kubernetes.io~empty-dir", Volume: "cache"}},
+		{kr + "/pods/u1/volumes/kubernetes.io~empty-dir/cache", &Kube{Kind: PodVolume, PodUID: "u1", VolumePlugin: "kubernetes.io~empty-dir", Volume: "cache"}},
+		{kr + "/pods/u1/volume-subpaths/data/app/2/x", &Kube{Kind: SubPath, PodUID: "u1", Volume: "data", Container: "app"}},
+		{kr + "/pods/u1/volumes/kubernetes.io~empty-dir", nil},
+		{kr + "/pods/u1/etc-hosts", nil},
+		{"/srv/x/y/z/w/v", nil},
+	} {
+		got := parseKubeFilePath(kr, c.path)
+		if (got == nil) != (c.want == nil) || (got != nil && *got != *c.want) {
+			t.Errorf("parseKubeFilePath(%q) = %+v, want %+v", c.path, got, c.want)
+		}
+	}
+}

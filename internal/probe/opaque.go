@@ -1,0 +1,377 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxDirList bounds how many entries of one directory are read to count the
+// entries an opaque marker hides.
+const maxDirList = 100_000
+
+// OpaquePropagationCheck finds the shape the overlay copy-up bug left
+// (fixed in Linux 4.8, "ovl: don't copy up opaqueness"): the same directory
+// opaque in a layer and in the layer directly below it. The upper marker
+// hides the lower layer's entries; containers see only the top layer's files.
+//
+// It walks every layer that has a layer below it, under the walker's budget,
+// reading the opaque xattr of each directory; one Run resumes where the last
+// stopped. Findings are worked out on every Run from the opaque directories
+// known so far (the last complete pass and the pass in progress), each one
+// checked again on the live layers before it is reported.
+//
+// The zero value scans with no budget; set Limits for the daemon. A check
+// value keeps its cursor between Runs: use one value per schedule.
+type OpaquePropagationCheck struct {
+	// SnapshotRoot resolves relative lowerdirs (default
+	// DefaultContainerdSnapshots).
+	SnapshotRoot string
+	Limits       ScanLimits
+	// FullPass makes a Run that stops at its budget before the pass is
+	// complete an error (--once).
+	FullPass bool
+
+	mu      sync.Mutex
+	w       walker
+	roots   []layerRoot                // the pass's roots, as walker.roots
+	known   map[string]map[string]bool // last complete pass: layer key -> opaque dirs
+	pending map[string]map[string]bool // pass in progress
+	users   map[string]string          // layer dir -> a mount using it, for errors
+}
+
+// layerRoot is a layer directory walked with one xattr prefix.
+type layerRoot struct {
+	dir, prefix string
+}
+
+func (r layerRoot) key() string { return r.prefix + "\x00" + r.dir }
+
+// ID implements Check.
+func (*OpaquePropagationCheck) ID() CheckID { return OpaquePropagation }
+
+// Kind implements Check.
+func (*OpaquePropagationCheck) Kind() Kind { return ScanCheck }
+
+// Stats is the progress of the layer walk since the check value was made.
+func (c *OpaquePropagationCheck) Stats() ScanStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.stats
+}
+
+// Run implements Check.
+func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.w.limits = c.Limits
+	snapRoot := c.SnapshotRoot
+	if snapRoot == "" {
+		snapRoot = DefaultContainerdSnapshots
+	}
+
+	var errs []error
+	var chains []*OverlayChain
+	for _, m := range s.Mounts {
+		if !m.Overlay {
+			continue
+		}
+		ch, err := ParseOverlayChain(m, snapRoot)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		chains = append(chains, ch)
+	}
+	if len(chains) == 0 && !c.w.inPass {
+		c.w.stats.Complete = true
+		return nil, errors.Join(errs...)
+	}
+
+	if err := c.w.begin(ctx, s); err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	defer c.w.end()
+
+	if c.known == nil {
+		c.known = map[string]map[string]bool{}
+	}
+	newPass := func() []walkRoot {
+		c.pending = map[string]map[string]bool{}
+		c.roots = layerRoots(chains)
+		c.users = map[string]string{}
+		for _, ch := range chains {
+			for _, l := range ch.Layers {
+				if c.users[l.Dir] == "" {
+					c.users[l.Dir] = fmt.Sprintf("%s (mount %d)", ch.Mount.Mountpoint, ch.Mount.ID)
+				}
+			}
+		}
+		out := make([]walkRoot, len(c.roots))
+		for i, r := range c.roots {
+			out[i] = walkRoot{Path: r.dir, InRoot: true}
+		}
+		return out
+	}
+	visit := func(e *entry) bool {
+		if e.typ != unix.DT_DIR {
+			return false
+		}
+		r := c.roots[e.root]
+		if v, err := e.getXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
+			set := c.pending[r.key()]
+			if set == nil {
+				set = map[string]bool{}
+				c.pending[r.key()] = set
+			}
+			set[e.rel] = true
+		}
+		return true
+	}
+	completed, rootErrs, err := c.w.run(newPass, visit)
+	for _, re := range rootErrs {
+		var r *rootError
+		if errors.As(re, &r) && r.Index < len(c.roots) {
+			errs = append(errs, fmt.Errorf("overlay %s: layer %s not scanned: %w", c.users[c.roots[r.Index].dir], c.roots[r.Index].dir, r.Err))
+			continue
+		}
+		errs = append(errs, re)
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("opaque_propagation: scan stopped: %w", err))
+	}
+	if completed {
+		c.known, c.pending = c.pending, nil
+	} else if c.FullPass && err == nil {
+		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", ErrScanIncomplete, c.w.done))
+	}
+
+	var out []Finding
+	for _, ch := range chains {
+		found, err := c.chainFindings(ch)
+		out = append(out, found...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// layerRoots are the layers to walk: every merged layer that has a layer
+// below it, once per xattr prefix, in a stable order.
+func layerRoots(chains []*OverlayChain) []layerRoot {
+	seen := map[layerRoot]bool{}
+	var out []layerRoot
+	for _, ch := range chains {
+		for i := 0; i+1 < len(ch.Layers); i++ {
+			r := layerRoot{dir: ch.Layers[i].Dir, prefix: ch.XattrPrefix()}
+			if !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b layerRoot) int { return strings.Compare(a.key(), b.key()) })
+	return out
+}
+
+// opaqueDirs is what is known of a layer's opaque directories.
+func (c *OpaquePropagationCheck) opaqueDirs(r layerRoot) []string {
+	var out []string
+	for d := range c.known[r.key()] {
+		out = append(out, d)
+	}
+	for d := range c.pending[r.key()] {
+		if !c.known[r.key()][d] {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// chainFindings reports each directory of ch opaque in a layer and in the
+// layer directly below, checked on the live layers. One finding per
+// directory: the topmost such pair, with the run of opaque layers below it.
+func (c *OpaquePropagationCheck) chainFindings(ch *OverlayChain) ([]Finding, error) {
+	var (
+		out  []Finding
+		errs []error
+		done = map[string]bool{}
+	)
+	prefix := ch.XattrPrefix()
+	for i := 0; i+1 < len(ch.Layers); i++ {
+		for _, dir := range c.opaqueDirs(layerRoot{dir: ch.Layers[i].Dir, prefix: prefix}) {
+			if done[dir] {
+				continue
+			}
+			f, ok, err := c.pairFinding(ch, i, dir)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("overlay %s (mount %d): %s: %w", ch.Mount.Mountpoint, ch.Mount.ID, "/"+dir, err))
+				continue
+			}
+			if ok {
+				done[dir] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// layerDir is one layer's copy of a directory, read live.
+type layerDir struct {
+	exists, opaque bool
+	entries        []dirent
+	whiteout       map[string]bool
+	truncated      bool
+}
+
+func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerDir, error) {
+	var ld layerDir
+	fd, err := c.w.openRel(walkRoot{Path: layer, InRoot: true}, rel)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return ld, nil // not a directory in this layer
+	}
+	if err != nil {
+		return ld, err
+	}
+	defer unix.Close(fd)
+	ld.exists = true
+	buf := make([]byte, 8)
+	if n, err := unix.Fgetxattr(fd, prefix+"opaque", buf); err == nil && string(buf[:n]) == "y" {
+		ld.opaque = true
+	}
+	ld.entries, err = readDir(fd, maxDirList)
+	if err != nil {
+		return ld, err
+	}
+	ld.truncated = len(ld.entries) >= maxDirList
+	ld.whiteout = map[string]bool{}
+	mnt, err := mountID(fd)
+	if err != nil {
+		return ld, err
+	}
+	for _, d := range ld.entries {
+		e := entry{w: &c.w, dirfd: fd, mnt: mnt, name: d.name, typ: d.typ}
+		if isWhiteout(&e, prefix) {
+			ld.whiteout[d.name] = true
+		}
+	}
+	return ld, nil
+}
+
+// isWhiteout: a 0/0 character device, or (kernel 6.7+) a file carrying the
+// overlay whiteout xattr.
+func isWhiteout(e *entry, prefix string) bool {
+	switch e.typ {
+	case unix.DT_CHR:
+		if e.guard() != nil {
+			return false
+		}
+		var st unix.Statx_t
+		err := unix.Statx(e.dirfd, e.name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &st)
+		return err == nil && st.Rdev_major == 0 && st.Rdev_minor == 0
+	case unix.DT_REG:
+		v, err := e.getXattr(prefix + "whiteout")
+		return err == nil && v != nil
+	}
+	return false
+}
+
+// pairFinding checks layers i and i+1 of ch at dir on the live system.
+func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string) (Finding, bool, error) {
+	prefix := ch.XattrPrefix()
+	top, err := c.readLayerDir(ch.Layers[i].Dir, dir, prefix)
+	if err != nil || !top.opaque {
+		return Finding{}, false, err
+	}
+	below, err := c.readLayerDir(ch.Layers[i+1].Dir, dir, prefix)
+	if err != nil || !below.opaque {
+		return Finding{}, false, err
+	}
+	// What the container would see were only the lowest marker of the run
+	// real: the union of the run's layers, whiteouts applied top down.
+	// Everything in it but the top layer's own entries is hidden.
+	seen := map[string]bool{}
+	for _, d := range top.entries {
+		seen[d.name] = true
+	}
+	hidden, layers, truncated := 0, 2, top.truncated
+	for k, ld := i+1, below; ; {
+		truncated = truncated || ld.truncated
+		for _, d := range ld.entries {
+			if seen[d.name] {
+				continue
+			}
+			seen[d.name] = true
+			if !ld.whiteout[d.name] {
+				hidden++
+			}
+		}
+		// Layers below go on contributing while the run of opaque layers
+		// goes on; the run's last marker is taken as real and hides the
+		// rest.
+		if k++; k >= len(ch.Layers) {
+			break
+		}
+		if ld, err = c.readLayerDir(ch.Layers[k].Dir, dir, prefix); err != nil {
+			return Finding{}, false, err
+		}
+		if !ld.exists || !ld.opaque {
+			break
+		}
+		layers++
+	}
+	sev := Warning
+	if hidden > 0 {
+		sev = Critical
+	}
+	f := newFinding(OpaquePropagation, sev, ch.Mount, opaqueMessage(ch, i, dir, hidden))
+	f.Path = "/" + dir
+	f.Details = map[string]string{
+		"directory":      "/" + dir,
+		"upper_layer":    ch.Layers[i].Dir,
+		"upper_role":     string(ch.Layers[i].Role),
+		"lower_layer":    ch.Layers[i+1].Dir,
+		"layer_index":    strconv.Itoa(i),
+		"opaque_layers":  strconv.Itoa(layers),
+		"hidden_entries": strconv.Itoa(hidden),
+		"xattr":          prefix + "opaque",
+	}
+	if truncated {
+		f.Details["hidden_entries"] += "+"
+	}
+	if ch.Container != "" {
+		f.Details["container"] = ch.Container
+		f.Details["container_namespace"] = ch.ContainerNamespace
+	}
+	return f, true, nil
+}
+
+func opaqueMessage(ch *OverlayChain, i int, dir string, hidden int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Directory /%s is opaque (%sopaque=y) in layer %s and in the layer below it, %s: ",
+		dir, ch.XattrPrefix(), ch.Layers[i].Dir, ch.Layers[i+1].Dir)
+	if hidden > 0 {
+		fmt.Fprintf(&b, "the upper marker hides %d entries of the lower layers, so ", hidden)
+		if ch.Container != "" {
+			fmt.Fprintf(&b, "container %s sees", ch.Container)
+		} else {
+			b.WriteString("this overlay shows")
+		}
+		b.WriteString(" only the top layer's files there. ")
+	} else {
+		b.WriteString("it hides nothing today, but any file a later layer adds below it stays invisible. ")
+	}
+	b.WriteString("This is the shape left by the overlay copy-up bug fixed in Linux 4.8 (containerd <= 1.2 unpacking " +
+		"layers through an overlay mount) or by a tool that copied overlay xattrs between trees. " +
+		"Fix: re-pull the image on a fixed node (remove the image and its snapshots first) or rebuild it; do not copy " + ch.XattrPrefix() + "* xattrs into layers.")
+	return b.String()
+}
