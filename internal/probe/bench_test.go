@@ -1,8 +1,13 @@
 package probe
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/moby/sys/mountinfo"
 )
@@ -26,6 +31,52 @@ func BenchmarkParse20000(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := ParseMountTable(strings.NewReader(table)); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// proberBenchTable is n FUSE connections, each with a bind mount of a
+// subdirectory: 2n mounts, 2n probes per healthy round.
+func proberBenchTable(b *testing.B, n int) (*Snapshot, *fakeFS) {
+	fs := newFakeFS()
+	var lines []string
+	for i := range n {
+		lines = append(lines, fuseLine(10+2*i, 100+i, "/", fmt.Sprintf("/mnt/c%d", i)),
+			fuseLine(11+2*i, 100+i, "/v", fmt.Sprintf("/pods/c%d", i)))
+	}
+	mounts, _, err := ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := indexSnapshot(&Snapshot{Live: true, Mounts: mounts})
+	for _, m := range mounts {
+		fs.devs[m.Mountpoint] = unix.Mkdev(uint32(m.Major), uint32(m.Minor))
+	}
+	return s, fs
+}
+
+// The baseline calls the same FS for every probed mount in a plain loop,
+// with no deadline: what probing costs without the machinery that keeps a
+// hung mount from blocking the caller.
+func BenchmarkProbeRound1000Baseline(b *testing.B) {
+	s, fs := proberBenchTable(b, 1000)
+	for b.Loop() {
+		for _, m := range s.Mounts {
+			if _, err := fs.Probe("/", m.Mountpoint); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkProbeRound1000(b *testing.B) {
+	s, fs := proberBenchTable(b, 1000)
+	p := NewProber(ProberConfig{}, fs)
+	for b.Loop() {
+		s.Taken = time.Now() // a new snapshot each round: Round caches per snapshot
+		p.last.Store(nil)
+		if r := p.Round(context.Background(), s); len(r.Results) != 2000 {
+			b.Fatalf("%d results", len(r.Results))
 		}
 	}
 }
