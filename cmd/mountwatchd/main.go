@@ -38,6 +38,7 @@ type config struct {
 	host      probe.Host
 	logLevel  string
 	logFormat string
+	daemon    daemonConfig
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -62,6 +63,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
+	addDaemonFlags(app, &cfg.daemon)
 	return app
 }
 
@@ -91,8 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.once || cfg.mountinfo != "" {
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
-	fmt.Fprintln(stderr, "mountwatchd: the long-running daemon is not built yet; run with --once (see README.md)")
-	return exitUnknown
+	return runDaemon(cfg, stderr)
 }
 
 // checks is the catalogue, in report order.
