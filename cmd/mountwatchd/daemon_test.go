@@ -176,8 +176,8 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // through the FUSE mount. repair unmounts the broken bind mount.
 type brokenPodVolume struct {
 	dir, mnt, kubelet, logs string
-	server             *os.Process
-	uid                string
+	server                  *os.Process
+	uid                     string
 }
 
 func newBrokenPodVolume(t *testing.T, dir, uid string) *brokenPodVolume {
