@@ -167,5 +167,12 @@ func runDaemon(cfg config, stderr io.Writer) int {
 
 // versionString is the version the Makefile's ldflags set.
 func versionString() string {
-	return version.Version + " (revision " + version.Revision + ")"
+	v, r := version.Version, version.Revision
+	if v == "" {
+		v = "dev"
+	}
+	if r == "" {
+		r = "unknown"
+	}
+	return v + " (revision " + r + ")"
 }

@@ -653,3 +653,70 @@ func TestDaemonIdleDoesNoWork(t *testing.T) {
 		t.Error("no last complete check time")
 	}
 }
+
+// The kubelet root itself is on a FUSE mount whose server is stopped, so
+// classifying the table (reading vol_data.json, the pod log directory)
+// blocks. The loop gives up on that read after its timeout, keeps serving
+// and stays healthy, starts no second blocked read, and checks again once
+// the server answers. SIGTERM still stops the daemon with the read blocked.
+func TestDaemonHungKubeletRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	const uid = "3b2a1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d"
+	kubelet := dir + "/kubelet"
+	testenv.Tmpfs(t, dir+"/t")
+	for _, d := range []string{dir + "/t/src", dir + "/kb"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := testenv.Bindfs(t, dir+"/kb", kubelet)
+	mnt := testenv.KubeletPodVolume(t, kubelet, uid, "pvc-1", "cephfs.csi.ceph.com", "h1")
+	testenv.Bind(t, dir+"/t/src", mnt)
+	if err := os.Remove(dir + "/t/src"); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
+
+	d := startDaemon(t, nil, "--path.kubelet", kubelet, "--path.pod-logs", dir+"/kb-logs", "--interval=200ms", "--log.target=stderr")
+	waitUntil(t, 30*time.Second, "a read error counted", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 2 })
+	if !strings.Contains(d.stderr.String(), "took more than") {
+		t.Errorf("the blocked read is not logged:\n%s", d.stderr)
+	}
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d %s with a blocked read", code, body)
+	}
+	if n := strings.Count(d.stderr.String(), "cannot read the mount table"); n > 2 {
+		t.Errorf("read error logged %d times (want once per distinct error)", n)
+	}
+
+	if err := server.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q,pod_name="",pod_namespace="",pod_uid=%q`, mnt, uid)
+	waitUntil(t, 30*time.Second, "the problem once the server answers", func() bool { _, ok := value(d.metrics(), series); return ok })
+	if !strings.Contains(d.stderr.String(), "mount table readable again") {
+		t.Errorf("recovery not logged:\n%s", d.stderr)
+	}
+}
+
+// The daemon cannot start: a taken port or a bad interval exits 2 with the
+// reason, instead of running without its endpoint.
+func TestDaemonCannotStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := mountwatchd(t, "--web.listen-address", l.Addr().String(), "--log.target=stderr")
+	if r.code != 2 || !strings.Contains(r.stderr, "address already in use") {
+		t.Errorf("port taken: exit %d\n%s", r.code, r.stderr)
+	}
+	r = mountwatchd(t, "--interval=0s")
+	if r.code != 2 || !strings.Contains(r.stderr, "--interval") {
+		t.Errorf("--interval=0s: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -17,6 +17,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,9 @@ const (
 	DefaultScanInterval  = 15 * time.Minute
 	// DefaultMinReread coalesces a burst of mount changes (a pod starting
 	// makes dozens) into few reads.
-	DefaultMinReread = 100 * time.Millisecond
-	maxHeartbeat     = 15 * time.Second
+	DefaultMinReread   = 100 * time.Millisecond
+	DefaultReadTimeout = 5 * time.Second
+	maxHeartbeat       = 15 * time.Second
 )
 
 // Config configures a Daemon.
@@ -49,7 +51,13 @@ type Config struct {
 	ScanInterval  time.Duration
 	// MinReread is the shortest time between two reads after a change.
 	MinReread time.Duration
-	Log       *zap.Logger
+	// ReadTimeout bounds how long the loop waits for one read of the mount
+	// table. Reading the table touches no mount, but classifying it reads
+	// kubelet's files, which a hung filesystem under the kubelet root could
+	// block; the loop then goes on, and no new read starts until the
+	// blocked one returns.
+	ReadTimeout time.Duration
+	Log         *zap.Logger
 	// Notify sends a systemd notification (READY=1, STATUS=..., WATCHDOG=1);
 	// nil sends nothing.
 	Notify func(state string) error
@@ -81,7 +89,18 @@ type Daemon struct {
 	ready      bool
 	lastStatus string
 	lastRead   time.Time
+	blocked    chan readResult // a read that outlived ReadTimeout, until it returns
+	read       func(probe.Host) (*probe.Snapshot, error)
 }
+
+type readResult struct {
+	snap *probe.Snapshot
+	err  error
+}
+
+// errReadBlocked is returned while an earlier read of the table is still
+// blocked: at most one read is ever in flight.
+var errReadBlocked = errors.New("an earlier read of the mount table is still blocked")
 
 // lane is one kind of check with its schedule.
 type lane struct {
@@ -113,10 +132,13 @@ func New(cfg Config) *Daemon {
 	if cfg.MinReread <= 0 {
 		cfg.MinReread = DefaultMinReread
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}}
+	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}, read: probe.ReadSnapshot}
 	// The loop wakes at least this often, so health and the watchdog see
 	// it alive; an idle wake-up does nothing else.
 	d.heartbeat = min(cfg.Interval, maxHeartbeat)
@@ -284,7 +306,7 @@ func (d *Daemon) readTable(ctx context.Context) error {
 	log := d.cfg.Log
 	d.reads++
 	d.lastRead = time.Now()
-	snap, err := probe.ReadSnapshot(d.cfg.Host)
+	snap, err := d.readSnapshot(ctx)
 	if err != nil {
 		d.readErrs++
 		if msg := err.Error(); msg != d.lastErr {
@@ -306,6 +328,39 @@ func (d *Daemon) readTable(ctx context.Context) error {
 	}
 	d.publish()
 	return nil
+}
+
+// readSnapshot reads the table in a goroutine and waits at most
+// ReadTimeout for it. A read that takes longer is left to finish on its own
+// (its result is dropped: it is stale by then) and no other read starts
+// until it has.
+func (d *Daemon) readSnapshot(ctx context.Context) (*probe.Snapshot, error) {
+	if d.blocked != nil {
+		select {
+		case <-d.blocked:
+			d.blocked = nil
+		default:
+			return nil, errReadBlocked
+		}
+	}
+	ch := make(chan readResult, 1)
+	host, read := d.cfg.Host, d.read
+	go func() {
+		s, err := read(host)
+		ch <- readResult{s, err}
+	}()
+	t := time.NewTimer(d.cfg.ReadTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.snap, r.err
+	case <-t.C:
+		d.blocked = ch
+		return nil, fmt.Errorf("reading the mount table took more than %s (a hung filesystem under the kubelet root or pod log directory?)", d.cfg.ReadTimeout)
+	case <-ctx.Done():
+		d.blocked = ch
+		return nil, ctx.Err()
+	}
 }
 
 // logParseErrors logs unparsable lines when they differ from the last read's,

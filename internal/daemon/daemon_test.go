@@ -343,3 +343,57 @@ func TestUnreadableTable(t *testing.T) {
 		t.Errorf("unhealthy: %s", why)
 	}
 }
+
+// A read of the table that blocks (a hung filesystem under the kubelet root)
+// holds the loop for at most ReadTimeout; no second read starts while it is
+// blocked, the last results stay published, and reads resume once it
+// returns.
+func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
+	host, _ := fakeProcfs(t, brokenTable)
+	d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: 20 * time.Millisecond,
+		ReadTimeout: 50 * time.Millisecond})
+	var mu sync.Mutex
+	inFlight, maxInFlight := 0, 0
+	release := make(chan struct{})
+	var hang bool
+	d.read = func(h probe.Host) (*probe.Snapshot, error) {
+		mu.Lock()
+		block := hang
+		inFlight++
+		maxInFlight = max(maxInFlight, inFlight)
+		mu.Unlock()
+		defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+		if block {
+			<-release
+		}
+		return probe.ReadSnapshot(h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, "the problem", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	mu.Lock()
+	hang = true
+	mu.Unlock()
+	waitFor(t, "10 failed reads while one is blocked", func() bool { return d.State().TableReadErrors >= 10 })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("loop unhealthy while a read is blocked: %s", why)
+	}
+	if count(d.State(), probe.DeletedRoot) != 1 {
+		t.Error("the last results were not kept")
+	}
+	mu.Lock()
+	hang = false
+	mu.Unlock()
+	close(release)
+	ok := func() uint64 { st := d.State(); return st.TableReads - st.TableReadErrors }
+	before := ok()
+	waitFor(t, "reads to succeed again", func() bool { return ok() >= before+3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if maxInFlight != 1 {
+		t.Errorf("%d reads in flight at once, want at most 1", maxInFlight)
+	}
+}
