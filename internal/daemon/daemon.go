@@ -209,17 +209,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	var changed, watchEnded <-chan struct{}
+	watchErr := ""
 	openWatch := func() {
 		if w != nil {
 			return
 		}
 		var err error
 		if w, err = watch(d.cfg.Host.MountinfoPath()); err != nil {
-			log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
+			if err.Error() != watchErr { // once per distinct error, not per interval
+				log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
+				watchErr = err.Error()
+			}
 			w = nil
 			changed, watchEnded = nil, nil
 			return
 		}
+		watchErr = ""
 		changed, watchEnded = w.C, w.Done()
 	}
 	closeWatch := func() {
