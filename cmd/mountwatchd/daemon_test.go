@@ -3,10 +3,18 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
@@ -762,4 +772,91 @@ func TestDaemonOtherNamespaceChangeEvent(t *testing.T) {
 	if data, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(data), dir+"/bind") {
 		t.Error("the node's mount is in the test's own namespace: the test proves nothing")
 	}
+}
+
+// --web.config.file turns on TLS and basic auth for /metrics and /healthz
+// (the exporter toolkit's web configuration).
+func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedCert(t)
+	if err := os.WriteFile(dir+"/cert.pem", certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/key.pem", keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("tls_server_config:\n  cert_file: %s/cert.pem\n  key_file: %s/key.pem\nbasic_auth_users:\n  prom: %s\n", dir, dir, hash)
+	if err := os.WriteFile(dir+"/web.yml", []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--web.config.file", dir+"/web.yml", "--log.target=stderr", "--interval=1h")
+	cmd.Env = cleanEnv()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(path, user, pass string) int {
+		req, _ := http.NewRequest("GET", "https://"+addr+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitUntil(t, 30*time.Second, "the TLS endpoint", func() bool { return get("/healthz", "prom", "s3cret") == http.StatusOK })
+	if code := get("/metrics", "prom", "s3cret"); code != http.StatusOK {
+		t.Errorf("/metrics with credentials: %d", code)
+	}
+	if code := get("/metrics", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without credentials: %d, want 401", code)
+	}
+	if code := get("/metrics", "prom", "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with a wrong password: %d, want 401", code)
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP served metrics although TLS is configured")
+		}
+	}
+}
+
+// selfSignedCert is a certificate for 127.0.0.1, valid for an hour.
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mountwatchd-test"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
