@@ -397,3 +397,23 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 		t.Errorf("%d reads in flight at once, want at most 1", maxInFlight)
 	}
 }
+
+// After a change the table is re-read at once when reads are cheap, and at
+// most a tenth of the time when they are not.
+func TestRereadDelay(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := New(Config{MinReread: 100 * time.Millisecond})
+	for _, c := range []struct {
+		cost, since, want time.Duration
+	}{
+		{time.Millisecond, 0, 100 * time.Millisecond},
+		{time.Millisecond, time.Second, 0},
+		{60 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond},
+		{60 * time.Millisecond, time.Second, 0},
+	} {
+		d.lastRead, d.readCost = t0, c.cost
+		if got := d.rereadDelay(t0.Add(c.since)); got != c.want {
+			t.Errorf("read took %s, %s ago: delay %s, want %s", c.cost, c.since, got, c.want)
+		}
+	}
+}
