@@ -88,8 +88,8 @@ type Daemon struct {
 	lastParse  string
 	ready      bool
 	lastStatus string
-	lastRead   time.Time     // start of the last read of the table
-	readCost   time.Duration // how long it took
+	lastRead   time.Time       // start of the last read of the table
+	readCost   time.Duration   // how long it took
 	blocked    chan readResult // a read that outlived ReadTimeout, until it returns
 	read       func(probe.Host) (*probe.Snapshot, error)
 }
