@@ -46,6 +46,7 @@ type config struct {
 	fusectl      string
 	mountFusectl bool
 	scan         scanConfig
+	daemon       daemonConfig
 }
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
@@ -90,6 +91,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	addScanFlags(app, &cfg.scan)
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
+	addDaemonFlags(app, &cfg.daemon)
 	return app
 }
 
@@ -132,8 +134,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.once || cfg.mountinfo != "" {
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
-	fmt.Fprintln(stderr, "mountwatchd: the long-running daemon is not built yet; run with --once (see README.md)")
-	return exitUnknown
+	return runDaemon(cfg, stderr)
 }
 
 func addScanFlags(app *kingpin.Application, sc *scanConfig) {

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"go.uber.org/zap"
+
+	"github.com/mountwatchd/mountwatchd/internal/daemon"
+	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/logging"
+)
+
+// defaultListen is mountwatchd's port, 9842 (unused in the Prometheus
+// default port allocations wiki as of this writing).
+const defaultListen = ":9842"
+
+type daemonConfig struct {
+	web              *web.FlagConfig
+	telemetryPath    string
+	maxProblemSeries int
+	interval         time.Duration
+	probeInterval    time.Duration
+	scanInterval     time.Duration
+	logTarget        string
+}
+
+func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
+	c.web = kingpinflag.AddFlags(app, defaultListen)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
+	app.Flag("metrics.max-problem-series", "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.").
+		Default(fmt.Sprint(export.DefaultMaxProblemSeries)).IntVar(&c.maxProblemSeries)
+	app.Flag("interval", "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
+		Default(daemon.DefaultInterval.String()).DurationVar(&c.interval)
+	app.Flag("probe.interval", "Run the checks that probe mounts (stat, statfs) this often.").
+		Default(daemon.DefaultProbeInterval.String()).DurationVar(&c.probeInterval)
+	app.Flag("scan.interval", "Run the checks that scan trees inside mounts this often.").
+		Default(daemon.DefaultScanInterval.String()).DurationVar(&c.scanInterval)
+	app.Flag("log.target", "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.").
+		Default(logging.TargetAuto).EnumVar(&c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
+}
+
+// runDaemon runs until SIGTERM or SIGINT: exit 0 on a clean stop, 2 when it
+// cannot start (bad flags, the listen address is taken).
+func runDaemon(cfg config, stderr io.Writer) int {
+	dc := cfg.daemon
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--interval", dc.interval}, {"--probe.interval", dc.probeInterval}, {"--scan.interval", dc.scanInterval}} {
+		if d.v <= 0 {
+			fmt.Fprintf(stderr, "mountwatchd: %s=%s: want a positive duration\n", d.name, d.v)
+			return exitUnknown
+		}
+	}
+	logger, err := logging.New(logging.Options{Level: cfg.logLevel, Format: cfg.logFormat, Target: dc.logTarget,
+		PriorityField: export.PriorityField, Stderr: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
+	defer logger.Close()
+	log := logger.Logger
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	watchdog, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("systemd watchdog setting not understood; not petting it", zap.Error(err))
+	}
+	notify := func(state string) error {
+		_, err := sddaemon.SdNotify(false, state)
+		return err
+	}
+	d := daemon.New(daemon.Config{
+		Host: cfg.host, Checks: checks(cfg, log, true, false),
+		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
+		Log: log, Notify: notify, Watchdog: watchdog,
+	})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		export.NewMetrics(d.State, dc.maxProblemSeries),
+		versioncollector.NewCollector("mountwatchd"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle(dc.telemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		// Collection reads a published state and never waits; the timeout
+		// only bounds a pathological scrape.
+		Timeout: 10 * time.Second,
+	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := d.Healthy(time.Now())
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	if dc.telemetryPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name: "mountwatchd", Description: "Finds mounts that look fine and are not", Version: versionString(),
+			Links: []web.LandingLinks{{Address: dc.telemetryPath, Text: "Metrics"}, {Address: "/healthz", Text: "Health"}},
+		})
+		if err != nil {
+			log.Error("landing page", zap.Error(err))
+			return exitUnknown
+		}
+		mux.Handle("/", landing)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(srv, dc.web, logging.Slog(log)) }()
+
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- d.Run(ctx) }()
+	log.Info("mountwatchd started", zap.String("version", versionString()), zap.String("table", cfg.host.MountinfoPath()),
+		zap.Duration("interval", dc.interval), zap.Duration("probe_interval", dc.probeInterval),
+		zap.Duration("scan_interval", dc.scanInterval), zap.Bool("journal", logger.Journal), zap.Duration("watchdog", watchdog))
+
+	code := exitOK
+	select {
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			log.Error("web server failed", zap.Error(err))
+			code = exitUnknown
+		}
+		stop()
+		<-loopErr
+	case err := <-loopErr:
+		if err != nil {
+			log.Error("loop failed", zap.Error(err))
+			code = exitUnknown
+		}
+	}
+	_, _ = sddaemon.SdNotify(false, "STOPPING=1")
+	// Scrapes answer from memory: a second is plenty for those in flight.
+	// Connections a client opened but never used count as busy for 5s in
+	// Shutdown, so close whatever is left rather than wait for them.
+	shutdown, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		_ = srv.Close()
+	}
+	log.Info("mountwatchd stopped")
+	return code
+}
+
+// versionString is the version the Makefile's ldflags set.
+func versionString() string {
+	v, r := version.Version, version.Revision
+	if v == "" {
+		v = "dev"
+	}
+	if r == "" {
+		r = "unknown"
+	}
+	return v + " (revision " + r + ")"
+}

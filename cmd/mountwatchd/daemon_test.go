@@ -1,0 +1,862 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
+)
+
+// Every address in these tests is on loopback.
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type daemonProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string
+	stderr *syncBuffer
+}
+
+// cleanEnv is the test's environment without systemd's variables, so the
+// daemon only sees the ones a test sets.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, e := range os.Environ() {
+		k, _, _ := strings.Cut(e, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID":
+			continue
+		}
+		env = append(env, e)
+	}
+	return append(env, extra...)
+}
+
+// startDaemon runs the built binary as a daemon on a loopback port and waits
+// until /healthz answers 200. When the test ends it sends SIGTERM and
+// expects a clean exit 0.
+func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), append([]string{"--web.listen-address", addr}, args...)...)
+	cmd.Env = env
+	if cmd.Env == nil {
+		cmd.Env = cleanEnv()
+	}
+	d := &daemonProc{t: t, cmd: cmd, base: "http://" + addr, stderr: &syncBuffer{}}
+	cmd.Stderr = d.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("daemon did not stop cleanly on SIGTERM: %v\n%s", err, d.stderr)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("daemon did not stop within 15s of SIGTERM\n%s", d.stderr)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := d.get("/healthz"); code == http.StatusOK {
+			return d
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("daemon exited: %v\n%s", err, d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not healthy within 30s\n%s", d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemonProc) get(path string) (int, string) {
+	c := http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get(d.base + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (d *daemonProc) metrics() string {
+	d.t.Helper()
+	code, body := d.get("/metrics")
+	if code != http.StatusOK {
+		d.t.Fatalf("/metrics: %d %s", code, body)
+	}
+	return body
+}
+
+// value is the value of the first exposition line starting with series.
+func value(body, series string) (float64, bool) {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, series) {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+func (d *daemonProc) value(series string) float64 {
+	d.t.Helper()
+	v, _ := value(d.metrics(), series)
+	return v
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// brokenPodVolume is the brief's F1 on a real FUSE mount: a directory of a
+// ceph-fuse-typed bindfs mount, bind-mounted as a CSI pod volume, deleted
+// through the FUSE mount. repair unmounts the broken bind mount.
+type brokenPodVolume struct {
+	dir, mnt, kubelet, logs string
+	server                  *os.Process
+	uid                     string
+}
+
+func newBrokenPodVolume(t *testing.T, dir, uid string) *brokenPodVolume {
+	t.Helper()
+	b := &brokenPodVolume{dir: dir, kubelet: dir + "/var/lib/kubelet", logs: dir + "/var/log/pods", uid: uid}
+	if err := os.MkdirAll(dir+"/backing/volumes/csi/vol2", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(b.logs+"/shop_web-0_"+uid, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b.server = testenv.Bindfs(t, dir+"/backing", dir+"/cephfs", "subtype=ceph-fuse")
+	b.mnt = testenv.KubeletPodVolume(t, b.kubelet, uid, "pvc-1", "cephfs.csi.ceph.com", "0001-0011-vol2")
+	testenv.Bind(t, dir+"/cephfs/volumes/csi/vol2", b.mnt)
+	if err := os.RemoveAll(dir + "/cephfs/volumes/csi/vol2"); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *brokenPodVolume) flags() []string {
+	return []string{"--path.kubelet", b.kubelet, "--path.pod-logs", b.logs}
+}
+
+func (b *brokenPodVolume) repair(t *testing.T) {
+	t.Helper()
+	if err := syscall.Unmount(b.mnt, 0); err != nil {
+		t.Fatalf("repair: unmount %s: %v", b.mnt, err)
+	}
+}
+
+// criticalDeletedBaseline is how many critical deleted_root problems this
+// namespace has before a test breaks anything (0 on a clean machine).
+func criticalDeletedBaseline(t *testing.T) int {
+	t.Helper()
+	d := decode(t, mountwatchd(t, "--once", "--output=json"))
+	n := 0
+	for _, f := range d.Findings {
+		if f.Check == probe.DeletedRoot && f.Severity == probe.Critical {
+			n++
+		}
+	}
+	return n
+}
+
+// --- Prometheus -------------------------------------------------------------
+
+type promServer struct {
+	base string
+}
+
+func startPrometheus(t *testing.T, target string) *promServer {
+	t.Helper()
+	bin := testenv.RequireCommand(t, "prometheus", "prometheus")
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 500ms
+  scrape_timeout: 400ms
+scrape_configs:
+  - job_name: mountwatchd
+    static_configs:
+      - targets: [%q]
+`, target)
+	if err := os.WriteFile(dir+"/prometheus.yml", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	var logs syncBuffer
+	cmd := exec.Command(bin, "--config.file="+dir+"/prometheus.yml", "--storage.tsdb.path="+dir+"/data",
+		"--web.listen-address="+addr, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	p := &promServer{base: "http://" + addr}
+	waitUntil(t, 60*time.Second, "prometheus ready", func() bool {
+		resp, err := http.Get(p.base + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+type promSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+func (p *promServer) query(t *testing.T, q string) []promSample {
+	t.Helper()
+	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []promSample `json:"result"`
+		} `json:"data"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || r.Status != "success" {
+		t.Fatalf("query %s: %v %s", q, err, r.Error)
+	}
+	return r.Data.Result
+}
+
+func sampleValue(s promSample) float64 {
+	v, _ := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
+	return v
+}
+
+// A real Prometheus scrapes the daemon on a node with a broken FUSE-backed
+// pod volume: its API returns the problem series with the pod's labels and
+// the count; after the mount is repaired the series is gone and the count
+// is back to where it was (0 on a clean machine).
+func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
+	testenv.RequireRoot(t)
+	base := criticalDeletedBaseline(t)
+	const uid = "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11"
+	b := newBrokenPodVolume(t, t.TempDir(), uid)
+	d := startDaemon(t, nil, append(b.flags(), "--interval=200ms", "--log.target=stderr")...)
+	prom := startPrometheus(t, strings.TrimPrefix(d.base, "http://"))
+
+	series := fmt.Sprintf(`mountwatchd_problem{mountpoint=%q}`, b.mnt)
+	var got []promSample
+	waitUntil(t, 60*time.Second, "the problem series in Prometheus", func() bool {
+		got = prom.query(t, series)
+		return len(got) == 1
+	})
+	want := map[string]string{"check": "deleted_root", "severity": "critical", "fstype": "fuse.ceph-fuse", "pod_uid": uid,
+		"pod_namespace": "shop", "pod_name": "web-0", "volume": "pvc-1", "job": "mountwatchd"}
+	for k, v := range want {
+		if got[0].Metric[k] != v {
+			t.Errorf("label %s = %q, want %q (%v)", k, got[0].Metric[k], v, got[0].Metric)
+		}
+	}
+	count := `mountwatchd_problems{check="deleted_root",severity="critical"}`
+	if c := prom.query(t, count); len(c) != 1 || sampleValue(c[0]) != float64(base+1) {
+		t.Errorf("%s = %v, want %d", count, c, base+1)
+	}
+	if c := prom.query(t, `mountwatchd_problem_first_seen_timestamp_seconds{mountpoint="`+b.mnt+`"}`); len(c) != 1 ||
+		sampleValue(c[0]) < float64(time.Now().Add(-5*time.Minute).Unix()) {
+		t.Errorf("first seen: %v", c)
+	}
+	for _, healthy := range []string{`mountwatchd_problems{check="deleted_root",severity="info"}`, `up{job="mountwatchd"}`} {
+		if c := prom.query(t, healthy); len(c) != 1 {
+			t.Errorf("%s: %v", healthy, c)
+		}
+	}
+
+	b.repair(t)
+	waitUntil(t, 60*time.Second, "the series to go and the count to drop", func() bool {
+		c := prom.query(t, count)
+		return len(prom.query(t, series)) == 0 && len(c) == 1 && sampleValue(c[0]) == float64(base)
+	})
+
+	// promtool accepts the live exposition too.
+	promtool := testenv.RequireCommand(t, "promtool", "prometheus")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(d.metrics())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics on /metrics: %v\n%s", err, out)
+	}
+}
+
+// --- journald ---------------------------------------------------------------
+
+// startJournald runs a standalone systemd-journald in this test binary's
+// private mount namespace, with tmpfs on /run/systemd and /run/log (and on
+// /var/log/journal, so nothing persists), and returns its journal directory
+// and process.
+func startJournald(t *testing.T) (string, *os.Process) {
+	t.Helper()
+	bin := "/lib/systemd/systemd-journald"
+	_, err := os.Stat(bin)
+	testenv.Require(t, err == nil, "%s (apt package systemd)", bin)
+	testenv.RequireCommand(t, "journalctl", "systemd")
+	for _, dir := range []string{"/run/systemd", "/run/log", "/var/log/journal"} {
+		if dir == "/var/log/journal" {
+			if _, err := os.Stat(dir); err != nil {
+				continue
+			}
+		}
+		testenv.Tmpfs(t, dir)
+	}
+	if err := os.MkdirAll("/run/systemd/journal", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	cmd := exec.Command(bin)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Env = cleanEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	waitUntil(t, 20*time.Second, "the journal socket", func() bool {
+		_, err := os.Stat("/run/systemd/journal/socket")
+		return err == nil
+	})
+	var dir string
+	waitUntil(t, 20*time.Second, "the journal directory", func() bool {
+		m, _ := filepath.Glob("/run/log/journal/*")
+		if len(m) > 0 {
+			dir = m[0]
+		}
+		return dir != ""
+	})
+	return dir, cmd.Process
+}
+
+func journalEntries(t *testing.T, dir string, match ...string) []map[string]any {
+	t.Helper()
+	out, err := exec.Command("journalctl", append([]string{"--directory=" + dir, "-o", "json", "--no-pager"}, match...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("journalctl: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var entries []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("journalctl line %q: %v", sc.Text(), err)
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// A real journald receives exactly one "appeared" and one "cleared" entry
+// for a problem, with its fields, priority and MESSAGE_ID, while the daemon
+// read the table many times in between. When journald dies, entries go to
+// stderr as JSON and the daemon keeps running.
+func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
+	testenv.RequireRoot(t)
+	journalDir, journald := startJournald(t)
+	const uid = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+	b := newBrokenPodVolume(t, t.TempDir(), uid)
+	d := startDaemon(t, nil, append(b.flags(), "--interval=50ms")...) // --log.target=auto: stderr is a pipe, the journal answers
+
+	reads := func() float64 { return d.value("mountwatchd_mount_table_reads_total ") }
+	waitUntil(t, 20*time.Second, "the problem", func() bool {
+		v, _ := value(d.metrics(), fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="fuse.ceph-fuse",mountpoint=%q`, b.mnt))
+		return v == 1
+	})
+	r := reads()
+	waitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
+	b.repair(t)
+	waitUntil(t, 20*time.Second, "the problem to clear", func() bool {
+		return !strings.Contains(d.metrics(), b.mnt)
+	})
+	r = reads()
+	waitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
+
+	var entries []map[string]any
+	waitUntil(t, 20*time.Second, "two journal entries", func() bool {
+		entries = journalEntries(t, journalDir, "MOUNT_POINT="+b.mnt)
+		return len(entries) >= 2
+	})
+	if len(entries) != 2 {
+		t.Fatalf("%d journal entries for %s, want 2 (appeared, cleared):\n%v", len(entries), b.mnt, entries)
+	}
+	common := map[string]string{"CHECK": "deleted_root", "SEVERITY": "critical", "FSTYPE": "fuse.ceph-fuse",
+		"SOURCE": b.dir + "/backing", "POD_UID": uid, "POD_NAMESPACE": "shop", "POD_NAME": "web-0",
+		"VOLUME": "pvc-1", "MESSAGE_ID": export.MessageIDs[probe.DeletedRoot], "SYSLOG_IDENTIFIER": "mountwatchd"}
+	for i, want := range []struct{ event, prio string }{{"appeared", "2"}, {"cleared", "5"}} {
+		e := entries[i]
+		if e["EVENT"] != want.event || e["PRIORITY"] != want.prio {
+			t.Errorf("entry %d: EVENT %v PRIORITY %v, want %s %s", i, e["EVENT"], e["PRIORITY"], want.event, want.prio)
+		}
+		for k, v := range common {
+			if e[k] != v {
+				t.Errorf("entry %d (%s): %s = %v, want %q", i, want.event, k, e[k], v)
+			}
+		}
+		if msg, _ := e["MESSAGE"].(string); !strings.Contains(msg, want.event) || !strings.Contains(msg, b.mnt) {
+			t.Errorf("entry %d MESSAGE %q", i, msg)
+		}
+	}
+	if ids := journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[probe.DeletedRoot], "MOUNT_POINT="+b.mnt); len(ids) != 2 {
+		t.Errorf("journalctl MESSAGE_ID=... finds %d entries, want 2", len(ids))
+	}
+	if strings.Contains(d.stderr.String(), "mount problem") {
+		t.Errorf("problem entries went to stderr although journald was up:\n%s", d.stderr)
+	}
+
+	// journald goes away: the next problem is logged to stderr as JSON and
+	// the daemon stays healthy.
+	if err := journald.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "journald to be gone", func() bool { return journald.Signal(syscall.Signal(0)) != nil })
+	dir2 := t.TempDir()
+	testenv.Tmpfs(t, dir2+"/t")
+	if err := os.Mkdir(dir2+"/t/src", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Bind(t, dir2+"/t/src", dir2+"/bind")
+	if err := os.Remove(dir2 + "/t/src"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the new problem on stderr", func() bool {
+		return strings.Contains(d.stderr.String(), `"mount_point":"`+dir2+`/bind"`)
+	})
+	for _, l := range strings.Split(d.stderr.String(), "\n") {
+		if strings.Contains(l, dir2+"/bind") && !json.Valid([]byte(l)) {
+			t.Errorf("stderr fallback line is not JSON: %s", l)
+		}
+	}
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d %s after journald died", code, body)
+	}
+}
+
+// --- systemd notify ---------------------------------------------------------
+
+// A NOTIFY_SOCKET made by the test receives READY=1, STATUS= with the
+// summary and, with WATCHDOG_USEC set, WATCHDOG=1 repeatedly.
+func TestDaemonSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	all := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(got, "\n")
+	}
+	startDaemon(t, cleanEnv("NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000"), "--log.target=stderr", "--interval=1h")
+	waitUntil(t, 30*time.Second, "READY=1, STATUS= and 3 WATCHDOG=1", func() bool {
+		s := all()
+		return strings.Contains(s, "READY=1") && strings.Contains(s, "STATUS=") && strings.Count(s, "WATCHDOG=1") >= 3
+	})
+	s := all()
+	if !strings.Contains(s, "STATUS=OK: ") && !strings.Contains(s, "STATUS=UNKNOWN") && !strings.Contains(s, " mount problem") {
+		t.Errorf("STATUS is not the summary line:\n%s", s)
+	}
+	if strings.Count(s, "READY=1") != 1 {
+		t.Errorf("READY=1 sent more than once:\n%s", s)
+	}
+}
+
+// --- hung FUSE --------------------------------------------------------------
+
+// With the FUSE server of a broken mount stopped (every stat on it would
+// block), 100 concurrent scrapes all answer and /healthz stays healthy.
+func TestDaemonHungFUSEScrapesAnswer(t *testing.T) {
+	testenv.RequireRoot(t)
+	b := newBrokenPodVolume(t, t.TempDir(), "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
+	if err := b.server.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.server.Signal(syscall.SIGCONT) })
+	d := startDaemon(t, nil, append(b.flags(), "--interval=100ms", "--log.target=stderr")...)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := "/metrics"
+			if i%10 == 0 {
+				path = "/healthz"
+			}
+			code, body := d.get(path)
+			switch {
+			case code != http.StatusOK:
+				errs <- fmt.Errorf("%s: %d %s", path, code, body)
+			case path == "/metrics" && !strings.Contains(body, b.mnt):
+				errs <- fmt.Errorf("/metrics lacks the problem on the hung mount")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	r := d.value("mountwatchd_mount_table_reads_total ")
+	waitUntil(t, 20*time.Second, "the loop to keep reading", func() bool { return d.value("mountwatchd_mount_table_reads_total ") > r+5 })
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d %s", code, body)
+	}
+}
+
+// --- change events ----------------------------------------------------------
+
+// With --interval=1h, a deleted-root mount made after start shows in
+// /metrics within seconds, and goes when unmounted: the kernel's change
+// event on mountinfo drives the re-read, not the interval.
+func TestDaemonMountChangeEvent(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, nil, "--interval=1h", "--log.target=stderr")
+	reads := d.value("mountwatchd_mount_table_reads_total ")
+
+	dir := t.TempDir()
+	testenv.Tmpfs(t, dir+"/t")
+	if err := os.Mkdir(dir+"/t/src", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Bind(t, dir+"/t/src", dir+"/bind")
+	if err := os.Remove(dir + "/t/src"); err != nil {
+		t.Fatal(err)
+	}
+	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q`, dir+"/bind")
+	waitUntil(t, 10*time.Second, "the new problem in /metrics", func() bool { _, ok := value(d.metrics(), series); return ok })
+	if ev := d.value("mountwatchd_mount_table_change_events_total "); ev < 1 {
+		t.Errorf("no change event counted (%v)", ev)
+	}
+	if err := syscall.Unmount(dir+"/bind", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the problem to go", func() bool { _, ok := value(d.metrics(), series); return !ok })
+	if now := d.value("mountwatchd_mount_table_reads_total "); now <= reads {
+		t.Errorf("reads %v -> %v", reads, now)
+	}
+}
+
+// Nothing changes and the interval is long: the daemon does not read the
+// table again (no busy loop, no polling of its own).
+func TestDaemonIdleDoesNoWork(t *testing.T) {
+	testenv.RequireRoot(t) // a private namespace, so no other test's mounts change the table
+	d := startDaemon(t, nil, "--interval=1h", "--log.target=stderr")
+	r := d.value("mountwatchd_mount_table_reads_total ")
+	time.Sleep(2 * time.Second) // a window to observe idleness, not a timing assertion
+	if now := d.value("mountwatchd_mount_table_reads_total "); now != r {
+		t.Errorf("the table was read %v times in an idle 2s with --interval=1h", now-r)
+	}
+	if _, ok := value(d.metrics(), "mountwatchd_last_complete_check_timestamp_seconds "); !ok {
+		t.Error("no last complete check time")
+	}
+}
+
+// The kubelet root itself is on a FUSE mount whose server is stopped, so
+// classifying the table (reading vol_data.json, the pod log directory)
+// blocks. The loop gives up on that read after its timeout, keeps serving
+// and stays healthy, starts no second blocked read, and checks again once
+// the server answers. SIGTERM still stops the daemon with the read blocked.
+func TestDaemonHungKubeletRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	const uid = "3b2a1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d"
+	kubelet := dir + "/kubelet"
+	testenv.Tmpfs(t, dir+"/t")
+	for _, d := range []string{dir + "/t/src", dir + "/kb"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := testenv.Bindfs(t, dir+"/kb", kubelet)
+	mnt := testenv.KubeletPodVolume(t, kubelet, uid, "pvc-1", "cephfs.csi.ceph.com", "h1")
+	testenv.Bind(t, dir+"/t/src", mnt)
+	if err := os.Remove(dir + "/t/src"); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
+
+	d := startDaemon(t, nil, "--path.kubelet", kubelet, "--path.pod-logs", dir+"/kb-logs", "--interval=200ms", "--log.target=stderr")
+	waitUntil(t, 30*time.Second, "a read error counted", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 2 })
+	if !strings.Contains(d.stderr.String(), "took more than") {
+		t.Errorf("the blocked read is not logged:\n%s", d.stderr)
+	}
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d %s with a blocked read", code, body)
+	}
+	if n := strings.Count(d.stderr.String(), "cannot read the mount table"); n > 2 {
+		t.Errorf("read error logged %d times (want once per distinct error)", n)
+	}
+
+	if err := server.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q,pod_name="",pod_namespace="",pod_uid=%q`, mnt, uid)
+	waitUntil(t, 30*time.Second, "the problem once the server answers", func() bool { _, ok := value(d.metrics(), series); return ok })
+	if !strings.Contains(d.stderr.String(), "mount table readable again") {
+		t.Errorf("recovery not logged:\n%s", d.stderr)
+	}
+}
+
+// The daemon cannot start: a taken port or a bad interval exits 2 with the
+// reason, instead of running without its endpoint.
+func TestDaemonCannotStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := mountwatchd(t, "--web.listen-address", l.Addr().String(), "--log.target=stderr")
+	if r.code != 2 || !strings.Contains(r.stderr, "address already in use") {
+		t.Errorf("port taken: exit %d\n%s", r.code, r.stderr)
+	}
+	r = mountwatchd(t, "--interval=0s")
+	if r.code != 2 || !strings.Contains(r.stderr, "--interval") {
+		t.Errorf("--interval=0s: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// The DaemonSet case: the daemon watches another mount namespace through
+// --target.pid. A deleted-root mount made there after the daemon started is
+// reported within seconds with --interval=1h: the change event of
+// /proc/<pid>/mountinfo is that namespace's.
+func TestDaemonOtherNamespaceChangeEvent(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	node := exec.Command("sh", "-c", `mount -t tmpfs node-tmpfs `+dir+` && echo ready && while read -r cmd; do eval "$cmd" && echo done; done`)
+	node.SysProcAttr = newMountNS()
+	stdin, err := node.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := node.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Stderr = os.Stderr
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = node.Process.Kill(); _ = node.Wait() })
+	lines := bufio.NewScanner(stdout)
+	expect := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("node namespace: got %q, want %q", lines.Text(), want)
+		}
+	}
+	expect("ready")
+
+	d := startDaemon(t, nil, "--target.pid", itoa(node.Process.Pid), "--interval=1h", "--log.target=stderr")
+	if _, err := fmt.Fprintf(stdin, "mkdir -p %[1]s/src %[1]s/bind && mount --bind %[1]s/src %[1]s/bind && rmdir %[1]s/src\n", dir); err != nil {
+		t.Fatal(err)
+	}
+	expect("done")
+	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q`, dir+"/bind")
+	waitUntil(t, 10*time.Second, "the other namespace's new problem", func() bool { _, ok := value(d.metrics(), series); return ok })
+	if data, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(data), dir+"/bind") {
+		t.Error("the node's mount is in the test's own namespace: the test proves nothing")
+	}
+}
+
+// --web.config.file turns on TLS and basic auth for /metrics and /healthz
+// (the exporter toolkit's web configuration).
+func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedCert(t)
+	if err := os.WriteFile(dir+"/cert.pem", certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/key.pem", keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("tls_server_config:\n  cert_file: %s/cert.pem\n  key_file: %s/key.pem\nbasic_auth_users:\n  prom: %s\n", dir, dir, hash)
+	if err := os.WriteFile(dir+"/web.yml", []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--web.config.file", dir+"/web.yml", "--log.target=stderr", "--interval=1h")
+	cmd.Env = cleanEnv()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(path, user, pass string) int {
+		req, _ := http.NewRequest("GET", "https://"+addr+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitUntil(t, 30*time.Second, "the TLS endpoint", func() bool { return get("/healthz", "prom", "s3cret") == http.StatusOK })
+	if code := get("/metrics", "prom", "s3cret"); code != http.StatusOK {
+		t.Errorf("/metrics with credentials: %d", code)
+	}
+	if code := get("/metrics", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without credentials: %d, want 401", code)
+	}
+	if code := get("/metrics", "prom", "wrong"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with a wrong password: %d, want 401", code)
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP served metrics although TLS is configured")
+		}
+	}
+}
+
+// selfSignedCert is a certificate for 127.0.0.1, valid for an hour.
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mountwatchd-test"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}

@@ -1,0 +1,580 @@
+// Package daemon is mountwatchd's long-running loop: it re-reads the mount
+// table when the kernel says it changed (and at least every Interval), runs
+// each kind of check on its own schedule, merges the latest results into one
+// current report, logs each problem when it appears, changes severity or
+// clears, and publishes an immutable export.State for metrics and health.
+//
+// Checks are scheduled by probe.Check.Kind: TableChecks run in the loop on
+// every read of the table; ProbeChecks every ProbeInterval and ScanChecks
+// every ScanInterval, each kind in a goroutine of its own over the latest
+// table, at most one run of a kind at a time. Registering a check is all it
+// takes to have it scheduled, merged, exported and logged.
+//
+// Nothing here waits on a mount: reading the table does not touch the
+// mounts, and a probe or scan run that takes long delays only its own kind.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+)
+
+// Defaults for Config.
+const (
+	DefaultInterval      = time.Minute
+	DefaultProbeInterval = 30 * time.Second
+	DefaultScanInterval  = 15 * time.Minute
+	// DefaultMinReread coalesces a burst of mount changes (a pod starting
+	// makes dozens) into few reads.
+	DefaultMinReread   = 100 * time.Millisecond
+	DefaultReadTimeout = 5 * time.Second
+	maxHeartbeat       = 15 * time.Second
+)
+
+// Config configures a Daemon.
+type Config struct {
+	Host   probe.Host
+	Checks []probe.Check
+	// Interval is the longest time between two reads of the mount table,
+	// whether or not the kernel reported a change.
+	Interval      time.Duration
+	ProbeInterval time.Duration
+	ScanInterval  time.Duration
+	// MinReread is the shortest time between two reads after a change.
+	MinReread time.Duration
+	// ReadTimeout bounds how long the loop waits for one read of the mount
+	// table. Reading the table touches no mount, but classifying it reads
+	// kubelet's files, which a hung filesystem under the kubelet root could
+	// block; the loop then goes on, and no new read starts until the
+	// blocked one returns.
+	ReadTimeout time.Duration
+	Log         *zap.Logger
+	// Notify sends a systemd notification (READY=1, STATUS=..., WATCHDOG=1);
+	// nil sends nothing.
+	Notify func(state string) error
+	// Watchdog is the systemd watchdog timeout (WATCHDOG_USEC); 0: none.
+	// The daemon pets it every Watchdog/2 while the loop makes progress.
+	Watchdog time.Duration
+}
+
+// Daemon runs the loop. Its State and Healthy methods are safe to call from
+// any goroutine at any time and never wait for the loop.
+type Daemon struct {
+	cfg       Config
+	heartbeat time.Duration
+	lanes     []*lane // by kind, only kinds with checks
+
+	state      atomic.Pointer[export.State]
+	lastBeat   atomic.Int64 // unix nanoseconds of the last loop iteration
+	iterations atomic.Uint64
+
+	// owned by the loop
+	tracker    *probe.Tracker
+	snap       *probe.Snapshot
+	stats      map[probe.CheckID]*export.CheckState
+	reads      uint64
+	readErrs   uint64
+	events     uint64
+	lastErr    string
+	lastParse  string
+	ready      bool
+	lastStatus string
+	lastRead   time.Time       // start of the last read of the table
+	readCost   time.Duration   // how long it took
+	blocked    chan readResult // a read that outlived ReadTimeout, until it returns
+	read       func(probe.Host) (*probe.Snapshot, error)
+}
+
+type readResult struct {
+	snap *probe.Snapshot
+	err  error
+}
+
+// errReadBlocked is returned while an earlier read of the table is still
+// blocked: at most one read is ever in flight.
+var errReadBlocked = errors.New("an earlier read of the mount table is still blocked")
+
+// lane is one kind of check with its schedule.
+type lane struct {
+	kind     probe.Kind
+	checks   []probe.Check
+	interval time.Duration // 0 for table checks: every read
+	running  atomic.Int64  // unix nanoseconds the current run started; 0 when idle
+	last     *probe.Report // owned by the loop
+	lastEnd  time.Time
+}
+
+type laneResult struct {
+	lane *lane
+	rep  *probe.Report
+	end  time.Time
+}
+
+// New returns a daemon; Run starts it.
+func New(cfg Config) *Daemon {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.ScanInterval <= 0 {
+		cfg.ScanInterval = DefaultScanInterval
+	}
+	if cfg.MinReread <= 0 {
+		cfg.MinReread = DefaultMinReread
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}, read: probe.ReadSnapshot}
+	// The loop wakes at least this often, so health and the watchdog see
+	// it alive; an idle wake-up does nothing else.
+	d.heartbeat = min(cfg.Interval, maxHeartbeat)
+	if cfg.Watchdog > 0 {
+		d.heartbeat = min(d.heartbeat, cfg.Watchdog/4)
+	}
+	for _, k := range []probe.Kind{probe.TableCheck, probe.ProbeCheck, probe.ScanCheck} {
+		l := &lane{kind: k}
+		switch k {
+		case probe.ProbeCheck:
+			l.interval = cfg.ProbeInterval
+		case probe.ScanCheck:
+			l.interval = cfg.ScanInterval
+		}
+		for _, c := range cfg.Checks {
+			if c.Kind() == k {
+				l.checks = append(l.checks, c)
+			}
+		}
+		if len(l.checks) > 0 {
+			d.lanes = append(d.lanes, l)
+		}
+	}
+	var states []export.CheckState
+	for _, c := range cfg.Checks {
+		d.stats[c.ID()] = &export.CheckState{ID: c.ID(), Kind: c.Kind()}
+		states = append(states, *d.stats[c.ID()])
+	}
+	d.state.Store(&export.State{Checks: states})
+	d.beat()
+	return d
+}
+
+// State is the latest published state; never nil.
+func (d *Daemon) State() *export.State { return d.state.Load() }
+
+func (d *Daemon) beat() {
+	d.lastBeat.Store(time.Now().UnixNano())
+	d.iterations.Add(1)
+}
+
+// Healthy reports whether the loop is making progress: it iterated within
+// three heartbeats, and no probe or scan run has been going for more than
+// twice its interval (plus a minute). It says why not.
+func (d *Daemon) Healthy(now time.Time) (bool, string) {
+	last := time.Unix(0, d.lastBeat.Load())
+	if age := now.Sub(last); age > 3*d.heartbeat+time.Second {
+		return false, "the loop has not iterated for " + age.Round(time.Millisecond).String()
+	}
+	for _, l := range d.lanes {
+		if start := l.running.Load(); start != 0 {
+			if age := now.Sub(time.Unix(0, start)); age > 2*l.interval+time.Minute {
+				return false, "a " + l.kind.String() + " run has been going for " + age.Round(time.Second).String()
+			}
+		}
+	}
+	return true, "ok"
+}
+
+// Run runs the loop until ctx is done. It returns nil on a clean stop.
+func (d *Daemon) Run(ctx context.Context) error {
+	log := d.cfg.Log
+	results := make(chan laneResult)
+	var w *watcher
+	defer func() {
+		if w != nil {
+			w.Close()
+		}
+	}()
+	var changed, watchEnded <-chan struct{}
+	watchErr := ""
+	openWatch := func() {
+		if w != nil {
+			return
+		}
+		var err error
+		if w, err = watch(d.cfg.Host.MountinfoPath()); err != nil {
+			if err.Error() != watchErr { // once per distinct error, not per interval
+				log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
+				watchErr = err.Error()
+			}
+			w = nil
+			changed, watchEnded = nil, nil
+			return
+		}
+		watchErr = ""
+		changed, watchEnded = w.C, w.Done()
+	}
+	closeWatch := func() {
+		if w != nil {
+			w.Close()
+			w, changed, watchEnded = nil, nil, nil
+		}
+	}
+
+	readTimer := time.NewTimer(d.cfg.Interval)
+	defer readTimer.Stop()
+	var probeC, scanC <-chan time.Time
+	for _, l := range d.lanes {
+		if l.kind == probe.TableCheck {
+			continue
+		}
+		t := time.NewTicker(l.interval)
+		defer t.Stop()
+		if l.kind == probe.ProbeCheck {
+			probeC = t.C
+		} else {
+			scanC = t.C
+		}
+	}
+	hb := time.NewTicker(d.heartbeat)
+	defer hb.Stop()
+	if d.cfg.Watchdog > 0 && d.cfg.Notify != nil {
+		go d.petWatchdog(ctx)
+	}
+
+	read := func() {
+		openWatch() // before the read: a change after it is reported
+		if err := d.readTable(ctx); err != nil {
+			closeWatch() // the namespace may be gone; reopen with the next read
+		}
+		readTimer.Reset(d.cfg.Interval)
+		for _, l := range d.lanes {
+			if l.kind != probe.TableCheck && l.last == nil && l.running.Load() == 0 && d.snap != nil {
+				d.startLane(ctx, l, results) // first run as soon as there is a table
+			}
+		}
+	}
+	read()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			return nil
+		case <-changed:
+			d.events++
+			readTimer.Reset(d.rereadDelay(time.Now()))
+		case <-watchEnded:
+			log.Warn("mount table watch ended; re-reading every --interval until it is re-established", zap.Error(w.Err()))
+			closeWatch()
+		case <-readTimer.C:
+			read()
+		case <-probeC:
+			d.startLane(ctx, d.laneOf(probe.ProbeCheck), results)
+		case <-scanC:
+			d.startLane(ctx, d.laneOf(probe.ScanCheck), results)
+		case r := <-results:
+			r.lane.running.Store(0)
+			d.laneDone(r)
+			d.publish()
+		case <-hb.C:
+		}
+		d.beat()
+	}
+}
+
+func (d *Daemon) laneOf(k probe.Kind) *lane {
+	for _, l := range d.lanes {
+		if l.kind == k {
+			return l
+		}
+	}
+	return nil
+}
+
+// readTable reads the mount table, runs the table checks over it and
+// publishes the merged report.
+func (d *Daemon) readTable(ctx context.Context) error {
+	log := d.cfg.Log
+	d.reads++
+	d.lastRead = time.Now()
+	snap, err := d.readSnapshot(ctx)
+	d.readCost = time.Since(d.lastRead)
+	if err != nil {
+		d.readErrs++
+		if msg := err.Error(); msg != d.lastErr {
+			log.Error("cannot read the mount table; keeping the last results", zap.Error(err))
+			d.lastErr = msg
+		}
+		d.publish()
+		return err
+	}
+	if d.lastErr != "" {
+		log.Info("mount table readable again", zap.String("table", snap.Source))
+		d.lastErr = ""
+	}
+	d.logParseErrors(snap)
+	d.snap = snap
+	if l := d.laneOf(probe.TableCheck); l != nil {
+		rep := (&probe.Runner{Checks: l.checks}).Run(ctx, snap)
+		d.laneDone(laneResult{lane: l, rep: rep, end: time.Now()})
+	}
+	d.publish()
+	return nil
+}
+
+// rereadDelay is how long to wait before re-reading the table after a change
+// event: at least MinReread after the last read started, and long enough that
+// re-reading takes at most a tenth of the time, so a storm of mount changes
+// (pods starting on a node with 20,000 mounts) costs a bounded share of a
+// CPU while each change is still seen within about ten reads' time.
+func (d *Daemon) rereadDelay(now time.Time) time.Duration {
+	gap := max(d.cfg.MinReread, 10*d.readCost)
+	return max(d.lastRead.Add(gap).Sub(now), 0)
+}
+
+// readSnapshot reads the table in a goroutine and waits at most
+// ReadTimeout for it. A read that takes longer is left to finish on its own
+// (its result is dropped: it is stale by then) and no other read starts
+// until it has.
+func (d *Daemon) readSnapshot(ctx context.Context) (*probe.Snapshot, error) {
+	if d.blocked != nil {
+		select {
+		case <-d.blocked:
+			d.blocked = nil
+		default:
+			return nil, errReadBlocked
+		}
+	}
+	ch := make(chan readResult, 1)
+	host, read := d.cfg.Host, d.read
+	go func() {
+		s, err := read(host)
+		ch <- readResult{s, err}
+	}()
+	t := time.NewTimer(d.cfg.ReadTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.snap, r.err
+	case <-t.C:
+		d.blocked = ch
+		return nil, fmt.Errorf("reading the mount table took more than %s (a hung filesystem under the kubelet root or pod log directory?)", d.cfg.ReadTimeout)
+	case <-ctx.Done():
+		d.blocked = ch
+		return nil, ctx.Err()
+	}
+}
+
+// logParseErrors logs unparsable lines when they differ from the last read's,
+// not on every read.
+func (d *Daemon) logParseErrors(s *probe.Snapshot) {
+	var key string
+	for _, pe := range s.ParseErrors {
+		key += pe.Text + "\n"
+	}
+	if key == d.lastParse {
+		return
+	}
+	d.lastParse = key
+	for _, pe := range s.ParseErrors {
+		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+	}
+}
+
+// startLane runs a probe or scan lane over the latest table in a goroutine
+// of its own, unless one is still running.
+func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResult) {
+	if l == nil || d.snap == nil || !l.running.CompareAndSwap(0, time.Now().UnixNano()) {
+		return
+	}
+	snap := d.snap
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, l.interval)
+		defer cancel()
+		rep := (&probe.Runner{Checks: l.checks}).Run(rctx, snap)
+		select {
+		case results <- laneResult{lane: l, rep: rep, end: time.Now()}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (d *Daemon) laneDone(r laneResult) {
+	r.lane.last, r.lane.lastEnd = r.rep, r.end
+	for _, c := range r.rep.Checks {
+		st := d.stats[c.Check]
+		if st == nil || c.Status == probe.StatusSkipped {
+			continue
+		}
+		st.Runs++
+		if c.Status == probe.StatusError {
+			st.Errors++
+			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
+		}
+		st.Duration, st.LastRun, st.Status = c.Duration, r.end, c.Status
+	}
+}
+
+// merge builds the current report: the latest table with the latest findings
+// of every kind of check. Findings of probe and scan runs over an older table
+// are kept only while their mount is still in the current one.
+func (d *Daemon) merge() *probe.Report {
+	rep := &probe.Report{Snapshot: d.snap}
+	var present map[mountKey]bool
+	byID := map[probe.CheckID]probe.CheckResult{}
+	for _, l := range d.lanes {
+		if l.last == nil {
+			continue
+		}
+		for _, c := range l.last.Checks {
+			byID[c.Check] = c
+		}
+		if l.last.Probe != nil {
+			p := *l.last.Probe
+			rep.Probe = &p
+		}
+		if l.last.Scan != nil {
+			s := *l.last.Scan
+			rep.Scan = &s
+		}
+		stale := l.last.Snapshot != d.snap
+		for _, f := range l.last.Findings {
+			if stale {
+				if present == nil {
+					present = make(map[mountKey]bool, len(d.snap.Mounts))
+					for _, m := range d.snap.Mounts {
+						present[mountKey{m.ID, m.Mountpoint}] = true
+					}
+				}
+				if !present[mountKey{f.MountID, f.MountPoint}] {
+					continue // the mount is gone: so is the problem
+				}
+			}
+			rep.Findings = append(rep.Findings, f)
+		}
+	}
+	for _, c := range d.cfg.Checks {
+		if r, ok := byID[c.ID()]; ok {
+			rep.Checks = append(rep.Checks, r)
+		}
+	}
+	probe.SortFindings(rep.Findings)
+	return rep
+}
+
+type mountKey struct {
+	id int
+	mp string
+}
+
+// publish merges, stamps, logs the changes and stores a new State.
+func (d *Daemon) publish() {
+	prev := d.state.Load()
+	st := &export.State{Report: prev.Report, TableReads: d.reads, TableReadErrors: d.readErrs, TableEvents: d.events}
+	if d.snap != nil {
+		rep := d.merge()
+		d.tracker.Stamp(time.Now(), rep.Findings)
+		for _, c := range d.tracker.Changes() {
+			export.LogChange(d.cfg.Log, c)
+		}
+		st.Report = rep
+	}
+	complete := true
+	var oldest time.Time
+	for _, l := range d.lanes {
+		if l.last == nil {
+			complete = false
+			break
+		}
+		if oldest.IsZero() || l.lastEnd.Before(oldest) {
+			oldest = l.lastEnd
+		}
+	}
+	if complete && len(d.lanes) > 0 {
+		st.LastComplete = oldest
+	}
+	for _, c := range d.cfg.Checks {
+		st.Checks = append(st.Checks, *d.stats[c.ID()])
+	}
+	d.state.Store(st)
+	d.notify(st, complete)
+}
+
+// notify sends READY=1 once every check has a result, and STATUS= when the
+// summary changes.
+func (d *Daemon) notify(st *export.State, complete bool) {
+	if d.cfg.Notify == nil {
+		return
+	}
+	var status string
+	switch {
+	case st.Report != nil && (complete || len(d.lanes) == 0):
+		status = export.Summary(st.Report)
+		if d.lastErr != "" {
+			status = export.Truncate("mount table unreadable, last results: "+status, export.SummaryMax)
+		}
+	case d.lastErr != "":
+		status = export.ErrorSummary(errors.New(d.lastErr))
+	default:
+		status = "starting: first checks running"
+	}
+	msg := ""
+	if !d.ready && complete {
+		d.ready = true
+		msg = "READY=1\n"
+	}
+	if status != d.lastStatus || msg != "" {
+		d.lastStatus = status
+		if err := d.cfg.Notify(msg + "STATUS=" + status); err != nil {
+			d.cfg.Log.Warn("systemd notify failed", zap.Error(err))
+		}
+	}
+}
+
+// petWatchdog sends WATCHDOG=1 every Watchdog/2, but only when the loop
+// iterated since the last pet and is healthy: a stuck loop is restarted.
+func (d *Daemon) petWatchdog(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Watchdog / 2)
+	defer t.Stop()
+	seen := d.iterations.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			it := d.iterations.Load()
+			ok, why := d.Healthy(now)
+			if it == seen || !ok {
+				d.cfg.Log.Warn("not petting the systemd watchdog: the loop makes no progress", zap.String("reason", why))
+				continue
+			}
+			seen = it
+			if err := d.cfg.Notify("WATCHDOG=1"); err != nil {
+				d.cfg.Log.Warn("systemd watchdog notify failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Checks lists the registered checks' ids in catalogue order.
+func (d *Daemon) Checks() []probe.CheckID {
+	var ids []probe.CheckID
+	for _, c := range d.cfg.Checks {
+		ids = append(ids, c.ID())
+	}
+	return slices.Clip(ids)
+}

@@ -1,0 +1,419 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+)
+
+const (
+	healthyTable = "22 1 259:1 / / rw - ext4 /dev/vda rw\n" +
+		"30 22 0:40 / /mnt/ok rw - tmpfs tmpfs rw\n"
+	brokenTable = healthyTable +
+		"31 22 0:41 /gone//deleted /mnt/broken rw - fuse.ceph-fuse ceph-fuse rw\n"
+)
+
+// fakeProcfs is a procfs whose self/mountinfo the test rewrites. A regular
+// file never signals POLLPRI, so only --interval re-reads it: the tests of
+// the change event are in cmd/mountwatchd, on the real kernel.
+func fakeProcfs(t *testing.T, table string) (probe.Host, func(string)) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/self", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(table string) {
+		tmp := dir + "/self/mountinfo.tmp"
+		if err := os.WriteFile(tmp, []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, dir+"/self/mountinfo"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(table)
+	return probe.Host{Procfs: dir, KubeletRoot: filepath.Join(dir, "kubelet")}, write
+}
+
+// fakeCheck is a check of any kind whose runs the test controls.
+type fakeCheck struct {
+	id    probe.CheckID
+	kind  probe.Kind
+	mu    sync.Mutex
+	runs  int
+	find  func(s *probe.Snapshot) []probe.Finding
+	block chan struct{} // when set, Run waits for it (or ctx)
+	stats *probe.ProbeStats
+}
+
+func (c *fakeCheck) ID() probe.CheckID { return c.id }
+func (c *fakeCheck) Kind() probe.Kind  { return c.kind }
+func (c *fakeCheck) Run(ctx context.Context, s *probe.Snapshot) ([]probe.Finding, error) {
+	c.mu.Lock()
+	c.runs++
+	block := c.block
+	c.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.find == nil {
+		return nil, nil
+	}
+	return c.find(s), nil
+}
+
+func (c *fakeCheck) Runs() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.runs
+}
+
+// findOn reports a finding of check id on every mount of fstype.
+func findOn(id probe.CheckID, fstype string, sev probe.Severity) func(*probe.Snapshot) []probe.Finding {
+	return func(s *probe.Snapshot) []probe.Finding {
+		var out []probe.Finding
+		for _, m := range s.Mounts {
+			if m.FSType == fstype {
+				out = append(out, probe.Finding{Check: id, Severity: sev, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
+					Source: m.Source, Details: map[string]string{"errno": "ENOTCONN"}})
+			}
+		}
+		return out
+	}
+}
+
+func start(t *testing.T, cfg Config) (*Daemon, context.CancelFunc) {
+	t.Helper()
+	d := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return within 10s of cancel")
+		}
+	})
+	return d, cancel
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func count(st *export.State, id probe.CheckID) int {
+	n := 0
+	if st.Report != nil {
+		for _, f := range st.Report.Findings {
+			if f.Check == id {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Every kind of check is scheduled by its Kind and merged into one report:
+// table checks on each read, probe and scan checks on their intervals.
+func TestLoopSchedulesByKindAndMerges(t *testing.T) {
+	host, _ := fakeProcfs(t, brokenTable)
+	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "tmpfs", probe.Critical),
+		stats: &probe.ProbeStats{Connections: 2}}
+	scan := &fakeCheck{id: probe.OpaquePropagation, kind: probe.ScanCheck, find: findOn(probe.OpaquePropagation, "ext4", probe.Warning)}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, stale, scan},
+		Interval: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, ScanInterval: time.Hour})
+
+	waitFor(t, "every kind reported", func() bool {
+		st := d.State()
+		return count(st, probe.DeletedRoot) == 1 && count(st, probe.StaleMount) == 1 && count(st, probe.OpaquePropagation) == 1
+	})
+	waitFor(t, "several table reads and probe runs", func() bool { return d.State().TableReads >= 5 && stale.Runs() >= 3 })
+	if n := scan.Runs(); n != 1 {
+		t.Errorf("scan ran %d times with a 1h interval, want once (at start)", n)
+	}
+	st := d.State()
+	if st.LastComplete.IsZero() {
+		t.Error("LastComplete not set after every check ran")
+	}
+	if got := len(st.Report.Checks); got != 3 || st.Report.Checks[0].Check != probe.DeletedRoot || st.Report.Checks[2].Check != probe.OpaquePropagation {
+		t.Errorf("merged checks not in catalogue order: %+v", st.Report.Checks)
+	}
+	for _, c := range st.Checks {
+		if c.Runs == 0 || c.LastRun.IsZero() {
+			t.Errorf("check %s has no run recorded: %+v", c.ID, c)
+		}
+	}
+}
+
+// A probe run that never returns holds up neither the table checks nor the
+// state; health turns bad only once the run is overdue.
+func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
+	host, write := fakeProcfs(t, healthyTable)
+	block := make(chan struct{})
+	defer close(block)
+	hung := &fakeCheck{id: probe.HungMount, kind: probe.ProbeCheck, block: block}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, hung},
+		Interval: 20 * time.Millisecond, ProbeInterval: time.Hour})
+
+	waitFor(t, "the probe run to start", func() bool { return hung.Runs() == 1 })
+	write(brokenTable)
+	waitFor(t, "the deleted root found while the probe is blocked", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("unhealthy while a probe run is within its interval: %s", why)
+	}
+	if ok, _ := d.Healthy(time.Now().Add(3 * time.Hour)); ok {
+		t.Error("healthy although the probe run is hours overdue")
+	}
+	if !d.State().LastComplete.IsZero() {
+		t.Error("LastComplete set although the probe check never finished")
+	}
+}
+
+// A problem is logged once when it appears, once when its severity changes
+// and once when it clears, however often the table is read in between.
+func TestChangesLoggedOnce(t *testing.T) {
+	host, write := fakeProcfs(t, healthyTable)
+	core, logs := observer.New(zapcore.DebugLevel)
+	sev := probe.Warning
+	var mu sync.Mutex
+	check := &fakeCheck{id: probe.StaleMount, kind: probe.TableCheck, find: func(s *probe.Snapshot) []probe.Finding {
+		mu.Lock()
+		defer mu.Unlock()
+		return findOn(probe.StaleMount, "fuse.ceph-fuse", sev)(s)
+	}}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{check}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
+
+	reads := func() uint64 { return d.State().TableReads }
+	write(brokenTable)
+	waitFor(t, "the problem", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	r := reads()
+	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+	mu.Lock()
+	sev = probe.Critical
+	mu.Unlock()
+	waitFor(t, "the severity change", func() bool {
+		st := d.State()
+		return count(st, probe.StaleMount) == 1 && st.Report.Findings[0].Severity == probe.Critical
+	})
+	r = reads()
+	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+	write(healthyTable)
+	waitFor(t, "the problem to clear", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	r = reads()
+	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+
+	var events []string
+	for _, e := range logs.FilterField(zap.String("check", "stale_mount")).All() {
+		m := e.ContextMap()
+		events = append(events, m["event"].(string))
+		if m["message_id"] != export.MessageIDs[probe.StaleMount] || m["mount_point"] != "/mnt/broken" || m["errno"] != "ENOTCONN" {
+			t.Errorf("entry lacks fields: %v", m)
+		}
+		want := map[string]int64{"appeared": 4, "changed": 2, "cleared": 5}[m["event"].(string)]
+		if m["priority"] != want {
+			t.Errorf("%s: priority %v, want %d", m["event"], m["priority"], want)
+		}
+	}
+	if strings.Join(events, ",") != "appeared,changed,cleared" {
+		t.Errorf("logged %v, want appeared, changed, cleared once each", events)
+	}
+}
+
+// Probe findings about a mount that has since been unmounted are dropped
+// from the merged report at the next table read, not at the next probe.
+func TestFindingsOfGoneMountsDropped(t *testing.T) {
+	host, write := fakeProcfs(t, brokenTable)
+	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "fuse.ceph-fuse", probe.Critical)}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
+	waitFor(t, "the stale mount", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	write(healthyTable)
+	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	if stale.Runs() != 1 {
+		t.Errorf("probe ran %d times, want 1", stale.Runs())
+	}
+}
+
+type notes struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (n *notes) notify(s string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.got = append(n.got, s)
+	return nil
+}
+
+func (n *notes) all() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.got, "\n")
+}
+
+// READY=1 comes once, after every kind of check ran; STATUS= carries the
+// summary; WATCHDOG=1 only while the loop iterates.
+func TestNotify(t *testing.T) {
+	host, _ := fakeProcfs(t, brokenTable)
+	n := &notes{}
+	block := make(chan struct{})
+	probeCheck := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, block: block}
+	start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, probeCheck},
+		Interval: time.Hour, ProbeInterval: time.Hour, Notify: n.notify, Watchdog: 40 * time.Millisecond})
+	waitFor(t, "watchdog pets", func() bool { return strings.Count(n.all(), "WATCHDOG=1") >= 3 })
+	if strings.Contains(n.all(), "READY=1") {
+		t.Errorf("READY before the probe checks ran:\n%s", n.all())
+	}
+	close(block)
+	waitFor(t, "READY", func() bool { return strings.Contains(n.all(), "READY=1") })
+	if !strings.Contains(n.all(), "STATUS=1 mount problem (1 critical): deleted_root /mnt/broken") {
+		t.Errorf("no STATUS with the summary:\n%s", n.all())
+	}
+	if c := strings.Count(n.all(), "READY=1"); c != 1 {
+		t.Errorf("READY sent %d times", c)
+	}
+}
+
+// The watchdog is not petted when the loop stops iterating.
+func TestWatchdogStopsWhenLoopStuck(t *testing.T) {
+	host, _ := fakeProcfs(t, healthyTable)
+	n := &notes{}
+	d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: time.Hour, Notify: n.notify,
+		Watchdog: 40 * time.Millisecond, Log: zap.NewNop()})
+	// No Run: the loop never iterates after New, as if stuck.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.petWatchdog(ctx); close(done) }()
+	time.Sleep(200 * time.Millisecond) // several pet periods; a behaviour window, not a timing assertion
+	cancel()
+	<-done
+	if strings.Contains(n.all(), "WATCHDOG=1") {
+		t.Errorf("petted the watchdog while the loop did not iterate:\n%s", n.all())
+	}
+	if ok, _ := d.Healthy(time.Now().Add(time.Minute)); ok {
+		t.Error("healthy a minute after the last iteration with a 40ms watchdog")
+	}
+}
+
+// An unreadable table is counted and logged once, the daemon keeps running,
+// and recovers when the table is back.
+func TestUnreadableTable(t *testing.T) {
+	host, write := fakeProcfs(t, healthyTable)
+	core, logs := observer.New(zapcore.DebugLevel)
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
+	waitFor(t, "a read", func() bool { return d.State().TableReads > 0 })
+	if err := os.Remove(host.Procfs + "/self/mountinfo"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "10 failed reads", func() bool { return d.State().TableReadErrors >= 10 })
+	if n := logs.FilterMessageSnippet("cannot read the mount table").Len(); n != 1 {
+		t.Errorf("read error logged %d times, want once", n)
+	}
+	write(brokenTable)
+	waitFor(t, "recovery", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("unhealthy: %s", why)
+	}
+}
+
+// A read of the table that blocks (a hung filesystem under the kubelet root)
+// holds the loop for at most ReadTimeout; no second read starts while it is
+// blocked, the last results stay published, and reads resume once it
+// returns.
+func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
+	host, _ := fakeProcfs(t, brokenTable)
+	d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: 20 * time.Millisecond,
+		ReadTimeout: 50 * time.Millisecond})
+	var mu sync.Mutex
+	inFlight, maxInFlight := 0, 0
+	release := make(chan struct{})
+	var hang bool
+	d.read = func(h probe.Host) (*probe.Snapshot, error) {
+		mu.Lock()
+		block := hang
+		inFlight++
+		maxInFlight = max(maxInFlight, inFlight)
+		mu.Unlock()
+		defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+		if block {
+			<-release
+		}
+		return probe.ReadSnapshot(h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, "the problem", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	mu.Lock()
+	hang = true
+	mu.Unlock()
+	waitFor(t, "10 failed reads while one is blocked", func() bool { return d.State().TableReadErrors >= 10 })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("loop unhealthy while a read is blocked: %s", why)
+	}
+	if count(d.State(), probe.DeletedRoot) != 1 {
+		t.Error("the last results were not kept")
+	}
+	mu.Lock()
+	hang = false
+	mu.Unlock()
+	close(release)
+	ok := func() uint64 { st := d.State(); return st.TableReads - st.TableReadErrors }
+	before := ok()
+	waitFor(t, "reads to succeed again", func() bool { return ok() >= before+3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if maxInFlight != 1 {
+		t.Errorf("%d reads in flight at once, want at most 1", maxInFlight)
+	}
+}
+
+// After a change the table is re-read at once when reads are cheap, and at
+// most a tenth of the time when they are not.
+func TestRereadDelay(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := New(Config{MinReread: 100 * time.Millisecond})
+	for _, c := range []struct {
+		cost, since, want time.Duration
+	}{
+		{time.Millisecond, 0, 100 * time.Millisecond},
+		{time.Millisecond, time.Second, 0},
+		{60 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond},
+		{60 * time.Millisecond, time.Second, 0},
+	} {
+		d.lastRead, d.readCost = t0, c.cost
+		if got := d.rereadDelay(t0.Add(c.since)); got != c.want {
+			t.Errorf("read took %s, %s ago: delay %s, want %s", c.cost, c.since, got, c.want)
+		}
+	}
+}

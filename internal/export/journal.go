@@ -1,0 +1,103 @@
+package export
+
+import (
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+)
+
+// MessageIDs are the journal MESSAGE_IDs of problem entries, one per check,
+// fixed forever so that `journalctl MESSAGE_ID=<id>` finds every appearance,
+// severity change and clearing of one kind of problem. README.md lists them.
+var MessageIDs = map[probe.CheckID]string{
+	probe.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
+	probe.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
+	probe.HungMount:         "0b3bc3277687449192a2a991a8da58f0",
+	probe.ShadowedMount:     "b54f1f2dd8154b68baf59c4299f22c7d",
+	probe.OpaquePropagation: "7aac74898c294e34ac64c74e85f8b140",
+	probe.StrayOverlayXattr: "2e99fe2d89da4cda87a3051b0f19042e",
+}
+
+// Journal priorities (syslog levels) of problem entries.
+const (
+	PriorityCrit    = 2
+	PriorityWarning = 4
+	PriorityNotice  = 5
+	PriorityInfo    = 6
+)
+
+// PriorityField is the zap field that sets an entry's journal PRIORITY,
+// overriding the one derived from the zap level.
+const PriorityField = "priority"
+
+// ChangePriority is the journal priority of a change: the severity's for
+// "appeared" and "changed" (critical 2, warning 4, info 6), notice (5) for
+// "cleared".
+func ChangePriority(c probe.Change) int {
+	if c.Kind == "cleared" {
+		return PriorityNotice
+	}
+	switch c.Finding.Severity {
+	case probe.Critical:
+		return PriorityCrit
+	case probe.Warning:
+		return PriorityWarning
+	}
+	return PriorityInfo
+}
+
+// LogChange logs one change of a problem (appeared, changed, cleared) with
+// the structured fields the journal indexes: check, severity, mount_point,
+// fstype, source, pod_uid, pod_namespace, pod_name, volume, errno (when the
+// check found one), message_id and priority. The journald core upper-cases
+// them into journal fields (CHECK, MOUNT_POINT, ...).
+func LogChange(log *zap.Logger, c probe.Change) {
+	f := &c.Finding
+	fields := []zap.Field{
+		zap.String("event", c.Kind),
+		zap.String("check", string(f.Check)),
+		zap.String("severity", string(f.Severity)),
+		zap.String("mount_point", f.MountPoint),
+		zap.String("fstype", f.FSType),
+		zap.String("source", f.Source),
+		zap.String("root", f.Root),
+		zap.String("major_minor", f.Dev),
+		zap.Int("mount_id", f.MountID),
+	}
+	opt := func(k, v string) {
+		if v != "" {
+			fields = append(fields, zap.String(k, v))
+		}
+	}
+	opt("path", f.Path)
+	opt("pod_uid", f.PodUID)
+	opt("pod_namespace", f.PodNamespace)
+	opt("pod_name", f.PodName)
+	opt("volume", f.Volume)
+	opt("csi_driver", f.CSIDriver)
+	opt("volume_handle", f.VolumeHandle)
+	opt("errno", f.Details["errno"])
+	if c.Kind == "changed" {
+		fields = append(fields, zap.String("previous_severity", string(c.Was)))
+	}
+	fields = append(fields, zap.Time("first_seen", f.FirstSeen), zap.String("detail", f.Message))
+	if id, ok := MessageIDs[f.Check]; ok {
+		fields = append(fields, zap.String("message_id", id))
+	}
+	fields = append(fields, zap.Int(PriorityField, ChangePriority(c)))
+
+	level := zapcore.InfoLevel
+	if c.Kind != "cleared" {
+		switch f.Severity {
+		case probe.Critical:
+			level = zapcore.ErrorLevel
+		case probe.Warning:
+			level = zapcore.WarnLevel
+		}
+	}
+	msg := "mount problem " + c.Kind + ": " + string(f.Check) + " " + Printable(f.MountPoint)
+	if ce := log.Check(level, msg); ce != nil {
+		ce.Write(fields...)
+	}
+}

@@ -1,0 +1,260 @@
+package export
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+)
+
+// State is what the daemon knows at one moment: the current merged report
+// and the daemon's own counters. The daemon publishes a new State after each
+// change; the collector reads the latest one and never waits for a check.
+type State struct {
+	// Report is the current report: the latest mount table with the latest
+	// findings of every check. Nil until the mount table was first read.
+	Report *probe.Report
+	// Checks has one entry per registered check, in catalogue order.
+	Checks []CheckState
+	// TableReads and TableReadErrors count mount table reads since start;
+	// TableEvents counts change notifications from the kernel.
+	TableReads, TableReadErrors, TableEvents uint64
+	// LastComplete is when every registered check last had a result over
+	// the current mount table (zero before the first).
+	LastComplete time.Time
+}
+
+// CheckState is how one check has been doing since start.
+type CheckState struct {
+	ID       probe.CheckID
+	Kind     probe.Kind
+	Runs     uint64
+	Errors   uint64
+	Duration time.Duration // of the last run
+	LastRun  time.Time     // end of the last run; zero before the first
+	Status   probe.Status  // of the last run; empty before the first
+}
+
+// DefaultMaxProblemSeries is the default cap on mountwatchd_problem series.
+const DefaultMaxProblemSeries = 1000
+
+// problemLabels are the labels of one active problem. Values are bounded by
+// what is mounted; error text never goes into a label.
+var problemLabels = []string{"check", "severity", "mountpoint", "fstype", "source", "pod_uid", "pod_namespace", "pod_name", "volume"}
+
+const ns = "mountwatchd"
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
+}
+
+var (
+	descProblems = desc("problems", "Active problems by check and severity; every registered check and severity is always present (0 when healthy).",
+		"check", "severity")
+	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --metrics.max-problem-series.",
+		problemLabels...)
+	descFirstSeen = desc("problem_first_seen_timestamp_seconds", "When this process first saw the active problem (Unix time).",
+		problemLabels...)
+	descDroppedNow = desc("problem_series_dropped", "Active problems left out of mountwatchd_problem in this scrape because of --metrics.max-problem-series.")
+	descDropped    = desc("problem_series_dropped_total", "Problem series left out because of --metrics.max-problem-series, summed over scrapes.")
+	descMounts     = desc("mounts", "Mounts in the current mount table by filesystem type.", "fstype")
+	descParseErrs  = desc("mount_table_parse_errors", "Lines of the current mount table that could not be parsed (and were left out).")
+	descReads      = desc("mount_table_reads_total", "Mount table reads since start.")
+	descReadErrs   = desc("mount_table_read_errors_total", "Mount table reads that failed since start.")
+	descEvents     = desc("mount_table_change_events_total", "Mount table change notifications from the kernel (poll on mountinfo) since start.")
+	descDuration   = desc("check_duration_seconds", "Duration of the last run of the check.", "check", "kind")
+	descRuns       = desc("check_runs_total", "Runs of the check since start.", "check", "kind")
+	descErrors     = desc("check_errors_total", "Runs of the check that ended in an error since start.", "check", "kind")
+	descSuccess    = desc("check_success", "1 if the last run of the check finished without error, 0 if not or not run yet.", "check", "kind")
+	descLastRun    = desc("check_last_run_timestamp_seconds", "When the last run of the check ended (Unix time); absent before the first run.", "check", "kind")
+	descComplete   = desc("last_complete_check_timestamp_seconds", "When every registered check last had a result over the current mount table (Unix time); absent before the first.")
+	descProbeConns = desc("probe_connections", "Distinct filesystems (major:minor) probed in the last probe run.")
+	descBlocked    = desc("probes_blocked", "Probes blocked in the kernel now (at most one per connection).")
+	descNotProbed  = desc("probes_not_probed", "Connections not probed in the last run: one probe already blocked on it, or the cap was reached.")
+	descProbes     = desc("probes_total", "Probes started since start.")
+	descTimeouts   = desc("probe_timeouts_total", "Probes that did not answer within the probe timeout since start.")
+	descScanEnts   = desc("scan_entries_total", "Entries examined by tree scans since start.")
+	descScanPasses = desc("scan_passes_total", "Complete scan passes over every root since start.")
+	descScanBudget = desc("scan_budget_exhausted_total", "Scan runs that stopped at the budget, to resume on the next run, since start.")
+	descScanDone   = desc("scan_complete", "1 if the last scan run finished a pass, 0 if it stopped at the budget.")
+
+	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
+		descParseErrs, descReads, descReadErrs, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
+		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
+		descScanBudget, descScanDone}
+)
+
+// Metrics is a prometheus.Collector built from the latest State on each
+// scrape. A scrape only reads an immutable State through load: it never runs
+// a check, touches a mount or waits for the daemon's loop.
+type Metrics struct {
+	load      func() *State
+	maxSeries int
+	dropped   atomic.Uint64
+}
+
+// NewMetrics returns a collector of the State load returns (nil: nothing
+// known yet). maxProblemSeries caps the per-problem series (0: no series).
+func NewMetrics(load func() *State, maxProblemSeries int) *Metrics {
+	return &Metrics{load: load, maxSeries: max(maxProblemSeries, 0)}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.load()
+	if st == nil {
+		st = &State{}
+	}
+	m.collectProblems(ch, st)
+
+	counter(ch, descReads, st.TableReads)
+	counter(ch, descReadErrs, st.TableReadErrors)
+	counter(ch, descEvents, st.TableEvents)
+	if !st.LastComplete.IsZero() {
+		gauge(ch, descComplete, unix(st.LastComplete))
+	}
+	for _, c := range st.Checks {
+		id, kind := string(c.ID), c.Kind.String()
+		gauge(ch, descDuration, c.Duration.Seconds(), id, kind)
+		counter(ch, descRuns, c.Runs, id, kind)
+		counter(ch, descErrors, c.Errors, id, kind)
+		ok := 0.0
+		if c.Status == probe.StatusOK || c.Status == probe.StatusProblems {
+			ok = 1
+		}
+		gauge(ch, descSuccess, ok, id, kind)
+		if !c.LastRun.IsZero() {
+			gauge(ch, descLastRun, unix(c.LastRun), id, kind)
+		}
+	}
+
+	rep := st.Report
+	if rep == nil {
+		return
+	}
+	if s := rep.Snapshot; s != nil {
+		byType := map[string]int{}
+		for _, mt := range s.Mounts {
+			byType[mt.FSType]++
+		}
+		for t, n := range byType {
+			gauge(ch, descMounts, float64(n), Printable(t))
+		}
+		gauge(ch, descParseErrs, float64(len(s.ParseErrors)))
+	}
+	if p := rep.Probe; p != nil {
+		gauge(ch, descProbeConns, float64(p.Connections))
+		gauge(ch, descBlocked, float64(p.Blocked))
+		gauge(ch, descNotProbed, float64(p.NotProbed))
+		counter(ch, descProbes, p.Probes)
+		counter(ch, descTimeouts, p.Timeouts)
+	}
+	if s := rep.Scan; s != nil {
+		counter(ch, descScanEnts, s.Entries)
+		counter(ch, descScanPasses, s.Passes)
+		counter(ch, descScanBudget, s.BudgetExhausted)
+		done := 0.0
+		if s.Complete {
+			done = 1
+		}
+		gauge(ch, descScanDone, done)
+	}
+}
+
+// collectProblems writes the counts (always, for every check and severity)
+// and one series per active problem, most severe first, deduplicated by
+// label set and capped.
+func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
+	type key struct{ check, sev string }
+	counts := map[key]int{}
+	var findings []probe.Finding
+	if st.Report != nil {
+		findings = st.Report.Findings
+	}
+	for i := range findings {
+		counts[key{string(findings[i].Check), string(findings[i].Severity)}]++
+	}
+	ids := make([]probe.CheckID, 0, len(st.Checks))
+	for _, c := range st.Checks {
+		ids = append(ids, c.ID)
+	}
+	for i := range findings { // a finding of a check not registered (should not happen) still counts
+		if !slices.Contains(ids, findings[i].Check) {
+			ids = append(ids, findings[i].Check)
+		}
+	}
+	for _, id := range ids {
+		for _, sev := range probe.Severities {
+			gauge(ch, descProblems, float64(counts[key{string(id), string(sev)}]), string(id), string(sev))
+		}
+	}
+
+	// Findings are sorted most severe first, so the cap drops the least
+	// severe. The same mount point can be mounted twice (two mount IDs):
+	// one series per label set, first seen the earliest.
+	type series struct {
+		labels    []string
+		firstSeen time.Time
+	}
+	var out []series
+	index := map[string]int{}
+	dropped := 0
+	for i := range findings {
+		f := &findings[i]
+		labels := []string{string(f.Check), string(f.Severity), Printable(f.MountPoint), Printable(f.FSType),
+			Printable(f.Source), Printable(f.PodUID), Printable(f.PodNamespace), Printable(f.PodName), Printable(f.Volume)}
+		k := joinKey(labels)
+		if j, ok := index[k]; ok {
+			if j >= 0 && f.FirstSeen.Before(out[j].firstSeen) {
+				out[j].firstSeen = f.FirstSeen
+			}
+			continue
+		}
+		if len(out) >= m.maxSeries {
+			index[k] = -1
+			dropped++
+			continue
+		}
+		index[k] = len(out)
+		out = append(out, series{labels, f.FirstSeen})
+	}
+	for _, s := range out {
+		gauge(ch, descProblem, 1, s.labels...)
+		gauge(ch, descFirstSeen, unix(s.firstSeen), s.labels...)
+	}
+	gauge(ch, descDroppedNow, float64(dropped))
+	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
+}
+
+func joinKey(labels []string) string {
+	n := 0
+	for _, l := range labels {
+		n += len(l) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, l := range labels {
+		b = append(b, l...)
+		b = append(b, 0)
+	}
+	return string(b)
+}

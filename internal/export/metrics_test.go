@@ -1,0 +1,226 @@
+package export
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
+)
+
+// fixedState is the brief's node with F1, plus probe and scan stats and every
+// check id registered, at fixed times.
+func fixedState(t *testing.T) *State {
+	t.Helper()
+	rep := fixedReport(t)
+	rep.Probe = &probe.ProbeStats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
+	rep.Scan = &probe.ScanStats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
+	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
+	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, LastComplete: at}
+	kinds := map[probe.CheckID]probe.Kind{
+		probe.DeletedRoot: probe.TableCheck, probe.StaleMount: probe.ProbeCheck, probe.HungMount: probe.ProbeCheck,
+		probe.ShadowedMount: probe.TableCheck, probe.OpaquePropagation: probe.ScanCheck, probe.StrayOverlayXattr: probe.ScanCheck,
+	}
+	for _, id := range []probe.CheckID{probe.DeletedRoot, probe.StaleMount, probe.HungMount, probe.ShadowedMount,
+		probe.OpaquePropagation, probe.StrayOverlayXattr} {
+		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: probe.StatusOK}
+		if id == probe.DeletedRoot {
+			cs.Status = probe.StatusProblems
+		}
+		if id == probe.HungMount {
+			cs.Errors, cs.Status = 1, probe.StatusError
+		}
+		if id == probe.StrayOverlayXattr {
+			cs.Runs, cs.Duration, cs.LastRun, cs.Status = 0, 0, time.Time{}, ""
+		}
+		st.Checks = append(st.Checks, cs)
+	}
+	return st
+}
+
+func exposition(t testing.TB, c prometheus.Collector) []byte {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+// The exposition of a fixed state is a golden file that promtool and
+// client_golang's linter both accept.
+func TestMetricsGolden(t *testing.T) {
+	st := fixedState(t)
+	m := NewMetrics(func() *State { return st }, 100)
+	out := exposition(t, m)
+	golden(t, "metrics.prom", out)
+
+	problems, err := testutil.CollectAndLint(NewMetrics(func() *State { return st }, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+
+	promtool := testenv.RequireCommand(t, "promtool", "prometheus")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(out)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, msg)
+	}
+}
+
+func countLines(out []byte, prefix string) int {
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// Before the first read every check and severity still has a count of 0,
+// so an alert on mountwatchd_problems > 0 has a series to evaluate.
+func TestMetricsCountsAlwaysPresent(t *testing.T) {
+	st := &State{Checks: []CheckState{{ID: probe.DeletedRoot}, {ID: probe.StaleMount, Kind: probe.ProbeCheck}}}
+	out := exposition(t, NewMetrics(func() *State { return st }, 10))
+	if n := countLines(out, "mountwatchd_problems{"); n != 2*len(probe.Severities) {
+		t.Errorf("%d count series, want %d:\n%s", n, 2*len(probe.Severities), out)
+	}
+	if !strings.Contains(string(out), `mountwatchd_problems{check="stale_mount",severity="critical"} 0`) {
+		t.Errorf("no zero count for stale_mount:\n%s", out)
+	}
+	out = exposition(t, NewMetrics(func() *State { return nil }, 10))
+	if countLines(out, "mountwatchd_problem{") != 0 {
+		t.Errorf("problem series without a state:\n%s", out)
+	}
+}
+
+// The same mount point mounted twice (two mount ids, same labels) gives one
+// series, first seen the earliest; past the cap the least severe are dropped
+// and counted.
+func TestMetricsDedupeAndCap(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := func(id int, mp string, sev probe.Severity, seen time.Time) probe.Finding {
+		return probe.Finding{Check: probe.DeletedRoot, Severity: sev, MountID: id, MountPoint: mp, FSType: "tmpfs", Source: "none", FirstSeen: seen}
+	}
+	rep := &probe.Report{Snapshot: &probe.Snapshot{}, Findings: []probe.Finding{
+		f(10, "/a", probe.Critical, t0.Add(time.Hour)),
+		f(11, "/a", probe.Critical, t0), // the same labels again
+		f(12, "/b", probe.Warning, t0),
+		f(13, "/c\n\xff", probe.Info, t0), // hostile name: escaped, valid UTF-8
+	}}
+	st := &State{Report: rep, Checks: []CheckState{{ID: probe.DeletedRoot}}}
+
+	out := string(exposition(t, NewMetrics(func() *State { return st }, 10)))
+	if n := countLines([]byte(out), "mountwatchd_problem{"); n != 3 {
+		t.Errorf("%d problem series, want 3 (deduplicated):\n%s", n, out)
+	}
+	if !strings.Contains(out, `mountwatchd_problem_first_seen_timestamp_seconds{check="deleted_root",fstype="tmpfs",mountpoint="/a",`) ||
+		!strings.Contains(out, fmt.Sprintf("} %g\n", float64(t0.Unix()))) {
+		t.Errorf("first seen of the duplicate is not the earliest:\n%s", out)
+	}
+	if !strings.Contains(out, `mountpoint="/c\\x0a\\xff"`) {
+		t.Errorf("hostile mount point not escaped:\n%s", out)
+	}
+	if !strings.Contains(out, `mountwatchd_problems{check="deleted_root",severity="critical"} 2`) {
+		t.Errorf("count of critical problems is not 2 (one per finding):\n%s", out)
+	}
+
+	m := NewMetrics(func() *State { return st }, 1)
+	for range 2 {
+		out = string(exposition(t, m))
+	}
+	if n := countLines([]byte(out), "mountwatchd_problem{"); n != 1 || !strings.Contains(out, `mountpoint="/a"`) {
+		t.Errorf("cap 1: want only the critical /a series:\n%s", out)
+	}
+	if !strings.Contains(out, "mountwatchd_problem_series_dropped 2\n") || !strings.Contains(out, "mountwatchd_problem_series_dropped_total 4\n") {
+		t.Errorf("dropped series not counted (2 now, 4 over two scrapes):\n%s", out)
+	}
+}
+
+// benchState is a node with n mounts and p problems.
+func benchState(n, p int) *State {
+	s := &probe.Snapshot{Live: true}
+	rep := &probe.Report{Snapshot: s}
+	types := []string{"overlay", "tmpfs", "fuse.ceph-fuse", "ext4", "proc", "nsfs"}
+	for i := range n {
+		m := &probe.Mount{}
+		m.ID, m.FSType = i, types[i%len(types)]
+		m.Mountpoint = fmt.Sprintf("/var/lib/kubelet/pods/%08d-0000-0000-0000-000000000000/volumes/kubernetes.io~csi/pvc-%d/mount", i/10, i)
+		s.Mounts = append(s.Mounts, m)
+	}
+	for i := range p {
+		m := s.Mounts[i*(n/p)]
+		f := probe.Finding{Check: probe.DeletedRoot, Severity: probe.Critical, MountID: m.ID, MountPoint: m.Mountpoint,
+			FSType: m.FSType, Source: "ceph-fuse", FirstSeen: time.Unix(1_790_000_000, 0)}
+		f.PodUID, f.PodNamespace, f.PodName, f.Volume = fmt.Sprintf("%08d", i), "ns", fmt.Sprintf("pod-%d", i), fmt.Sprintf("pvc-%d", i)
+		rep.Findings = append(rep.Findings, f)
+	}
+	return &State{Report: rep, Checks: []CheckState{{ID: probe.DeletedRoot}}}
+}
+
+// BenchmarkScrape is one scrape (collect and encode) of 20,000 mounts and
+// 2,000 problems through the collector, beside a baseline: the same series
+// kept in plain GaugeVecs that a conventional exporter would update.
+func BenchmarkScrape(b *testing.B) {
+	st := benchState(20000, 2000)
+	encode := func(b *testing.B, g prometheus.Gatherer) {
+		mfs, err := g.Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var buf bytes.Buffer
+		enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.SetBytes(int64(buf.Len()))
+	}
+	b.Run("collector", func(b *testing.B) {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(NewMetrics(func() *State { return st }, 5000))
+		for b.Loop() {
+			encode(b, reg)
+		}
+	})
+	b.Run("baseline-gaugevec", func(b *testing.B) {
+		reg := prometheus.NewRegistry()
+		problem := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mountwatchd_problem", Help: "h"}, problemLabels)
+		seen := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mountwatchd_problem_first_seen_timestamp_seconds", Help: "h"}, problemLabels)
+		mounts := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mountwatchd_mounts", Help: "h"}, []string{"fstype"})
+		reg.MustRegister(problem, seen, mounts)
+		for _, f := range st.Report.Findings {
+			l := []string{string(f.Check), string(f.Severity), f.MountPoint, f.FSType, f.Source, f.PodUID, f.PodNamespace, f.PodName, f.Volume}
+			problem.WithLabelValues(l...).Set(1)
+			seen.WithLabelValues(l...).Set(float64(f.FirstSeen.Unix()))
+		}
+		for _, m := range st.Report.Snapshot.Mounts {
+			mounts.WithLabelValues(m.FSType).Inc()
+		}
+		for b.Loop() {
+			encode(b, reg)
+		}
+	})
+}
