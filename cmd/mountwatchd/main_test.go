@@ -470,3 +470,28 @@ func TestOnceOverlayXattrChecks(t *testing.T) {
 		t.Errorf("negative budget: exit %d %s", r.code, r.stderr)
 	}
 }
+
+// Without CAP_SYS_ADMIN the kernel hides trusted.* xattrs without an error:
+// a stray trusted.overlay.opaque is then invisible, and --once must say it
+// could not check rather than call the node healthy.
+func TestOnceWithoutCapSysAdminSaysSo(t *testing.T) {
+	testenv.RequireRoot(t)
+	setpriv := testenv.RequireCommand(t, "setpriv", "util-linux")
+	dir := t.TempDir()
+	vol := dir + "/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache/copied"
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, "setfattr", "-n", "trusted.overlay.opaque", "-v", "y", vol)
+	args := []string{"--once", "--path.kubelet", dir + "/kubelet", "--scan.rate=0"}
+
+	if r := mountwatchd(t, args...); r.code != 1 || !strings.Contains(r.stdout, "stray_overlay_xattr") {
+		t.Fatalf("with CAP_SYS_ADMIN: exit %d\n%s", r.code, r.stdout)
+	}
+	cmd := exec.Command(setpriv, append([]string{"--inh-caps=-sys_admin", "--bounding-set=-sys_admin", binary(t)}, args...)...)
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "CAP_SYS_ADMIN") {
+		t.Errorf("without CAP_SYS_ADMIN: %v\n%s", err, out)
+	}
+}

@@ -78,6 +78,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 
 	var errs []error
 	var chains []*OverlayChain
+	trustedHidden := false
 	for _, m := range s.Mounts {
 		if !m.Overlay {
 			continue
@@ -88,6 +89,10 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 			continue
 		}
 		chains = append(chains, ch)
+		trustedHidden = trustedHidden || !ch.UserXattr
+	}
+	if trustedHidden && !trustedXattrsVisible() {
+		errs = append(errs, ErrNoTrustedXattrs)
 	}
 	if len(chains) == 0 && !c.w.inPass {
 		c.w.stats.Complete = true

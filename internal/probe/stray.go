@@ -73,6 +73,9 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 	live := liveOverlayDirs(s, snapRoot)
 
 	var errs []error
+	if !trustedXattrsVisible() {
+		errs = append(errs, ErrNoTrustedXattrs)
+	}
 	if err := c.w.begin(ctx, s); err != nil {
 		return nil, err
 	}
