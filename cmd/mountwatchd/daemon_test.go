@@ -47,28 +47,11 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	base   string
-	stderr *syncBuffer
+	stderr *testenv.SyncBuffer
 }
 
 // cleanEnv is the test's environment without systemd's variables, so the
@@ -97,7 +80,7 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 	if cmd.Env == nil {
 		cmd.Env = cleanEnv()
 	}
-	d := &daemonProc{t: t, cmd: cmd, base: "http://" + addr, stderr: &syncBuffer{}}
+	d := &daemonProc{t: t, cmd: cmd, base: "http://" + addr, stderr: &testenv.SyncBuffer{}}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -255,7 +238,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin, "--config.file="+dir+"/prometheus.yml", "--storage.tsdb.path="+dir+"/data",
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -392,7 +375,7 @@ func startJournald(t *testing.T) (string, *os.Process) {
 	if err := os.MkdirAll("/run/systemd/journal", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.Env = cleanEnv()
@@ -797,7 +780,7 @@ func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--web.config.file", dir+"/web.yml", "--log.target=stderr", "--interval=1h")
 	cmd.Env = cleanEnv()
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

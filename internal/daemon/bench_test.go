@@ -2,29 +2,12 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
-
-// bigTable is n kubelet CSI mounts of ceph-fuse, every 10th with a deleted
-// root: 20,000 mounts give 2,000 problems.
-func bigTable(n int) string {
-	var b strings.Builder
-	for i := range n {
-		root := "/volumes/csi/vol"
-		if i%10 == 0 {
-			root += fmt.Sprint(i) + "//deleted"
-		}
-		fmt.Fprintf(&b, "%d 1 0:%d %s /var/lib/kubelet/pods/%08d-aaaa-bbbb-cccc-dddddddddddd/volumes/kubernetes.io~csi/pvc-%d/mount "+
-			"rw,nosuid,nodev,relatime shared:%d - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,allow_other\n",
-			100+i, 39+i%50, root, i, i, i)
-	}
-	return b.String()
-}
 
 // BenchmarkTableIteration is the work of one loop iteration on an
 // unchanged 20,000-mount table with 2,000 problems (what every --interval
@@ -36,7 +19,7 @@ func BenchmarkTableIteration(b *testing.B) {
 	if err := os.MkdirAll(dir+"/self", 0o755); err != nil {
 		b.Fatal(err)
 	}
-	if err := os.WriteFile(dir+"/self/mountinfo", []byte(bigTable(20000)), 0o644); err != nil {
+	if err := os.WriteFile(dir+"/self/mountinfo", []byte(testenv.KubeletMountTable(20000)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	host := probe.Host{Procfs: dir, KubeletRoot: "/var/lib/kubelet", PodLogDir: dir + "/nonexistent"}

@@ -1,7 +1,6 @@
 package logging
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 type sent struct {
@@ -43,9 +44,9 @@ func (j *fakeJournal) send(msg string, prio journal.Priority, vars map[string]st
 	return nil
 }
 
-func newTestLogger(t *testing.T, j *fakeJournal) (*zap.Logger, *JournalCore, *syncBuffer) {
+func newTestLogger(t *testing.T, j *fakeJournal) (*zap.Logger, *JournalCore, *testenv.SyncBuffer) {
 	t.Helper()
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	fb, err := StderrCore(zapcore.DebugLevel, "json", &buf)
 	if err != nil {
 		t.Fatal(err)
@@ -53,23 +54,6 @@ func newTestLogger(t *testing.T, j *fakeJournal) (*zap.Logger, *JournalCore, *sy
 	jc := NewJournalCore(zapcore.DebugLevel, j.send, fb, "mountwatchd", "priority")
 	t.Cleanup(jc.Close)
 	return zap.New(jc), jc, &buf
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestJournalFields(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 func snapshotOf(t *testing.T, name string) *Snapshot {
@@ -96,7 +98,7 @@ func TestDeletedRootCapturedBindfs(t *testing.T) {
 }
 
 func BenchmarkDeletedRoot20000(b *testing.B) {
-	mounts, _, err := ParseMountTable(strings.NewReader(bigTable(20000)))
+	mounts, _, err := ParseMountTable(strings.NewReader(testenv.KubeletMountTable(20000)))
 	if err != nil {
 		b.Fatal(err)
 	}

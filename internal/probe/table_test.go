@@ -2,10 +2,11 @@ package probe
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 func parseFile(t *testing.T, name string) ([]*Mount, []ParseError) {
@@ -165,7 +166,7 @@ func TestParseCRLFAndBlankLines(t *testing.T) {
 // A node with thousands of pods has tens of thousands of mounts; procfs once
 // broke on tables over 1 MiB (prometheus/procfs TestReadMountInfoExceeds1MiB).
 func TestParseTwentyThousandLines(t *testing.T) {
-	table := bigTable(20000)
+	table := testenv.KubeletMountTable(20000)
 	if len(table) < 1<<20 {
 		t.Fatalf("table is only %d bytes", len(table))
 	}
@@ -176,20 +177,4 @@ func TestParseTwentyThousandLines(t *testing.T) {
 	if len(mounts) != 20000 || mounts[19999].Line != 20000 {
 		t.Fatalf("got %d mounts", len(mounts))
 	}
-}
-
-// bigTable is n kubelet-shaped mounts, every tenth a bind mount of a deleted
-// FUSE directory.
-func bigTable(n int) string {
-	var b strings.Builder
-	for i := range n {
-		root := "/volumes/csi/vol"
-		if i%10 == 0 {
-			root += fmt.Sprint(i) + "//deleted"
-		}
-		fmt.Fprintf(&b, "%d 1 0:%d %s /var/lib/kubelet/pods/%08d-aaaa-bbbb-cccc-dddddddddddd/volumes/kubernetes.io~csi/pvc-%d/mount "+
-			"rw,nosuid,nodev,relatime shared:%d - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,allow_other\n",
-			100+i, 39+i%50, root, i, i, i)
-	}
-	return b.String()
 }
