@@ -721,35 +721,10 @@ func TestDaemonCannotStart(t *testing.T) {
 func TestDaemonOtherNamespaceChangeEvent(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	node := exec.Command("sh", "-c", `mount -t tmpfs node-tmpfs `+dir+` && echo ready && while read -r cmd; do eval "$cmd" && echo done; done`)
-	node.SysProcAttr = newMountNS()
-	stdin, err := node.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := node.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Stderr = os.Stderr
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = stdin.Close(); _ = node.Process.Kill(); _ = node.Wait() })
-	lines := bufio.NewScanner(stdout)
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("node namespace: got %q, want %q", lines.Text(), want)
-		}
-	}
-	expect("ready")
+	node := testenv.NewNode(t, "mount -t tmpfs node-tmpfs "+dir)
 
-	d := startDaemon(t, nil, "--target.pid", itoa(node.Process.Pid), "--interval=1h", "--log.target=stderr")
-	if _, err := fmt.Fprintf(stdin, "mkdir -p %[1]s/src %[1]s/bind && mount --bind %[1]s/src %[1]s/bind && rmdir %[1]s/src\n", dir); err != nil {
-		t.Fatal(err)
-	}
-	expect("done")
+	d := startDaemon(t, nil, "--target.pid", strconv.Itoa(node.PID), "--interval=1h", "--log.target=stderr")
+	node.Run(fmt.Sprintf("mkdir -p %[1]s/src %[1]s/bind && mount --bind %[1]s/src %[1]s/bind && rmdir %[1]s/src", dir))
 	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q`, dir+"/bind")
 	waitUntil(t, 10*time.Second, "the other namespace's new problem", func() bool { _, ok := value(d.metrics(), series); return ok })
 	if data, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(data), dir+"/bind") {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -212,34 +213,16 @@ func TestOnceOtherMountNamespace(t *testing.T) {
 	const uid = "11111111-2222-3333-4444-555555555555"
 	kubelet := dir + "/var/lib/kubelet"
 	vol := kubelet + "/pods/" + uid + "/volumes/kubernetes.io~csi/pvc-7"
-	script := strings.Join([]string{
-		"set -e",
+	node := testenv.NewNode(t, strings.Join([]string{
 		"mount -t tmpfs node-tmpfs " + dir,
 		"mkdir -p " + dir + "/data/gone " + vol + "/mount " + dir + "/var/log/pods/prod_db-1_" + uid,
 		`printf '{"driverName":"nfs.csi.k8s.io","volumeHandle":"h7"}' > ` + vol + "/vol_data.json",
 		"mount --bind " + dir + "/data/gone " + vol + "/mount",
 		"rmdir " + dir + "/data/gone",
-		"echo ready",
-		"exec sleep 600",
-	}, "\n")
-	node := exec.Command("sh", "-c", script)
-	node.SysProcAttr = newMountNS()
-	out, err := node.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Stderr = os.Stderr
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Process.Kill(); _ = node.Wait() })
-	buf := make([]byte, 6)
-	if n, err := out.Read(buf); err != nil || string(buf[:n]) != "ready\n" {
-		t.Fatalf("node namespace did not get ready: %q %v", buf[:n], err)
-	}
+	}, "\n"))
 
-	pid := node.Process.Pid
-	r := mountwatchd(t, "--once", "--output=json", "--target.pid", itoa(pid), "--path.kubelet", kubelet,
+	pid := node.PID
+	r := mountwatchd(t, "--once", "--output=json", "--target.pid", strconv.Itoa(pid), "--path.kubelet", kubelet,
 		"--path.pod-logs", dir+"/var/log/pods")
 	if r.code != 1 {
 		t.Fatalf("target pid %d: exit %d, want 1:\n%s%s", pid, r.code, r.stdout, r.stderr)
@@ -249,7 +232,7 @@ func TestOnceOtherMountNamespace(t *testing.T) {
 	if f == nil || f.Severity != "critical" || f.PodName != "db-1" || f.PodNamespace != "prod" || f.CSIDriver != "nfs.csi.k8s.io" {
 		t.Fatalf("finding in the other namespace: %+v", f)
 	}
-	if d.MountTable == nil || d.MountTable.Source != "/proc/"+itoa(pid)+"/mountinfo" || d.MountTable.PID != pid {
+	if d.MountTable == nil || d.MountTable.Source != "/proc/"+strconv.Itoa(pid)+"/mountinfo" || d.MountTable.PID != pid {
 		t.Errorf("mount_table %+v", d.MountTable)
 	}
 

@@ -3,9 +3,7 @@ package probe
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -343,34 +341,16 @@ func TestLiveStaleInOtherNamespace(t *testing.T) {
 	testenv.RequireRoot(t)
 	bindfs := testenv.RequireCommand(t, "bindfs", "bindfs")
 	dir := t.TempDir()
-	script := strings.Join([]string{
-		"set -e",
+	node := testenv.NewNode(t, strings.Join([]string{
 		"mount -t tmpfs node " + dir,
 		"mkdir -p " + dir + "/src/a " + dir + "/fuse " + dir + "/bind",
 		bindfs + " -f " + dir + "/src " + dir + "/fuse & pid=$!",
 		"for i in $(seq 100); do grep -q ' " + dir + "/fuse ' /proc/self/mountinfo && break; sleep 0.05; done",
 		"mount --bind " + dir + "/fuse/a " + dir + "/bind",
 		"kill -9 $pid; wait $pid || true", // dead, and its /dev/fuse closed
-		"echo ready",
-		"exec sleep 600",
-	}, "\n")
-	node := exec.Command("sh", "-c", script)
-	node.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	out, err := node.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Stderr = os.Stderr
-	if err := node.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Process.Kill(); _ = node.Wait() })
-	buf := make([]byte, 6)
-	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "ready\n" {
-		t.Fatalf("node namespace not ready: %q %v", buf, err)
-	}
+	}, "\n"))
 
-	h := Host{PID: node.Process.Pid}
+	h := Host{PID: node.PID}
 	found, err := StaleMountCheck{Prober: NewProber(ProberConfig{}, SysFS{})}.Run(context.Background(), liveSnapshot(t, h))
 	if err != nil {
 		t.Fatal(err)
