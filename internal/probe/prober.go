@@ -101,6 +101,10 @@ type ProbeResult struct {
 	Err   error         // the whole error, for ProbeFailed and ProbeUnreachable
 	Since time.Time     // ProbeHung: when the blocked probe started
 	Path  string        // the mount point probed for this connection
+	// Connection is set when the result speaks for the whole connection
+	// (the first reachable mount of it was probed); unset for a bind
+	// mount's own directory probed after the connection answered.
+	Connection bool
 	// Reason says why a mount was not probed or is unreachable.
 	Reason string
 }
@@ -361,6 +365,7 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 			}
 			// The first mount that answers speaks for the connection:
 			// a dead server fails every mount of it.
+			pr.Connection = true
 			connResult = &pr
 			if pr.State == ProbeFailed {
 				for _, mm := range c.mounts {

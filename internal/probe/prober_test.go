@@ -101,8 +101,16 @@ func TestProberChecksEachBindRoot(t *testing.T) {
 		"12 1 0:50 /exports/a /pods/a2 rw - nfs4 srv:/ rw",
 		"13 1 0:50 /exports/b /pods/b rw - nfs4 srv:/ rw")
 	fs.errs["/pods/b"] = fmt.Errorf("statfs: %w", syscall.ESTALE)
-	r := NewProber(ProberConfig{}, fs).Round(context.Background(), s)
+	p := NewProber(ProberConfig{}, fs)
+	r := p.Round(context.Background(), s)
 	want := map[int]ProbeState{10: ProbeOK, 11: ProbeOK, 12: ProbeOK, 13: ProbeFailed}
+	if r.Results[13].Connection || !r.Results[10].Connection {
+		t.Errorf("a bind mount's own failure is taken for the connection's, or the reverse: %+v", r.Results)
+	}
+	found, _ := StaleMountCheck{Prober: p}.Run(context.Background(), s) // the same round
+	if len(found) != 1 || found[0].MountID != 13 || !strings.Contains(found[0].Message, "root (connection 0:50) answers") {
+		t.Errorf("stale subdirectory: %+v", found)
+	}
 	for id, st := range want {
 		if r.Results[id].State != st {
 			t.Errorf("mount %d: %v, want %v", id, r.Results[id].State, st)

@@ -113,8 +113,12 @@ func staleMessage(s *Snapshot, m *Mount, res ProbeResult) string {
 		what = "access denied to root, which kubelet treats as a corrupted mount"
 	}
 	fmt.Fprintf(&b, "A probe of %s failed with %s (%s): %s. ", res.Path, unix.ErrnoName(res.Errno), res.Errno.Error(), what)
-	fmt.Fprintf(&b, "The mount table still lists it, but every mount of connection %s fails the same way (%s, %s). ",
-		m.Dev(), plural(ci.mounts, "mount"), plural(ci.podVolumes, "pod volume"))
+	if res.Connection {
+		fmt.Fprintf(&b, "The mount table still lists it, but every mount of connection %s fails the same way (%s, %s). ",
+			m.Dev(), plural(ci.mounts, "mount"), plural(ci.podVolumes, "pod volume"))
+	} else {
+		fmt.Fprintf(&b, "The filesystem's root (connection %s) answers, but this mount's directory %s does not. ", m.Dev(), m.Root)
+	}
 	if m.Kube != nil && m.Kube.PodUID != "" {
 		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), m.Kube.Volume)
 	}
