@@ -12,12 +12,24 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build test check vet fmt tidy bench once clean
+.PHONY: all build deb test check vet fmt tidy bench once clean
 
 all: check test build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o mountwatchd ./cmd/mountwatchd
+
+# The Debian package: a static binary (CGO_ENABLED=0, so it depends on
+# nothing), the systemd unit, /etc/default/mountwatchd and the docs, built
+# with dpkg-deb alone (packaging/deb/build.sh). Writes
+# $(DEBDIR)/mountwatchd_<version>_<arch>.deb.
+DEBDIR    ?= dist
+GOARCH    ?= $(shell $(GO) env GOARCH)
+
+deb:
+	@mkdir -p $(DEBDIR)/build
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEBDIR)/build/mountwatchd ./cmd/mountwatchd
+	packaging/deb/build.sh $(DEBDIR)/build/mountwatchd '$(VERSION)' $(GOARCH) $(DEBDIR)
 
 # One-shot check of this machine's mount table.
 once: build
@@ -50,3 +62,4 @@ bench:
 
 clean:
 	rm -f mountwatchd
+	rm -rf dist
