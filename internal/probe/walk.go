@@ -599,7 +599,12 @@ const (
 	sysListxattrat = 465
 )
 
-var noXattrAt atomic.Bool // set once the kernel says ENOSYS
+// noXattrAt is set once getxattrat/listxattrat (Linux 6.13) are found
+// missing: ENOSYS from an older kernel, or EPERM from a seccomp profile that
+// predates them (containerd's RuntimeDefault answers unknown syscalls with
+// EPERM). Neither call returns EPERM otherwise; the l*xattr fallback then
+// reports any real error.
+var noXattrAt atomic.Bool
 
 // procPath names an entry through our own descriptor of its directory; the
 // only component resolved is name, with the *xattr "l" calls not following
@@ -656,7 +661,7 @@ func (e *entry) listxattr(buf []byte) (int, error) {
 		}
 		n, _, errno := unix.Syscall6(sysListxattrat, uintptr(e.dirfd), uintptr(unsafe.Pointer(name)),
 			unix.AT_SYMLINK_NOFOLLOW, uintptr(p), uintptr(len(buf)), 0)
-		if errno != unix.ENOSYS {
+		if errno != unix.ENOSYS && errno != unix.EPERM {
 			if errno != 0 {
 				return 0, errno
 			}
@@ -707,7 +712,7 @@ func (e *entry) getxattr(attr string, buf []byte) (int, error) {
 		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
 		n, _, errno := unix.Syscall6(sysGetxattrat, uintptr(e.dirfd), uintptr(unsafe.Pointer(name)),
 			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(an)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
-		if errno != unix.ENOSYS {
+		if errno != unix.ENOSYS && errno != unix.EPERM {
 			if errno != 0 {
 				return 0, errno
 			}
