@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -86,17 +85,6 @@ func inNode(t *testing.T, node *testenv.Node, dir, command string) (int, string)
 		t.Fatal(err)
 	}
 	return code, string(o)
-}
-
-// Every address in these tests is on loopback.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func get(url string) (int, string) {

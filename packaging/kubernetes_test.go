@@ -409,7 +409,7 @@ func TestDaemonSetSeesFUSEMountMadeAfterStart(t *testing.T) {
 	}, "\n"))
 	root := fmt.Sprintf("/proc/%d/root", node.PID)
 
-	addr := freeAddr(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	args := append(containerArgs(t, c.Args, node.PID, addr), "--probe.interval=200ms", "--probe.timeout=2s")
 	cmd := exec.Command(bin, args...)
 	cmd.Env = containerEnv(c, nodeName)

@@ -35,18 +35,6 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
-// Every address in these tests is on loopback.
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
@@ -74,7 +62,7 @@ func cleanEnv(extra ...string) []string {
 // expects a clean exit 0.
 func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), append([]string{"--web.listen-address", addr}, args...)...)
 	cmd.Env = env
 	if cmd.Env == nil {
@@ -237,7 +225,7 @@ scrape_configs:
 	if err := os.WriteFile(dir+"/prometheus.yml", []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin, "--config.file="+dir+"/prometheus.yml", "--storage.tsdb.path="+dir+"/data",
 		"--web.listen-address="+addr, "--log.level=warn")
@@ -752,7 +740,7 @@ func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addr := freeAddr(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--web.config.file", dir+"/web.yml", "--log.target=stderr", "--interval=1h")
 	cmd.Env = cleanEnv()
 	var stderr testenv.SyncBuffer

@@ -35,11 +35,15 @@ type Kube struct {
 
 const csiPlugin = "kubernetes.io~csi"
 
+// kubeletRel is p relative to the kubelet root, and whether p is below it.
+func kubeletRel(kubeletRoot, p string) (string, bool) {
+	return strings.CutPrefix(p, strings.TrimSuffix(path.Clean(kubeletRoot), "/")+"/")
+}
+
 // parseKubePath reads the Kubernetes context out of a mount point below the
 // kubelet root. It only looks at the path; it returns nil for any other path.
 func parseKubePath(kubeletRoot, mountpoint string) *Kube {
-	root := strings.TrimSuffix(path.Clean(kubeletRoot), "/") + "/"
-	rel, ok := strings.CutPrefix(mountpoint, root)
+	rel, ok := kubeletRel(kubeletRoot, mountpoint)
 	if !ok {
 		return nil
 	}
@@ -114,7 +118,7 @@ func (kf *kubeFiles) enrich(k *Kube, kubeletRoot, mountpoint string) {
 	case k.Kind == PodVolume && k.VolumePlugin == csiPlugin:
 		dir = path.Join("pods", k.PodUID, "volumes", csiPlugin, k.Volume)
 	case k.Kind == CSIStaging:
-		rel := strings.TrimPrefix(mountpoint, strings.TrimSuffix(path.Clean(kubeletRoot), "/")+"/")
+		rel, _ := kubeletRel(kubeletRoot, mountpoint)
 		dir = path.Dir(rel)
 	default:
 		return
@@ -157,11 +161,11 @@ func (kf *kubeFiles) readVolData(name string) (volData, bool) {
 // subpath: it names the pod and the volume the file belongs to, or returns
 // nil.
 func parseKubeFilePath(kubeletRoot, p string) *Kube {
-	root := strings.TrimSuffix(path.Clean(kubeletRoot), "/") + "/"
-	rel, ok := strings.CutPrefix(p, root)
+	rel, ok := kubeletRel(kubeletRoot, p)
 	if !ok {
 		return nil
 	}
+	root := p[:len(p)-len(rel)] // the kubelet root, with its trailing slash
 	parts := strings.Split(rel, "/")
 	switch {
 	case len(parts) >= 5 && parts[0] == "pods" && parts[2] == "volumes":

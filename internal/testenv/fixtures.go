@@ -3,8 +3,10 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // KubeletMountTable is a mountinfo table of n kubelet CSI pod volumes on
@@ -42,4 +44,16 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// FreeLoopbackAddr is a free TCP address on 127.0.0.1: every server a test
+// starts listens on loopback only.
+func FreeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
