@@ -160,6 +160,7 @@ type Runner struct {
 // an error and does not stop the others.
 func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 	rep := &Report{Snapshot: s}
+	ctx = WithRun(ctx) // this run's probing checks share one round, and only they
 	for _, c := range r.Checks {
 		res := CheckResult{Check: c.ID()}
 		if c.Kind() != TableCheck && !s.Live {

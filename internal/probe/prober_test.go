@@ -86,8 +86,47 @@ func TestProberOneProbePerDeadConnection(t *testing.T) {
 	if n := fs.count("/mnt/cephfs") + fs.count("/pods/a") + fs.count("/pods/b"); n != 1 || r.Stats.Probes != 1 {
 		t.Errorf("%d probes (stats %d), want 1 for one dead connection", n, r.Stats.Probes)
 	}
-	if again := p.Round(context.Background(), s); again != r {
-		t.Error("a second Round of the same snapshot probed again")
+}
+
+// Issue 8: a FUSE server dies, hangs or recovers without touching the mount
+// table, so the same snapshot must be probed anew by every run of the
+// checks; only the checks of one run share a round.
+func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
+	fs := newFakeFS()
+	s := table(t, fs,
+		fuseLine(10, 40, "/", "/mnt/cephfs"),
+		fuseLine(11, 40, "/volumes/a", "/pods/a"))
+	p := NewProber(ProberConfig{Timeout: time.Second}, fs)
+	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}}}
+
+	if rep := runner.Run(context.Background(), s); len(rep.Findings) != 0 {
+		t.Fatalf("healthy: %+v", rep.Findings)
+	}
+	if n := fs.count("/mnt/cephfs"); n != 1 {
+		t.Fatalf("one run of two probing checks probed the connection %d times, want 1", n)
+	}
+
+	// The server dies; the table (and so the snapshot) stays the same.
+	fs.mu.Lock()
+	fs.errs["/mnt/cephfs"] = fmt.Errorf("statfs: %w", syscall.ENOTCONN)
+	fs.mu.Unlock()
+	rep := runner.Run(context.Background(), s)
+	if n := fs.count("/mnt/cephfs"); n != 2 {
+		t.Fatalf("second run probed the connection %d times in all, want 2", n)
+	}
+	if len(rep.Findings) != 2 || rep.Findings[0].Check != StaleMount {
+		t.Fatalf("after the server died, same snapshot: %+v", rep.Findings)
+	}
+
+	// Outside a run, every Round probes.
+	ctx := context.Background()
+	if a, b := p.Round(ctx, s), p.Round(ctx, s); a == b {
+		t.Error("two Rounds outside a run returned the same round")
+	}
+	// Inside one, they share.
+	rctx := WithRun(ctx)
+	if a, b := p.Round(rctx, s), p.Round(rctx, s); a != b {
+		t.Error("two Rounds of one run probed twice")
 	}
 }
 
@@ -102,12 +141,13 @@ func TestProberChecksEachBindRoot(t *testing.T) {
 		"13 1 0:50 /exports/b /pods/b rw - nfs4 srv:/ rw")
 	fs.errs["/pods/b"] = fmt.Errorf("statfs: %w", syscall.ESTALE)
 	p := NewProber(ProberConfig{}, fs)
-	r := p.Round(context.Background(), s)
+	ctx := WithRun(context.Background()) // one run: the check below shares the round
+	r := p.Round(ctx, s)
 	want := map[int]ProbeState{10: ProbeOK, 11: ProbeOK, 12: ProbeOK, 13: ProbeFailed}
 	if r.Results[13].Connection || !r.Results[10].Connection {
 		t.Errorf("a bind mount's own failure is taken for the connection's, or the reverse: %+v", r.Results)
 	}
-	found, _ := StaleMountCheck{Prober: p}.Run(context.Background(), s) // the same round
+	found, _ := StaleMountCheck{Prober: p}.Run(ctx, s) // the same round
 	if len(found) != 1 || found[0].MountID != 13 || !strings.Contains(found[0].Message, "root (connection 0:50) answers") {
 		t.Errorf("stale subdirectory: %+v", found)
 	}
