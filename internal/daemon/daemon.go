@@ -78,8 +78,15 @@ type Daemon struct {
 	iterations atomic.Uint64
 
 	// owned by the loop
-	tracker    *probe.Tracker
-	snap       *probe.Snapshot
+	tracker *probe.Tracker
+	snap    *probe.Snapshot
+	snapSeq uint64 // how many tables have been read successfully, snap's number
+	// since is, for each mount of snap, the number of the first table of
+	// the unbroken run of tables it is in. The kernel reuses mount ids, so
+	// a mount unmounted and made again at the same place has the same id
+	// and mount point: only this tells a probe result about the old mount
+	// from one about the new.
+	since      map[mountKey]uint64
 	stats      map[probe.CheckID]*export.CheckState
 	reads      uint64
 	readErrs   uint64
@@ -110,12 +117,14 @@ type lane struct {
 	interval time.Duration // 0 for table checks: every read
 	running  atomic.Int64  // unix nanoseconds the current run started; 0 when idle
 	last     *probe.Report // owned by the loop
+	lastSeq  uint64        // number of the table last checked
 	lastEnd  time.Time
 }
 
 type laneResult struct {
 	lane *lane
 	rep  *probe.Report
+	seq  uint64 // number of the table the run checked
 	end  time.Time
 }
 
@@ -327,10 +336,10 @@ func (d *Daemon) readTable(ctx context.Context) error {
 		d.lastErr = ""
 	}
 	d.logParseErrors(snap)
-	d.snap = snap
+	d.setSnapshot(snap)
 	if l := d.laneOf(probe.TableCheck); l != nil {
 		rep := (&probe.Runner{Checks: l.checks}).Run(ctx, snap)
-		d.laneDone(laneResult{lane: l, rep: rep, end: time.Now()})
+		d.laneDone(laneResult{lane: l, rep: rep, seq: d.snapSeq, end: time.Now()})
 	}
 	d.publish()
 	return nil
@@ -401,20 +410,20 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 	if l == nil || d.snap == nil || !l.running.CompareAndSwap(0, time.Now().UnixNano()) {
 		return
 	}
-	snap := d.snap
+	snap, seq := d.snap, d.snapSeq
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
 		rep := (&probe.Runner{Checks: l.checks}).Run(rctx, snap)
 		select {
-		case results <- laneResult{lane: l, rep: rep, end: time.Now()}:
+		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:
 		case <-ctx.Done():
 		}
 	}()
 }
 
 func (d *Daemon) laneDone(r laneResult) {
-	r.lane.last, r.lane.lastEnd = r.rep, r.end
+	r.lane.last, r.lane.lastSeq, r.lane.lastEnd = r.rep, r.seq, r.end
 	for _, c := range r.rep.Checks {
 		st := d.stats[c.Check]
 		if st == nil || c.Status == probe.StatusSkipped {
@@ -429,12 +438,28 @@ func (d *Daemon) laneDone(r laneResult) {
 	}
 }
 
+// setSnapshot makes s the current table and numbers it.
+func (d *Daemon) setSnapshot(s *probe.Snapshot) {
+	d.snapSeq++
+	since := make(map[mountKey]uint64, len(s.Mounts))
+	for _, m := range s.Mounts {
+		k := mountKey{m.ID, m.Mountpoint}
+		if n, ok := d.since[k]; ok {
+			since[k] = n
+		} else {
+			since[k] = d.snapSeq
+		}
+	}
+	d.snap, d.since = s, since
+}
+
 // merge builds the current report: the latest table with the latest findings
 // of every kind of check. Findings of probe and scan runs over an older table
-// are kept only while their mount is still in the current one.
+// are kept only while their mount has been in every table read since: one
+// that went away is no longer broken, and a new mount that reuses its id and
+// mount point has not been checked yet.
 func (d *Daemon) merge() *probe.Report {
 	rep := &probe.Report{Snapshot: d.snap}
-	var present map[mountKey]bool
 	byID := map[probe.CheckID]probe.CheckResult{}
 	for _, l := range d.lanes {
 		if l.last == nil {
@@ -451,17 +476,10 @@ func (d *Daemon) merge() *probe.Report {
 			s := *l.last.Scan
 			rep.Scan = &s
 		}
-		stale := l.last.Snapshot != d.snap
 		for _, f := range l.last.Findings {
-			if stale {
-				if present == nil {
-					present = make(map[mountKey]bool, len(d.snap.Mounts))
-					for _, m := range d.snap.Mounts {
-						present[mountKey{m.ID, m.Mountpoint}] = true
-					}
-				}
-				if !present[mountKey{f.MountID, f.MountPoint}] {
-					continue // the mount is gone: so is the problem
+			if l.lastSeq != d.snapSeq {
+				if n, ok := d.since[mountKey{f.MountID, f.MountPoint}]; !ok || n > l.lastSeq {
+					continue // gone, or gone and made again: not the mount that was checked
 				}
 			}
 			rep.Findings = append(rep.Findings, f)

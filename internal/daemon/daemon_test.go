@@ -261,6 +261,29 @@ func TestFindingsOfGoneMountsDropped(t *testing.T) {
 	}
 }
 
+// The kernel reuses mount ids: a mount unmounted and made again at the same
+// place comes back with the same id and mount point. A probe finding about
+// the old mount must not stick to the new one, which no probe has seen yet
+// (found by TestDaemonProbeChaos: a healed ceph-fuse volume reported stale
+// again for a probe interval).
+func TestFindingsOfRemadeMountsDropped(t *testing.T) {
+	host, write := fakeProcfs(t, brokenTable)
+	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "fuse.ceph-fuse", probe.Critical)}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
+	waitFor(t, "the stale mount", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	write(healthyTable)
+	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	reads := d.State().TableReads
+	write(brokenTable) // the same mount id and mount point again
+	waitFor(t, "two more reads of the table", func() bool { return d.State().TableReads >= reads+2 })
+	if n := count(d.State(), probe.StaleMount); n != 0 {
+		t.Errorf("%d stale findings on a mount made again after the probe: the old mount's result stuck to the new one", n)
+	}
+	if stale.Runs() != 1 {
+		t.Errorf("probe ran %d times, want 1", stale.Runs())
+	}
+}
+
 type notes struct {
 	mu  sync.Mutex
 	got []string
