@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -377,7 +378,15 @@ func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
 // nothing waits for it past its deadline, and it leaves the flights table
 // when it returns, so the next round may probe the connection again.
 func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
+	// A probe that blocks pins its OS thread in the kernel. Locked to its
+	// goroutine, a thread whose probe outlived the deadline exits with the
+	// goroutine instead of joining the runtime's idle pool, so once a hung
+	// server answers again the process is back to its thread count.
+	runtime.LockOSThread()
 	f.res = probeConn(p.fs, root, c)
+	if time.Since(f.start) < p.cfg.Timeout {
+		runtime.UnlockOSThread()
+	}
 	p.mu.Lock()
 	delete(p.flights, f.dev)
 	p.mu.Unlock()
