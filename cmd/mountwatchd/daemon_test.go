@@ -36,7 +36,7 @@ import (
 )
 
 type daemonProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	base   string
 	stderr *testenv.SyncBuffer
@@ -60,7 +60,7 @@ func cleanEnv(extra ...string) []string {
 // startDaemon runs the built binary as a daemon on a loopback port and waits
 // until /healthz answers 200. When the test ends it sends SIGTERM and
 // expects a clean exit 0.
-func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
+func startDaemon(t testing.TB, env []string, args ...string) *daemonProc {
 	t.Helper()
 	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), append([]string{"--web.listen-address", addr}, args...)...)
@@ -141,7 +141,7 @@ func (d *daemonProc) value(series string) float64 {
 	return v
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

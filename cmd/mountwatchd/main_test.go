@@ -29,7 +29,7 @@ var (
 
 // binary builds mountwatchd once per test run: the exit codes and output
 // are those of the real program.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "mountwatchd-bin")
