@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -56,6 +58,7 @@ type scanConfig struct {
 	rate               float64
 	roots              []string
 	snapshots          string
+	containerdRoot     string
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -145,8 +148,19 @@ func addScanFlags(app *kingpin.Application, sc *scanConfig) {
 	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
 	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
-	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter root, against which relative lowerdirs are resolved, as the inspected namespace sees it.").
-		Default(probe.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+	app.Flag("path.containerd-root", "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
+		Default(containerd.DefaultRoot).StringVar(&sc.containerdRoot)
+	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it (default <path.containerd-root>/"+containerd.OverlayfsDir+"/snapshots).").
+		PlaceHolder(probe.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+}
+
+// snapshotsDir is --path.containerd-snapshots, or the one under
+// --path.containerd-root.
+func (sc scanConfig) snapshotsDir() string {
+	if sc.snapshots != "" {
+		return sc.snapshots
+	}
+	return path.Join(sc.containerdRoot, containerd.OverlayfsDir, "snapshots")
 }
 
 func (sc scanConfig) validate() error {
@@ -178,8 +192,8 @@ func checks(cfg config, log *zap.Logger, live, once bool) []probe.Check {
 		probe.StaleMountCheck{Prober: prober},
 		hung,
 		probe.ShadowedMountCheck{Prober: prober},
-		&probe.OpaquePropagationCheck{SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
-		&probe.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
+		&probe.OpaquePropagationCheck{SnapshotRoot: sc.snapshotsDir(), ContainerdRoot: sc.containerdRoot, Limits: limits, FullPass: once},
+		&probe.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshotsDir(), Limits: limits, FullPass: once},
 	}
 }
 

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/containerd"
 )
 
 // maxDirList bounds how many entries of one directory are read to count the
@@ -27,13 +30,24 @@ const maxDirList = 100_000
 // known so far (the last complete pass and the pass in progress), each one
 // checked again on the live layers before it is reported.
 //
+// Each marker that hides a marker below it is then verified against the
+// layer's own tar in containerd's content store (package containerd): a
+// marker whose tar has <dir>/.wh..wh..opq is the image's intent and not
+// reported; one whose tar has none is propagation (critical when it hides
+// entries); one that cannot be verified (not a containerd snapshot, blob
+// gone, no access) is a warning that says why.
+//
 // The zero value scans with no budget; set Limits for the daemon. A check
 // value keeps its cursor between Runs: use one value per schedule.
 type OpaquePropagationCheck struct {
 	// SnapshotRoot resolves relative lowerdirs (default
-	// DefaultContainerdSnapshots).
+	// DefaultContainerdSnapshots); its parent is the snapshotter's
+	// directory, with metadata.db.
 	SnapshotRoot string
-	Limits       ScanLimits
+	// ContainerdRoot is containerd's root, as the inspected namespace sees
+	// it (default containerd.DefaultRoot): the content store and meta.db.
+	ContainerdRoot string
+	Limits         ScanLimits
 	// FullPass makes a Run that stops at its budget before the pass is
 	// complete an error (--once).
 	FullPass bool
@@ -44,6 +58,7 @@ type OpaquePropagationCheck struct {
 	known   map[string]map[string]bool // last complete pass: layer key -> opaque dirs
 	pending map[string]map[string]bool // pass in progress
 	users   map[string]string          // layer dir -> a mount using it, for errors
+	ver     *containerd.Verifier       // remembers what layer blobs said
 }
 
 // layerRoot is a layer directory walked with one xattr prefix.
@@ -157,9 +172,22 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", ErrScanIncomplete, c.w.done))
 	}
 
+	if c.ver == nil {
+		root := c.ContainerdRoot
+		if root == "" {
+			root = containerd.DefaultRoot
+		}
+		c.ver = containerd.NewVerifier(containerd.Config{
+			Root:        s.Host.Path(root),
+			Snapshotter: s.Host.Path(path.Dir(snapRoot)),
+			MaxEntries:  int64(c.Limits.Budget),
+		})
+	}
+	v := &verification{pass: c.ver.Pass(), snapRoot: snapRoot}
+	defer v.pass.Close()
 	var out []Finding
 	for _, ch := range chains {
-		found, err := c.chainFindings(ch)
+		found, err := c.chainFindings(ch, v)
 		out = append(out, found...)
 		if err != nil {
 			errs = append(errs, err)
@@ -204,7 +232,7 @@ func (c *OpaquePropagationCheck) opaqueDirs(r layerRoot) []string {
 // chainFindings reports each directory of ch opaque in a layer and in the
 // layer directly below, checked on the live layers. One finding per
 // directory: the topmost such pair, with the run of opaque layers below it.
-func (c *OpaquePropagationCheck) chainFindings(ch *OverlayChain) ([]Finding, error) {
+func (c *OpaquePropagationCheck) chainFindings(ch *OverlayChain, v *verification) ([]Finding, error) {
 	var (
 		out  []Finding
 		errs []error
@@ -216,7 +244,7 @@ func (c *OpaquePropagationCheck) chainFindings(ch *OverlayChain) ([]Finding, err
 			if done[dir] {
 				continue
 			}
-			f, ok, err := c.pairFinding(ch, i, dir)
+			f, ok, err := c.pairFinding(ch, i, dir, v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("overlay %s (mount %d): %s: %w", ch.Mount.Mountpoint, ch.Mount.ID, "/"+dir, err))
 				continue
@@ -290,8 +318,31 @@ func isWhiteout(e *entry, prefix string) bool {
 	return false
 }
 
-// pairFinding checks layers i and i+1 of ch at dir on the live system.
-func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string) (Finding, bool, error) {
+// verification is one Run's verification of markers against layer tars.
+type verification struct {
+	pass     *containerd.Pass
+	snapRoot string
+}
+
+// verify says whether layer l's opaque marker on dir is its image's intent.
+func (v *verification) verify(l Layer, dir string) containerd.Result {
+	id, ok := containerd.SnapshotID(v.snapRoot, l.Dir)
+	switch {
+	case l.Role == UpperLayer:
+		// Overlay marks a directory opaque in the upper layer when it is
+		// removed and recreated through the mount: no tar describes that.
+		return containerd.Result{SnapshotID: id, Verdict: containerd.Unverified, Active: true,
+			Reason: "it is the mount's writable upper layer, which no image layer describes"}
+	case !ok:
+		return containerd.Result{Verdict: containerd.Unverified,
+			Reason: fmt.Sprintf("%s is not a snapshot of containerd's overlayfs snapshotter (%s/<id>/fs), so there is no image layer to check it against", l.Dir, v.snapRoot)}
+	}
+	return v.pass.Verify(id, dir)
+}
+
+// pairFinding checks layers i and i+1 of ch at dir on the live system, and
+// the run of opaque layers below, against their layer tars.
+func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string, v *verification) (Finding, bool, error) {
 	prefix := ch.XattrPrefix()
 	top, err := c.readLayerDir(ch.Layers[i].Dir, dir, prefix)
 	if err != nil || !top.opaque {
@@ -301,15 +352,56 @@ func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string
 	if err != nil || !below.opaque {
 		return Finding{}, false, err
 	}
-	// What the container would see were only the lowest marker of the run
-	// real: the union of the run's layers, whiteouts applied top down.
-	// Everything in it but the top layer's own entries is hidden.
+	// The run of consecutive opaque layers from i down.
+	run := []layerDir{top, below}
+	for k := i + 2; k < len(ch.Layers); k++ {
+		ld, err := c.readLayerDir(ch.Layers[k].Dir, dir, prefix)
+		if err != nil {
+			return Finding{}, false, err
+		}
+		if !ld.exists || !ld.opaque {
+			break
+		}
+		run = append(run, ld)
+	}
+	// Each marker that hides a marker below it is suspect; the run's last
+	// marker hides only non-opaque copies and is taken as real.
+	res := make([]containerd.Result, len(run)-1)
+	firstProp, firstUnver := -1, -1
+	for m := range res {
+		res[m] = v.verify(ch.Layers[i+m], dir)
+		switch res[m].Verdict {
+		case containerd.Propagated:
+			if firstProp < 0 {
+				firstProp = m
+			}
+		case containerd.Unverified:
+			if firstUnver < 0 {
+				firstUnver = m
+			}
+		}
+	}
+	if firstProp < 0 && firstUnver < 0 {
+		return Finding{}, false, nil // every marker is the image's intent
+	}
+	// What the container would see were the markers what the image says:
+	// layers contribute from the top down to the first marker that is not
+	// propagated (unverified markers taken as propagated when nothing is
+	// known to be, to say what is at stake). Everything in that but the
+	// top layer's own entries is hidden.
+	end := len(run) - 1
+	for m := range res {
+		if res[m].Verdict == containerd.Intended || (firstProp >= 0 && res[m].Verdict == containerd.Unverified) {
+			end = m
+			break
+		}
+	}
 	seen := map[string]bool{}
 	for _, d := range top.entries {
 		seen[d.name] = true
 	}
-	hidden, layers, truncated := 0, 2, top.truncated
-	for k, ld := i+1, below; ; {
+	hidden, truncated := 0, top.truncated
+	for _, ld := range run[1 : end+1] {
 		truncated = truncated || ld.truncated
 		for _, d := range ld.entries {
 			if seen[d.name] {
@@ -320,25 +412,16 @@ func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string
 				hidden++
 			}
 		}
-		// Layers below go on contributing while the run of opaque layers
-		// goes on; the run's last marker is taken as real and hides the
-		// rest.
-		if k++; k >= len(ch.Layers) {
-			break
-		}
-		if ld, err = c.readLayerDir(ch.Layers[k].Dir, dir, prefix); err != nil {
-			return Finding{}, false, err
-		}
-		if !ld.exists || !ld.opaque {
-			break
-		}
-		layers++
 	}
 	sev := Warning
-	if hidden > 0 {
+	if firstProp >= 0 && hidden > 0 {
 		sev = Critical
 	}
-	f := newFinding(OpaquePropagation, sev, ch.Mount, opaqueMessage(ch, i, dir, hidden))
+	image := ""
+	if ch.Container != "" {
+		image = v.pass.ContainerImage(ch.ContainerNamespace, ch.Container)
+	}
+	f := newFinding(OpaquePropagation, sev, ch.Mount, "")
 	f.Path = "/" + dir
 	f.Details = map[string]string{
 		"directory":      "/" + dir,
@@ -346,34 +429,85 @@ func (c *OpaquePropagationCheck) pairFinding(ch *OverlayChain, i int, dir string
 		"upper_role":     string(ch.Layers[i].Role),
 		"lower_layer":    ch.Layers[i+1].Dir,
 		"layer_index":    strconv.Itoa(i),
-		"opaque_layers":  strconv.Itoa(layers),
+		"opaque_layers":  strconv.Itoa(len(run)),
 		"hidden_entries": strconv.Itoa(hidden),
 		"xattr":          prefix + "opaque",
 	}
 	if truncated {
 		f.Details["hidden_entries"] += "+"
 	}
+	m := firstUnver
+	if firstProp >= 0 {
+		m = firstProp
+		f.Details["verification"] = string(containerd.Propagated)
+		f.Details["propagated_layer"] = ch.Layers[i+m].Dir
+		f.Details["propagated_layers"] = strconv.Itoa(countVerdicts(res, containerd.Propagated))
+	} else {
+		f.Details["verification"] = string(containerd.Unverified)
+		f.Details["unverified_layer"] = ch.Layers[i+m].Dir
+		f.Details["unverified_reason"] = res[m].Reason
+	}
+	r := res[m]
+	for k, val := range map[string]string{"layer_digest": r.Layer, "snapshot_id": r.SnapshotID, "chain_id": r.ChainID} {
+		if val != "" {
+			f.Details[k] = val
+		}
+	}
+	if image == "" {
+		image = strings.Join(r.Images, ",")
+	}
+	if image != "" {
+		f.Details["image"] = image
+	}
 	if ch.Container != "" {
 		f.Details["container"] = ch.Container
 		f.Details["container_namespace"] = ch.ContainerNamespace
 	}
+	f.Message = opaqueMessage(ch, i, i+m, dir, hidden, r, image)
 	return f, true, nil
 }
 
-func opaqueMessage(ch *OverlayChain, i int, dir string, hidden int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Directory /%s is opaque (%sopaque=y) in layer %s and in the layer below it, %s: ",
-		dir, ch.XattrPrefix(), ch.Layers[i].Dir, ch.Layers[i+1].Dir)
-	if hidden > 0 {
-		fmt.Fprintf(&b, "the upper marker hides %d entries of the lower layers, so ", hidden)
-		if ch.Container != "" {
-			fmt.Fprintf(&b, "container %s sees", ch.Container)
-		} else {
-			b.WriteString("this overlay shows")
+func countVerdicts(rs []containerd.Result, v containerd.Verdict) int {
+	n := 0
+	for _, r := range rs {
+		if r.Verdict == v {
+			n++
 		}
-		b.WriteString(" only the top layer's files there. ")
+	}
+	return n
+}
+
+// opaqueMessage explains a finding; m is the layer the verdict names.
+func opaqueMessage(ch *OverlayChain, i, m int, dir string, hidden int, r containerd.Result, image string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Directory /%s is opaque (%sopaque=y) in layer %s and in the layer below it, %s",
+		dir, ch.XattrPrefix(), ch.Layers[i].Dir, ch.Layers[i+1].Dir)
+	if image != "" {
+		fmt.Fprintf(&b, " (image %s)", image)
+	}
+	b.WriteString(". ")
+	who := "this overlay shows"
+	if ch.Container != "" {
+		who = "container " + ch.Container + " sees"
+	}
+	if r.Verdict != containerd.Propagated {
+		fmt.Fprintf(&b, "The marker in %s could not be verified against its image layer: %s. ", ch.Layers[m].Dir, r.Reason)
+		if hidden > 0 {
+			fmt.Fprintf(&b, "If the image did not put it there, it hides %d entries of the lower layers. ", hidden)
+		}
+		b.WriteString("An image whose consecutive layers each replace the directory looks the same; " +
+			"check that layer's tar for /" + dir + "/.wh..wh..opq (give mountwatchd read access to containerd's root to have it checked).")
+		return b.String()
+	}
+	layer := r.Layer
+	if layer == "" {
+		layer = "its layer"
+	}
+	fmt.Fprintf(&b, "The marker in %s was not put there by the image: layer %s has no /%s/.wh..wh..opq. ", ch.Layers[m].Dir, layer, dir)
+	if hidden > 0 {
+		fmt.Fprintf(&b, "It hides %d entries the image puts there, so %s only the upper layers' files. ", hidden, who)
 	} else {
-		b.WriteString("it hides nothing today, but any file a later layer adds below it stays invisible. ")
+		b.WriteString("It hides nothing here today, but it hides the layer below from every image built on that layer. ")
 	}
 	b.WriteString("This is the shape left by the overlay copy-up bug fixed in Linux 4.8 (containerd <= 1.2 unpacking " +
 		"layers through an overlay mount) or by a tool that copied overlay xattrs between trees. " +

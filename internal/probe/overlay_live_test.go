@@ -153,7 +153,9 @@ func TestOpaquePropagationReal(t *testing.T) {
 					t.Errorf("details[%s] = %q, want %q (all: %v)", k, f.Details[k], v, f.Details)
 				}
 			}
-			if f.Severity != Critical || f.Path != "/func" || f.FSType != "overlay" {
+			// Hand-made layers are no containerd snapshots: the marker
+			// cannot be verified against an image layer, so a warning.
+			if f.Severity != Warning || f.Path != "/func" || f.FSType != "overlay" || f.Details["verification"] != "unverified" {
 				t.Errorf("finding %+v", f)
 			}
 			st := check.Stats()

@@ -99,6 +99,9 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 		if e.typ == unix.DT_DIR && live[e.path] {
 			return false // a live layer: its xattrs are overlay's own
 		}
+		if e.typ == unix.DT_DIR && (e.path == snapRoot || path.Dir(e.path) == snapRoot) {
+			return false // containerd's snapshots, mounted or not, are layers
+		}
 		names, err := e.listXattrs()
 		if errors.Is(err, ErrNotScannable) {
 			return false // a mount point the walk does not enter
