@@ -4,7 +4,13 @@
 
 GO        ?= go
 PKG       := github.com/mountwatchd/mountwatchd
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version: git describe of the latest v* tag (a release is `git tag
+# v0.1.0`); before any tag, the same shape as if v0.0.0 were the first
+# commit (v0.0.0-<commits>-g<hash>), which sorts below v0.1.0 for dpkg and
+# rpm and is a valid image tag. A plain `go build` reads the module's build
+# info instead (cmd/mountwatchd/version.go).
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || \
+	echo v0.0.0-$$(git rev-list --count HEAD 2>/dev/null || echo 0)-g$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Version=$(VERSION) \
