@@ -66,3 +66,30 @@ func TestPlainBuildVersion(t *testing.T) {
 		t.Errorf("--version of a plain go build:\n%s", out)
 	}
 }
+
+// --install-to copies the running program (node-problem-detector's init
+// container runs it): the copy is executable and is the same program.
+func TestInstallTo(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "mountwatchd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command(bin, "--install-to", dir).CombinedOutput(); err != nil || len(out) != 0 {
+		t.Fatalf("--install-to: %v\n%s", err, out)
+	}
+	want, _ := os.ReadFile(bin)
+	got, err := os.ReadFile(filepath.Join(dir, "mountwatchd"))
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("the copy differs from the binary (%d bytes, want %d): %v", len(got), len(want), err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "mountwatchd")); fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("%d entries left in the directory, want 1", len(ents))
+	}
+	if r := mountwatchd(t, "--install-to", filepath.Join(dir, "missing")); r.code != 2 || !strings.Contains(r.stderr, "--install-to") {
+		t.Errorf("--install-to a missing directory: exit %d, %q", r.code, r.stderr)
+	}
+}
