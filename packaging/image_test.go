@@ -403,6 +403,21 @@ func TestImageUnderContainerd(t *testing.T) {
 		return strings.Contains(metrics(), series)
 	})
 
+	// Every metric the alerting rules and the dashboard use is in the real
+	// exposition of the daemon in the container.
+	body := metrics()
+	for _, f := range []string{"mountwatchd.rules.yml", "mountwatchd-dashboard.json"} {
+		data, err := os.ReadFile(promDir + "/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range metricName.FindAllString(string(data), -1) {
+			if !strings.Contains(body, "\n"+name+"{") && !strings.Contains(body, "\n"+name+" ") {
+				t.Errorf("%s uses %s, which the container's /metrics does not have", f, name)
+			}
+		}
+	}
+
 	// The container's --once, as node-problem-detector's rule runs it.
 	out, err := ctrd.CtrErr("task", "exec", "--exec-id", "once", task.ID, "/usr/bin/mountwatchd", "--once", "--output", "json", "--target.pid=1", "--log.level=error")
 	if code := exitCode(err); code != 1 {
