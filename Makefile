@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb image test check vet fmt tidy bench once clean
+.PHONY: all build deb image manifests tools test check vet fmt tidy bench once clean
 
 all: check test build
 
@@ -63,6 +63,28 @@ image:
 		-version '$(VERSION)' -revision '$(REVISION)' -created '$(CREATED)' \
 		-license $(abspath LICENSE) -npd $(abspath packaging/kubernetes/npd-custom-plugin.json) $$bins
 	@echo "wrote $(IMAGE_OUT) ($(IMAGE):$(IMAGE_TAG))"
+
+# The tools packaging needs, at pinned versions (CI installs them with
+# `make tools`): helm renders the chart (make manifests, the tests), nfpm
+# builds the .rpm (make rpm). Both are Go modules, installed with go install
+# into $(go env GOPATH)/bin, so neither is in mountwatchd's go.mod.
+HELM_VERSION ?= v3.22.0
+NFPM_VERSION ?= v2.45.2
+HELM         ?= helm
+NFPM         ?= nfpm
+
+tools:
+	$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+# The plain manifests are the Helm chart rendered (packaging/kubernetes/
+# generate.sh); the chart carries copies of the alerting rules, the
+# dashboard and the NPD plugin config, since a chart cannot read files
+# outside itself. go test ./packaging fails when any of it is stale.
+manifests:
+	cp packaging/prometheus/mountwatchd.rules.yml packaging/prometheus/mountwatchd-dashboard.json \
+		packaging/kubernetes/npd-custom-plugin.json packaging/helm/mountwatchd/files/
+	HELM=$(HELM) packaging/kubernetes/generate.sh .
 
 # One-shot check of this machine's mount table.
 once: build
