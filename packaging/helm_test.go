@@ -29,26 +29,33 @@ const chartDir = top + "/packaging/helm/mountwatchd"
 // another version may render whitespace differently.
 func helm(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("helm")
+	return goTool(t, "helm", "helm.sh/helm/v3", "HELM_VERSION")
+}
+
+// goTool is a program that make tools installs with go install: on PATH or
+// in $(go env GOPATH)/bin, built from module at the version the Makefile's
+// variable pins (read from the binary's build info: go install leaves
+// helm's own version string short).
+func goTool(t *testing.T, name, module, makeVar string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
 	if err != nil {
-		if gobin := filepath.Join(strings.TrimSpace(testenv.Run(t, "go", "env", "GOPATH")), "bin", "helm"); fileExists(gobin) {
+		if gobin := filepath.Join(strings.TrimSpace(testenv.Run(t, "go", "env", "GOPATH")), "bin", name); fileExists(gobin) {
 			p, err = gobin, nil
 		}
 	}
-	testenv.Require(t, err == nil, "helm on PATH or in $(go env GOPATH)/bin (make tools)")
+	testenv.Require(t, err == nil, "%s on PATH or in $(go env GOPATH)/bin (make tools)", name)
 	mk, err := os.ReadFile(top + "/Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^HELM_VERSION\s*\?=\s*(\S+)$`).FindSubmatch(mk)
+	m := regexp.MustCompile(`(?m)^` + makeVar + `\s*\?=\s*(\S+)$`).FindSubmatch(mk)
 	if m == nil {
-		t.Fatal("no HELM_VERSION in the Makefile")
+		t.Fatalf("no %s in the Makefile", makeVar)
 	}
-	// go install leaves helm's own version string short (v3.22); the
-	// module version in the binary's build info is exact.
 	out, err := exec.Command("go", "version", "-m", p).CombinedOutput()
-	if err != nil || !regexp.MustCompile(`(?m)^\s+mod\s+helm\.sh/helm/v3\s+`+regexp.QuoteMeta(string(m[1]))+`\s`).Match(out) {
-		t.Fatalf("%s is not helm.sh/helm/v3 %s, which the Makefile pins (%v): run make tools\n%s", p, m[1], err, out)
+	if err != nil || !regexp.MustCompile(`(?m)^\s+mod\s+`+regexp.QuoteMeta(module)+`\s+`+regexp.QuoteMeta(string(m[1]))+`\s`).Match(out) {
+		t.Fatalf("%s is not %s %s, which the Makefile pins (%v): run make tools\n%s", p, module, m[1], err, out)
 	}
 	return p
 }
