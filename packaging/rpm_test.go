@@ -48,9 +48,11 @@ func TestRPMPackage(t *testing.T) {
 	if want := fmt.Sprintf("mountwatchd-%s-1.%s.rpm", testRPMVersion, arch); filepath.Base(pkg) != want {
 		t.Errorf("package file %s, want %s", filepath.Base(pkg), want)
 	}
+	// A database of the test's own: Debian's rpm would create ~/.rpmdb.
+	db := t.TempDir()
 	q := func(args ...string) string {
 		t.Helper()
-		return testenv.Run(t, rpmBin, append([]string{"-qp"}, append(args, pkg)...)...)
+		return testenv.Run(t, rpmBin, append([]string{"--dbpath", db, "-qp"}, append(args, pkg)...)...)
 	}
 
 	info := map[string]string{}
