@@ -49,6 +49,7 @@ type config struct {
 	mountFusectl bool
 	scan         scanConfig
 	daemon       daemonConfig
+	installTo    string
 }
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
@@ -95,6 +96,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
 	addDaemonFlags(app, &cfg.daemon)
+	app.Flag("install-to", "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
+		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
 }
 
@@ -108,6 +111,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUnknown
 	}
 	if exited {
+		return exitOK
+	}
+	if cfg.installTo != "" {
+		if err := installTo(cfg.installTo); err != nil {
+			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+			return exitUnknown
+		}
 		return exitOK
 	}
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
