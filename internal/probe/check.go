@@ -91,16 +91,6 @@ type Report struct {
 	Scan *ScanStats
 }
 
-// ProbeStats is the health of the live prober: how many probes are blocked
-// in the kernel right now, and totals since start.
-type ProbeStats struct {
-	Connections int    `json:"connections"` // distinct filesystems (major:minor) probed in this run
-	Blocked     int    `json:"blocked"`     // probes blocked in the kernel now
-	NotProbed   int    `json:"not_probed"`  // connections skipped: one probe already blocked, or the cap reached
-	Probes      uint64 `json:"probes_total"`
-	Timeouts    uint64 `json:"timeouts_total"`
-}
-
 // ScanStats is the progress of the budgeted tree scans.
 type ScanStats struct {
 	Entries         uint64 `json:"entries_total"`          // entries examined since start

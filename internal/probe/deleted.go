@@ -6,11 +6,6 @@ import (
 	"strings"
 )
 
-// Suffixes the kernel appends to deleted paths in mountinfo.
-const (
-	deletedRootSuffix  = "//deleted"  // root field: the source dentry was unlinked
-	deletedMountSuffix = " (deleted)" // mount point field, raw "\040(deleted)"
-)
 
 // DeletedRootCheck finds mounts whose source directory (root field) or mount
 // point was deleted. It needs only the mount table.
@@ -31,8 +26,8 @@ func (DeletedRootCheck) Kind() Kind { return TableCheck }
 func (DeletedRootCheck) Run(_ context.Context, s *Snapshot) ([]Finding, error) {
 	var out []Finding
 	for _, m := range s.Mounts {
-		rootGone := strings.HasSuffix(m.Root, deletedRootSuffix)
-		mpGone := strings.HasSuffix(m.Mountpoint, deletedMountSuffix)
+		rootGone := strings.HasSuffix(m.Root, DeletedRootSuffix)
+		mpGone := strings.HasSuffix(m.Mountpoint, DeletedMountSuffix)
 		if !rootGone && !mpGone {
 			continue
 		}
@@ -49,7 +44,7 @@ func deletedMessage(m *Mount, rootGone, mpGone bool) string {
 	var b strings.Builder
 	if rootGone {
 		fmt.Fprintf(&b, "The directory %s on %s (%s), which this mount shows, was deleted. ",
-			strings.TrimSuffix(m.Root, deletedRootSuffix), m.Source, m.FSType)
+			strings.TrimSuffix(m.Root, DeletedRootSuffix), m.Source, m.FSType)
 		b.WriteString("Files already open and stat still work, but every new bind mount from it fails with ENOENT " +
 			`(runc: "mount through procfd: no such file or directory")`)
 		switch {
@@ -71,7 +66,7 @@ func deletedMessage(m *Mount, rootGone, mpGone bool) string {
 	case m.Kube != nil && m.Kube.Kind == CSIStaging:
 		b.WriteString("Fix: drain the pods using this volume so the CSI driver unstages and restages it.")
 	default:
-		fmt.Fprintf(&b, "Fix: unmount it (umount %s) and mount it again from an existing directory.", strings.TrimSuffix(m.Mountpoint, deletedMountSuffix))
+		fmt.Fprintf(&b, "Fix: unmount it (umount %s) and mount it again from an existing directory.", strings.TrimSuffix(m.Mountpoint, DeletedMountSuffix))
 	}
 	return b.String()
 }

@@ -52,7 +52,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error)
 			}
 			f.Details["fuse_waiting"] = w
 		}
-		f.Message = hungMessage(s, m, res, c.Prober.cfg.Timeout, f.Details["fuse_waiting"], c.fusectl())
+		f.Message = hungMessage(s, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
 	return out, nil

@@ -7,6 +7,12 @@ import (
 	"github.com/moby/sys/mountinfo"
 )
 
+// Suffixes the kernel appends to deleted paths in mountinfo.
+const (
+	DeletedRootSuffix  = "//deleted"  // root field: the source dentry was unlinked
+	DeletedMountSuffix = " (deleted)" // mount point field, raw "\040(deleted)"
+)
+
 // Mount is one line of the mount table, classified once when the snapshot is
 // taken so that no check has to parse fstype, source or path again.
 type Mount struct {

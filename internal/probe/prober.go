@@ -110,6 +110,16 @@ type ProbeResult struct {
 	Reason string
 }
 
+// ProbeStats is the health of the live prober: how many probes are blocked
+// in the kernel right now, and totals since start.
+type ProbeStats struct {
+	Connections int    `json:"connections"` // distinct filesystems (major:minor) probed in this run
+	Blocked     int    `json:"blocked"`     // probes blocked in the kernel now
+	NotProbed   int    `json:"not_probed"`  // connections skipped: one probe already blocked, or the cap reached
+	Probes      uint64 `json:"probes_total"`
+	Timeouts    uint64 `json:"timeouts_total"`
+}
+
 // Round is one pass of the prober over a snapshot: a result for every
 // probed mount, by mount id.
 type Round struct {
@@ -163,6 +173,10 @@ func (p *Prober) Probes(m *Mount) bool {
 	}
 	return false
 }
+
+// Timeout is how long a probe may take before its connection is reported
+// hung.
+func (p *Prober) Timeout() time.Duration { return p.cfg.Timeout }
 
 // Latest returns the last finished round, or nil. It never blocks.
 func (p *Prober) Latest() *Round { return p.last.Load() }

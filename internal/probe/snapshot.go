@@ -109,7 +109,7 @@ func (s *Snapshot) CoveredBy(m *Mount) *Mount { return s.coveredBy[m.ID] }
 // Reachable reports whether m's mount point leads to m itself: neither m
 // nor a mount it sits in is shadowed, and its mount point was not deleted.
 func (s *Snapshot) Reachable(m *Mount) bool {
-	if strings.HasSuffix(m.Mountpoint, deletedMountSuffix) {
+	if strings.HasSuffix(m.Mountpoint, DeletedMountSuffix) {
 		return false
 	}
 	if s.coveredBy[m.ID] != nil {
