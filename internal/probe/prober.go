@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,7 +124,7 @@ type ProbeStats struct {
 // Round is one pass of the prober over a snapshot: a result for every
 // probed mount, by mount id.
 type Round struct {
-	Snapshot *Snapshot
+	Snapshot *mounts.Snapshot
 	Results  map[int]ProbeResult
 	Stats    ProbeStats
 }
@@ -165,7 +166,7 @@ func NewProber(cfg ProberConfig, fs FS) *Prober {
 }
 
 // Probes reports whether mounts of this type are probed.
-func (p *Prober) Probes(m *Mount) bool {
+func (p *Prober) Probes(m *mounts.Mount) bool {
 	for _, t := range p.cfg.FSTypes {
 		if t == m.FSType || (strings.HasSuffix(t, ".*") && strings.HasPrefix(m.FSType, strings.TrimSuffix(t, "*"))) {
 			return true
@@ -201,7 +202,7 @@ func (p *Prober) Stats() ProbeStats {
 // so a round must never be reused just because the table is unchanged.
 // Round returns within the probe timeout of the last probe started,
 // whatever the mounts do.
-func (p *Prober) Round(ctx context.Context, s *Snapshot) *Round {
+func (p *Prober) Round(ctx context.Context, s *mounts.Snapshot) *Round {
 	if run, ok := ctx.Value(runKey{}).(*run); ok {
 		run.mu.Lock()
 		defer run.mu.Unlock()
@@ -215,7 +216,7 @@ func (p *Prober) Round(ctx context.Context, s *Snapshot) *Round {
 	return p.newRound(ctx, s)
 }
 
-func (p *Prober) newRound(ctx context.Context, s *Snapshot) *Round {
+func (p *Prober) newRound(ctx context.Context, s *mounts.Snapshot) *Round {
 	p.roundMu.Lock()
 	defer p.roundMu.Unlock()
 	r := p.round(ctx, s)
@@ -245,11 +246,11 @@ func WithRun(ctx context.Context) context.Context {
 // can be stale on its own, as an NFS subdirectory export can).
 type conn struct {
 	dev     string
-	mounts  []*Mount // every mount of the connection
-	targets []*Mount // reachable mounts to probe, in order
+	mounts  []*mounts.Mount // every mount of the connection
+	targets []*mounts.Mount // reachable mounts to probe, in order
 }
 
-func (p *Prober) connections(s *Snapshot) []*conn {
+func (p *Prober) connections(s *mounts.Snapshot) []*conn {
 	var out []*conn
 	seen := map[string]bool{}
 	for _, m := range s.Mounts {
@@ -267,7 +268,7 @@ func (p *Prober) connections(s *Snapshot) []*conn {
 			}
 		}
 		// The filesystem's own root first: it answers for the connection.
-		slices.SortStableFunc(c.targets, func(a, b *Mount) int {
+		slices.SortStableFunc(c.targets, func(a, b *mounts.Mount) int {
 			return len(a.Root) - len(b.Root)
 		})
 		out = append(out, c)
@@ -275,7 +276,7 @@ func (p *Prober) connections(s *Snapshot) []*conn {
 	return out
 }
 
-func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
+func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 	r := &Round{Snapshot: s, Results: map[int]ProbeResult{}}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
@@ -448,7 +449,7 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 	return res
 }
 
-func classifyProbe(m *Mount, dev uint64, err error) ProbeResult {
+func classifyProbe(m *mounts.Mount, dev uint64, err error) ProbeResult {
 	pr := ProbeResult{Path: m.Mountpoint}
 	if err != nil {
 		var errno syscall.Errno
