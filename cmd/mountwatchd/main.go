@@ -231,7 +231,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	}
 
 	for _, pe := range snap.ParseErrors {
-		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
 	runner := &check.Runner{Checks: checks(cfg, log, snap.Live, true)}
 	rep := runner.Run(ctx, snap)

@@ -11,23 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unreportedShadows are filesystems routinely stacked on themselves or
-// covered by design: kernel pseudo filesystems (container runtimes and
-// systemd mount /proc, /sys, /dev/pts, /dev/mqueue and cgroups again inside
-// new namespaces) and autofs, whose trigger mount is covered by the real
-// mount on every automount. Nothing is lost when one of them is hidden.
-var unreportedShadows = map[string]bool{
-	"proc": true, "sysfs": true, "devtmpfs": true, "devpts": true, "mqueue": true, "cgroup": true, "cgroup2": true,
-	"securityfs": true, "debugfs": true, "tracefs": true, "bpf": true, "binfmt_misc": true, "configfs": true,
-	"fusectl": true, "pstore": true, "hugetlbfs": true, "nsfs": true, "autofs": true, "efivarfs": true, "selinuxfs": true,
-}
-
 // ShadowedMountCheck finds mounts hidden under a later mount at the same
 // mount point. Looking at the mount point shows the new mount, healthy,
 // while bind mounts elsewhere (pod volumes) still use the hidden one.
 //
 // Not reported: a hidden pseudo filesystem or autofs trigger (see
-// unreportedShadows); a hidden tmpfs with no other mount of it (runtimes
+// mounts.Mount.Pseudo); a hidden tmpfs with no other mount of it (runtimes
 // stack /dev/shm); and a mount covered by the same directory of the same
 // filesystem (mount --bind /x /x twice), which hides nothing.
 type ShadowedMountCheck struct {
@@ -52,7 +41,7 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 	var out []Finding
 	for _, m := range s.Mounts {
 		top := s.CoveredBy(m)
-		if top == nil || unreportedShadows[m.FSType] || (top.Dev() == m.Dev() && top.Root == m.Root) {
+		if top == nil || m.Pseudo() || (top.Dev() == m.Dev() && top.Root == m.Root) {
 			continue
 		}
 		others := 0

@@ -333,7 +333,7 @@ func (d *Daemon) readTable(ctx context.Context) error {
 		return err
 	}
 	if d.lastErr != "" {
-		log.Info("mount table readable again", zap.String("table", snap.Source))
+		log.Info("mount table readable again", zap.String("table", snap.Path))
 		d.lastErr = ""
 	}
 	d.logParseErrors(snap)
@@ -401,7 +401,7 @@ func (d *Daemon) logParseErrors(s *mounts.Snapshot) {
 	}
 	d.lastParse = key
 	for _, pe := range s.ParseErrors {
-		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
 }
 

@@ -52,7 +52,7 @@ func NewDocument(r *check.Report) *Document {
 		Summary:       Summary(r),
 		Node:          hostname(),
 		Time:          s.Taken.UTC(),
-		MountTable:    &MountTable{Source: s.Source, Live: s.Live, Mounts: len(s.Mounts)},
+		MountTable:    &MountTable{Source: s.Path, Live: s.Live, Mounts: len(s.Mounts)},
 		Findings:      orEmpty(r.Findings),
 		Checks:        orEmpty(r.Checks),
 		ParseErrors:   orEmpty(s.ParseErrors),

@@ -37,7 +37,7 @@ func WriteText(w io.Writer, r *check.Report) error {
 	if !s.Live {
 		mode = "captured file"
 	}
-	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Source), mode)
+	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Path), mode)
 	for _, c := range r.Checks {
 		switch c.Status {
 		case check.StatusSkipped:

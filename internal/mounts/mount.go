@@ -43,16 +43,10 @@ func (m *Mount) Dev() string {
 	return strconv.Itoa(m.Major) + ":" + strconv.Itoa(m.Minor)
 }
 
-// networkFSTypes are the filesystems whose server lives elsewhere.
-var networkFSTypes = map[string]bool{
-	"nfs": true, "nfs4": true, "cifs": true, "smb3": true, "smbfs": true,
-	"ceph": true, "glusterfs": true, "9p": true, "afs": true, "lustre": true,
-}
-
 func classify(m *Mount) {
 	fstype := m.FSType
 	m.FUSE = fstype == "fuse" || fstype == "fuseblk" || strings.HasPrefix(fstype, "fuse.")
 	m.CephFUSE = fstype == "fuse.ceph-fuse" || (m.FUSE && m.Source == "ceph-fuse")
 	m.Overlay = fstype == "overlay"
-	m.Network = networkFSTypes[fstype]
+	m.Network = isRemote(fstype)
 }

@@ -9,8 +9,9 @@ import (
 
 // Snapshot is one reading of a mount table, classified.
 type Snapshot struct {
-	// Source is the file the table was read from.
-	Source string
+	// Path is the file the table was read from (/proc/<pid>/mountinfo, or a
+	// captured copy); not to be confused with Mount.Source, a mount source.
+	Path string
 	// Live is false when the table is a captured file: the mount points are
 	// not this machine's, so checks that look at files or make syscalls are
 	// skipped.
@@ -66,7 +67,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 	if err != nil {
 		return nil, err
 	}
-	s := IndexSnapshot(&Snapshot{Source: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs})
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs})
 
 	var kf *KubeFiles
 	for _, m := range mounts {

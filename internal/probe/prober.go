@@ -76,9 +76,9 @@ type ProberConfig struct {
 	FSTypes []string
 }
 
-// DefaultProbeFSTypes are FUSE and the network filesystems: the ones whose
-// server lives in another process or on another machine.
-var DefaultProbeFSTypes = []string{"fuse", "fuse.*", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "9p", "afs", "lustre"}
+// DefaultProbeFSTypes are FUSE and the remote filesystems, whose server
+// lives in another process or on another machine (mounts.DefaultProbedFSTypes).
+var DefaultProbeFSTypes = mounts.DefaultProbedFSTypes()
 
 // ProbeState is the outcome of probing one mount.
 type ProbeState int
@@ -167,12 +167,7 @@ func NewProber(cfg ProberConfig, fs FS) *Prober {
 
 // Probes reports whether mounts of this type are probed.
 func (p *Prober) Probes(m *mounts.Mount) bool {
-	for _, t := range p.cfg.FSTypes {
-		if t == m.FSType || (strings.HasSuffix(t, ".*") && strings.HasPrefix(m.FSType, strings.TrimSuffix(t, "*"))) {
-			return true
-		}
-	}
-	return false
+	return mounts.MatchFSType(p.cfg.FSTypes, m.FSType)
 }
 
 // Timeout is how long a probe may take before its connection is reported

@@ -154,7 +154,7 @@ func (e *Entry) Guard() error {
 	expect := -1
 	if ms, ok := e.W.mounts[e.Path]; ok && e.Path != "" {
 		for _, m := range ms {
-			if mayHang(m) || !localFSTypes[m.FSType] {
+			if m.MayHang() || !m.Local() {
 				e.W.SkippedMounts++
 				e.guardErr = fmt.Errorf("%w: %s is a %s mount point", ErrNotScannable, e.Path, m.FSType)
 				return e.guardErr
@@ -320,23 +320,6 @@ func ReadDir(fd, max int) ([]Dirent, error) {
 	return out, nil
 }
 
-// mayHang reports whether touching anything on m could block on a server:
-// FUSE, network filesystems and autofs (which mounts on access).
-func mayHang(m *mounts.Mount) bool {
-	return m.FUSE || m.Network || m.FSType == "autofs" || m.FSType == "virtiofs" ||
-		m.FSType == "gpfs" || m.FSType == "beegfs" || m.FSType == "gfs2" || m.FSType == "ocfs2"
-}
-
-// localFSTypes are the filesystems a walk enters when it finds one mounted
-// inside the tree it scans. Anything else (FUSE, network, pseudo
-// filesystems, overlay, whose layers are scanned where they live) is not
-// entered.
-var localFSTypes = map[string]bool{
-	"tmpfs": true, "ramfs": true, "ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true,
-	"zfs": true, "f2fs": true, "vfat": true, "exfat": true, "ntfs3": true, "jfs": true, "reiserfs": true,
-	"squashfs": true, "erofs": true, "iso9660": true, "udf": true, "bcachefs": true, "nilfs2": true,
-}
-
 // ErrNotScannable is wrapped when a root lies on a filesystem the walk must
 // not touch.
 var ErrNotScannable = errors.New("not scanned")
@@ -351,7 +334,7 @@ func (w *Walker) OpenRoot(r WalkRoot) (fd, mnt int, err error) {
 	for mp, ms := range w.mounts {
 		if mp == p || mp == "/" || strings.HasPrefix(p, mp+"/") {
 			for _, m := range ms {
-				if mayHang(m) {
+				if m.MayHang() {
 					return -1, 0, fmt.Errorf("%w: %s lies on %s (%s, mount %d), which could hang", ErrNotScannable, p, m.Mountpoint, m.FSType, m.ID)
 				}
 			}
@@ -383,7 +366,7 @@ func (w *Walker) OpenRoot(r WalkRoot) (fd, mnt int, err error) {
 	if m == nil {
 		return -1, 0, fmt.Errorf("%w: %s is on mount %d, which is not in the mount table read", ErrNotScannable, p, mnt)
 	}
-	if mayHang(m) {
+	if m.MayHang() {
 		return -1, 0, fmt.Errorf("%w: %s is on %s (%s, mount %d), which could hang", ErrNotScannable, p, m.Mountpoint, m.FSType, m.ID)
 	}
 	fd, err = unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -415,7 +398,7 @@ func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd,
 	if ms, ok := w.mounts[p]; ok {
 		// A mount point: decided by the snapshot, before any syscall.
 		for _, m := range ms {
-			if mayHang(m) || !localFSTypes[m.FSType] {
+			if m.MayHang() || !m.Local() {
 				w.SkippedMounts++
 				return -1, 0
 			}
