@@ -621,12 +621,12 @@ func (e *Entry) ListXattrs() ([]string, error) {
 	buf := e.W.xbuf
 	for {
 		n, err := e.listxattr(buf)
-		if err == unix.ERANGE && len(buf) < 64<<10 {
+		if errors.Is(err, unix.ERANGE) && len(buf) < 64<<10 {
 			buf = make([]byte, 64<<10) // XATTR_LIST_MAX
 			continue
 		}
 		if err != nil {
-			if err == unix.ENOTSUP || err == unix.ENODATA {
+			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENODATA) {
 				return nil, nil
 			}
 			return nil, err
@@ -683,14 +683,14 @@ type xattrArgs struct {
 func (e *Entry) GetXattr(attr string) ([]byte, error) {
 	buf := make([]byte, 64)
 	n, err := e.getxattr(attr, buf)
-	if err == unix.ERANGE {
+	if errors.Is(err, unix.ERANGE) {
 		buf = make([]byte, 64<<10)
 		n, err = e.getxattr(attr, buf)
 	}
-	switch err {
-	case nil:
+	switch {
+	case err == nil:
 		return buf[:n], nil
-	case unix.ENODATA, unix.ENOTSUP:
+	case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP):
 		return nil, nil
 	}
 	return nil, err
