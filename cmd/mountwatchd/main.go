@@ -46,7 +46,7 @@ type config struct {
 	logLevel  string
 	logFormat string
 
-	probe        probe.ProberConfig
+	probe        probe.Config
 	probeFSTypes string
 	fusectl      string
 	mountFusectl bool

@@ -44,7 +44,7 @@ func (k Kind) String() string {
 
 // Check finds one kind of problem in a snapshot.
 type Check interface {
-	ID() CheckID
+	ID() ID
 	// Kind says whether the check needs the live system and how often the
 	// daemon runs it. Only TableChecks run on a captured mount table.
 	Kind() Kind
@@ -64,9 +64,9 @@ const (
 	StatusSkipped  Status = "skipped"  // not run, Reason says why
 )
 
-// CheckResult is how one check went.
-type CheckResult struct {
-	Check    CheckID       `json:"check"`
+// Result is how one check went.
+type Result struct {
+	Check    ID            `json:"check"`
 	Status   Status        `json:"status"`
 	Findings int           `json:"findings"`
 	Duration time.Duration `json:"-"` // as duration_seconds in JSON
@@ -75,8 +75,8 @@ type CheckResult struct {
 }
 
 // MarshalJSON writes Duration as duration_seconds.
-func (c CheckResult) MarshalJSON() ([]byte, error) {
-	type plain CheckResult
+func (c Result) MarshalJSON() ([]byte, error) {
+	type plain Result
 	return json.Marshal(struct {
 		plain
 		Seconds float64 `json:"duration_seconds"`
@@ -87,10 +87,10 @@ func (c CheckResult) MarshalJSON() ([]byte, error) {
 type Report struct {
 	Snapshot *mounts.Snapshot
 	Findings []Finding
-	Checks   []CheckResult
+	Checks   []Result
 	// Probe is the state of the live prober after the run; nil when no
 	// probing check ran.
-	Probe *probe.ProbeStats
+	Probe *probe.Stats
 	// Scan is the progress of the tree scans; nil when no scan ran.
 	Scan *walk.Stats
 }
@@ -99,7 +99,7 @@ type Report struct {
 // HungMountCheck): the state of their prober. The Runner puts it in
 // Report.Probe.
 type ProbeStatser interface {
-	ProbeStats() probe.ProbeStats
+	ProbeStats() probe.Stats
 }
 
 // ScanStatser is implemented by scanning checks (OpaquePropagationCheck,
@@ -140,7 +140,7 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 	rep := &Report{Snapshot: s}
 	ctx = probe.WithRun(ctx) // this run's probing checks share one round, and only they
 	for _, c := range r.Checks {
-		res := CheckResult{Check: c.ID()}
+		res := Result{Check: c.ID()}
 		if c.Kind() != TableCheck && !s.Live {
 			res.Status = StatusSkipped
 			res.Reason = "needs the live system; the mount table is a captured file"

@@ -9,15 +9,15 @@ import (
 )
 
 type fakeCheck struct {
-	id    CheckID
+	id    ID
 	kind  Kind
 	found []Finding
 	err   error
 	panic bool
 }
 
-func (c fakeCheck) ID() CheckID { return c.id }
-func (c fakeCheck) Kind() Kind  { return c.kind }
+func (c fakeCheck) ID() ID     { return c.id }
+func (c fakeCheck) Kind() Kind { return c.kind }
 func (c fakeCheck) Run(context.Context, *mounts.Snapshot) ([]Finding, error) {
 	if c.panic {
 		panic("boom")
@@ -52,7 +52,7 @@ func TestRunnerIsolatesChecks(t *testing.T) {
 }
 
 func TestReportStatus(t *testing.T) {
-	ok := &Report{Snapshot: &mounts.Snapshot{}, Checks: []CheckResult{{Status: StatusOK}, {Status: StatusSkipped}}}
+	ok := &Report{Snapshot: &mounts.Snapshot{}, Checks: []Result{{Status: StatusOK}, {Status: StatusSkipped}}}
 	if ok.Status() != StatusOK {
 		t.Errorf("healthy: %s", ok.Status())
 	}

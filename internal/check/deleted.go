@@ -18,7 +18,7 @@ import (
 type DeletedRootCheck struct{}
 
 // ID implements Check.
-func (DeletedRootCheck) ID() CheckID { return DeletedRoot }
+func (DeletedRootCheck) ID() ID { return DeletedRoot }
 
 // Kind implements Check.
 func (DeletedRootCheck) Kind() Kind { return TableCheck }

@@ -7,18 +7,18 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// CheckID is the stable, documented name of a check.
-type CheckID string
+// ID is the stable, documented name of a check.
+type ID string
 
 // The checks. These ids appear in JSON reports, metric labels and journal
 // fields; never rename one.
 const (
-	DeletedRoot       CheckID = "deleted_root"
-	StaleMount        CheckID = "stale_mount"
-	HungMount         CheckID = "hung_mount"
-	ShadowedMount     CheckID = "shadowed_mount"
-	OpaquePropagation CheckID = "opaque_propagation"
-	StrayOverlayXattr CheckID = "stray_overlay_xattr"
+	DeletedRoot       ID = "deleted_root"
+	StaleMount        ID = "stale_mount"
+	HungMount         ID = "hung_mount"
+	ShadowedMount     ID = "shadowed_mount"
+	OpaquePropagation ID = "opaque_propagation"
+	StrayOverlayXattr ID = "stray_overlay_xattr"
 )
 
 // Severity of a finding.
@@ -50,7 +50,7 @@ func (s Severity) Rank() int {
 // Finding is one problem with one mount (or one file inside a mount). Every
 // exporter (text, JSON, metrics, journal) renders the same Finding.
 type Finding struct {
-	Check    CheckID  `json:"check"`
+	Check    ID       `json:"check"`
 	Severity Severity `json:"severity"`
 	// Message says what breaks and what to do, in one paragraph.
 	Message string `json:"message"`
@@ -76,7 +76,7 @@ type Finding struct {
 }
 
 // newFinding fills the mount fields of a finding from m.
-func newFinding(check CheckID, sev Severity, m *mounts.Mount, msg string) Finding {
+func newFinding(check ID, sev Severity, m *mounts.Mount, msg string) Finding {
 	f := Finding{
 		Check: check, Severity: sev, Message: msg,
 		MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType, Source: m.Source,

@@ -25,13 +25,13 @@ type HungMountCheck struct {
 }
 
 // ID implements Check.
-func (HungMountCheck) ID() CheckID { return HungMount }
+func (HungMountCheck) ID() ID { return HungMount }
 
 // Kind implements Check.
 func (HungMountCheck) Kind() Kind { return ProbeCheck }
 
 // ProbeStats reports the prober's state for the Report.
-func (c HungMountCheck) ProbeStats() probe.ProbeStats { return c.Prober.Stats() }
+func (c HungMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
 
 // Run implements Check.
 func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
@@ -40,7 +40,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 	waiting := map[string]string{} // by connection, read once
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
-		if !ok || res.State != probe.ProbeHung {
+		if !ok || res.State != probe.Hung {
 			continue
 		}
 		f := newFinding(HungMount, Critical, m, "")
@@ -79,7 +79,7 @@ func (c HungMountCheck) waiting(minor int) string {
 	return strconv.Itoa(n)
 }
 
-func hungMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.ProbeResult, timeout time.Duration, waiting, fusectl string) string {
+func hungMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result, timeout time.Duration, waiting, fusectl string) string {
 	ci := connOf(s, m)
 	var b strings.Builder
 	fmt.Fprintf(&b, "A probe of %s has not answered since %s (deadline %s). ", res.Path, res.Since.UTC().Format(time.RFC3339), timeout)

@@ -69,7 +69,7 @@ func TestLiveStaleBindfsKilled(t *testing.T) {
 	}
 	_, _ = server.Wait()
 
-	p := probe.NewProber(probe.ProberConfig{Timeout: 5 * time.Second}, probe.SysFS{})
+	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
 	s := liveSnapshot(t, mounts.Host{})
 	found, err := StaleMountCheck{Prober: p}.Run(context.Background(), s)
 	if err != nil {
@@ -114,7 +114,7 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
 
-	p := probe.NewProber(probe.ProberConfig{Timeout: 300 * time.Millisecond}, probe.SysFS{})
+	p := probe.NewProber(probe.Config{Timeout: 300 * time.Millisecond}, probe.SysFS{})
 	hung := HungMountCheck{Prober: p, Fusectl: probe.DefaultFusectl}
 	done := make(chan []Finding, 1)
 	go func() {
@@ -188,7 +188,7 @@ func TestLiveFiftyStoppedServers(t *testing.T) {
 			r := p.Round(context.Background(), liveSnapshot(t, mounts.Host{}))
 			hung := 0
 			for _, res := range r.Results {
-				if res.State == probe.ProbeHung {
+				if res.State == probe.Hung {
 					hung++
 				}
 			}
@@ -207,13 +207,13 @@ func TestLiveFiftyStoppedServers(t *testing.T) {
 		}
 	}
 
-	capped := probe.NewProber(probe.ProberConfig{Timeout: 100 * time.Millisecond, MaxBlocked: 10}, probe.SysFS{})
+	capped := probe.NewProber(probe.Config{Timeout: 100 * time.Millisecond, MaxBlocked: 10}, probe.SysFS{})
 	check(capped, 3, 10)
 	if nb := capped.Latest().Stats.NotProbed; nb != n-10 {
 		t.Errorf("capped prober: %d connections not probed, want %d", nb, n-10)
 	}
 
-	full := probe.NewProber(probe.ProberConfig{Timeout: 100 * time.Millisecond, MaxBlocked: 64}, probe.SysFS{})
+	full := probe.NewProber(probe.Config{Timeout: 100 * time.Millisecond, MaxBlocked: 64}, probe.SysFS{})
 	check(full, 4, n)
 	if threads := testenv.Threads(t); threads > threads0+10+n+8 {
 		t.Errorf("%d threads with %d+%d probes blocked, started from %d", threads, 10, n, threads0)
@@ -242,7 +242,7 @@ func TestLiveCephFuseDiesThenShadowed(t *testing.T) {
 	testenv.Bind(t, staging+"/volumes/csi/vol2", pvc2)
 	h := mounts.Host{KubeletRoot: kubelet, PodLogDir: dir + "/logs"}
 
-	p := probe.NewProber(probe.ProberConfig{Timeout: 5 * time.Second}, probe.SysFS{})
+	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
 	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}, ShadowedMountCheck{Prober: p}}}
 	if rep := runner.Run(context.Background(), liveSnapshot(t, h)); len(rep.Findings) != 0 {
 		t.Fatalf("healthy ceph-fuse reported: %+v", rep.Findings)
@@ -319,7 +319,7 @@ func TestLiveHealthyFUSEAndTmpfs(t *testing.T) {
 	testenv.Bindfs(t, dir+"/src", dir+"/fuse", "subtype=s3fs")
 	testenv.Bind(t, dir+"/fuse/a", dir+"/bind")
 	testenv.Tmpfs(t, dir+"/tmp")
-	p := probe.NewProber(probe.ProberConfig{Timeout: 5 * time.Second}, probe.SysFS{})
+	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
 	rep := (&Runner{Checks: []Check{DeletedRootCheck{}, StaleMountCheck{Prober: p}, HungMountCheck{Prober: p},
 		ShadowedMountCheck{Prober: p}}}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
 	for _, f := range rep.Findings {
@@ -330,7 +330,7 @@ func TestLiveHealthyFUSEAndTmpfs(t *testing.T) {
 	r := p.Latest()
 	for _, m := range r.Snapshot.Mounts {
 		if strings.HasPrefix(m.Mountpoint, dir+"/fuse") || m.Mountpoint == dir+"/bind" {
-			if res := r.Results[m.ID]; res.State != probe.ProbeOK {
+			if res := r.Results[m.ID]; res.State != probe.OK {
 				t.Errorf("%s: %v %v", m.Mountpoint, res.State, res.Err)
 			}
 		}
@@ -353,7 +353,7 @@ func TestLiveStaleInOtherNamespace(t *testing.T) {
 	}, "\n"))
 
 	h := mounts.Host{PID: node.PID}
-	found, err := StaleMountCheck{Prober: probe.NewProber(probe.ProberConfig{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, h))
+	found, err := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, h))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestLiveStaleInOtherNamespace(t *testing.T) {
 			}
 		}
 	}
-	own, _ := StaleMountCheck{Prober: probe.NewProber(probe.ProberConfig{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	own, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
 	if _, ok := byMountpoint(own)[dir+"/bind"]; ok {
 		t.Error("our own namespace reports the other namespace's mount")
 	}

@@ -71,7 +71,7 @@ type layerRoot struct {
 func (r layerRoot) key() string { return r.prefix + "\x00" + r.dir }
 
 // ID implements Check.
-func (*OpaquePropagationCheck) ID() CheckID { return OpaquePropagation }
+func (*OpaquePropagationCheck) ID() ID { return OpaquePropagation }
 
 // Kind implements Check.
 func (*OpaquePropagationCheck) Kind() Kind { return ScanCheck }

@@ -92,7 +92,7 @@ func getxattr(t testing.TB, p, name string) string {
 	return string(buf[:n])
 }
 
-func findingsAt(fs []Finding, check CheckID, mountpoint string) []Finding {
+func findingsAt(fs []Finding, check ID, mountpoint string) []Finding {
 	var out []Finding
 	for _, f := range fs {
 		if f.Check == check && f.MountPoint == mountpoint {

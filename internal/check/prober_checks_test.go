@@ -21,7 +21,7 @@ func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 	s := probetest.Table(t, fs,
 		probetest.FuseLine(10, 40, "/", "/mnt/cephfs"),
 		probetest.FuseLine(11, 40, "/volumes/a", "/pods/a"))
-	p := probe.NewProber(probe.ProberConfig{Timeout: time.Second}, fs)
+	p := probe.NewProber(probe.Config{Timeout: time.Second}, fs)
 	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}}}
 
 	if rep := runner.Run(context.Background(), s); len(rep.Findings) != 0 {
@@ -63,10 +63,10 @@ func TestProberChecksEachBindRoot(t *testing.T) {
 		"12 1 0:50 /exports/a /pods/a2 rw - nfs4 srv:/ rw",
 		"13 1 0:50 /exports/b /pods/b rw - nfs4 srv:/ rw")
 	fs.Errs["/pods/b"] = fmt.Errorf("statfs: %w", syscall.ESTALE)
-	p := probe.NewProber(probe.ProberConfig{}, fs)
+	p := probe.NewProber(probe.Config{}, fs)
 	ctx := probe.WithRun(context.Background()) // one run: the check below shares the round
 	r := p.Round(ctx, s)
-	want := map[int]probe.ProbeState{10: probe.ProbeOK, 11: probe.ProbeOK, 12: probe.ProbeOK, 13: probe.ProbeFailed}
+	want := map[int]probe.State{10: probe.OK, 11: probe.OK, 12: probe.OK, 13: probe.Failed}
 	if r.Results[13].Connection || !r.Results[10].Connection {
 		t.Errorf("a bind mount's own failure is taken for the connection's, or the reverse: %+v", r.Results)
 	}
@@ -93,16 +93,16 @@ func TestProberUnreachableIsNotStale(t *testing.T) {
 		probetest.FuseLine(30, 42, "/", "/mnt/vanished")) // mount point removed
 	fs.Devs["/mnt/gone"] = unix.Mkdev(8, 1) // the path now leads to the parent filesystem
 	fs.Errs["/mnt/vanished"] = fmt.Errorf("open: %w", syscall.ENOENT)
-	r := probe.NewProber(probe.ProberConfig{}, fs).Round(context.Background(), s)
+	r := probe.NewProber(probe.Config{}, fs).Round(context.Background(), s)
 	for _, id := range []int{10, 20, 30} {
-		if r.Results[id].State != probe.ProbeUnreachable {
+		if r.Results[id].State != probe.Unreachable {
 			t.Errorf("mount %d: %+v, want unreachable", id, r.Results[id])
 		}
 	}
 	if fs.Count("/mnt/a") != 1 { // only the top mount, 0:43
 		t.Errorf("/mnt/a probed %d times", fs.Count("/mnt/a"))
 	}
-	found, _ := StaleMountCheck{Prober: probe.NewProber(probe.ProberConfig{}, fs)}.Run(context.Background(), s)
+	found, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, fs)}.Run(context.Background(), s)
 	if len(found) != 0 {
 		t.Errorf("unreachable mounts reported stale: %+v", found)
 	}

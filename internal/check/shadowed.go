@@ -26,7 +26,7 @@ type ShadowedMountCheck struct {
 }
 
 // ID implements Check.
-func (ShadowedMountCheck) ID() CheckID { return ShadowedMount }
+func (ShadowedMountCheck) ID() ID { return ShadowedMount }
 
 // Kind implements Check. The check is a function of the table; on a live
 // system it also uses the prober's latest results without probing.
@@ -55,9 +55,9 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 		}
 		stale := ""
 		if latest != nil {
-			if res, ok := latest.Results[m.ID]; ok && res.State == probe.ProbeFailed && isStale(m, res.Errno) {
+			if res, ok := latest.Results[m.ID]; ok && res.State == probe.Failed && isStale(m, res.Errno) {
 				stale = unix.ErrnoName(res.Errno)
-			} else if ok && res.State == probe.ProbeHung {
+			} else if ok && res.State == probe.Hung {
 				stale = "hung"
 			}
 		}

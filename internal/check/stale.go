@@ -42,13 +42,13 @@ func isStale(m *mounts.Mount, errno syscall.Errno) bool {
 type StaleMountCheck struct{ Prober *probe.Prober }
 
 // ID implements Check.
-func (StaleMountCheck) ID() CheckID { return StaleMount }
+func (StaleMountCheck) ID() ID { return StaleMount }
 
 // Kind implements Check.
 func (StaleMountCheck) Kind() Kind { return ProbeCheck }
 
 // ProbeStats reports the prober's state for the Report.
-func (c StaleMountCheck) ProbeStats() probe.ProbeStats { return c.Prober.Stats() }
+func (c StaleMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
 
 // Run implements Check.
 func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
@@ -56,7 +56,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 	var out []Finding
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
-		if !ok || res.State != probe.ProbeFailed || !isStale(m, res.Errno) {
+		if !ok || res.State != probe.Failed || !isStale(m, res.Errno) {
 			continue
 		}
 		sev := Critical
@@ -107,7 +107,7 @@ func connDetails(s *mounts.Snapshot, m *mounts.Mount) map[string]string {
 	return d
 }
 
-func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.ProbeResult) string {
+func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result) string {
 	ci := connOf(s, m)
 	var b strings.Builder
 	what := staleErrnos[res.Errno]

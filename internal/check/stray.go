@@ -51,7 +51,7 @@ type strayHit struct {
 }
 
 // ID implements Check.
-func (*StrayOverlayXattrCheck) ID() CheckID { return StrayOverlayXattr }
+func (*StrayOverlayXattrCheck) ID() ID { return StrayOverlayXattr }
 
 // Kind implements Check.
 func (*StrayOverlayXattrCheck) Kind() Kind { return ScanCheck }

@@ -88,7 +88,7 @@ type Daemon struct {
 	// and mount point: only this tells a probe result about the old mount
 	// from one about the new.
 	since      map[mountKey]uint64
-	stats      map[check.CheckID]*export.CheckState
+	stats      map[check.ID]*export.CheckState
 	reads      uint64
 	readErrs   uint64
 	events     uint64
@@ -149,7 +149,7 @@ func New(cfg Config) *Daemon {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	d := &Daemon{cfg: cfg, tracker: check.NewTracker(), stats: map[check.CheckID]*export.CheckState{}, read: mounts.ReadSnapshot}
+	d := &Daemon{cfg: cfg, tracker: check.NewTracker(), stats: map[check.ID]*export.CheckState{}, read: mounts.ReadSnapshot}
 	// The loop wakes at least this often, so health and the watchdog see
 	// it alive; an idle wake-up does nothing else.
 	d.heartbeat = min(cfg.Interval, maxHeartbeat)
@@ -461,7 +461,7 @@ func (d *Daemon) setSnapshot(s *mounts.Snapshot) {
 // mount point has not been checked yet.
 func (d *Daemon) merge() *check.Report {
 	rep := &check.Report{Snapshot: d.snap}
-	byID := map[check.CheckID]check.CheckResult{}
+	byID := map[check.ID]check.Result{}
 	for _, l := range d.lanes {
 		if l.last == nil {
 			continue
@@ -590,8 +590,8 @@ func (d *Daemon) petWatchdog(ctx context.Context) {
 }
 
 // Checks lists the registered checks' ids in catalogue order.
-func (d *Daemon) Checks() []check.CheckID {
-	var ids []check.CheckID
+func (d *Daemon) Checks() []check.ID {
+	var ids []check.ID
 	for _, c := range d.cfg.Checks {
 		ids = append(ids, c.ID())
 	}

@@ -50,17 +50,17 @@ func fakeProcfs(t *testing.T, table string) (mounts.Host, func(string)) {
 
 // fakeCheck is a check of any kind whose runs the test controls.
 type fakeCheck struct {
-	id    check.CheckID
+	id    check.ID
 	kind  check.Kind
 	mu    sync.Mutex
 	runs  int
 	find  func(s *mounts.Snapshot) []check.Finding
 	block chan struct{} // when set, Run waits for it (or ctx)
-	stats *probe.ProbeStats
+	stats *probe.Stats
 }
 
-func (c *fakeCheck) ID() check.CheckID { return c.id }
-func (c *fakeCheck) Kind() check.Kind  { return c.kind }
+func (c *fakeCheck) ID() check.ID     { return c.id }
+func (c *fakeCheck) Kind() check.Kind { return c.kind }
 func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Finding, error) {
 	c.mu.Lock()
 	c.runs++
@@ -86,7 +86,7 @@ func (c *fakeCheck) Runs() int {
 }
 
 // findOn reports a finding of check id on every mount of fstype.
-func findOn(id check.CheckID, fstype string, sev check.Severity) func(*mounts.Snapshot) []check.Finding {
+func findOn(id check.ID, fstype string, sev check.Severity) func(*mounts.Snapshot) []check.Finding {
 	return func(s *mounts.Snapshot) []check.Finding {
 		var out []check.Finding
 		for _, m := range s.Mounts {
@@ -131,7 +131,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func count(st *export.State, id check.CheckID) int {
+func count(st *export.State, id check.ID) int {
 	n := 0
 	if st.Report != nil {
 		for _, f := range st.Report.Findings {
@@ -148,7 +148,7 @@ func count(st *export.State, id check.CheckID) int {
 func TestLoopSchedulesByKindAndMerges(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
 	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "tmpfs", check.Critical),
-		stats: &probe.ProbeStats{Connections: 2}}
+		stats: &probe.Stats{Connections: 2}}
 	scan := &fakeCheck{id: check.OpaquePropagation, kind: check.ScanCheck, find: findOn(check.OpaquePropagation, "ext4", check.Warning)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale, scan},
 		Interval: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, ScanInterval: time.Hour})

@@ -9,7 +9,7 @@ import (
 // MessageIDs are the journal MESSAGE_IDs of problem entries, one per check,
 // fixed forever so that `journalctl MESSAGE_ID=<id>` finds every appearance,
 // severity change and clearing of one kind of problem. README.md lists them.
-var MessageIDs = map[check.CheckID]string{
+var MessageIDs = map[check.ID]string{
 	check.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
 	check.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
 	check.HungMount:         "0b3bc3277687449192a2a991a8da58f0",

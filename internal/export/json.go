@@ -28,9 +28,9 @@ type Document struct {
 	Time          time.Time           `json:"time"`
 	MountTable    *MountTable         `json:"mount_table,omitempty"`
 	Findings      []check.Finding     `json:"findings"`
-	Checks        []check.CheckResult `json:"checks"`
+	Checks        []check.Result      `json:"checks"`
 	ParseErrors   []mounts.ParseError `json:"parse_errors"`
-	Probe         *probe.ProbeStats   `json:"probe,omitempty"`
+	Probe         *probe.Stats        `json:"probe,omitempty"`
 	Scan          *walk.Stats         `json:"scan,omitempty"`
 	Error         string              `json:"error,omitempty"`
 }
@@ -74,7 +74,7 @@ func ErrorDocument(err error, now time.Time) *Document {
 		Node:          hostname(),
 		Time:          now.UTC(),
 		Findings:      []check.Finding{},
-		Checks:        []check.CheckResult{},
+		Checks:        []check.Result{},
 		ParseErrors:   []mounts.ParseError{},
 		Error:         err.Error(),
 	}

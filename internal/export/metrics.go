@@ -28,7 +28,7 @@ type State struct {
 
 // CheckState is how one check has been doing since start.
 type CheckState struct {
-	ID       check.CheckID
+	ID       check.ID
 	Kind     check.Kind
 	Runs     uint64
 	Errors   uint64
@@ -193,7 +193,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
 	for i := range findings {
 		counts[key{string(findings[i].Check), string(findings[i].Severity)}]++
 	}
-	ids := make([]check.CheckID, 0, len(st.Checks))
+	ids := make([]check.ID, 0, len(st.Checks))
 	for _, c := range st.Checks {
 		ids = append(ids, c.ID)
 	}

@@ -74,7 +74,7 @@ func BenchmarkProbeRound1000Baseline(b *testing.B) {
 
 func BenchmarkProbeRound1000(b *testing.B) {
 	s, fs := proberBenchTable(b, 1000)
-	p := NewProber(ProberConfig{}, fs)
+	p := NewProber(Config{}, fs)
 	for b.Loop() {
 		if r := p.Round(context.Background(), s); len(r.Results) != 2000 {
 			b.Fatalf("%d results", len(r.Results))

@@ -20,10 +20,10 @@ func TestProberOneProbePerDeadConnection(t *testing.T) {
 		probetest.FuseLine(12, 40, "/volumes/b", "/pods/b"))
 	fs.Errs["/mnt/cephfs"] = fmt.Errorf("statfs: %w", syscall.ENOTCONN)
 
-	p := NewProber(ProberConfig{Timeout: time.Second}, fs)
+	p := NewProber(Config{Timeout: time.Second}, fs)
 	r := p.Round(context.Background(), s)
 	for _, id := range []int{10, 11, 12} {
-		if res := r.Results[id]; res.State != ProbeFailed || res.Errno != syscall.ENOTCONN {
+		if res := r.Results[id]; res.State != Failed || res.Errno != syscall.ENOTCONN {
 			t.Errorf("mount %d: %+v", id, res)
 		}
 	}
@@ -47,7 +47,7 @@ func TestProberHungConnection(t *testing.T) {
 	s := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", "/mnt/hung"), probetest.FuseLine(11, 40, "/v", "/pods/v"), probetest.FuseLine(20, 41, "/", "/mnt/ok"))
 	release := make(chan struct{})
 	fs.Block["/mnt/hung"] = release
-	p := NewProber(ProberConfig{Timeout: 50 * time.Millisecond}, fs)
+	p := NewProber(Config{Timeout: 50 * time.Millisecond}, fs)
 
 	done := make(chan *Round)
 	go func() { done <- p.Round(context.Background(), s) }()
@@ -57,7 +57,7 @@ func TestProberHungConnection(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Round blocked on a hung connection")
 	}
-	if r.Results[10].State != ProbeHung || r.Results[11].State != ProbeHung || r.Results[20].State != ProbeOK {
+	if r.Results[10].State != Hung || r.Results[11].State != Hung || r.Results[20].State != OK {
 		t.Fatalf("results %+v", r.Results)
 	}
 	if st := p.Stats(); st.Blocked != 1 || st.Timeouts != 1 {
@@ -68,7 +68,7 @@ func TestProberHungConnection(t *testing.T) {
 	for i := range 3 {
 		s2 := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", "/mnt/hung"), probetest.FuseLine(11, 40, "/v", "/pods/v"), probetest.FuseLine(20, 41, "/", "/mnt/ok"))
 		r := p.Round(context.Background(), s2)
-		if r.Results[10].State != ProbeHung || !r.Results[10].Since.Equal(r.Results[11].Since) {
+		if r.Results[10].State != Hung || !r.Results[10].Since.Equal(r.Results[11].Since) {
 			t.Errorf("round %d: %+v", i, r.Results[10])
 		}
 	}
@@ -82,7 +82,7 @@ func TestProberHungConnection(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s3 := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", "/mnt/hung"), probetest.FuseLine(20, 41, "/", "/mnt/ok"))
-	if r := p.Round(context.Background(), s3); r.Results[10].State != ProbeOK {
+	if r := p.Round(context.Background(), s3); r.Results[10].State != OK {
 		t.Errorf("after release: %+v", r.Results[10])
 	}
 }
@@ -98,15 +98,15 @@ func TestProberCapsBlockedProbes(t *testing.T) {
 		fs.Block[mp] = release
 	}
 	lines = append(lines, probetest.FuseLine(99, 99, "/", "/mnt/ok"))
-	p := NewProber(ProberConfig{Timeout: 20 * time.Millisecond, MaxBlocked: 2}, fs)
+	p := NewProber(Config{Timeout: 20 * time.Millisecond, MaxBlocked: 2}, fs)
 	for round := range 3 {
 		r := p.Round(context.Background(), probetest.Table(t, fs, lines...))
 		var hung, notProbed int
 		for _, res := range r.Results {
 			switch res.State {
-			case ProbeHung:
+			case Hung:
 				hung++
-			case ProbeNotProbed:
+			case NotProbed:
 				notProbed++
 			}
 		}
@@ -131,14 +131,14 @@ func TestProberCancelled(t *testing.T) {
 	s := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", "/mnt/slow"))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r := NewProber(ProberConfig{Timeout: time.Hour}, fs).Round(ctx, s)
-	if r.Results[10].State != ProbeNotProbed {
+	r := NewProber(Config{Timeout: time.Hour}, fs).Round(ctx, s)
+	if r.Results[10].State != NotProbed {
 		t.Errorf("%+v", r.Results[10])
 	}
 }
 
 func TestProbeFSTypes(t *testing.T) {
-	p := NewProber(ProberConfig{FSTypes: []string{"fuse.*", "nfs4"}}, nil)
+	p := NewProber(Config{FSTypes: []string{"fuse.*", "nfs4"}}, nil)
 	for fstype, want := range map[string]bool{"fuse.s3fs": true, "fuse": false, "nfs4": true, "nfs": false, "fusectl": false} {
 		m := &mounts.Mount{}
 		m.FSType = fstype
