@@ -124,7 +124,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 	if c.known == nil {
 		c.known = map[string]map[string]bool{}
 	}
-	newPass := func() []walk.WalkRoot {
+	newPass := func() []walk.Root {
 		c.pending = map[string]map[string]bool{}
 		c.roots = layerRoots(chains)
 		c.users = map[string]string{}
@@ -135,9 +135,9 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 				}
 			}
 		}
-		out := make([]walk.WalkRoot, len(c.roots))
+		out := make([]walk.Root, len(c.roots))
 		for i, r := range c.roots {
-			out[i] = walk.WalkRoot{Path: r.dir, InRoot: true}
+			out[i] = walk.Root{Path: r.dir, InRoot: true}
 		}
 		return out
 	}
@@ -270,7 +270,7 @@ type layerDir struct {
 
 func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerDir, error) {
 	var ld layerDir
-	fd, err := c.w.OpenRel(walk.WalkRoot{Path: layer, InRoot: true}, rel)
+	fd, err := c.w.OpenRel(walk.Root{Path: layer, InRoot: true}, rel)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return ld, nil // not a directory in this layer
 	}
@@ -279,8 +279,13 @@ func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerD
 	}
 	defer unix.Close(fd)
 	ld.exists = true
-	buf := make([]byte, 8)
-	if n, err := unix.Fgetxattr(fd, prefix+"opaque", buf); err == nil && string(buf[:n]) == "y" {
+	mnt, err := walk.MountID(fd)
+	if err != nil {
+		return ld, err
+	}
+	// The directory's own marker, read like every other xattr: through the
+	// walker's guard and its syscall fallback.
+	if v, err := c.w.Entry(fd, mnt, ".", unix.DT_DIR).GetXattr(prefix + "opaque"); err == nil && string(v) == "y" {
 		ld.opaque = true
 	}
 	ld.entries, err = walk.ReadDir(fd, maxDirList)
@@ -289,13 +294,8 @@ func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerD
 	}
 	ld.truncated = len(ld.entries) >= maxDirList
 	ld.whiteout = map[string]bool{}
-	mnt, err := walk.MountID(fd)
-	if err != nil {
-		return ld, err
-	}
 	for _, d := range ld.entries {
-		e := walk.Entry{W: &c.w, Dirfd: fd, Mnt: mnt, Name: d.Name, Typ: d.Typ}
-		if isWhiteout(&e, prefix) {
+		if isWhiteout(c.w.Entry(fd, mnt, d.Name, d.Typ), prefix) {
 			ld.whiteout[d.Name] = true
 		}
 	}

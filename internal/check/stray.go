@@ -83,16 +83,16 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 	}
 	defer c.w.End()
 
-	newPass := func() []walk.WalkRoot {
+	newPass := func() []walk.Root {
 		c.found = map[string]strayHit{}
-		var roots []walk.WalkRoot
+		var roots []walk.Root
 		c.generated = nil
 		for _, v := range c.podVolumeDirs(s.Host.WithDefaults().KubeletRoot) {
-			roots = append(roots, walk.WalkRoot{Path: v})
+			roots = append(roots, walk.Root{Path: v})
 			c.generated = append(c.generated, true)
 		}
 		for _, r := range c.Roots {
-			roots = append(roots, walk.WalkRoot{Path: r})
+			roots = append(roots, walk.Root{Path: r})
 			c.generated = append(c.generated, false)
 		}
 		return roots
@@ -154,7 +154,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 // symlinks.
 func (c *StrayOverlayXattrCheck) podVolumeDirs(kubeletRoot string) []string {
 	pods := path.Join(kubeletRoot, "pods")
-	fd, _, err := c.w.OpenRoot(walk.WalkRoot{Path: pods})
+	fd, _, err := c.w.OpenRoot(walk.Root{Path: pods})
 	if err != nil {
 		return nil // no kubelet here; nothing to scan
 	}

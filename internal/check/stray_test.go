@@ -134,14 +134,14 @@ func TestStrayOverlayXattrExtraRoots(t *testing.T) {
 
 // walkAll runs w over roots until a pass completes and returns the paths
 // visited, in order, and the number of runs.
-func walkAll(t *testing.T, w *walk.Walker, s *mounts.Snapshot, roots []walk.WalkRoot, maxRuns int) ([]string, int) {
+func walkAll(t *testing.T, w *walk.Walker, s *mounts.Snapshot, roots []walk.Root, maxRuns int) ([]string, int) {
 	t.Helper()
 	var visited []string
 	for run := 1; run <= maxRuns; run++ {
 		if err := w.Begin(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
-		done, rerrs, err := w.Run(func() []walk.WalkRoot { return roots },
+		done, rerrs, err := w.Run(func() []walk.Root { return roots },
 			func(e *walk.Entry) bool { visited = append(visited, e.Path); return true })
 		w.End()
 		if err != nil || len(rerrs) > 0 {
@@ -189,7 +189,7 @@ func TestWalkerHostileTree(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		w := &walk.Walker{}
-		visited, _ := walkAll(t, w, s, []walk.WalkRoot{{Path: vol}}, 1)
+		visited, _ := walkAll(t, w, s, []walk.Root{{Path: vol}}, 1)
 		done <- result{visited, w}
 	}()
 	var r result
@@ -247,7 +247,7 @@ func TestWalkerBudgetResume200k(t *testing.T) {
 	}
 	s := snapshotFor(t, mounts.Host{})
 	w := &walk.Walker{Limits: walk.ScanLimits{Budget: 30000}}
-	visited, runs := walkAll(t, w, s, []walk.WalkRoot{{Path: root}}, 100)
+	visited, runs := walkAll(t, w, s, []walk.Root{{Path: root}}, 100)
 	if want := (total + 29999) / 30000; runs != want {
 		t.Errorf("%d runs, want %d", runs, want)
 	}

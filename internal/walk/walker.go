@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -55,7 +52,7 @@ type ScanLimits struct {
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
 
 // walkRoot is one tree a pass walks.
-type WalkRoot struct {
+type Root struct {
 	// Path is the directory as the inspected namespace sees it.
 	Path string
 	// InRoot resolves the path inside the inspected root, following
@@ -99,7 +96,7 @@ type Walker struct {
 	Limits ScanLimits
 	host   mounts.Host
 
-	Roots  []WalkRoot
+	Roots  []Root
 	next   int // root in progress
 	cursor []cursorLevel
 	InPass bool
@@ -125,9 +122,11 @@ type Walker struct {
 	xbuf      []byte // listxattr buffer, reused
 }
 
-// entry is one directory entry handed to the visitor.
+// Entry is one directory entry: handed to the visitor of Run, or made with
+// Walker.Entry for a directory a check opened itself. Its xattrs are read
+// through Guard and the syscall fallback of xattr.go.
 type Entry struct {
-	W     *Walker
+	w     *Walker
 	Dirfd int
 	Mnt   int // mount id of the directory holding the entry
 	Name  string
@@ -141,6 +140,12 @@ type Entry struct {
 	guardErr error
 }
 
+// Entry makes the entry name of the open directory dirfd (on mount mnt),
+// for a check that reads a directory outside Run.
+func (w *Walker) Entry(dirfd, mnt int, name string, typ uint8) *Entry {
+	return &Entry{w: w, Dirfd: dirfd, Mnt: mnt, Name: name, Typ: typ}
+}
+
 // guard decides, once, whether the entry may be touched by name: not the
 // mount point of a mount the walk must not enter. The snapshot decides first,
 // without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
@@ -152,10 +157,10 @@ func (e *Entry) Guard() error {
 	}
 	e.guarded = true
 	expect := -1
-	if ms, ok := e.W.mounts[e.Path]; ok && e.Path != "" {
+	if ms, ok := e.w.mounts[e.Path]; ok && e.Path != "" {
 		for _, m := range ms {
 			if m.MayHang() || !m.Local() {
-				e.W.SkippedMounts++
+				e.w.SkippedMounts++
 				e.guardErr = fmt.Errorf("%w: %s is a %s mount point", ErrNotScannable, e.Path, m.FSType)
 				return e.guardErr
 			}
@@ -169,7 +174,7 @@ func (e *Entry) Guard() error {
 	case err != nil:
 		e.guardErr = err
 	case int(st.Mnt_id) != e.Mnt && int(st.Mnt_id) != expect:
-		e.W.SkippedMounts++
+		e.w.SkippedMounts++
 		e.guardErr = fmt.Errorf("%w: %s is a mount point not in the mount table read", ErrNotScannable, e.Path)
 	}
 	return e.guardErr
@@ -213,7 +218,7 @@ func (w *Walker) End() {
 // runs out or the pass completes; call it between begin and end. newPass
 // supplies the roots when a pass starts. It returns whether a pass completed
 // in this run and errors for roots that could not be opened.
-func (w *Walker) Run(newPass func() []WalkRoot, visit func(*Entry) bool) (completed bool, rootErrs []error, err error) {
+func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed bool, rootErrs []error, err error) {
 	w.visit = visit
 	if !w.InPass {
 		w.Roots, w.next, w.cursor, w.InPass = newPass(), 0, nil, true
@@ -243,191 +248,6 @@ func (w *Walker) Run(newPass func() []WalkRoot, visit func(*Entry) bool) (comple
 	w.Stats.Passes++
 	w.Stats.Complete = true
 	return true, rootErrs, nil
-}
-
-// openRel opens directory rel (slash separated) below root r, one
-// component at a time with O_NOFOLLOW, entering no other mount.
-func (w *Walker) OpenRel(r WalkRoot, rel string) (int, error) {
-	fd, mnt, err := w.OpenRoot(r)
-	if err != nil {
-		return -1, err
-	}
-	for _, name := range strings.Split(rel, "/") {
-		if name == "" || name == "." {
-			continue
-		}
-		if name == ".." {
-			unix.Close(fd)
-			return -1, fmt.Errorf("%s: %q leaves the directory", r.Path, rel)
-		}
-		pfd, err := unix.Openat(fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return -1, err
-		}
-		cmnt, err := MountID(pfd)
-		if err == nil && cmnt != mnt {
-			err = fmt.Errorf("%w: %s/%s is another mount", ErrNotScannable, r.Path, rel)
-		}
-		if err == nil {
-			fd, err = unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		}
-		unix.Close(pfd)
-		if err != nil {
-			return -1, err
-		}
-	}
-	return fd, nil
-}
-
-// dirent is a directory entry read by readDir.
-type Dirent struct {
-	Name string
-	Typ  uint8
-}
-
-// readDir reads at most max entries of the open directory fd from its
-// start, without "." and "..".
-func ReadDir(fd, max int) ([]Dirent, error) {
-	if _, err := unix.Seek(fd, 0, 0); err != nil {
-		return nil, err
-	}
-	var out []Dirent
-	buf := make([]byte, 32<<10)
-	for len(out) < max {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return out, err
-		}
-		if n <= 0 {
-			break
-		}
-		for off := 0; off < n; {
-			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
-			nameb := buf[off+direntNameOff : off+int(d.Reclen)]
-			if i := indexNUL(nameb); i >= 0 {
-				nameb = nameb[:i]
-			}
-			off += int(d.Reclen)
-			if name := string(nameb); name != "." && name != ".." {
-				out = append(out, Dirent{name, d.Type})
-			}
-		}
-	}
-	return out, nil
-}
-
-// ErrNotScannable is wrapped when a root lies on a filesystem the walk must
-// not touch.
-var ErrNotScannable = errors.New("not scanned")
-
-// openRoot opens a root directory for reading after checking, from the
-// snapshot, that no mount on the way may hang.
-func (w *Walker) OpenRoot(r WalkRoot) (fd, mnt int, err error) {
-	p := path.Clean(r.Path)
-	if !path.IsAbs(p) {
-		return -1, 0, fmt.Errorf("scan root %q: not an absolute path", r.Path)
-	}
-	for mp, ms := range w.mounts {
-		if mp == p || mp == "/" || strings.HasPrefix(p, mp+"/") {
-			for _, m := range ms {
-				if m.MayHang() {
-					return -1, 0, fmt.Errorf("%w: %s lies on %s (%s, mount %d), which could hang", ErrNotScannable, p, m.Mountpoint, m.FSType, m.ID)
-				}
-			}
-		}
-	}
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
-	if r.InRoot {
-		how.Resolve |= unix.RESOLVE_IN_ROOT
-	} else {
-		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
-	}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	pfd, err := unix.Openat2(w.hostFD, rel, &how)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) && !r.InRoot {
-			return -1, 0, fmt.Errorf("scan root %s: a component is a symlink; give the real path (mount points are real paths): %w", p, err)
-		}
-		return -1, 0, fmt.Errorf("open %s: %w", p, err)
-	}
-	defer unix.Close(pfd)
-	mnt, err = MountID(pfd)
-	if err != nil {
-		return -1, 0, fmt.Errorf("statx %s: %w", p, err)
-	}
-	m := w.byID[mnt]
-	if m == nil {
-		return -1, 0, fmt.Errorf("%w: %s is on mount %d, which is not in the mount table read", ErrNotScannable, p, mnt)
-	}
-	if m.MayHang() {
-		return -1, 0, fmt.Errorf("%w: %s is on %s (%s, mount %d), which could hang", ErrNotScannable, p, m.Mountpoint, m.FSType, m.ID)
-	}
-	fd, err = unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, 0, fmt.Errorf("open %s: %w", p, err)
-	}
-	return fd, mnt, nil
-}
-
-// mountID reads the mount id of an open descriptor without asking the
-// filesystem (AT_STATX_DONT_SYNC: FUSE and NFS answer from their cache).
-func MountID(fd int) (int, error) {
-	var st unix.Statx_t
-	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &st)
-	if err != nil {
-		return 0, err
-	}
-	return int(st.Mnt_id), nil
-}
-
-// openChild opens subdirectory name of dirfd (logical path p) if the walk
-// may enter it, or returns -1.
-func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd, mnt int) {
-	if depth > w.Limits.MaxDepth {
-		w.tooDeep++
-		return -1, 0
-	}
-	expect := map[int]bool{parentMnt: true}
-	if ms, ok := w.mounts[p]; ok {
-		// A mount point: decided by the snapshot, before any syscall.
-		for _, m := range ms {
-			if m.MayHang() || !m.Local() {
-				w.SkippedMounts++
-				return -1, 0
-			}
-			expect[m.ID] = true
-		}
-	}
-	pfd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		w.noteErr(p, err)
-		return -1, 0
-	}
-	defer unix.Close(pfd)
-	mnt, err = MountID(pfd)
-	if err != nil {
-		w.noteErr(p, err)
-		return -1, 0
-	}
-	if !expect[mnt] {
-		// Mounted after the snapshot was taken: not entered until a
-		// snapshot says what it is.
-		w.SkippedMounts++
-		return -1, 0
-	}
-	fd, err = unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		w.noteErr(p, err)
-		return -1, 0
-	}
-	return fd, mnt
 }
 
 func (w *Walker) noteErr(p string, err error) {
@@ -470,9 +290,6 @@ func (w *Walker) spend() bool {
 	w.Stats.Entries++
 	return true
 }
-
-// direntNameOff is where the name starts in a linux_dirent64.
-var direntNameOff = int(unsafe.Offsetof(unix.Dirent{}.Name))
 
 // walkDir walks the open directory fd (logical path p, relative path rel
 // below root) from resume, and closes nothing: the caller owns fd. It
@@ -541,7 +358,7 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 					typ = unix.DT_DIR
 				}
 			}
-			e := Entry{W: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
+			e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
 			if w.visit(&e) && typ == unix.DT_DIR {
 				if w.descend(fd, mnt, p, rel, depth, name, nil) {
 					w.setCursor(depth, cursorLevel{off: d.Off, child: name})
@@ -578,163 +395,4 @@ func (w *Walker) setCursor(depth int, c cursorLevel) {
 		w.cursor, w.cursorSet = make([]cursorLevel, depth+1), true
 	}
 	w.cursor[depth] = c
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// ----- xattrs, read relative to the parent's descriptor, never following a
-// symlink.
-
-// Syscall numbers of listxattrat and getxattrat (Linux 6.13, the same on
-// every architecture).
-const (
-	sysGetxattrat  = 464
-	sysListxattrat = 465
-)
-
-// noXattrAt is set once getxattrat/listxattrat (Linux 6.13) are found
-// missing: ENOSYS from an older kernel, or EPERM from a seccomp profile that
-// predates them (containerd's RuntimeDefault answers unknown syscalls with
-// EPERM). Neither call returns EPERM otherwise; the l*xattr fallback then
-// reports any real error.
-var noXattrAt atomic.Bool
-
-// procPath names an entry through our own descriptor of its directory; the
-// only component resolved is name, with the *xattr "l" calls not following
-// it.
-func (e *Entry) procPath() string {
-	return e.W.procfs + "/self/fd/" + strconv.Itoa(e.Dirfd) + "/" + e.Name
-}
-
-// listXattrs returns the entry's xattr names.
-func (e *Entry) ListXattrs() ([]string, error) {
-	if len(e.W.xbuf) == 0 {
-		e.W.xbuf = make([]byte, 4096)
-	}
-	buf := e.W.xbuf
-	for {
-		n, err := e.listxattr(buf)
-		if errors.Is(err, unix.ERANGE) && len(buf) < 64<<10 {
-			buf = make([]byte, 64<<10) // XATTR_LIST_MAX
-			continue
-		}
-		if err != nil {
-			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENODATA) {
-				return nil, nil
-			}
-			return nil, err
-		}
-		var names []string
-		for rest := buf[:n]; len(rest) > 0; {
-			i := indexNUL(rest)
-			if i < 0 {
-				i = len(rest)
-			}
-			if i > 0 {
-				names = append(names, string(rest[:i]))
-			}
-			rest = rest[min(i+1, len(rest)):]
-		}
-		return names, nil
-	}
-}
-
-func (e *Entry) listxattr(buf []byte) (int, error) {
-	if err := e.Guard(); err != nil {
-		return 0, err
-	}
-	if !noXattrAt.Load() {
-		name, err := unix.BytePtrFromString(e.Name)
-		if err != nil {
-			return 0, err
-		}
-		var p unsafe.Pointer
-		if len(buf) > 0 {
-			p = unsafe.Pointer(&buf[0])
-		}
-		n, _, errno := unix.Syscall6(sysListxattrat, uintptr(e.Dirfd), uintptr(unsafe.Pointer(name)),
-			unix.AT_SYMLINK_NOFOLLOW, uintptr(p), uintptr(len(buf)), 0)
-		if errno != unix.ENOSYS && errno != unix.EPERM {
-			if errno != 0 {
-				return 0, errno
-			}
-			return int(n), nil
-		}
-		noXattrAt.Store(true)
-	}
-	return unix.Llistxattr(e.procPath(), buf)
-}
-
-// xattrArgs is struct xattr_args of getxattrat.
-type xattrArgs struct {
-	value uint64
-	size  uint32
-	flags uint32
-}
-
-// getXattr returns the value of xattr attr, or nil when it is not set.
-func (e *Entry) GetXattr(attr string) ([]byte, error) {
-	buf := make([]byte, 64)
-	n, err := e.getxattr(attr, buf)
-	if errors.Is(err, unix.ERANGE) {
-		buf = make([]byte, 64<<10)
-		n, err = e.getxattr(attr, buf)
-	}
-	switch {
-	case err == nil:
-		return buf[:n], nil
-	case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP):
-		return nil, nil
-	}
-	return nil, err
-}
-
-func (e *Entry) getxattr(attr string, buf []byte) (int, error) {
-	if err := e.Guard(); err != nil {
-		return 0, err
-	}
-	if !noXattrAt.Load() {
-		name, err := unix.BytePtrFromString(e.Name)
-		if err != nil {
-			return 0, err
-		}
-		an, err := unix.BytePtrFromString(attr)
-		if err != nil {
-			return 0, err
-		}
-		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
-		n, _, errno := unix.Syscall6(sysGetxattrat, uintptr(e.Dirfd), uintptr(unsafe.Pointer(name)),
-			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(an)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
-		if errno != unix.ENOSYS && errno != unix.EPERM {
-			if errno != 0 {
-				return 0, errno
-			}
-			return int(n), nil
-		}
-		noXattrAt.Store(true)
-	}
-	return unix.Lgetxattr(e.procPath(), attr, buf)
-}
-
-// ErrNoTrustedXattrs is reported by the scanning checks when this process
-// lacks CAP_SYS_ADMIN: the kernel then hides trusted.* xattrs without an
-// error, so a scan for trusted.overlay.* would see nothing and look healthy.
-var ErrNoTrustedXattrs = errors.New("trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN; only user.overlay.* were checked")
-
-// trustedXattrsVisible reports whether this process can read trusted.*
-// xattrs: CAP_SYS_ADMIN in its effective set.
-func TrustedXattrsVisible() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
 }
