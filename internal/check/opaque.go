@@ -93,19 +93,10 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		snapRoot = mounts.DefaultContainerdSnapshots
 	}
 
-	var errs []error
-	var chains []*mounts.OverlayChain
+	chains, perrs := s.OverlayChains(snapRoot)
+	errs := slices.Clone(perrs)
 	trustedHidden := false
-	for _, m := range s.Mounts {
-		if !m.Overlay {
-			continue
-		}
-		ch, err := mounts.ParseOverlayChain(m, snapRoot)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		chains = append(chains, ch)
+	for _, ch := range chains {
 		trustedHidden = trustedHidden || !ch.UserXattr
 	}
 	if trustedHidden && !walk.TrustedXattrsVisible() {

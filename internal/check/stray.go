@@ -173,14 +173,8 @@ func (c *StrayOverlayXattrCheck) podVolumeDirs(kubeletRoot string) []string {
 // liveOverlayDirs is every directory a live overlay mount of s uses.
 func liveOverlayDirs(s *mounts.Snapshot, snapRoot string) map[string]bool {
 	live := map[string]bool{}
-	for _, m := range s.Mounts {
-		if !m.Overlay {
-			continue
-		}
-		ch, err := mounts.ParseOverlayChain(m, snapRoot)
-		if err != nil {
-			continue // opaque_propagation reports it
-		}
+	chains, _ := s.OverlayChains(snapRoot) // opaque_propagation reports the errors
+	for _, ch := range chains {
 		for _, d := range ch.Dirs() {
 			live[d] = true
 		}

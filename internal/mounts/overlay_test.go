@@ -171,3 +171,20 @@ func TestOverlayChainsCaptured(t *testing.T) {
 		}
 	}
 }
+
+// The scanning checks of one run share the chains: parsed once per
+// snapshot and snapshot root, not once per check.
+func TestOverlayChainsParsedOnce(t *testing.T) {
+	s, err := ReadSnapshotFile("testdata/capture-overlay.mountinfo", DefaultKubeletRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.OverlayChains(DefaultContainerdSnapshots)
+	b, _ := s.OverlayChains(DefaultContainerdSnapshots)
+	if len(a) == 0 || len(a) != len(b) || a[0] != b[0] {
+		t.Fatalf("chains parsed again: %d then %d chains, same first: %v", len(a), len(b), len(a) > 0 && len(b) > 0 && a[0] == b[0])
+	}
+	if c, _ := s.OverlayChains("/elsewhere"); len(c) > 0 && c[0] == a[0] {
+		t.Error("a different snapshot root shared the chains resolved against another")
+	}
+}

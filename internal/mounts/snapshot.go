@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,6 +28,43 @@ type Snapshot struct {
 	byDev     map[string][]*Mount
 	ByID      map[int]*Mount
 	coveredBy map[int]*Mount
+
+	chainsMu sync.Mutex
+	chains   map[string]*overlayChains // by snapshot root
+}
+
+type overlayChains struct {
+	chains []*OverlayChain
+	errs   []error
+}
+
+// OverlayChains returns the layer chain of every overlay mount, relative
+// lowerdirs resolved against snapshotRoot, and an error for each mount whose
+// options could not be parsed. They are parsed once per snapshot: every
+// scanning check of a run shares them.
+func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error) {
+	s.chainsMu.Lock()
+	defer s.chainsMu.Unlock()
+	if oc, ok := s.chains[snapshotRoot]; ok {
+		return oc.chains, oc.errs
+	}
+	oc := &overlayChains{}
+	for _, m := range s.Mounts {
+		if !m.Overlay {
+			continue
+		}
+		ch, err := ParseOverlayChain(m, snapshotRoot)
+		if err != nil {
+			oc.errs = append(oc.errs, err)
+			continue
+		}
+		oc.chains = append(oc.chains, ch)
+	}
+	if s.chains == nil {
+		s.chains = map[string]*overlayChains{}
+	}
+	s.chains[snapshotRoot] = oc
+	return oc.chains, oc.errs
 }
 
 // ReadSnapshot reads and classifies the mount table of h's namespace, with
