@@ -213,37 +213,8 @@ func (d *Daemon) Healthy(now time.Time) (bool, string) {
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.cfg.Log
 	results := make(chan laneResult)
-	var w *watcher
-	defer func() {
-		if w != nil {
-			w.Close()
-		}
-	}()
-	var changed, watchEnded <-chan struct{}
-	watchErr := ""
-	openWatch := func() {
-		if w != nil {
-			return
-		}
-		var err error
-		if w, err = watch(d.cfg.Host.MountinfoPath()); err != nil {
-			if err.Error() != watchErr { // once per distinct error, not per interval
-				log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
-				watchErr = err.Error()
-			}
-			w = nil
-			changed, watchEnded = nil, nil
-			return
-		}
-		watchErr = ""
-		changed, watchEnded = w.C, w.Done()
-	}
-	closeWatch := func() {
-		if w != nil {
-			w.Close()
-			w, changed, watchEnded = nil, nil, nil
-		}
-	}
+	tw := &tableWatch{path: d.cfg.Host.MountinfoPath(), log: log}
+	defer tw.close()
 
 	readTimer := time.NewTimer(d.cfg.Interval)
 	defer readTimer.Stop()
@@ -267,9 +238,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	read := func() {
-		openWatch() // before the read: a change after it is reported
+		tw.open() // before the read: a change after it is reported
 		if err := d.readTable(ctx); err != nil {
-			closeWatch() // the namespace may be gone; reopen with the next read
+			tw.close() // the namespace may be gone; reopen with the next read
 		}
 		readTimer.Reset(d.cfg.Interval)
 		for _, l := range d.lanes {
@@ -284,12 +255,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			log.Info("stopping")
 			return nil
-		case <-changed:
+		case <-tw.changed:
 			d.events++
 			readTimer.Reset(d.rereadDelay(time.Now()))
-		case <-watchEnded:
-			log.Warn("mount table watch ended; re-reading every --interval until it is re-established", zap.Error(w.Err()))
-			closeWatch()
+		case <-tw.ended:
+			tw.lost()
 		case <-readTimer.C:
 			read()
 		case <-probeC:
