@@ -114,7 +114,7 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
 
-	p := probe.NewProber(probe.Config{Timeout: 300 * time.Millisecond}, probe.SysFS{})
+	p := probe.NewProber(probe.Config{Timeout: time.Second}, probe.SysFS{})
 	hung := HungMountCheck{Prober: p, Fusectl: probe.DefaultFusectl}
 	done := make(chan []Finding, 1)
 	go func() {
@@ -207,13 +207,13 @@ func TestLiveFiftyStoppedServers(t *testing.T) {
 		}
 	}
 
-	capped := probe.NewProber(probe.Config{Timeout: 100 * time.Millisecond, MaxBlocked: 10}, probe.SysFS{})
+	capped := probe.NewProber(probe.Config{Timeout: 250 * time.Millisecond, MaxBlocked: 10}, probe.SysFS{})
 	check(capped, 3, 10)
 	if nb := capped.Latest().Stats.NotProbed; nb != n-10 {
 		t.Errorf("capped prober: %d connections not probed, want %d", nb, n-10)
 	}
 
-	full := probe.NewProber(probe.Config{Timeout: 100 * time.Millisecond, MaxBlocked: 64}, probe.SysFS{})
+	full := probe.NewProber(probe.Config{Timeout: 250 * time.Millisecond, MaxBlocked: 64}, probe.SysFS{})
 	check(full, 4, n)
 	if threads := testenv.Threads(t); threads > threads0+10+n+8 {
 		t.Errorf("%d threads with %d+%d probes blocked, started from %d", threads, 10, n, threads0)

@@ -16,6 +16,9 @@ import (
 // The probing checks over the prober, with probes that answer as the test
 // says (probetest.FS).
 
+// Issue 8: a FUSE server dies, hangs or recovers without touching the mount
+// table, so the same snapshot must be probed anew by every run of the
+// checks; only the checks of one run share a round.
 func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 	fs := probetest.NewFS()
 	s := probetest.Table(t, fs,
@@ -55,6 +58,8 @@ func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 	}
 }
 
+// On a healthy connection, each bind mount's own root is checked too: an
+// NFS subdirectory can be stale while the export root answers.
 func TestProberChecksEachBindRoot(t *testing.T) {
 	fs := probetest.NewFS()
 	s := probetest.Table(t, fs,
