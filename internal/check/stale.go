@@ -3,7 +3,6 @@ package check
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -72,41 +71,6 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 	return out, nil
 }
 
-// connInfo counts what depends on m's connection.
-type connInfo struct {
-	mounts, podVolumes int
-	staging            []string
-}
-
-func connOf(s *mounts.Snapshot, m *mounts.Mount) connInfo {
-	var ci connInfo
-	for _, mm := range s.ByDev(m.Dev()) {
-		ci.mounts++
-		if mm.Kube != nil {
-			switch mm.Kube.Kind {
-			case mounts.PodVolume, mounts.SubPath:
-				ci.podVolumes++
-			case mounts.CSIStaging:
-				ci.staging = append(ci.staging, mm.Mountpoint)
-			}
-		}
-	}
-	return ci
-}
-
-func connDetails(s *mounts.Snapshot, m *mounts.Mount) map[string]string {
-	ci := connOf(s, m)
-	d := map[string]string{
-		"connection":           m.Dev(),
-		"mounts_on_connection": strconv.Itoa(ci.mounts),
-		"pod_volumes":          strconv.Itoa(ci.podVolumes),
-	}
-	if len(ci.staging) > 0 {
-		d["staging"] = strings.Join(ci.staging, " ")
-	}
-	return d
-}
-
 func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result) string {
 	ci := connOf(s, m)
 	var b strings.Builder
@@ -137,11 +101,4 @@ func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result) string 
 	fmt.Fprintf(&b, "Fix: unmount every mount of %s (findmnt -o TARGET,MAJ:MIN | grep %s; umount -l), then remount "+
 		"the volume (for CSI: restart the node plugin so it restages) and restart the pods that use it.", m.Dev(), m.Dev())
 	return b.String()
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return strconv.Itoa(n) + " " + what + "s"
 }
