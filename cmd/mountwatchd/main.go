@@ -89,8 +89,9 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default("5s").DurationVar(&cfg.probe.Timeout)
 	app.Flag("probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.").
 		Default("32").IntVar(&cfg.probe.MaxBlocked)
-	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
-		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
+		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
+		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -126,6 +127,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
 		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
 		return exitUnknown
+	}
+	if cfg.probeFSTypes == "" {
+		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
 	}
 	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
 		if t = strings.TrimSpace(t); t != "" {
