@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb rpm image manifests tools test check vet fmt tidy bench once clean
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint shellcheck bench once clean
 
 all: check test build
 
@@ -84,12 +84,16 @@ image:
 # into $(go env GOPATH)/bin, so neither is in mountwatchd's go.mod.
 HELM_VERSION ?= v3.22.0
 NFPM_VERSION ?= v2.45.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= golangci-lint
+SHELLCHECK    ?= shellcheck
 HELM         ?= helm
 NFPM         ?= nfpm
 
 tools:
 	$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 # The plain manifests are the Helm chart rendered (packaging/kubernetes/
 # generate.sh); the chart carries copies of the alerting rules, the
@@ -110,7 +114,17 @@ once: build
 test: check
 	$(GO) test -race -count=1 ./...
 
-check: fmt vet tidy
+check: fmt vet tidy lint shellcheck
+
+# golangci-lint with the repo's .golangci.yml (errcheck, errorlint,
+# staticcheck, unused, ...); shellcheck on every shell script we ship or run.
+lint:
+	$(GOLANGCI_LINT) run ./...
+	cd packaging/image && $(GOLANGCI_LINT) run ./...
+
+SHELL_SCRIPTS := .ci/run $(shell git ls-files '*.sh' 2>/dev/null) packaging/deb/postinst packaging/deb/postrm packaging/deb/prerm
+shellcheck:
+	$(SHELLCHECK) $(SHELL_SCRIPTS)
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -125,10 +139,7 @@ vet:
 
 tidy:
 	@for m in . packaging/image; do \
-		cp $$m/go.mod /tmp/mountwatchd-go.mod.bak; cp $$m/go.sum /tmp/mountwatchd-go.sum.bak; \
-		(cd $$m && $(GO) mod tidy) || exit 1; \
-		if ! cmp -s $$m/go.mod /tmp/mountwatchd-go.mod.bak || ! cmp -s $$m/go.sum /tmp/mountwatchd-go.sum.bak; then \
-			echo "$$m: go.mod/go.sum not tidy: run go mod tidy there and commit"; exit 1; fi; \
+		(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy: run go mod tidy there and commit"; exit 1; }; \
 	done
 
 # Benchmarks print figures with a baseline measured in the same run.

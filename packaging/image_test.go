@@ -65,7 +65,7 @@ func readArchive(t *testing.T, path string) ociArchive {
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return a
 		}
 		if err != nil {
@@ -212,7 +212,7 @@ func layerFiles(t *testing.T, layer []byte) map[string][]byte {
 	tr := tar.NewReader(zr)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return files
 		}
 		if err != nil {

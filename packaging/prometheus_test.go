@@ -168,7 +168,7 @@ func TestAlertRules(t *testing.T) {
 // checkIDs is mountwatchd's catalogue of checks, as --once lists them.
 func checkIDs(t *testing.T) []string {
 	t.Helper()
-	r := run(t, time.Minute, cleanEnv(), staticBinary(t), "--mountinfo", top+"/internal/probe/testdata/k8s-node-brief.mountinfo", "--output", "json")
+	r := run(t, time.Minute, cleanEnv(), staticBinary(t), "--mountinfo", top+"/internal/mounts/testdata/k8s-node-brief.mountinfo", "--output", "json")
 	var doc struct {
 		Checks []struct {
 			Check string `json:"check"`

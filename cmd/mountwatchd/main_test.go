@@ -249,7 +249,7 @@ func TestOnceHealthy(t *testing.T) {
 	if err := os.MkdirAll(procfs+"/self", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	table, err := os.ReadFile("../../internal/probe/testdata/host-vm-6.18.mountinfo")
+	table, err := os.ReadFile("../../internal/mounts/testdata/host-vm-6.18.mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}

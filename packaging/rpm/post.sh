@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # %post: what %systemd_post does. On a first install ($1 = 1) apply the
 # preset policy (enable it where the distribution's presets say so); after
 # any install, reload systemd's units. Nothing when systemd does not run.

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # %postun: what %systemd_postun_with_restart does. Reload systemd's units;
 # on upgrade ($1 >= 1) restart the service if it runs, with the new binary.
 if [ -d /run/systemd/system ]; then
