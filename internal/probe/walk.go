@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
 // Defaults for ScanLimits.
@@ -350,7 +352,7 @@ func (w *walker) openRoot(r walkRoot) (fd, mnt int, err error) {
 	if rel == "" {
 		rel = "."
 	}
-	pfd, err := unix.Openat2(w.hostFD, rel, &how)
+	pfd, err := resolve.Openat2(w.hostFD, rel, &how)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) && !r.InRoot {
 			return -1, 0, fmt.Errorf("scan root %s: a component is a symlink; give the real path (mount points are real paths): %w", p, err)
