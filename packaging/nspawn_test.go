@@ -408,11 +408,21 @@ func TestDebUnderSystemd(t *testing.T) {
 	if st["WatchdogUSec"] != shippedWatchdog {
 		t.Errorf("WatchdogUSec=%s, want the shipped unit's %s", st["WatchdogUSec"], shippedWatchdog)
 	}
-	if st["StatusText"] == "" {
-		t.Error("no STATUS= from the daemon (StatusText empty)")
+	// A healthy booted system: nothing found, and every check succeeds
+	// (its root overlay's layers are outside its view: left out, noted).
+	if !strings.HasPrefix(st["StatusText"], "OK: ") {
+		t.Errorf("STATUS=%q on the healthy booted system, want OK: ...", st["StatusText"])
 	}
 	code, once := m.sh(time.Minute, "/usr/bin/mountwatchd --once --target.pid=1")
-	t.Logf("--once in the booted system before any breakage: exit %d\n%s", code, once)
+	if code != 0 || !strings.Contains(once, "not reachable from the inspected root") {
+		t.Errorf("--once in the booted system before any breakage: exit %d, want 0 with the root overlay noted\n%s", code, once)
+	}
+	if e := m.journal("_SYSTEMD_UNIT=mountwatchd.service MESSAGE='check failed'"); len(e) > 0 {
+		t.Errorf("a check failed on the healthy booted system: %s: %s", e[0]["CHECK"], e[0]["ERROR"])
+	}
+	if e := m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=opaque_propagation MESSAGE='check leaves part of the system out'"); len(e) != 1 {
+		t.Errorf("the root overlay left out was logged %d times, want once", len(e))
+	}
 	// nspawn masks /proc/kmsg and /proc/sys/kernel/random/boot_id with
 	// files it deleted at once: by design, not a problem.
 	if e := m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=deleted_root"); len(e) > 0 {

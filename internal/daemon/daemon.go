@@ -88,6 +88,7 @@ type Daemon struct {
 	// from one about the new.
 	since      map[mountKey]uint64
 	stats      map[probe.CheckID]*export.CheckState
+	notes      map[probe.CheckID]string // what each check last left out, logged when it changes
 	reads      uint64
 	readErrs   uint64
 	events     uint64
@@ -433,6 +434,15 @@ func (d *Daemon) laneDone(r laneResult) {
 		if c.Status == probe.StatusError {
 			st.Errors++
 			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
+		}
+		if c.Status != probe.StatusError && c.Reason != d.notes[c.Check] {
+			if c.Reason != "" {
+				d.cfg.Log.Info("check leaves part of the system out", zap.String("check", string(c.Check)), zap.String("reason", c.Reason))
+			}
+			if d.notes == nil {
+				d.notes = map[probe.CheckID]string{}
+			}
+			d.notes[c.Check] = c.Reason
 		}
 		st.Duration, st.LastRun, st.Status = c.Duration, r.end, c.Status
 	}

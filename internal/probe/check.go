@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -67,7 +68,9 @@ type CheckResult struct {
 	Findings int           `json:"findings"`
 	Duration time.Duration `json:"-"` // as duration_seconds in JSON
 	Error    string        `json:"error,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
+	// Reason says why a check was skipped, or what a check that ran left
+	// out on purpose (Noter).
+	Reason string `json:"reason,omitempty"`
 }
 
 // MarshalJSON writes Duration as duration_seconds.
@@ -121,6 +124,15 @@ type ProbeStatser interface {
 // made. The Runner sums it into Report.Scan.
 type ScanStatser interface {
 	Stats() ScanStats
+}
+
+// Noter is implemented by checks that can succeed while leaving part of
+// the system out for a reason that is not an error: an overlay whose layers
+// the inspected namespace cannot reach (the node is itself a container).
+// Notes is what the last Run left out; the Runner puts it in
+// CheckResult.Reason.
+type Noter interface {
+	Notes() []string
 }
 
 // add sums o into s; Complete only when both are.
@@ -180,6 +192,9 @@ func (r *Runner) Run(ctx context.Context, s *Snapshot) *Report {
 			res.Status = StatusProblems
 		default:
 			res.Status = StatusOK
+		}
+		if n, ok := c.(Noter); ok {
+			res.Reason = strings.Join(n.Notes(), "; ")
 		}
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
+	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
 // maxDirList bounds how many entries of one directory are read to count the
@@ -59,6 +60,15 @@ type OpaquePropagationCheck struct {
 	pending map[string]map[string]bool // pass in progress
 	users   map[string]string          // layer dir -> a mount using it, for errors
 	ver     *containerd.Verifier       // remembers what layer blobs said
+	notes   []string                   // overlays the last Run left out, and why
+}
+
+// Notes implements Noter: the overlays whose layers the inspected root
+// cannot reach, which the last Run did not scan.
+func (c *OpaquePropagationCheck) Notes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.notes)
 }
 
 // layerRoot is a layer directory walked with one xattr prefix.
@@ -118,6 +128,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 		return nil, errors.Join(append(errs, err)...)
 	}
 	defer c.w.end()
+	chains, c.notes = c.reachableChains(chains)
 
 	if c.known == nil {
 		c.known = map[string]map[string]bool{}
@@ -194,6 +205,71 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// reachableChains drops the overlays whose layer directories cannot be
+// reached from the inspected root, with a note for each. That is the root
+// overlay of a node that is itself a container (nspawn, kind, k3d): its
+// layers were named in the mount namespace that mounted it, outside this
+// one, so the paths do not exist here or lead into the overlay itself.
+// Such an overlay is not this node's to scan; a layer that is reachable but
+// cannot be read stays an error of the walk.
+func (c *OpaquePropagationCheck) reachableChains(chains []*OverlayChain) ([]*OverlayChain, []string) {
+	var out []*OverlayChain
+	var notes []string
+	for _, ch := range chains {
+		var why []string
+		for _, l := range ch.Layers {
+			if !path.IsAbs(l.Option) {
+				continue // resolved against --path.containerd-snapshots: missing is a wrong setting, an error
+			}
+			if r := c.unreachableLayer(l.Dir, ch.Mount); r != "" {
+				why = append(why, r)
+			}
+		}
+		if len(why) == 0 {
+			out = append(out, ch)
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("overlay %s (mount %d) not scanned: its layers are not reachable from the inspected root (%s); "+
+			"it was mounted from another mount namespace, as the root of a node that is itself a container is",
+			ch.Mount.Mountpoint, ch.Mount.ID, strings.Join(why, "; ")))
+	}
+	return out, notes
+}
+
+// unreachableLayer says why layer directory dir of overlay ov does not
+// exist in the inspected namespace, or "" when it does or cannot be looked
+// up without risk (a FUSE or network mount on the way: the walk reports
+// that). The lookup is the walk's: in the inspected root, no magic links.
+func (c *OpaquePropagationCheck) unreachableLayer(dir string, ov *Mount) string {
+	p := path.Clean(dir)
+	for mp, ms := range c.w.mounts {
+		if mp == p || mp == "/" || strings.HasPrefix(p, mp+"/") {
+			for _, m := range ms {
+				if mayHang(m) {
+					return ""
+				}
+			}
+		}
+	}
+	rel := strings.TrimPrefix(p, "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := resolve.Openat2(c.w.hostFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	switch {
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		return p + " does not exist here"
+	case err != nil:
+		return ""
+	}
+	defer unix.Close(fd)
+	if mnt, err := mountID(fd); err == nil && mnt == ov.ID {
+		return p + " leads into the overlay itself"
+	}
+	return ""
 }
 
 // layerRoots are the layers to walk: every merged layer that has a layer
