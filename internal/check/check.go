@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -71,7 +72,9 @@ type Result struct {
 	Findings int           `json:"findings"`
 	Duration time.Duration `json:"-"` // as duration_seconds in JSON
 	Error    string        `json:"error,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
+	// Reason says why a check was skipped, or what a check that ran left
+	// out on purpose (Noter).
+	Reason string `json:"reason,omitempty"`
 }
 
 // MarshalJSON writes Duration as duration_seconds.
@@ -107,6 +110,15 @@ type ProbeStatser interface {
 // made. The Runner sums it into Report.Scan.
 type ScanStatser interface {
 	Stats() walk.Stats
+}
+
+// Noter is implemented by checks that can succeed while leaving part of
+// the system out for a reason that is not an error: an overlay whose layers
+// the inspected namespace cannot reach (the node is itself a container).
+// Notes is what the last Run left out; the Runner puts it in
+// Result.Reason.
+type Noter interface {
+	Notes() []string
 }
 
 // Status is StatusProblems when anything was found, StatusError when nothing
@@ -158,6 +170,9 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 			res.Status = StatusProblems
 		default:
 			res.Status = StatusOK
+		}
+		if n, ok := c.(Noter); ok {
+			res.Reason = strings.Join(n.Notes(), "; ")
 		}
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)

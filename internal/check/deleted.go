@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
 // DeletedRootCheck finds mounts whose source directory (root field) or mount
@@ -15,6 +18,16 @@ import (
 // and reads, but every new bind mount from it fails with ENOENT; runc reports
 // that as "mount through procfd: no such file or directory" and the pod never
 // starts.
+//
+// It skips the masks that systemd-nspawn and container runtimes put over
+// entries of /proc and /sys (/proc/kmsg, /proc/sys/kernel/random/boot_id):
+// a file made, bind-mounted and deleted at once, so the mount's root ends in
+// //deleted by design and nothing ever bind-mounts from it.
+//
+// On the live system it tells a deleted file from a deleted directory by
+// looking at the mount point (statx from the cache, through the inspected
+// root, following no symlink, and only when no mount on the way could hang);
+// a captured table does not say which.
 type DeletedRootCheck struct{}
 
 // ID implements Check.
@@ -27,7 +40,7 @@ func (DeletedRootCheck) Kind() Kind { return TableCheck }
 func (DeletedRootCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	var out []Finding
 	for _, m := range s.Mounts {
-		rootGone := strings.HasSuffix(m.Root, mounts.DeletedRootSuffix)
+		rootGone := strings.HasSuffix(m.Root, mounts.DeletedRootSuffix) && !procMask(s, m)
 		mpGone := strings.HasSuffix(m.Mountpoint, mounts.DeletedMountSuffix)
 		if !rootGone && !mpGone {
 			continue
@@ -36,16 +49,80 @@ func (DeletedRootCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, e
 		if m.FUSE || (m.Kube != nil && m.Kube.PodUID != "") || (m.Kube != nil && m.Kube.Kind == mounts.CSIStaging) {
 			sev = Critical
 		}
-		out = append(out, newFinding(DeletedRoot, sev, m, deletedMessage(m, rootGone, mpGone)))
+		kind := ""
+		if rootGone && !mpGone && s.Live {
+			kind = mountPointKind(s, m)
+		}
+		f := newFinding(DeletedRoot, sev, m, deletedMessage(m, rootGone, mpGone, kind))
+		if kind != "" {
+			f.Details = map[string]string{"root_type": kind}
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }
 
-func deletedMessage(m *mounts.Mount, rootGone, mpGone bool) string {
+// procMask reports whether m is a bind mount over an entry of a proc or
+// sysfs mount: the masks nspawn and container runtimes make over /proc and
+// /sys entries from a file they delete at once.
+func procMask(s *mounts.Snapshot, m *mounts.Mount) bool {
+	if p := s.ByID[m.Parent]; p != nil && p != m {
+		return p.FSType == "proc" || p.FSType == "sysfs"
+	}
+	// The parent is not in the table (a partial capture): go by the path.
+	return strings.HasPrefix(m.Mountpoint, "/proc/") || strings.HasPrefix(m.Mountpoint, "/sys/")
+}
+
+// mountPointKind says whether m's mount point, and so its root, is a "file"
+// or a "directory" on the live system; "" when it cannot be told without
+// risk: a mount on the way could hang (FUSE, network), or the lookup fails.
+// It follows no symlink and reads the type from the cache (a FUSE server is
+// not asked).
+func mountPointKind(s *mounts.Snapshot, m *mounts.Mount) string {
+	for _, o := range s.Mounts {
+		if o != m && (o.Mountpoint == "/" || m.Mountpoint == o.Mountpoint || strings.HasPrefix(m.Mountpoint, o.Mountpoint+"/")) && o.MayHang() {
+			return ""
+		}
+	}
+	root, err := unix.Open(s.Host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(root)
+	rel := strings.TrimPrefix(m.Mountpoint, "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := resolve.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT, unix.STATX_TYPE|unix.STATX_MNT_ID, &st); err != nil {
+		return ""
+	}
+	if int(st.Mnt_id) != m.ID {
+		return "" // the path leads to another mount (m is shadowed)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return "directory"
+	}
+	return "file"
+}
+
+// deletedMessage explains a finding; kind is "file", "directory" or ""
+// (not known: a captured table does not say).
+func deletedMessage(m *mounts.Mount, rootGone, mpGone bool, kind string) string {
 	var b strings.Builder
 	if rootGone {
-		fmt.Fprintf(&b, "The directory %s on %s (%s), which this mount shows, was deleted. ",
-			strings.TrimSuffix(m.Root, mounts.DeletedRootSuffix), m.Source, m.FSType)
+		what, unknown := "The "+kind, ""
+		if kind == "" {
+			what, unknown = "The directory or file", " (the mount table does not say which)"
+		}
+		fmt.Fprintf(&b, "%s %s on %s (%s), which this mount shows, was deleted%s. ",
+			what, strings.TrimSuffix(m.Root, mounts.DeletedRootSuffix), m.Source, m.FSType, unknown)
 		b.WriteString("Files already open and stat still work, but every new bind mount from it fails with ENOENT " +
 			`(runc: "mount through procfd: no such file or directory")`)
 		switch {

@@ -2,10 +2,13 @@ package check
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"golang.org/x/sys/unix"
+
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -109,5 +112,83 @@ func BenchmarkDeletedRoot20000(b *testing.B) {
 		if _, err := (DeletedRootCheck{}).Run(context.Background(), s); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDeletedRootLiveFileOrDirectory: on the live system the message says
+// whether a file or a directory was deleted, and the masks nspawn and
+// container runtimes put over /proc entries (a file bind-mounted there and
+// deleted at once) are not reported.
+func TestDeletedRootLiveFileOrDirectory(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	testenv.Tmpfs(t, dir)
+	mkdirs(t, dir+"/src/d", dir+"/on-dir")
+	for _, f := range []string{dir + "/src/f", dir + "/src/mask", dir + "/on-file"} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Bind(t, dir+"/src/d", dir+"/on-dir")
+	bindFile := func(src, dst string) {
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) })
+	}
+	bindFile(dir+"/src/f", dir+"/on-file")
+	// As nspawn masks /proc/kmsg (in the test's private mount namespace): a
+	// file bind-mounted over it, then deleted.
+	bindFile(dir+"/src/mask", "/proc/kmsg")
+	for _, p := range []string{dir + "/src/d", dir + "/src/f", dir + "/src/mask"} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s := liveSnapshot(t, mounts.Host{})
+	found, err := DeletedRootCheck{}.Run(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := byMountpoint(found)
+	if f, ok := got["/proc/kmsg"]; ok {
+		t.Errorf("the /proc/kmsg mask is reported: %s", f.Message)
+	}
+	for mp, kind := range map[string]string{dir + "/on-dir": "directory", dir + "/on-file": "file"} {
+		f, ok := got[mp]
+		if !ok {
+			t.Errorf("no finding for %s (a deleted %s)", mp, kind)
+			continue
+		}
+		if f.Details["root_type"] != kind || !strings.HasPrefix(f.Message, "The "+kind+" /") {
+			t.Errorf("%s: root_type %q, message %q; want the %s", mp, f.Details["root_type"], f.Message, kind)
+		}
+	}
+	if len(found) != 2 {
+		t.Errorf("got %d findings, want 2: %+v", len(found), found)
+	}
+}
+
+// TestNspawnBootedSystemHealthy: the table of a healthy systemd 252 booted
+// by systemd-nspawn over an overlay of / (captured by packaging's
+// TestDebUnderSystemd with MOUNTWATCHD_NSPAWN_MOUNTINFO) gives no finding
+// and no error from the checks a captured table runs. nspawn's masks of
+// /proc/kmsg and /proc/sys/kernel/random/boot_id (files it deleted at once,
+// root "/.#proc-kmsg…//deleted") were reported as deleted_root before.
+func TestNspawnBootedSystemHealthy(t *testing.T) {
+	s := snapshotOf(t, "nspawn-systemd-252.mountinfo")
+	masks := 0
+	for _, m := range s.Mounts {
+		if strings.HasSuffix(m.Root, mounts.DeletedRootSuffix) && strings.HasPrefix(m.Mountpoint, "/proc/") {
+			masks++
+		}
+	}
+	if masks != 3 {
+		t.Fatalf("the fixture has %d masks of /proc entries, want nspawn's 3", masks)
+	}
+	rep := (&Runner{Checks: []Check{DeletedRootCheck{}, ShadowedMountCheck{}}}).Run(context.Background(), s)
+	if rep.Status() != StatusOK || len(rep.Findings) != 0 {
+		t.Errorf("status %s, findings %+v, checks %+v", rep.Status(), rep.Findings, rep.Checks)
 	}
 }

@@ -61,6 +61,15 @@ type OpaquePropagationCheck struct {
 	pending map[string]map[string]bool // pass in progress
 	users   map[string]string          // layer dir -> a mount using it, for errors
 	ver     *containerd.Verifier       // remembers what layer blobs said
+	notes   []string                   // overlays the last Run left out, and why
+}
+
+// Notes implements Noter: the overlays whose layers the inspected root
+// cannot reach, which the last Run did not scan.
+func (c *OpaquePropagationCheck) Notes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.notes)
 }
 
 // layerRoot is a layer directory walked with one xattr prefix.
@@ -111,6 +120,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		return nil, errors.Join(append(errs, err)...)
 	}
 	defer c.w.End()
+	chains, c.notes = c.reachableChains(chains)
 
 	if c.known == nil {
 		c.known = map[string]map[string]bool{}
@@ -187,6 +197,37 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// reachableChains drops the overlays whose layer directories cannot be
+// reached from the inspected root, with a note for each. That is the root
+// overlay of a node that is itself a container (nspawn, kind, k3d): its
+// layers were named in the mount namespace that mounted it, outside this
+// one, so the paths do not exist here or lead into the overlay itself.
+// Such an overlay is not this node's to scan; a layer that is reachable but
+// cannot be read stays an error of the walk.
+func (c *OpaquePropagationCheck) reachableChains(chains []*mounts.OverlayChain) ([]*mounts.OverlayChain, []string) {
+	var out []*mounts.OverlayChain
+	var notes []string
+	for _, ch := range chains {
+		var why []string
+		for _, l := range ch.Layers {
+			if !path.IsAbs(l.Option) {
+				continue // resolved against --path.containerd-snapshots: missing is a wrong setting, an error
+			}
+			if r := c.w.Unreachable(l.Dir, ch.Mount.ID); r != "" {
+				why = append(why, r)
+			}
+		}
+		if len(why) == 0 {
+			out = append(out, ch)
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("overlay %s (mount %d) not scanned: its layers are not reachable from the inspected root (%s); "+
+			"it was mounted from another mount namespace, as the root of a node that is itself a container is",
+			ch.Mount.Mountpoint, ch.Mount.ID, strings.Join(why, "; ")))
+	}
+	return out, notes
 }
 
 // layerRoots are the layers to walk: every merged layer that has a layer

@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -230,5 +231,47 @@ func TestOpaqueBudgetedPasses(t *testing.T) {
 	}
 	if st := check.Stats(); st.Passes < 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestOpaqueNodeIsAContainer: a node whose root is an overlay mounted from
+// outside its mount namespace (nspawn, kind, k3d: here lowerdir=/ and a
+// pivot_root into the overlay, nspawn's shape). The layer paths do not exist
+// in the node, or lead into the overlay itself: the overlay is left out with
+// a reason, and both scanning checks succeed.
+func TestOpaqueNodeIsAContainer(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "pivot_root", "util-linux")
+	dir := t.TempDir()
+	node := testenv.NewNode(t, fmt.Sprintf("mount -t tmpfs none %[1]s\nmkdir %[1]s/u %[1]s/w %[1]s/m\n"+
+		"mount -t overlay overlay -o lowerdir=/,upperdir=%[1]s/u,workdir=%[1]s/w %[1]s/m\n"+
+		"cd %[1]s/m && mkdir -p old && pivot_root . old && cd / && mount -t proc proc /proc && umount -l /old", dir))
+	s := liveSnapshot(t, mounts.Host{PID: node.PID})
+	var root *mounts.Mount
+	for _, m := range s.Mounts {
+		if m.Mountpoint == "/" {
+			root = m
+		}
+	}
+	if root == nil || !root.Overlay {
+		t.Fatalf("the node's root is not an overlay: %+v", s.Mounts)
+	}
+	opaque := &OpaquePropagationCheck{}
+	r := &Runner{Checks: []Check{opaque, &StrayOverlayXattrCheck{}}}
+	for run := 0; run < 2; run++ {
+		rep := r.Run(context.Background(), s)
+		if rep.Status() != StatusOK {
+			t.Fatalf("run %d: status %s: %+v", run, rep.Status(), rep.Checks)
+		}
+		reason := rep.Checks[0].Reason
+		for _, want := range []string{fmt.Sprintf("overlay / (mount %d) not scanned", root.ID), dir + "/u does not exist here",
+			"/ leads into the overlay itself"} {
+			if !strings.Contains(reason, want) {
+				t.Errorf("run %d: reason %q lacks %q", run, reason, want)
+			}
+		}
+		if strings.Count(reason, "not scanned") != 1 {
+			t.Errorf("run %d: the overlay is noted more than once: %q", run, reason)
+		}
 	}
 }

@@ -4,7 +4,7 @@
 // current report, logs each problem when it appears, changes severity or
 // clears, and publishes an immutable export.State for metrics and health.
 //
-// Checks are scheduled by probe.Check.Kind: TableChecks run in the loop on
+// Checks are scheduled by check.Check.Kind: TableChecks run in the loop on
 // every read of the table; ProbeChecks every ProbeInterval and ScanChecks
 // every ScanInterval, each kind in a goroutine of its own over the latest
 // table, at most one run of a kind at a time. Registering a check is all it
@@ -89,6 +89,7 @@ type Daemon struct {
 	// from one about the new.
 	since      map[mountKey]uint64
 	stats      map[check.ID]*export.CheckState
+	notes      map[check.ID]string // what each check last left out, logged when it changes
 	reads      uint64
 	readErrs   uint64
 	events     uint64
@@ -404,6 +405,15 @@ func (d *Daemon) laneDone(r laneResult) {
 		if c.Status == check.StatusError {
 			st.Errors++
 			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
+		}
+		if c.Status != check.StatusError && c.Reason != d.notes[c.Check] {
+			if c.Reason != "" {
+				d.cfg.Log.Info("check leaves part of the system out", zap.String("check", string(c.Check)), zap.String("reason", c.Reason))
+			}
+			if d.notes == nil {
+				d.notes = map[check.ID]string{}
+			}
+			d.notes[c.Check] = c.Reason
 		}
 		st.Duration, st.LastRun, st.Status = c.Duration, r.end, c.Status
 	}

@@ -46,6 +46,9 @@ func WriteText(w io.Writer, r *check.Report) error {
 			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
 		default:
 			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
+			if c.Reason != "" {
+				ew.printf("  %-20s not checked: %s\n", "", Printable(c.Reason))
+			}
 		}
 	}
 	if p := r.Probe; p != nil {

@@ -39,6 +39,7 @@ func TestParseCapturedTables(t *testing.T) {
 		"host-vm-6.18.mountinfo":           20,
 		"capture-bindfs-deleted.mountinfo": 33,
 		"k8s-node-brief.mountinfo":         14,
+		"nspawn-systemd-252.mountinfo":     48,
 	} {
 		t.Run(name, func(t *testing.T) {
 			mounts, perrs := parseFile(t, name)

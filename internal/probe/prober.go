@@ -15,6 +15,8 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
 // FS is the syscall side of probing. Probe may block in the kernel for as
@@ -28,7 +30,8 @@ type FS interface {
 }
 
 // SysFS probes with openat2(O_PATH, RESOLVE_NO_SYMLINKS), fstatfs and
-// fstat. fstatfs is the request a FUSE server must answer (the kernel may
+// fstat (openat2 through package resolve, which still resolves where a
+// system call filter refuses openat2, as systemd's does under the unit). fstatfs is the request a FUSE server must answer (the kernel may
 // answer stat from its attribute cache); fstat gives the device, which tells
 // whether the path still leads to the mount that was meant.
 type SysFS struct{}
@@ -44,7 +47,7 @@ func (SysFS) Probe(root, p string) (uint64, error) {
 	if rel == "" {
 		rel = "."
 	}
-	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+	fd, err := resolve.Openat2(rfd, rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	})

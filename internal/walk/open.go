@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/mountwatchd/mountwatchd/internal/resolve"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	if rel == "" {
 		rel = "."
 	}
-	pfd, err := unix.Openat2(w.hostFD, rel, &how)
+	pfd, err := resolve.Openat2(w.hostFD, rel, &how)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) && !r.InRoot {
 			return -1, 0, fmt.Errorf("scan root %s: a component is a symlink; give the real path (mount points are real paths): %w", p, err)
@@ -152,4 +153,39 @@ func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd,
 		return -1, 0
 	}
 	return fd, mnt
+}
+
+// Unreachable says why directory dir (an overlay layer of mount
+// overlayID) cannot be reached from the inspected root: it does not exist
+// there, or it leads back into that overlay. "" when it can, or when it
+// cannot be looked up without risk (a FUSE or network mount on the way: a
+// walk reports that). Call between Begin and End.
+func (w *Walker) Unreachable(dir string, overlayID int) string {
+	p := path.Clean(dir)
+	for mp, ms := range w.mounts {
+		if mp == p || mp == "/" || strings.HasPrefix(p, mp+"/") {
+			for _, m := range ms {
+				if m.MayHang() {
+					return ""
+				}
+			}
+		}
+	}
+	rel := strings.TrimPrefix(p, "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := resolve.Openat2(w.hostFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	switch {
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		return p + " does not exist here"
+	case err != nil:
+		return ""
+	}
+	defer unix.Close(fd)
+	if mnt, err := MountID(fd); err == nil && mnt == overlayID {
+		return p + " leads into the overlay itself"
+	}
+	return ""
 }
