@@ -400,8 +400,12 @@ func TestDaemonProbeChaos(t *testing.T) {
 	waitUntil(t, 20*time.Second, fmt.Sprintf("goroutines back to %v (now %v)", baseG, goroutines()), func() bool {
 		return goroutines() <= baseG+2
 	})
+	// The runtime may keep a thread or two it started for other blocking
+	// syscalls under load (journal sends, table reads); a leak of the hung
+	// probes' threads would be one per stopped server per step.
+	// TestProberHungThreadsExit pins the exact behaviour with 20 probes.
 	waitUntil(t, 20*time.Second, fmt.Sprintf("threads back to %d (now %d)", baseT, threadsOf(t, d.cmd.Process.Pid)), func() bool {
-		return threadsOf(t, d.cmd.Process.Pid) <= baseT+1
+		return threadsOf(t, d.cmd.Process.Pid) <= baseT+3
 	})
 	if b := d.value("mountwatchd_probes_blocked "); b != 0 {
 		t.Errorf("%v probes still blocked", b)
