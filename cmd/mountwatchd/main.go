@@ -21,6 +21,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
@@ -49,6 +50,8 @@ type config struct {
 	mountFusectl bool
 	scan         scanConfig
 	daemon       daemonConfig
+
+	pidFlag *intValue // to tell --target.pid given from its default
 }
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
@@ -71,20 +74,20 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 
 	app.Flag("once", "Check the node once, print a report and exit: 0 healthy, 1 problems found, 2 could not check.").
 		BoolVar(&cfg.once)
-	app.Flag("output", "Report format of --once: text or json.").Default("text").EnumVar(&cfg.output, "text", "json")
-	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once); "+
-		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").StringVar(&cfg.mountinfo)
+	enumFlag(app, "output", "Report format of --once: text or json.", "text", &cfg.output, "text", "json")
+	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once; - reads standard input); "+
+		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: "mountinfo"})
 	app.Flag("path.procfs", "procfs mount point.").Default(probe.DefaultProcfs).StringVar(&cfg.host.Procfs)
-	app.Flag("target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.").
-		Default("0").IntVar(&cfg.host.PID)
+	cfg.pidFlag = intFlag(app, "target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
+		"0", &cfg.host.PID)
 	app.Flag("path.kubelet", "kubelet root directory, as the inspected namespace sees it.").
 		Default(probe.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
 	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung.").
 		Default("5s").DurationVar(&cfg.probe.Timeout)
-	app.Flag("probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.").
-		Default("32").IntVar(&cfg.probe.MaxBlocked)
+	intFlag(app, "probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
+		"32", &cfg.probe.MaxBlocked)
 	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
 		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
@@ -92,8 +95,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
 		BoolVar(&cfg.mountFusectl)
 	addScanFlags(app, &cfg.scan)
-	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
-	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
+	enumFlag(app, "log.level", "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
+	enumFlag(app, "log.format", "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
 	return app
 }
@@ -103,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(&cfg, stdout, stderr)
 	exited := false
 	app.Terminate(func(int) { exited = true }) // --help and --version
-	if _, err := app.Parse(args); err != nil {
+	if _, err := app.Parse(joinDashValues(app, args)); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v; try --help\n", err)
 		return exitUnknown
 	}
@@ -121,6 +124,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.host.PID < 0 {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
+		return exitUnknown
+	}
+	if cfg.mountinfo != "" && cfg.pidFlag.set {
+		fmt.Fprintln(stderr, "mountwatchd: --mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
 		return exitUnknown
 	}
 	if err := cfg.scan.validate(); err != nil {
@@ -141,10 +148,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func addScanFlags(app *kingpin.Application, sc *scanConfig) {
-	app.Flag("scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).").
-		Default(strconv.Itoa(probe.DefaultScanBudget)).IntVar(&sc.budget)
-	app.Flag("scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.").
-		Default(strconv.Itoa(probe.DefaultOnceBudget)).IntVar(&sc.onceBudget)
+	intFlag(app, "scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).",
+		strconv.Itoa(probe.DefaultScanBudget), &sc.budget)
+	intFlag(app, "scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.",
+		strconv.Itoa(probe.DefaultOnceBudget), &sc.onceBudget)
 	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
 	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
@@ -203,7 +210,11 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		err  error
 	)
 	if cfg.mountinfo != "" {
-		snap, err = probe.ReadSnapshotFile(cfg.mountinfo, cfg.host.KubeletRoot)
+		file := cfg.mountinfo
+		if file == "-" {
+			file = "/dev/stdin"
+		}
+		snap, err = probe.ReadSnapshotFile(file, cfg.host.KubeletRoot)
 	} else {
 		snap, err = probe.ReadSnapshot(cfg.host)
 	}
@@ -249,16 +260,9 @@ func newLogger(cfg config, stderr io.Writer) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--log.level: %w", err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	var encoder zapcore.Encoder
-	switch cfg.logFormat {
-	case "json":
-		encoder = zapcore.NewJSONEncoder(enc)
-	case "console":
-		encoder = zapcore.NewConsoleEncoder(enc)
-	default:
-		return nil, errors.New("--log.format: want json or console")
+	core, err := logging.StderrCore(level, cfg.logFormat, stderr)
+	if err != nil {
+		return nil, err
 	}
-	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(stderr), level)), nil
+	return zap.New(core), nil
 }

@@ -482,3 +482,68 @@ func TestOnceWithoutCapSysAdminSaysSo(t *testing.T) {
 		t.Errorf("without CAP_SYS_ADMIN: %v\n%s", err, out)
 	}
 }
+
+// Malformed and conflicting flags fail with exit 2 and the flag's name;
+// kingpin's IntVar took "1.5" as PID 1 and "1e3" as PID 1000.
+func TestFlagErrorsNameTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--once", "--target.pid", "abc"}, `--target.pid="abc": want a whole number`},
+		{[]string{"--once", "--target.pid", "1.5"}, `--target.pid="1.5": want a whole number`},
+		{[]string{"--once", "--target.pid=1e3"}, `--target.pid="1e3": want a whole number`},
+		{[]string{"--once", "--target.pid=-3"}, `--target.pid=-3`},
+		{[]string{"--once", "--probe.max-blocked=2.5"}, `--probe.max-blocked="2.5"`},
+		{[]string{"--once", "--scan.once-budget=1e6"}, `--scan.once-budget="1e6"`},
+		{[]string{"--metrics.max-problem-series=ten"}, `--metrics.max-problem-series="ten"`},
+		{[]string{"--mountinfo", "/proc/self/mountinfo", "--target.pid", "1"}, "--mountinfo and --target.pid"},
+		{[]string{"--target.pid=0", "--mountinfo=-"}, "--mountinfo and --target.pid"},
+		{[]string{"--mountinfo="}, "--mountinfo: empty value"},
+		{[]string{"--once", "--log.format=xml"}, "--log.format"},
+	} {
+		r := mountwatchd(t, tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// "--mountinfo -" reads the table from standard input, with or without
+// --once; kingpin dropped the lone "-" and the live system was checked (or
+// the daemon started).
+func TestMountinfoStdin(t *testing.T) {
+	table := "22 1 259:1 / / rw - ext4 /dev/vda rw\n" +
+		"65 22 0:40 /vols/v2//deleted /var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount rw - fuse.ceph-fuse ceph-fuse rw\n"
+	for _, args := range [][]string{{"--mountinfo", "-"}, {"--mountinfo=-", "--once"}, {"--once", "--mountinfo", "-", "--output", "json"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, binary(t), args...)
+		cmd.Stdin = strings.NewReader(table)
+		out, err := cmd.Output()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount") {
+			t.Errorf("%q: %v\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "(captured file)") && !strings.Contains(string(out), `"live": false`) {
+			t.Errorf("%q checked the live system:\n%s", args, out)
+		}
+	}
+}
+
+// --log.format=logfmt writes key=value lines on stderr (node_exporter's
+// format), console still works.
+func TestLogFormatLogfmt(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(file, []byte("22 1 259:1 / / rw - ext4 /dev/vda rw\n23 22 0:39 garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mountwatchd(t, "--mountinfo", file, "--log.format", "logfmt")
+	if !strings.Contains(r.stderr, `level=warn msg="mount table line not parsed"`) || !strings.Contains(r.stderr, " line=2 ") {
+		t.Errorf("logfmt: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = mountwatchd(t, "--mountinfo", file, "--log.format", "console")
+	if !strings.Contains(r.stderr, "mount table line not parsed") || strings.Contains(r.stderr, "level=") {
+		t.Errorf("console: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
