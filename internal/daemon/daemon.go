@@ -57,7 +57,10 @@ type Config struct {
 	// block; the loop then goes on, and no new read starts until the
 	// blocked one returns.
 	ReadTimeout time.Duration
-	Log         *zap.Logger
+	// StartGrace is how long Healthy waits for the first successful read of
+	// the mount table before it reports unhealthy (default 2*ReadTimeout).
+	StartGrace time.Duration
+	Log        *zap.Logger
 	// Notify sends a systemd notification (READY=1, STATUS=..., WATCHDOG=1);
 	// nil sends nothing.
 	Notify func(state string) error
@@ -76,6 +79,12 @@ type Daemon struct {
 	state      atomic.Pointer[export.State]
 	lastBeat   atomic.Int64 // unix nanoseconds of the last loop iteration
 	iterations atomic.Uint64
+	started    time.Time
+	// readErr is the error of the latest read of the mount table, nil when
+	// it succeeded; tableOK is set once a read succeeded and cleared by a
+	// failed one.
+	readErr atomic.Pointer[string]
+	tableOK atomic.Bool
 
 	// owned by the loop
 	tracker *probe.Tracker
@@ -145,10 +154,14 @@ func New(cfg Config) *Daemon {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
+	if cfg.StartGrace <= 0 {
+		cfg.StartGrace = 2 * cfg.ReadTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}, read: probe.ReadSnapshot}
+	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}, read: probe.ReadSnapshot,
+		started: time.Now()}
 	// The loop wakes at least this often, so health and the watchdog see
 	// it alive; an idle wake-up does nothing else.
 	d.heartbeat = min(cfg.Interval, maxHeartbeat)
@@ -190,13 +203,24 @@ func (d *Daemon) beat() {
 	d.iterations.Add(1)
 }
 
-// Healthy reports whether the loop is making progress: it iterated within
-// three heartbeats, and no probe or scan run has been going for more than
-// twice its interval (plus a minute). It says why not.
+// Healthy reports whether the daemon is doing its job: the loop iterated
+// within three heartbeats, the latest read of the mount table succeeded (and
+// one has succeeded within StartGrace of the start), and no probe or scan
+// run has been going for more than twice its interval (plus a minute). It
+// says why not. A daemon that cannot read the table it watches reports 0
+// problems because it sees no mounts, not because they are healthy.
 func (d *Daemon) Healthy(now time.Time) (bool, string) {
 	last := time.Unix(0, d.lastBeat.Load())
 	if age := now.Sub(last); age > 3*d.heartbeat+time.Second {
 		return false, "the loop has not iterated for " + age.Round(time.Millisecond).String()
+	}
+	if e := d.readErr.Load(); e != nil {
+		return false, "the mount table cannot be read: " + *e
+	}
+	if !d.tableOK.Load() {
+		if age := now.Sub(d.started); age > d.cfg.StartGrace {
+			return false, "no read of the mount table has succeeded in " + age.Round(time.Second).String() + " since start"
+		}
 	}
 	for _, l := range d.lanes {
 		if start := l.running.Load(); start != 0 {
@@ -324,13 +348,18 @@ func (d *Daemon) readTable(ctx context.Context) error {
 	d.readCost = time.Since(d.lastRead)
 	if err != nil {
 		d.readErrs++
-		if msg := err.Error(); msg != d.lastErr {
+		msg := err.Error()
+		d.readErr.Store(&msg)
+		d.tableOK.Store(false)
+		if msg != d.lastErr {
 			log.Error("cannot read the mount table; keeping the last results", zap.Error(err))
 			d.lastErr = msg
 		}
 		d.publish()
 		return err
 	}
+	d.readErr.Store(nil)
+	d.tableOK.Store(true)
 	if d.lastErr != "" {
 		log.Info("mount table readable again", zap.String("table", snap.Source))
 		d.lastErr = ""
@@ -502,7 +531,8 @@ type mountKey struct {
 // publish merges, stamps, logs the changes and stores a new State.
 func (d *Daemon) publish() {
 	prev := d.state.Load()
-	st := &export.State{Report: prev.Report, TableReads: d.reads, TableReadErrors: d.readErrs, TableEvents: d.events}
+	st := &export.State{Report: prev.Report, TableReads: d.reads, TableReadErrors: d.readErrs, TableEvents: d.events,
+		TableReadOK: d.tableOK.Load()}
 	if d.snap != nil {
 		rep := d.merge()
 		d.tracker.Stamp(time.Now(), rep.Findings)

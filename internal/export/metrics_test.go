@@ -24,7 +24,7 @@ func fixedState(t *testing.T) *State {
 	rep.Probe = &probe.ProbeStats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
 	rep.Scan = &probe.ScanStats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
-	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, LastComplete: at}
+	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, TableReadOK: true, LastComplete: at}
 	kinds := map[probe.CheckID]probe.Kind{
 		probe.DeletedRoot: probe.TableCheck, probe.StaleMount: probe.ProbeCheck, probe.HungMount: probe.ProbeCheck,
 		probe.ShadowedMount: probe.TableCheck, probe.OpaquePropagation: probe.ScanCheck, probe.StrayOverlayXattr: probe.ScanCheck,
