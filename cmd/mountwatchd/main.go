@@ -52,13 +52,21 @@ type config struct {
 	daemon       daemonConfig
 
 	pidFlag *intValue // to tell --target.pid given from its default
+
+	onceTimeout     time.Duration
+	probeTimeoutSet bool
 }
+
+// defaultOnceTimeout keeps --once below node-problem-detector's default
+// custom plugin timeout (5s), with room for starting the process.
+const defaultOnceTimeout = 4 * time.Second
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
 // stray_overlay_xattr).
 type scanConfig struct {
 	budget, onceBudget int
 	rate               float64
+	rateSet            bool // --scan.rate given: --once keeps it
 	roots              []string
 	snapshots          string
 	containerdRoot     string
@@ -84,8 +92,10 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(probe.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
-	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung.").
-		Default("5s").DurationVar(&cfg.probe.Timeout)
+	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung (--once: at most half of --once.timeout unless given).").
+		Default("5s").IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
+	app.Flag("once.timeout", "Time budget of --once, below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
+		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
 	intFlag(app, "probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
 		"32", &cfg.probe.MaxBlocked)
 	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
@@ -142,6 +152,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 
 	if cfg.once || cfg.mountinfo != "" {
+		// --once answers within its budget: probes get half of it, and
+		// the scan is not rate limited unless asked (the rate protects a
+		// node from a daemon scanning all day, not from one pass).
+		if cfg.onceTimeout <= 0 {
+			fmt.Fprintf(stderr, "mountwatchd: --once.timeout=%s: want a positive duration\n", cfg.onceTimeout)
+			return exitUnknown
+		}
+		if !cfg.probeTimeoutSet {
+			cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
+		} else if cfg.probe.Timeout >= cfg.onceTimeout {
+			fmt.Fprintf(stderr, "mountwatchd: --probe.timeout=%s must be shorter than --once.timeout=%s\n", cfg.probe.Timeout, cfg.onceTimeout)
+			return exitUnknown
+		}
+		if !cfg.scan.rateSet {
+			cfg.scan.rate = 0
+		}
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
 	return runDaemon(cfg, stderr)
@@ -152,7 +178,8 @@ func addScanFlags(app *kingpin.Application, sc *scanConfig) {
 		strconv.Itoa(probe.DefaultScanBudget), &sc.budget)
 	intFlag(app, "scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.",
 		strconv.Itoa(probe.DefaultOnceBudget), &sc.onceBudget)
-	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
+	app.Flag("scan.rate", "Most directory entries scanned per second by the daemon (and by --once when given); 0 for no limit.").
+		Default("20000").IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
 	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
 	app.Flag("path.containerd-root", "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
@@ -204,20 +231,17 @@ func checks(cfg config, log *zap.Logger, live, once bool) []probe.Check {
 	}
 }
 
+// errOnceTimeout is the cause of --once's deadline: what a check cut short
+// by it says.
+var errOnceTimeout = errors.New("--once.timeout reached")
+
 func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer) int {
-	var (
-		snap *probe.Snapshot
-		err  error
-	)
-	if cfg.mountinfo != "" {
-		file := cfg.mountinfo
-		if file == "-" {
-			file = "/dev/stdin"
-		}
-		snap, err = probe.ReadSnapshotFile(file, cfg.host.KubeletRoot)
-	} else {
-		snap, err = probe.ReadSnapshot(cfg.host)
-	}
+	// Keep a tenth of the budget (at most 250ms) to write the report.
+	reserve := min(cfg.onceTimeout/10, 250*time.Millisecond)
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.onceTimeout-reserve,
+		fmt.Errorf("%w (%s)", errOnceTimeout, cfg.onceTimeout))
+	defer cancel()
+	snap, err := readOnce(ctx, cfg)
 	if err != nil {
 		if cfg.output == "json" {
 			_ = export.WriteJSON(stdout, export.ErrorDocument(err, time.Now()))
@@ -253,6 +277,36 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitOK
 	}
 	return exitUnknown
+}
+
+// readOnce reads the table for --once, waiting at most until ctx's
+// deadline: classifying a live table reads kubelet's files, which a hung
+// filesystem under the kubelet root can block.
+func readOnce(ctx context.Context, cfg config) (*probe.Snapshot, error) {
+	type result struct {
+		snap *probe.Snapshot
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var r result
+		if cfg.mountinfo != "" {
+			file := cfg.mountinfo
+			if file == "-" {
+				file = "/dev/stdin"
+			}
+			r.snap, r.err = probe.ReadSnapshotFile(file, cfg.host.KubeletRoot)
+		} else {
+			r.snap, r.err = probe.ReadSnapshot(cfg.host)
+		}
+		ch <- r
+	}()
+	select {
+	case r := <-ch:
+		return r.snap, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read mount table: %w (a hung filesystem under the kubelet root or pod log directory?)", context.Cause(ctx))
+	}
 }
 
 func newLogger(cfg config, stderr io.Writer) (*zap.Logger, error) {

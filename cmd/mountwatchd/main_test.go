@@ -356,7 +356,7 @@ func TestOnceHungFUSEReturns(t *testing.T) {
 	if err := server.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	if r := mountwatchd(t, "--once", "--probe.timeout=5s"); r.code != 0 {
+	if r := mountwatchd(t, "--once", "--probe.timeout=3s"); r.code != 0 { // generous, within --once.timeout
 		t.Errorf("after SIGCONT: exit %d\n%s", r.code, r.stdout)
 	}
 }
@@ -545,5 +545,74 @@ func TestLogFormatLogfmt(t *testing.T) {
 	r = mountwatchd(t, "--mountinfo", file, "--log.format", "console")
 	if !strings.Contains(r.stderr, "mount table line not parsed") || strings.Contains(r.stderr, "level=") {
 		t.Errorf("console: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// bigVolume makes a pod volume of dirs*files empty files under a kubelet
+// root in a temp dir and returns the kubelet root.
+func bigVolume(t *testing.T, dirs, files int) string {
+	t.Helper()
+	kubelet := filepath.Join(t.TempDir(), "kubelet")
+	vol := filepath.Join(kubelet, "pods/u1/volumes/kubernetes.io~empty-dir/cache")
+	for d := range dirs {
+		dir := filepath.Join(vol, strconv.Itoa(d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range files {
+			fd, err := syscall.Open(filepath.Join(dir, strconv.Itoa(f)), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			syscall.Close(fd)
+		}
+	}
+	return kubelet
+}
+
+// --once keeps to its time budget (--once.timeout, 4s by default, below
+// node-problem-detector's default plugin timeout of 5s): the scan is not
+// rate limited unless --scan.rate is given, and a scan the budget cuts short
+// is a check error naming --once.timeout (exit 2), not a healthy node. With
+// the daemon's 20,000 entries/s, 200,000 entries took 10 s.
+func TestOnceTimeBudget(t *testing.T) {
+	kubelet := bigVolume(t, 200, 1000)
+	start := time.Now()
+	r := mountwatchd(t, "--once", "--path.kubelet", kubelet, "--output=json")
+	took := time.Since(start)
+	d := decode(t, r)
+	if took > 5*time.Second {
+		t.Errorf("--once took %s over a 200,000-entry volume, past node-problem-detector's 5s", took)
+	}
+	var stray string
+	for _, c := range d.Checks {
+		if c.Check == "stray_overlay_xattr" {
+			stray = string(c.Status) + " " + c.Error
+		}
+	}
+	switch {
+	case r.code == 0 && strings.HasPrefix(stray, "ok"): // finished within the budget
+	case r.code == 2 && strings.Contains(stray, "--once.timeout"): // a slow machine: said so
+	default:
+		t.Errorf("exit %d, stray_overlay_xattr %q after %s", r.code, stray, took)
+	}
+
+	// A budget the scan cannot meet: cut short, said so, exit 2, on time.
+	start = time.Now()
+	r = mountwatchd(t, "--once", "--path.kubelet", kubelet, "--once.timeout=300ms")
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("--once.timeout=300ms took %s", took)
+	}
+	if r.code != 2 || !strings.Contains(r.stdout, "scan stopped: --once.timeout reached (300ms)") {
+		t.Errorf("exit %d\n%s", r.code, r.stdout)
+	}
+	// --scan.rate given is kept: 100 entries/s cannot finish in 300ms.
+	r = mountwatchd(t, "--once", "--path.kubelet", kubelet, "--once.timeout=1s", "--scan.rate=100")
+	if r.code != 2 || !strings.Contains(r.stdout, "--once.timeout reached") {
+		t.Errorf("--scan.rate=100: exit %d\n%s", r.code, r.stdout)
+	}
+	r = mountwatchd(t, "--once", "--once.timeout=1s", "--probe.timeout=2s")
+	if r.code != 2 || !strings.Contains(r.stderr, "--probe.timeout=2s must be shorter than --once.timeout=1s") {
+		t.Errorf("probe timeout past the budget: exit %d %s", r.code, r.stderr)
 	}
 }

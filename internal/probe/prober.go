@@ -356,10 +356,10 @@ func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
 			})
 		case <-ctx.Done():
 			for _, a := range active {
-				setAll(a.c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(a.c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 			}
 			for _, c := range queue {
-				setAll(c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 			}
 			r.Stats.NotProbed += len(active) + len(queue)
 			active, queue = nil, nil

@@ -445,8 +445,8 @@ func (w *walker) spend() bool {
 		return false
 	}
 	if w.done&255 == 0 {
-		if err := w.ctx.Err(); err != nil {
-			w.stopErr = err
+		if w.ctx.Err() != nil {
+			w.stopErr = context.Cause(w.ctx) // the deadline says whose (--once.timeout)
 			return false
 		}
 		if w.limits.Rate > 0 {
@@ -457,7 +457,7 @@ func (w *walker) spend() bool {
 				case <-t.C:
 				case <-w.ctx.Done():
 					t.Stop()
-					w.stopErr = w.ctx.Err()
+					w.stopErr = context.Cause(w.ctx)
 					return false
 				}
 			}
