@@ -50,6 +50,7 @@ type config struct {
 	mountFusectl bool
 	scan         scanConfig
 	daemon       daemonConfig
+	installTo    string
 
 	pidFlag *intValue // to tell --target.pid given from its default
 
@@ -108,6 +109,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	enumFlag(app, "log.level", "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
 	enumFlag(app, "log.format", "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
+	app.Flag("install-to", "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
+		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
 }
 
@@ -121,6 +124,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUnknown
 	}
 	if exited {
+		return exitOK
+	}
+	if cfg.installTo != "" {
+		if err := installTo(cfg.installTo); err != nil {
+			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+			return exitUnknown
+		}
 		return exitOK
 	}
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
