@@ -459,8 +459,10 @@ func TestOnceOverlayXattrChecks(t *testing.T) {
 }
 
 // Without CAP_SYS_ADMIN the kernel hides trusted.* xattrs without an error:
-// a stray trusted.overlay.opaque is then invisible, and --once must say it
-// could not check rather than call the node healthy.
+// a stray trusted.overlay.opaque is then invisible, and --once must say the
+// check was skipped and why rather than call the node plainly healthy; the
+// exit code follows the checks that ran (0 here), so an ordinary user's
+// run of the README's first command works.
 func TestOnceWithoutCapSysAdminSaysSo(t *testing.T) {
 	testenv.RequireRoot(t)
 	setpriv := testenv.RequireCommand(t, "setpriv", "util-linux")
@@ -477,9 +479,10 @@ func TestOnceWithoutCapSysAdminSaysSo(t *testing.T) {
 	}
 	cmd := exec.Command(setpriv, append([]string{"--inh-caps=-sys_admin", "--bounding-set=-sys_admin", binary(t)}, args...)...)
 	out, err := cmd.Output()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "CAP_SYS_ADMIN") {
-		t.Errorf("without CAP_SYS_ADMIN: %v\n%s", err, out)
+	first, _, _ := strings.Cut(string(out), "\n")
+	if err != nil || !strings.HasPrefix(first, "OK: ") || !strings.HasSuffix(first, "; 1 check skipped (no CAP_SYS_ADMIN)") ||
+		!strings.Contains(string(out), "stray_overlay_xattr  skipped: trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN") {
+		t.Errorf("without CAP_SYS_ADMIN: %v, want exit 0 and the skip in the summary and the report\n%s", err, out)
 	}
 }
 

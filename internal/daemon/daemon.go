@@ -102,6 +102,7 @@ type Daemon struct {
 	events     uint64
 	lastErr    string
 	lastParse  string
+	checkMsg   map[probe.CheckID]string // the last error or skip reason logged per check
 	ready      bool
 	lastStatus string
 	lastRead   time.Time       // start of the last read of the table
@@ -455,15 +456,45 @@ func (d *Daemon) laneDone(r laneResult) {
 	r.lane.last, r.lane.lastSeq, r.lane.lastEnd = r.rep, r.seq, r.end
 	for _, c := range r.rep.Checks {
 		st := d.stats[c.Check]
-		if st == nil || c.Status == probe.StatusSkipped {
-			continue
+		if st == nil || (c.Status == probe.StatusSkipped && c.Cause == "") {
+			continue // skipped for a captured table: not a run
 		}
 		st.Runs++
 		if c.Status == probe.StatusError {
 			st.Errors++
-			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
+		d.logCheckState(c)
 		st.Duration, st.LastRun, st.Status = c.Duration, r.end, c.Status
+	}
+}
+
+// logCheckState logs a check that failed or was skipped (check_success 0)
+// once per distinct reason, not on every run (a probe run is every 30s),
+// and once when it works again.
+func (d *Daemon) logCheckState(c probe.CheckResult) {
+	log := d.cfg.Log.With(zap.String("check", string(c.Check)))
+	var msg string
+	switch c.Status {
+	case probe.StatusError:
+		msg = "error: " + c.Error
+	case probe.StatusSkipped:
+		msg = "skipped: " + c.Reason
+	}
+	if d.checkMsg == nil {
+		d.checkMsg = map[probe.CheckID]string{}
+	}
+	prev := d.checkMsg[c.Check]
+	if msg == prev {
+		return
+	}
+	d.checkMsg[c.Check] = msg
+	switch c.Status {
+	case probe.StatusError:
+		log.Error("check failed", zap.String("error", c.Error))
+	case probe.StatusSkipped:
+		log.Warn("check skipped: it cannot see what it needs", zap.String("reason", c.Reason))
+	default:
+		log.Info("check runs again", zap.String("previously", prev))
 	}
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,7 @@ type fakeCheck struct {
 	find  func(s *probe.Snapshot) []probe.Finding
 	block chan struct{} // when set, Run waits for it (or ctx)
 	stats *probe.ProbeStats
+	err   error // returned by Run
 }
 
 func (c *fakeCheck) ID() probe.CheckID { return c.id }
@@ -71,10 +73,19 @@ func (c *fakeCheck) Run(ctx context.Context, s *probe.Snapshot) ([]probe.Finding
 			return nil, ctx.Err()
 		}
 	}
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
 	if c.find == nil {
-		return nil, nil
+		return nil, err
 	}
-	return c.find(s), nil
+	return c.find(s), err
+}
+
+func (c *fakeCheck) setErr(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
 }
 
 func (c *fakeCheck) Runs() int {
@@ -486,4 +497,31 @@ func TestUnreadableTableIsUnhealthy(t *testing.T) {
 	if ok, why := d.Healthy(time.Now().Add(20 * time.Second)); ok || !strings.Contains(why, "no read of the mount table has succeeded") {
 		t.Errorf("20s after start without a read: healthy=%v %q", ok, why)
 	}
+}
+
+// A check that cannot run (no CAP_SYS_PTRACE for the node's root) or cannot
+// see what it needs (no CAP_SYS_ADMIN) has check_success 0 and its reason
+// logged once, not on every probe run; and once when it runs again.
+func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
+	host, _ := fakeProcfs(t, healthyTable)
+	core, logs := observer.New(zapcore.DebugLevel)
+	failing := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck,
+		err: fmt.Errorf("%w: open /proc/1/root: permission denied; needs CAP_SYS_PTRACE", probe.ErrNamespaceUnreachable)}
+	skipping := &fakeCheck{id: probe.StrayOverlayXattr, kind: probe.ScanCheck, err: probe.ErrNoTrustedXattrs}
+	d, _ := start(t, Config{Host: host, Checks: []probe.Check{failing, skipping}, Interval: time.Hour,
+		ProbeInterval: 5 * time.Millisecond, ScanInterval: 5 * time.Millisecond, Log: zap.New(core)})
+	waitFor(t, "10 runs of each", func() bool { return failing.Runs() >= 10 && skipping.Runs() >= 10 })
+	if n := logs.FilterMessage("check failed").Len(); n != 1 {
+		t.Errorf("check error logged %d times, want once", n)
+	}
+	if n := logs.FilterMessageSnippet("check skipped").Len(); n != 1 {
+		t.Errorf("skip logged %d times, want once", n)
+	}
+	for _, c := range d.State().Checks {
+		if c.Status == probe.StatusOK || c.Status == probe.StatusProblems {
+			t.Errorf("%s: status %q, want error or skipped (check_success 0)", c.ID, c.Status)
+		}
+	}
+	failing.setErr(nil)
+	waitFor(t, "the check to run again", func() bool { return logs.FilterMessage("check runs again").Len() == 1 })
 }

@@ -55,7 +55,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error)
 		f.Message = hungMessage(s, m, res, c.Prober.cfg.Timeout, f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
-	return out, nil
+	return out, r.NamespaceErr()
 }
 
 func (c HungMountCheck) fusectl() string {

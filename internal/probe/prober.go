@@ -7,6 +7,7 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,9 +35,11 @@ type SysFS struct{}
 
 // Probe implements FS.
 func (SysFS) Probe(root, p string) (uint64, error) {
+	// Opening the namespace's root is our part of the path: its failure
+	// (no CAP_SYS_PTRACE, the process exited) says nothing of the mount.
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", root, err)
+		return 0, namespaceRootError(root, rootPID(root), err)
 	}
 	defer unix.Close(rfd)
 	rel := strings.TrimPrefix(path.Clean(p), "/")
@@ -400,6 +403,12 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 	for _, m := range c.targets {
 		dev, err := fs.Probe(root, m.Mountpoint)
 		pr := classifyProbe(m, dev, err)
+		if pr.State == ProbeNotProbed { // our failure: nothing of this connection is known
+			for _, mm := range c.mounts {
+				res[mm.ID] = pr
+			}
+			return res
+		}
 		if connResult == nil {
 			if pr.State == ProbeUnreachable {
 				res[m.ID] = pr // vanished or replaced; try the next mount
@@ -434,8 +443,37 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 	return res
 }
 
+// rootPID is the PID of a <procfs>/<pid>/root path, 0 for any other root.
+func rootPID(root string) int {
+	dir, base := path.Split(path.Clean(root))
+	if base != "root" {
+		return 0
+	}
+	pid, err := strconv.Atoi(path.Base(path.Clean(dir)))
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// NamespaceErr is the error of a round some of whose probes could not reach
+// the inspected namespace (its root could not be opened): those mounts were
+// not probed, and the probing checks report it as their error.
+func (r *Round) NamespaceErr() error {
+	for _, res := range r.Results {
+		if res.State == ProbeNotProbed && errors.Is(res.Err, ErrNamespaceUnreachable) {
+			return res.Err
+		}
+	}
+	return nil
+}
+
 func classifyProbe(m *Mount, dev uint64, err error) ProbeResult {
 	pr := ProbeResult{Path: m.Mountpoint}
+	if errors.Is(err, ErrNamespaceUnreachable) {
+		pr.State, pr.Err, pr.Reason = ProbeNotProbed, err, "the inspected namespace could not be reached"
+		return pr
+	}
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -290,5 +291,43 @@ func TestProbeFSTypes(t *testing.T) {
 		if p.Probes(m) != want {
 			t.Errorf("%s: probed %v", fstype, !want)
 		}
+	}
+}
+
+// Opening the inspected namespace's root failing mid-round (the process
+// exited, or we lack CAP_SYS_PTRACE) is ours, not the mount's: those
+// connections are not probed, never stale or hung, and the probing checks
+// return an error naming the capability. Only the errno from the mount
+// itself (EACCES inside the root, on a kubelet mount) is a finding.
+func TestProberNamespaceUnreachableIsNotStale(t *testing.T) {
+	fs := newFakeFS()
+	kube := "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount"
+	s := table(t, fs, fuseLine(10, 40, "/", kube), fuseLine(11, 40, "/", "/mnt/a"), fuseLine(20, 41, "/", "/mnt/b"))
+	fs.errs[kube] = namespaceRootError("/proc/4242/root", 4242, syscall.EACCES)
+	fs.errs["/mnt/a"] = fs.errs[kube]
+	fs.errs["/mnt/b"] = fmt.Errorf("open /mnt/b: %w", syscall.EACCES) // the mount's own answer
+	p := NewProber(ProberConfig{}, fs)
+	ctx := WithRun(context.Background())
+	r := p.Round(ctx, s)
+	for _, id := range []int{10, 11} {
+		if res := r.Results[id]; res.State != ProbeNotProbed {
+			t.Errorf("mount %d: %+v, want not probed", id, res)
+		}
+	}
+	stale, err := StaleMountCheck{Prober: p}.Run(ctx, s)
+	if err == nil || !errors.Is(err, ErrNamespaceUnreachable) || !strings.Contains(err.Error(), "CAP_SYS_PTRACE") {
+		t.Errorf("stale_mount error %v, want one naming CAP_SYS_PTRACE", err)
+	}
+	for _, f := range stale {
+		if f.MountID != 20 {
+			t.Errorf("a mount whose probe never reached it is stale: %+v", f)
+		}
+	}
+	hung, err := HungMountCheck{Prober: p}.Run(ctx, s)
+	if len(hung) != 0 || !errors.Is(err, ErrNamespaceUnreachable) {
+		t.Errorf("hung_mount: %d findings, error %v", len(hung), err)
+	}
+	if got := rootPID("/proc/4242/root"); got != 4242 {
+		t.Errorf("rootPID = %d", got)
 	}
 }

@@ -67,7 +67,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error
 		f.Details["probed"] = res.Path
 		out = append(out, f)
 	}
-	return out, nil
+	return out, r.NamespaceErr()
 }
 
 // connInfo counts what depends on m's connection.

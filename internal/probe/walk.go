@@ -177,9 +177,9 @@ func (w *walker) begin(ctx context.Context, s *Snapshot) error {
 	w.done, w.started, w.ctx, w.stopErr = 0, time.Now(), ctx, nil
 	w.host = s.Host
 	w.procfs = w.host.withDefaults().Procfs
-	fd, err := unix.Open(w.host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := w.host.OpenRoot()
 	if err != nil {
-		return fmt.Errorf("open root of the inspected namespace %s: %w", w.host.Path("/"), err)
+		return err
 	}
 	w.hostFD = fd
 	return nil
@@ -726,7 +726,10 @@ func (e *entry) getxattr(attr string, buf []byte) (int, error) {
 // ErrNoTrustedXattrs is reported by the scanning checks when this process
 // lacks CAP_SYS_ADMIN: the kernel then hides trusted.* xattrs without an
 // error, so a scan for trusted.overlay.* would see nothing and look healthy.
-var ErrNoTrustedXattrs = errors.New("trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN; only user.overlay.* were checked")
+// It is a SkipError: with nothing else wrong and nothing found, the check is
+// reported as skipped for this reason, not as failed.
+var ErrNoTrustedXattrs error = &SkipError{Cause: "no CAP_SYS_ADMIN",
+	Reason: "trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN; only user.overlay.* were checked"}
 
 // trustedXattrsVisible reports whether this process can read trusted.*
 // xattrs: CAP_SYS_ADMIN in its effective set.
