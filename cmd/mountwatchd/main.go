@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -54,6 +55,7 @@ type config struct {
 
 	pidFlag *intValue // to tell --target.pid given from its default
 
+	maxTableBytes   units.Base2Bytes
 	onceTimeout     time.Duration
 	probeTimeoutSet bool
 }
@@ -87,6 +89,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once; - reads standard input); "+
 		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: "mountinfo"})
 	app.Flag("path.procfs", "procfs mount point.").Default(probe.DefaultProcfs).StringVar(&cfg.host.Procfs)
+	app.Flag("mountinfo.max-bytes", "Most bytes read from a mount table (live or --mountinfo); a longer one is an error. A live table of 20,000 mounts is about 4MiB.").
+		Default("64MiB").BytesVar(&cfg.maxTableBytes)
 	cfg.pidFlag = intFlag(app, "target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
 		"0", &cfg.host.PID)
 	app.Flag("path.kubelet", "kubelet root directory, as the inspected namespace sees it.").
@@ -146,6 +150,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
 		return exitUnknown
 	}
+	if cfg.maxTableBytes <= 0 {
+		fmt.Fprintf(stderr, "mountwatchd: --mountinfo.max-bytes=%s: want a positive size\n", cfg.maxTableBytes)
+		return exitUnknown
+	}
+	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
 	if cfg.mountinfo != "" && cfg.pidFlag.set {
 		fmt.Fprintln(stderr, "mountwatchd: --mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
 		return exitUnknown
@@ -265,6 +274,9 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
+	if more := snap.ParseErrorTotal() - len(snap.ParseErrors); more > 0 {
+		log.Warn("more mount table lines not parsed", zap.String("table", snap.Source), zap.Int("more", more))
+	}
 	runner := &probe.Runner{Checks: checks(cfg, log, snap.Live, true)}
 	rep := runner.Run(ctx, snap)
 	for _, c := range rep.Checks {
@@ -305,7 +317,7 @@ func readOnce(ctx context.Context, cfg config) (*probe.Snapshot, error) {
 			if file == "-" {
 				file = "/dev/stdin"
 			}
-			r.snap, r.err = probe.ReadSnapshotFile(file, cfg.host.KubeletRoot)
+			r.snap, r.err = probe.ReadCapturedTable(file, cfg.host)
 		} else {
 			r.snap, r.err = probe.ReadSnapshot(cfg.host)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -617,5 +618,57 @@ func TestOnceTimeBudget(t *testing.T) {
 	r = mountwatchd(t, "--once", "--once.timeout=1s", "--probe.timeout=2s")
 	if r.code != 2 || !strings.Contains(r.stderr, "--probe.timeout=2s must be shorter than --once.timeout=1s") {
 		t.Errorf("probe timeout past the budget: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// Bad tables are bounded: /dev/zero is refused at --mountinfo.max-bytes
+// (it read for ever and grew to gigabytes), a binary file's parse errors
+// are listed up to a cap and then counted (76,689 were all printed: 35 MB),
+// and an empty table is an error, not "OK: 0 mounts checked".
+func TestOnceBoundedInput(t *testing.T) {
+	r := mountwatchd(t, "--mountinfo", "/dev/zero", "--mountinfo.max-bytes=1MiB")
+	if r.code != 2 || !strings.Contains(r.stdout, "mount table too large: more than 1048576 bytes (--mountinfo.max-bytes)") {
+		t.Errorf("/dev/zero: exit %d\n%s", r.code, r.stdout)
+	}
+	r = mountwatchd(t, "--mountinfo", "/dev/zero")
+	if r.code != 2 || !strings.Contains(r.stdout, "more than 67108864 bytes") {
+		t.Errorf("/dev/zero, default limit: exit %d\n%.300s", r.code, r.stdout)
+	}
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("22 1 259:1 / / rw - ext4 /dev/vda rw\n")
+	for i := range 5000 {
+		fmt.Fprintf(&b, "garbage line %d \x00\xff\n", i)
+	}
+	if err := os.WriteFile(dir+"/binary", []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = mountwatchd(t, "--mountinfo", dir+"/binary")
+	if r.code != 2 || !strings.Contains(r.stdout, "... and 4900 more lines not parsed (the first 100 are listed)") ||
+		!strings.HasPrefix(r.firstLine(), "UNKNOWN: no problems in 1 mount, but 5000 unparsable lines") {
+		t.Errorf("5000 bad lines: exit %d\n%.2000s", r.code, r.stdout)
+	}
+	if n := strings.Count(r.stdout, "\n"); n > 150 {
+		t.Errorf("5000 bad lines gave %d lines of report", n)
+	}
+	if n := strings.Count(r.stderr, "\n"); n > 110 || !strings.Contains(r.stderr, `"more":4900`) {
+		t.Errorf("5000 bad lines gave %d lines of warnings:\n%.500s", n, r.stderr)
+	}
+	d := decode(t, mountwatchd(t, "--mountinfo", dir+"/binary", "--output=json"))
+	if len(d.ParseErrors) != 100 || d.ParseErrorsTotal != 5000 {
+		t.Errorf("JSON lists %d parse errors of %d", len(d.ParseErrors), d.ParseErrorsTotal)
+	}
+	for _, empty := range []string{"/dev/null", dir + "/binary-only"} {
+		if err := os.WriteFile(dir+"/binary-only", []byte("garbage\n\x00\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = mountwatchd(t, "--mountinfo", empty)
+		if r.code != 2 || !strings.Contains(r.stdout, "mount table has no mounts") {
+			t.Errorf("%s: exit %d\n%s", empty, r.code, r.stdout)
+		}
+	}
+	r = mountwatchd(t, "--once", "--mountinfo.max-bytes=0")
+	if r.code != 2 || !strings.Contains(r.stderr, "--mountinfo.max-bytes") {
+		t.Errorf("--mountinfo.max-bytes=0: exit %d %s", r.code, r.stderr)
 	}
 }

@@ -432,6 +432,9 @@ func (d *Daemon) logParseErrors(s *probe.Snapshot) {
 	for _, pe := range s.ParseErrors {
 		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
+	if more := s.ParseErrorTotal() - len(s.ParseErrors); more > 0 {
+		d.cfg.Log.Warn("more mount table lines not parsed", zap.String("table", s.Source), zap.Int("more", more))
+	}
 }
 
 // startLane runs a probe or scan lane over the latest table in a goroutine

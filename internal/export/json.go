@@ -27,9 +27,12 @@ type Document struct {
 	Findings      []probe.Finding     `json:"findings"`
 	Checks        []probe.CheckResult `json:"checks"`
 	ParseErrors   []probe.ParseError  `json:"parse_errors"`
-	Probe         *probe.ProbeStats   `json:"probe,omitempty"`
-	Scan          *probe.ScanStats    `json:"scan,omitempty"`
-	Error         string              `json:"error,omitempty"`
+	// ParseErrorsTotal counts every unparsable line; parse_errors lists
+	// the first probe.MaxParseErrorsListed.
+	ParseErrorsTotal int               `json:"parse_errors_total"`
+	Probe            *probe.ProbeStats `json:"probe,omitempty"`
+	Scan             *probe.ScanStats  `json:"scan,omitempty"`
+	Error            string            `json:"error,omitempty"`
 }
 
 // MountTable says which table was checked.
@@ -44,17 +47,18 @@ type MountTable struct {
 func NewDocument(r *probe.Report) *Document {
 	s := r.Snapshot
 	d := &Document{
-		SchemaVersion: SchemaVersion,
-		Status:        r.Status(),
-		Summary:       Summary(r),
-		Node:          hostname(),
-		Time:          s.Taken.UTC(),
-		MountTable:    &MountTable{Source: s.Source, Live: s.Live, Mounts: len(s.Mounts)},
-		Findings:      orEmpty(r.Findings),
-		Checks:        orEmpty(r.Checks),
-		ParseErrors:   orEmpty(s.ParseErrors),
-		Probe:         r.Probe,
-		Scan:          r.Scan,
+		SchemaVersion:    SchemaVersion,
+		Status:           r.Status(),
+		Summary:          Summary(r),
+		Node:             hostname(),
+		Time:             s.Taken.UTC(),
+		MountTable:       &MountTable{Source: s.Source, Live: s.Live, Mounts: len(s.Mounts)},
+		Findings:         orEmpty(r.Findings),
+		Checks:           orEmpty(r.Checks),
+		ParseErrors:      orEmpty(s.ParseErrors),
+		ParseErrorsTotal: s.ParseErrorTotal(),
+		Probe:            r.Probe,
+		Scan:             r.Scan,
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID

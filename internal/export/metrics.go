@@ -170,7 +170,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		for t, n := range byType {
 			gauge(ch, descMounts, float64(n), Printable(t))
 		}
-		gauge(ch, descParseErrs, float64(len(s.ParseErrors)))
+		gauge(ch, descParseErrs, float64(s.ParseErrorTotal()))
 	}
 	if p := rep.Probe; p != nil {
 		gauge(ch, descProbeConns, float64(p.Connections))

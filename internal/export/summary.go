@@ -24,7 +24,7 @@ func Summary(r *probe.Report) string {
 			severityCounts(r.Findings), f.Check, Printable(f.MountPoint))
 	case probe.StatusError:
 		var what []string
-		if n := len(s.ParseErrors); n > 0 {
+		if n := s.ParseErrorTotal(); n > 0 {
 			what = append(what, plural(n, "unparsable line"))
 		}
 		for _, c := range r.Checks {

@@ -32,6 +32,9 @@ type Host struct {
 	PID         int
 	KubeletRoot string
 	PodLogDir   string
+	// MaxTableBytes is the most bytes read from the mount table
+	// (0: DefaultMaxTableBytes).
+	MaxTableBytes int64
 }
 
 func (h Host) withDefaults() Host {
