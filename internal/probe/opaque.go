@@ -171,6 +171,9 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 	} else if c.FullPass && err == nil {
 		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", ErrScanIncomplete, c.w.done))
 	}
+	if err := c.w.tooDeepErr(); err != nil && c.FullPass {
+		errs = append(errs, err)
+	}
 
 	if c.ver == nil {
 		root := c.ContainerdRoot

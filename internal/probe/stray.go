@@ -137,6 +137,9 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *Snapshot) ([]Findin
 	} else if c.FullPass && err == nil {
 		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", ErrScanIncomplete, c.w.done))
 	}
+	if err := c.w.tooDeepErr(); err != nil && c.FullPass {
+		errs = append(errs, err)
+	}
 
 	hits := map[string]strayHit{}
 	for p, h := range c.last {

@@ -33,6 +33,16 @@ type ScanLimits struct {
 	MaxDepth int
 }
 
+// tooDeepErr is the error of a full pass (--once) that left directories
+// deeper than the walk's depth limit unentered: the pass did not see them, so
+// it must not call them clean.
+func (w *walker) tooDeepErr() error {
+	if w.tooDeep == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %d directories deeper than %d levels were not entered", ErrScanIncomplete, w.tooDeep, w.limits.MaxDepth)
+}
+
 // ErrScanIncomplete is wrapped by the error of a scanning check that had to
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
@@ -174,7 +184,7 @@ func (w *walker) begin(ctx context.Context, s *Snapshot) error {
 	if w.limits.MaxDepth <= 0 {
 		w.limits.MaxDepth = DefaultScanMaxDepth
 	}
-	w.done, w.started, w.ctx, w.stopErr = 0, time.Now(), ctx, nil
+	w.done, w.started, w.ctx, w.stopErr, w.tooDeep = 0, time.Now(), ctx, nil, 0
 	w.host = s.Host
 	w.procfs = w.host.withDefaults().Procfs
 	fd, err := w.host.OpenRoot()
