@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb rpm image manifests tools test check vet fmt tidy bench once clean fuzz
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy bench once clean fuzz soak
 
 all: check test build
 
@@ -146,6 +146,14 @@ fuzz:
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) -parallel=2 $$pkg; \
 	done
+
+# 30 minutes of mount churn (thousands of tmpfs, bind and FUSE mounts made
+# and removed under kubelet paths) against the daemon with a real Prometheus
+# scraping it; prints RSS, goroutines and descriptors at start and end. As
+# root; not part of make test (which churns for one minute).
+SOAK      ?= 30m
+soak:
+	MOUNTWATCHD_CHURN=$(SOAK) $(GO) test -count=1 -timeout 60m -run '^TestDaemonMountChurn$$' -v ./cmd/mountwatchd
 
 # Benchmarks print figures with a baseline measured in the same run.
 bench:
