@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint shellcheck bench once clean
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint shellcheck bench once clean fuzz soak
 
 all: check test build
 
@@ -141,6 +141,30 @@ tidy:
 	@for m in . packaging/image; do \
 		(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy: run go mod tidy there and commit"; exit 1; }; \
 	done
+
+# Fuzz every parser of outside input for FUZZTIME each (seeds: the
+# captures in testdata/ and testdata/fuzz/<target>). A crash is written to
+# testdata/fuzz/<target>/ by go test: commit it, it becomes a regression
+# test of the plain `go test` run. 7 targets x 10s: about 2 minutes.
+FUZZTIME  ?= 10s
+FUZZ_TARGETS := \
+	./internal/mounts:FuzzParseMountTable ./internal/mounts:FuzzOverlayOptions ./internal/mounts:FuzzKubePath \
+	./internal/mounts:FuzzVolData ./internal/mounts:FuzzPodLogDir \
+	./internal/containerd:FuzzScanLayer ./internal/containerd:FuzzMetadataDB
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) -parallel=2 $$pkg; \
+	done
+
+# 30 minutes of mount churn (thousands of tmpfs, bind and FUSE mounts made
+# and removed under kubelet paths) against the daemon with a real Prometheus
+# scraping it; prints RSS, goroutines and descriptors at start and end. As
+# root; not part of make test (which churns for one minute).
+SOAK      ?= 30m
+soak:
+	MOUNTWATCHD_CHURN=$(SOAK) $(GO) test -count=1 -timeout 60m -run '^TestDaemonMountChurn$$' -v ./cmd/mountwatchd
 
 # Benchmarks print figures with a baseline measured in the same run.
 bench:

@@ -43,16 +43,16 @@ type daemonConfig struct {
 func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 	c.web = kingpinflag.AddFlags(app, defaultListen)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
-	app.Flag("metrics.max-problem-series", "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.").
-		Default(fmt.Sprint(export.DefaultMaxProblemSeries)).IntVar(&c.maxProblemSeries)
+	intFlag(app, "metrics.max-problem-series", "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
+		fmt.Sprint(export.DefaultMaxProblemSeries), &c.maxProblemSeries)
 	app.Flag("interval", "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
 		Default(daemon.DefaultInterval.String()).DurationVar(&c.interval)
 	app.Flag("probe.interval", "Run the checks that probe mounts (stat, statfs) this often.").
 		Default(daemon.DefaultProbeInterval.String()).DurationVar(&c.probeInterval)
 	app.Flag("scan.interval", "Run the checks that scan trees inside mounts this often.").
 		Default(daemon.DefaultScanInterval.String()).DurationVar(&c.scanInterval)
-	app.Flag("log.target", "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.").
-		Default(logging.TargetAuto).EnumVar(&c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
+	enumFlag(app, "log.target", "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
+		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
 }
 
 // runDaemon runs until SIGTERM or SIGINT: exit 0 on a clean stop, 2 when it

@@ -62,6 +62,13 @@ func cleanEnv(extra ...string) []string {
 // expects a clean exit 0.
 func startDaemon(t testing.TB, env []string, args ...string) *daemonProc {
 	t.Helper()
+	return launchDaemon(t, env, func(code int) bool { return code == http.StatusOK }, args...)
+}
+
+// launchDaemon is startDaemon waiting until /healthz answers a code ready
+// accepts (any answer at all, for a daemon expected to be unhealthy).
+func launchDaemon(t testing.TB, env []string, ready func(code int) bool, args ...string) *daemonProc {
+	t.Helper()
 	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), append([]string{"--web.listen-address", addr}, args...)...)
 	cmd.Env = env
@@ -89,7 +96,7 @@ func startDaemon(t testing.TB, env []string, args ...string) *daemonProc {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if code, _ := d.get("/healthz"); code == http.StatusOK {
+		if code, _ := d.get("/healthz"); code != 0 && ready(code) {
 			return d
 		}
 		select {
@@ -667,8 +674,12 @@ func TestDaemonHungKubeletRoot(t *testing.T) {
 	if !strings.Contains(d.stderr.String(), "took more than") {
 		t.Errorf("the blocked read is not logged:\n%s", d.stderr)
 	}
-	if code, body := d.get("/healthz"); code != http.StatusOK {
-		t.Errorf("/healthz %d %s with a blocked read", code, body)
+	// The loop goes on, but the node's table cannot be read: not healthy.
+	if code, body := d.get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "mount table cannot be read") {
+		t.Errorf("/healthz %d %s with a blocked read, want 503 saying the table cannot be read", code, body)
+	}
+	if v := d.value("mountwatchd_mount_table_read_success "); v != 0 {
+		t.Errorf("mountwatchd_mount_table_read_success %v with a blocked read", v)
 	}
 	if n := strings.Count(d.stderr.String(), "cannot read the mount table"); n > 2 {
 		t.Errorf("read error logged %d times (want once per distinct error)", n)
@@ -681,6 +692,48 @@ func TestDaemonHungKubeletRoot(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the problem once the server answers", func() bool { _, ok := value(d.metrics(), series); return ok })
 	if !strings.Contains(d.stderr.String(), "mount table readable again") {
 		t.Errorf("recovery not logged:\n%s", d.stderr)
+	}
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d %s once the table is read again", code, body)
+	}
+}
+
+// A daemon whose table cannot be read (--target.pid of a process that does
+// not exist, or that exited) is unhealthy and says so where an alert looks:
+// /healthz 503 with the reason, mountwatchd_mount_table_read_success 0 and
+// every check_success 0, instead of "200 ok" and 0 problems.
+func TestDaemonUnreadableTableUnhealthy(t *testing.T) {
+	// Never readable: unhealthy from the start, read_success present as 0
+	// and no check ever succeeded.
+	d := launchDaemon(t, nil, func(int) bool { return true }, "--target.pid=999999999", "--log.target=stderr")
+	waitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
+	if code, body := d.get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "/proc/999999999/mountinfo") {
+		t.Errorf("/healthz %d %q with --target.pid=999999999", code, body)
+	}
+	m := d.metrics()
+	if v, ok := value(m, "mountwatchd_mount_table_read_success "); !ok || v != 0 {
+		t.Errorf("mountwatchd_mount_table_read_success %v (present %v), want 0", v, ok)
+	}
+	if v, ok := value(m, `mountwatchd_check_success{check="deleted_root"`); !ok || v != 0 {
+		t.Errorf("check_success of deleted_root %v (present %v), want 0", v, ok)
+	}
+
+	// Readable, then the target exits (needs a mount namespace: root).
+	testenv.RequireRoot(t)
+	node := testenv.NewNode(t, "true")
+	d = launchDaemon(t, nil, func(int) bool { return true }, "--target.pid", strconv.Itoa(node.PID), "--interval=200ms", "--log.target=stderr")
+	waitUntil(t, 30*time.Second, "the first read", func() bool { return d.value("mountwatchd_mount_table_read_success ") == 1 })
+	if code, body := d.get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz %d %s while the namespace exists", code, body)
+	}
+	node.Kill()
+	waitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
+	code, body := d.get("/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "mount table cannot be read") || !strings.Contains(body, "/mountinfo") {
+		t.Errorf("/healthz %d %q after the target exited, want 503 naming the table", code, body)
+	}
+	if v := d.value("mountwatchd_mount_table_read_success "); v != 0 {
+		t.Errorf("mountwatchd_mount_table_read_success %v after the target exited", v)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -22,6 +23,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -53,13 +55,24 @@ type config struct {
 	scan         scanConfig
 	daemon       daemonConfig
 	installTo    string
+
+	pidFlag *intValue // to tell --target.pid given from its default
+
+	maxTableBytes   units.Base2Bytes
+	onceTimeout     time.Duration
+	probeTimeoutSet bool
 }
+
+// defaultOnceTimeout keeps --once below node-problem-detector's default
+// custom plugin timeout (5s), with room for starting the process.
+const defaultOnceTimeout = 4 * time.Second
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
 // stray_overlay_xattr).
 type scanConfig struct {
 	budget, onceBudget int
 	rate               float64
+	rateSet            bool // --scan.rate given: --once keeps it
 	roots              []string
 	snapshots          string
 	containerdRoot     string
@@ -75,30 +88,33 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 
 	app.Flag("once", "Check the node once, print a report and exit: 0 healthy, 1 problems found, 2 could not check.").
 		BoolVar(&cfg.once)
-	app.Flag("output", "Report format of --once: text or json.").Default("text").EnumVar(&cfg.output, "text", "json")
-	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once); "+
-		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").StringVar(&cfg.mountinfo)
+	enumFlag(app, "output", "Report format of --once: text or json.", "text", &cfg.output, "text", "json")
+	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once; - reads standard input); "+
+		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: "mountinfo"})
 	app.Flag("path.procfs", "procfs mount point.").Default(mounts.DefaultProcfs).StringVar(&cfg.host.Procfs)
-	app.Flag("target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.").
-		Default("0").IntVar(&cfg.host.PID)
+	app.Flag("mountinfo.max-bytes", "Most bytes read from a mount table (live or --mountinfo); a longer one is an error. A live table of 20,000 mounts is about 4MiB.").
+		Default("64MiB").BytesVar(&cfg.maxTableBytes)
+	cfg.pidFlag = intFlag(app, "target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
+		"0", &cfg.host.PID)
 	app.Flag("path.kubelet", "kubelet root directory, as the inspected namespace sees it.").
 		Default(mounts.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
-	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung.").
-		Default("5s").DurationVar(&cfg.probe.Timeout)
-	app.Flag("probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.").
-		Default("32").IntVar(&cfg.probe.MaxBlocked)
-	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
-		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
-		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung (--once: at most half of --once.timeout unless given).").
+		Default("5s").IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
+	app.Flag("once.timeout", "Time budget of --once, below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
+		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
+	intFlag(app, "probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
+		"32", &cfg.probe.MaxBlocked)
+	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
+		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
 		BoolVar(&cfg.mountFusectl)
 	addScanFlags(app, &cfg.scan)
-	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
-	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
+	enumFlag(app, "log.level", "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
+	enumFlag(app, "log.format", "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
 	app.Flag("install-to", "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
@@ -110,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(&cfg, stdout, stderr)
 	exited := false
 	app.Terminate(func(int) { exited = true }) // --help and --version
-	if _, err := app.Parse(args); err != nil {
+	if _, err := app.Parse(joinDashValues(app, args)); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v; try --help\n", err)
 		return exitUnknown
 	}
@@ -140,6 +156,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
 		return exitUnknown
 	}
+	if cfg.maxTableBytes <= 0 {
+		fmt.Fprintf(stderr, "mountwatchd: --mountinfo.max-bytes=%s: want a positive size\n", cfg.maxTableBytes)
+		return exitUnknown
+	}
+	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
+	if cfg.mountinfo != "" && cfg.pidFlag.set {
+		fmt.Fprintln(stderr, "mountwatchd: --mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
+		return exitUnknown
+	}
 	if err := cfg.scan.validate(); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
@@ -152,17 +177,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 
 	if cfg.once || cfg.mountinfo != "" {
+		// --once answers within its budget: probes get half of it, and
+		// the scan is not rate limited unless asked (the rate protects a
+		// node from a daemon scanning all day, not from one pass).
+		if cfg.onceTimeout <= 0 {
+			fmt.Fprintf(stderr, "mountwatchd: --once.timeout=%s: want a positive duration\n", cfg.onceTimeout)
+			return exitUnknown
+		}
+		if !cfg.probeTimeoutSet {
+			cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
+		} else if cfg.probe.Timeout >= cfg.onceTimeout {
+			fmt.Fprintf(stderr, "mountwatchd: --probe.timeout=%s must be shorter than --once.timeout=%s\n", cfg.probe.Timeout, cfg.onceTimeout)
+			return exitUnknown
+		}
+		if !cfg.scan.rateSet {
+			cfg.scan.rate = 0
+		}
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
 	return runDaemon(cfg, stderr)
 }
 
 func addScanFlags(app *kingpin.Application, sc *scanConfig) {
-	app.Flag("scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).").
-		Default(strconv.Itoa(walk.DefaultScanBudget)).IntVar(&sc.budget)
-	app.Flag("scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.").
-		Default(strconv.Itoa(walk.DefaultOnceBudget)).IntVar(&sc.onceBudget)
-	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
+	intFlag(app, "scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).",
+		strconv.Itoa(walk.DefaultScanBudget), &sc.budget)
+	intFlag(app, "scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.",
+		strconv.Itoa(walk.DefaultOnceBudget), &sc.onceBudget)
+	app.Flag("scan.rate", "Most directory entries scanned per second by the daemon (and by --once when given); 0 for no limit.").
+		Default("20000").IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
 	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
 	app.Flag("path.containerd-root", "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
@@ -214,16 +256,17 @@ func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
 	}
 }
 
+// errOnceTimeout is the cause of --once's deadline: what a check cut short
+// by it says.
+var errOnceTimeout = errors.New("--once.timeout reached")
+
 func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer) int {
-	var (
-		snap *mounts.Snapshot
-		err  error
-	)
-	if cfg.mountinfo != "" {
-		snap, err = mounts.ReadSnapshotFile(cfg.mountinfo, cfg.host.KubeletRoot)
-	} else {
-		snap, err = mounts.ReadSnapshot(cfg.host)
-	}
+	// Keep a tenth of the budget (at most 250ms) to write the report.
+	reserve := min(cfg.onceTimeout/10, 250*time.Millisecond)
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.onceTimeout-reserve,
+		fmt.Errorf("%w (%s)", errOnceTimeout, cfg.onceTimeout))
+	defer cancel()
+	snap, err := readOnce(ctx, cfg)
 	if err != nil {
 		if cfg.output == "json" {
 			_ = export.WriteJSON(stdout, export.ErrorDocument(err, time.Now()))
@@ -236,6 +279,9 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+	}
+	if more := snap.ParseErrorTotal() - len(snap.ParseErrors); more > 0 {
+		log.Warn("more mount table lines not parsed", zap.String("table", snap.Path), zap.Int("more", more))
 	}
 	runner := &check.Runner{Checks: checks(cfg, log, snap.Live, true)}
 	rep := runner.Run(ctx, snap)
@@ -261,21 +307,44 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	return exitUnknown
 }
 
+// readOnce reads the table for --once, waiting at most until ctx's
+// deadline: classifying a live table reads kubelet's files, which a hung
+// filesystem under the kubelet root can block.
+func readOnce(ctx context.Context, cfg config) (*mounts.Snapshot, error) {
+	type result struct {
+		snap *mounts.Snapshot
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var r result
+		if cfg.mountinfo != "" {
+			file := cfg.mountinfo
+			if file == "-" {
+				file = "/dev/stdin"
+			}
+			r.snap, r.err = mounts.ReadCapturedTable(file, cfg.host)
+		} else {
+			r.snap, r.err = mounts.ReadSnapshot(cfg.host)
+		}
+		ch <- r
+	}()
+	select {
+	case r := <-ch:
+		return r.snap, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read mount table: %w (a hung filesystem under the kubelet root or pod log directory?)", context.Cause(ctx))
+	}
+}
+
 func newLogger(cfg config, stderr io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.logLevel)
 	if err != nil {
 		return nil, fmt.Errorf("--log.level: %w", err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	var encoder zapcore.Encoder
-	switch cfg.logFormat {
-	case "json":
-		encoder = zapcore.NewJSONEncoder(enc)
-	case "console":
-		encoder = zapcore.NewConsoleEncoder(enc)
-	default:
-		return nil, errors.New("--log.format: want json or console")
+	core, err := logging.StderrCore(level, cfg.logFormat, stderr)
+	if err != nil {
+		return nil, err
 	}
-	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(stderr), level)), nil
+	return zap.New(core), nil
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
+	"golang.org/x/sys/unix"
 )
 
 // Kind says what a check needs and so how often the daemon runs it.
@@ -72,9 +74,10 @@ type Result struct {
 	Findings int           `json:"findings"`
 	Duration time.Duration `json:"-"` // as duration_seconds in JSON
 	Error    string        `json:"error,omitempty"`
-	// Reason says why a check was skipped, or what a check that ran left
-	// out on purpose (Noter).
-	Reason string `json:"reason,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+	// Cause is a few words of why a live check was skipped, for the
+	// summary line ("no CAP_SYS_ADMIN").
+	Cause string `json:"cause,omitempty"`
 }
 
 // MarshalJSON writes Duration as duration_seconds.
@@ -84,6 +87,51 @@ func (c Result) MarshalJSON() ([]byte, error) {
 		plain
 		Seconds float64 `json:"duration_seconds"`
 	}{plain(c), c.Duration.Seconds()})
+}
+
+// ErrNoTrustedXattrs is reported by the scanning checks when this process
+// lacks CAP_SYS_ADMIN: the kernel then hides trusted.* xattrs without an
+// error, so a scan for trusted.overlay.* would see nothing and look healthy.
+// It is a SkipError: with nothing else wrong and nothing found, the check is
+// reported as skipped for this reason, not as failed.
+var ErrNoTrustedXattrs error = &SkipError{Cause: "no CAP_SYS_ADMIN",
+	Reason: "trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN; only user.overlay.* were checked"}
+
+// SkipError is returned by a check that could not see what it needs for a
+// reason of how it runs, not of the system (no CAP_SYS_ADMIN: trusted.*
+// xattrs are invisible). When it is the check's only error and nothing was
+// found, the Runner reports the check as skipped with the reason, and the
+// report's status follows the checks that ran.
+type SkipError struct {
+	Reason string // the whole reason, for the report
+	Cause  string // a few words, for the summary line ("no CAP_SYS_ADMIN")
+}
+
+func (e *SkipError) Error() string { return e.Reason }
+
+// skipReason returns the reason when err is only SkipErrors (one, or
+// several joined).
+func skipReason(err error) (reason, cause string, ok bool) {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	var reasons, causes []string
+	for _, e := range errs {
+		var se *SkipError
+		if !errors.As(e, &se) {
+			return "", "", false
+		}
+		if !slices.Contains(reasons, se.Reason) {
+			reasons = append(reasons, se.Reason)
+		}
+		if se.Cause != "" && !slices.Contains(causes, se.Cause) {
+			causes = append(causes, se.Cause)
+		}
+	}
+	return strings.Join(reasons, "; "), strings.Join(causes, ", "), len(reasons) > 0
 }
 
 // Report is the outcome of running the checks over one snapshot.
@@ -151,6 +199,10 @@ type Runner struct {
 func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 	rep := &Report{Snapshot: s}
 	ctx = probe.WithRun(ctx) // this run's probing checks share one round, and only they
+	var (
+		rootErr    error
+		rootTested bool
+	)
 	for _, c := range r.Checks {
 		res := Result{Check: c.ID()}
 		if c.Kind() != TableCheck && !s.Live {
@@ -159,11 +211,39 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 			rep.Checks = append(rep.Checks, res)
 			continue
 		}
+		if c.Kind() != TableCheck {
+			// Every probing and scanning check starts at the inspected
+			// namespace's root. When it cannot be opened (no
+			// CAP_SYS_PTRACE for another process's root, the process
+			// exited) each is an error naming why, with no findings: an
+			// errno of ours must never read as a broken mount.
+			if !rootTested {
+				rootTested = true
+				if fd, err := s.Host.OpenRoot(); err != nil {
+					rootErr = err
+				} else {
+					unix.Close(fd)
+				}
+			}
+			if rootErr != nil {
+				res.Status, res.Error = StatusError, rootErr.Error()
+				rep.Checks = append(rep.Checks, res)
+				continue
+			}
+		}
 		start := time.Now()
 		found, err := runCheck(ctx, c, s)
 		res.Duration = time.Since(start)
 		res.Findings = len(found)
+		reason, cause, skipped := "", "", false
+		if err != nil {
+			reason, cause, skipped = skipReason(err)
+		}
 		switch {
+		case skipped && len(found) == 0:
+			res.Status, res.Reason, res.Cause = StatusSkipped, reason, cause
+		case skipped: // found something with what it could see
+			res.Status, res.Reason = StatusProblems, reason
 		case err != nil:
 			res.Status, res.Error = StatusError, err.Error()
 		case len(found) > 0:
@@ -172,7 +252,12 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 			res.Status = StatusOK
 		}
 		if n, ok := c.(Noter); ok {
-			res.Reason = strings.Join(n.Notes(), "; ")
+			if notes := n.Notes(); len(notes) > 0 {
+				if res.Reason != "" { // a skip reason stays first
+					notes = append([]string{res.Reason}, notes...)
+				}
+				res.Reason = strings.Join(notes, "; ")
+			}
 		}
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, found...)

@@ -58,7 +58,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 		f.Message = hungMessage(s, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
-	return out, nil
+	return out, r.NamespaceErr()
 }
 
 func (c HungMountCheck) fusectl() string {

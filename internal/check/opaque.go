@@ -109,7 +109,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		trustedHidden = trustedHidden || !ch.UserXattr
 	}
 	if trustedHidden && !walk.TrustedXattrsVisible() {
-		errs = append(errs, walk.ErrNoTrustedXattrs)
+		errs = append(errs, ErrNoTrustedXattrs)
 	}
 	if len(chains) == 0 && !c.w.InPass {
 		c.w.Stats.Complete = true
@@ -173,6 +173,9 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		c.known, c.pending = c.pending, nil
 	} else if c.FullPass && err == nil {
 		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", walk.ErrScanIncomplete, c.w.Done))
+	}
+	if err := c.w.TooDeepErr(); err != nil && c.FullPass {
+		errs = append(errs, err)
 	}
 
 	if c.ver == nil {

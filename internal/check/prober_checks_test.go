@@ -2,12 +2,14 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/probe/probetest"
 	"golang.org/x/sys/unix"
@@ -110,5 +112,40 @@ func TestProberUnreachableIsNotStale(t *testing.T) {
 	found, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, fs)}.Run(context.Background(), s)
 	if len(found) != 0 {
 		t.Errorf("unreachable mounts reported stale: %+v", found)
+	}
+}
+
+// Opening the inspected namespace's root failing mid-round (the process
+// exited, or we lack CAP_SYS_PTRACE) is ours, not the mount's: those
+// connections are not probed, never stale or hung, and the probing checks
+// return an error naming the capability. Only the errno from the mount
+// itself (EACCES inside the root, on a kubelet mount) is a finding.
+func TestProberNamespaceUnreachableIsNotStale(t *testing.T) {
+	fs := probetest.NewFS()
+	kube := "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount"
+	s := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", kube), probetest.FuseLine(11, 40, "/", "/mnt/a"), probetest.FuseLine(20, 41, "/", "/mnt/b"))
+	fs.Errs[kube] = mounts.NamespaceRootError("/proc/4242/root", 4242, syscall.EACCES)
+	fs.Errs["/mnt/a"] = fs.Errs[kube]
+	fs.Errs["/mnt/b"] = fmt.Errorf("open /mnt/b: %w", syscall.EACCES) // the mount's own answer
+	p := probe.NewProber(probe.Config{}, fs)
+	ctx := probe.WithRun(context.Background())
+	r := p.Round(ctx, s)
+	for _, id := range []int{10, 11} {
+		if res := r.Results[id]; res.State != probe.NotProbed {
+			t.Errorf("mount %d: %+v, want not probed", id, res)
+		}
+	}
+	stale, err := StaleMountCheck{Prober: p}.Run(ctx, s)
+	if err == nil || !errors.Is(err, mounts.ErrNamespaceUnreachable) || !strings.Contains(err.Error(), "CAP_SYS_PTRACE") {
+		t.Errorf("stale_mount error %v, want one naming CAP_SYS_PTRACE", err)
+	}
+	for _, f := range stale {
+		if f.MountID != 20 {
+			t.Errorf("a mount whose probe never reached it is stale: %+v", f)
+		}
+	}
+	hung, err := HungMountCheck{Prober: p}.Run(ctx, s)
+	if len(hung) != 0 || !errors.Is(err, mounts.ErrNamespaceUnreachable) {
+		t.Errorf("hung_mount: %d findings, error %v", len(hung), err)
 	}
 }

@@ -68,7 +68,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		f.Details["probed"] = res.Path
 		out = append(out, f)
 	}
-	return out, nil
+	return out, r.NamespaceErr()
 }
 
 func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result) string {

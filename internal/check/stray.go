@@ -76,7 +76,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 
 	var errs []error
 	if !walk.TrustedXattrsVisible() {
-		errs = append(errs, walk.ErrNoTrustedXattrs)
+		errs = append(errs, ErrNoTrustedXattrs)
 	}
 	if err := c.w.Begin(ctx, s); err != nil {
 		return nil, err
@@ -138,6 +138,9 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		c.last, c.found = c.found, nil
 	} else if c.FullPass && err == nil {
 		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", walk.ErrScanIncomplete, c.w.Done))
+	}
+	if err := c.w.TooDeepErr(); err != nil && c.FullPass {
+		errs = append(errs, err)
 	}
 
 	hits := map[string]strayHit{}

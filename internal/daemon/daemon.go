@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,10 @@ type Config struct {
 	// block; the loop then goes on, and no new read starts until the
 	// blocked one returns.
 	ReadTimeout time.Duration
-	Log         *zap.Logger
+	// StartGrace is how long Healthy waits for the first successful read of
+	// the mount table before it reports unhealthy (default 2*ReadTimeout).
+	StartGrace time.Duration
+	Log        *zap.Logger
 	// Notify sends a systemd notification (READY=1, STATUS=..., WATCHDOG=1);
 	// nil sends nothing.
 	Notify func(state string) error
@@ -77,6 +81,12 @@ type Daemon struct {
 	state      atomic.Pointer[export.State]
 	lastBeat   atomic.Int64 // unix nanoseconds of the last loop iteration
 	iterations atomic.Uint64
+	started    time.Time
+	// readErr is the error of the latest read of the mount table, nil when
+	// it succeeded; tableOK is set once a read succeeded and cleared by a
+	// failed one.
+	readErr atomic.Pointer[string]
+	tableOK atomic.Bool
 
 	// owned by the loop
 	tracker *check.Tracker
@@ -89,12 +99,12 @@ type Daemon struct {
 	// from one about the new.
 	since      map[mountKey]uint64
 	stats      map[check.ID]*export.CheckState
-	notes      map[check.ID]string // what each check last left out, logged when it changes
 	reads      uint64
 	readErrs   uint64
 	events     uint64
 	lastErr    string
 	lastParse  string
+	checkMsg   map[check.ID]string // the last error or skip reason logged per check
 	ready      bool
 	lastStatus string
 	lastRead   time.Time       // start of the last read of the table
@@ -147,10 +157,14 @@ func New(cfg Config) *Daemon {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
+	if cfg.StartGrace <= 0 {
+		cfg.StartGrace = 2 * cfg.ReadTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	d := &Daemon{cfg: cfg, tracker: check.NewTracker(), stats: map[check.ID]*export.CheckState{}, read: mounts.ReadSnapshot}
+	d := &Daemon{cfg: cfg, tracker: check.NewTracker(), stats: map[check.ID]*export.CheckState{}, read: mounts.ReadSnapshot,
+		started: time.Now()}
 	// The loop wakes at least this often, so health and the watchdog see
 	// it alive; an idle wake-up does nothing else.
 	d.heartbeat = min(cfg.Interval, maxHeartbeat)
@@ -192,13 +206,24 @@ func (d *Daemon) beat() {
 	d.iterations.Add(1)
 }
 
-// Healthy reports whether the loop is making progress: it iterated within
-// three heartbeats, and no probe or scan run has been going for more than
-// twice its interval (plus a minute). It says why not.
+// Healthy reports whether the daemon is doing its job: the loop iterated
+// within three heartbeats, the latest read of the mount table succeeded (and
+// one has succeeded within StartGrace of the start), and no probe or scan
+// run has been going for more than twice its interval (plus a minute). It
+// says why not. A daemon that cannot read the table it watches reports 0
+// problems because it sees no mounts, not because they are healthy.
 func (d *Daemon) Healthy(now time.Time) (bool, string) {
 	last := time.Unix(0, d.lastBeat.Load())
 	if age := now.Sub(last); age > 3*d.heartbeat+time.Second {
 		return false, "the loop has not iterated for " + age.Round(time.Millisecond).String()
+	}
+	if e := d.readErr.Load(); e != nil {
+		return false, "the mount table cannot be read: " + *e
+	}
+	if !d.tableOK.Load() {
+		if age := now.Sub(d.started); age > d.cfg.StartGrace {
+			return false, "no read of the mount table has succeeded in " + age.Round(time.Second).String() + " since start"
+		}
 	}
 	for _, l := range d.lanes {
 		if start := l.running.Load(); start != 0 {
@@ -296,13 +321,18 @@ func (d *Daemon) readTable(ctx context.Context) error {
 	d.readCost = time.Since(d.lastRead)
 	if err != nil {
 		d.readErrs++
-		if msg := err.Error(); msg != d.lastErr {
+		msg := err.Error()
+		d.readErr.Store(&msg)
+		d.tableOK.Store(false)
+		if msg != d.lastErr {
 			log.Error("cannot read the mount table; keeping the last results", zap.Error(err))
 			d.lastErr = msg
 		}
 		d.publish()
 		return err
 	}
+	d.readErr.Store(nil)
+	d.tableOK.Store(true)
 	if d.lastErr != "" {
 		log.Info("mount table readable again", zap.String("table", snap.Path))
 		d.lastErr = ""
@@ -374,6 +404,9 @@ func (d *Daemon) logParseErrors(s *mounts.Snapshot) {
 	for _, pe := range s.ParseErrors {
 		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
+	if more := s.ParseErrorTotal() - len(s.ParseErrors); more > 0 {
+		d.cfg.Log.Warn("more mount table lines not parsed", zap.String("table", s.Path), zap.Int("more", more))
+	}
 }
 
 // startLane runs a probe or scan lane over the latest table in a goroutine
@@ -398,24 +431,51 @@ func (d *Daemon) laneDone(r laneResult) {
 	r.lane.last, r.lane.lastSeq, r.lane.lastEnd = r.rep, r.seq, r.end
 	for _, c := range r.rep.Checks {
 		st := d.stats[c.Check]
-		if st == nil || c.Status == check.StatusSkipped {
-			continue
+		if st == nil || (c.Status == check.StatusSkipped && c.Cause == "") {
+			continue // skipped for a captured table: not a run
 		}
 		st.Runs++
 		if c.Status == check.StatusError {
 			st.Errors++
-			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
-		if c.Status != check.StatusError && c.Reason != d.notes[c.Check] {
-			if c.Reason != "" {
-				d.cfg.Log.Info("check leaves part of the system out", zap.String("check", string(c.Check)), zap.String("reason", c.Reason))
-			}
-			if d.notes == nil {
-				d.notes = map[check.ID]string{}
-			}
-			d.notes[c.Check] = c.Reason
-		}
+		d.logCheckState(c)
 		st.Duration, st.LastRun, st.Status = c.Duration, r.end, c.Status
+	}
+}
+
+// logCheckState logs a check that failed or was skipped (check_success 0)
+// once per distinct reason, not on every run (a probe run is every 30s),
+// and once when it works again.
+func (d *Daemon) logCheckState(c check.Result) {
+	log := d.cfg.Log.With(zap.String("check", string(c.Check)))
+	var msg string
+	switch c.Status {
+	case check.StatusError:
+		msg = "error: " + c.Error
+	case check.StatusSkipped:
+		msg = "skipped: " + c.Reason
+	default:
+		if c.Reason != "" { // what a check that ran left out on purpose (check.Noter)
+			msg = "note: " + c.Reason
+		}
+	}
+	if d.checkMsg == nil {
+		d.checkMsg = map[check.ID]string{}
+	}
+	prev := d.checkMsg[c.Check]
+	if msg == prev {
+		return
+	}
+	d.checkMsg[c.Check] = msg
+	switch {
+	case c.Status == check.StatusError:
+		log.Error("check failed", zap.String("error", c.Error))
+	case c.Status == check.StatusSkipped:
+		log.Warn("check skipped: it cannot see what it needs", zap.String("reason", c.Reason))
+	case c.Reason != "":
+		log.Info("check leaves part of the system out", zap.String("reason", c.Reason))
+	case strings.HasPrefix(prev, "error: ") || strings.HasPrefix(prev, "skipped: "):
+		log.Info("check runs again", zap.String("previously", prev))
 	}
 }
 
@@ -483,7 +543,8 @@ type mountKey struct {
 // publish merges, stamps, logs the changes and stores a new State.
 func (d *Daemon) publish() {
 	prev := d.state.Load()
-	st := &export.State{Report: prev.Report, TableReads: d.reads, TableReadErrors: d.readErrs, TableEvents: d.events}
+	st := &export.State{Report: prev.Report, TableReads: d.reads, TableReadErrors: d.readErrs, TableEvents: d.events,
+		TableReadOK: d.tableOK.Load()}
 	if d.snap != nil {
 		rep := d.merge()
 		d.tracker.Stamp(time.Now(), rep.Findings)

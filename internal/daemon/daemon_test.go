@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,7 @@ type fakeCheck struct {
 	find  func(s *mounts.Snapshot) []check.Finding
 	block chan struct{} // when set, Run waits for it (or ctx)
 	stats *probe.Stats
+	err   error // returned by Run
 }
 
 func (c *fakeCheck) ID() check.ID     { return c.id }
@@ -73,10 +75,19 @@ func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Findin
 			return nil, ctx.Err()
 		}
 	}
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
 	if c.find == nil {
-		return nil, nil
+		return nil, err
 	}
-	return c.find(s), nil
+	return c.find(s), err
+}
+
+func (c *fakeCheck) setErr(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
 }
 
 func (c *fakeCheck) Runs() int {
@@ -403,8 +414,10 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	hang = true
 	mu.Unlock()
 	waitFor(t, "10 failed reads while one is blocked", func() bool { return d.State().TableReadErrors >= 10 })
-	if ok, why := d.Healthy(time.Now()); !ok {
-		t.Errorf("loop unhealthy while a read is blocked: %s", why)
+	// The loop goes on, but the table cannot be read: unhealthy for that
+	// reason, not for a stuck loop.
+	if ok, why := d.Healthy(time.Now()); ok || !strings.Contains(why, "mount table cannot be read") {
+		t.Errorf("while a read is blocked: healthy=%v %q, want unhealthy because the table cannot be read", ok, why)
 	}
 	if count(d.State(), check.DeletedRoot) != 1 {
 		t.Error("the last results were not kept")
@@ -416,6 +429,9 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	ok := func() uint64 { st := d.State(); return st.TableReads - st.TableReadErrors }
 	before := ok()
 	waitFor(t, "reads to succeed again", func() bool { return ok() >= before+3 })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("unhealthy once reads succeed again: %s", why)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if maxInFlight != 1 {
@@ -441,4 +457,73 @@ func TestRereadDelay(t *testing.T) {
 			t.Errorf("read took %s, %s ago: delay %s, want %s", c.cost, c.since, got, c.want)
 		}
 	}
+}
+
+// A daemon that cannot read its table is not healthy, whatever the loop
+// does: /healthz (Healthy) says why, the state says the read failed (the
+// mountwatchd_mount_table_read_success gauge), the watchdog is not petted,
+// and all of it comes back when the table does. Before this, a --target.pid
+// that did not exist answered 200 ok and reported 0 problems.
+func TestUnreadableTableIsUnhealthy(t *testing.T) {
+	host, write := fakeProcfs(t, healthyTable)
+	if err := os.Remove(host.Procfs + "/self/mountinfo"); err != nil {
+		t.Fatal(err)
+	}
+	n := &notes{}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: 5 * time.Millisecond,
+		Notify: n.notify, Watchdog: 40 * time.Millisecond})
+	waitFor(t, "5 failed reads", func() bool { return d.State().TableReadErrors >= 5 })
+	if ok, why := d.Healthy(time.Now()); ok || !strings.Contains(why, "mount table cannot be read") || !strings.Contains(why, "mountinfo") {
+		t.Errorf("healthy=%v %q, want unhealthy naming the table", ok, why)
+	}
+	if d.State().TableReadOK {
+		t.Error("state says the table read succeeded")
+	}
+	time.Sleep(200 * time.Millisecond) // several pet periods: a behaviour window, not a timing assertion
+	if strings.Contains(n.all(), "WATCHDOG=1") {
+		t.Errorf("petted the watchdog while the table cannot be read:\n%s", n.all())
+	}
+	write(healthyTable)
+	waitFor(t, "a successful read", func() bool { return d.State().TableReadOK })
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("unhealthy after the table came back: %s", why)
+	}
+	waitFor(t, "the watchdog petted again", func() bool { return strings.Contains(n.all(), "WATCHDOG=1") })
+
+	// Before the first read succeeded: healthy during the grace period,
+	// not after it, even though no read has failed (one still running).
+	d = New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: time.Hour, StartGrace: 10 * time.Second})
+	if ok, why := d.Healthy(time.Now()); !ok {
+		t.Errorf("unhealthy at start: %s", why)
+	}
+	if ok, why := d.Healthy(time.Now().Add(20 * time.Second)); ok || !strings.Contains(why, "no read of the mount table has succeeded") {
+		t.Errorf("20s after start without a read: healthy=%v %q", ok, why)
+	}
+}
+
+// A check that cannot run (no CAP_SYS_PTRACE for the node's root) or cannot
+// see what it needs (no CAP_SYS_ADMIN) has check_success 0 and its reason
+// logged once, not on every probe run; and once when it runs again.
+func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
+	host, _ := fakeProcfs(t, healthyTable)
+	core, logs := observer.New(zapcore.DebugLevel)
+	failing := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck,
+		err: fmt.Errorf("%w: open /proc/1/root: permission denied; needs CAP_SYS_PTRACE", mounts.ErrNamespaceUnreachable)}
+	skipping := &fakeCheck{id: check.StrayOverlayXattr, kind: check.ScanCheck, err: check.ErrNoTrustedXattrs}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{failing, skipping}, Interval: time.Hour,
+		ProbeInterval: 5 * time.Millisecond, ScanInterval: 5 * time.Millisecond, Log: zap.New(core)})
+	waitFor(t, "10 runs of each", func() bool { return failing.Runs() >= 10 && skipping.Runs() >= 10 })
+	if n := logs.FilterMessage("check failed").Len(); n != 1 {
+		t.Errorf("check error logged %d times, want once", n)
+	}
+	if n := logs.FilterMessageSnippet("check skipped").Len(); n != 1 {
+		t.Errorf("skip logged %d times, want once", n)
+	}
+	for _, c := range d.State().Checks {
+		if c.Status == check.StatusOK || c.Status == check.StatusProblems {
+			t.Errorf("%s: status %q, want error or skipped (check_success 0)", c.ID, c.Status)
+		}
+	}
+	failing.setErr(nil)
+	waitFor(t, "the check to run again", func() bool { return logs.FilterMessage("check runs again").Len() == 1 })
 }

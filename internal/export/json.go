@@ -30,9 +30,12 @@ type Document struct {
 	Findings      []check.Finding     `json:"findings"`
 	Checks        []check.Result      `json:"checks"`
 	ParseErrors   []mounts.ParseError `json:"parse_errors"`
-	Probe         *probe.Stats        `json:"probe,omitempty"`
-	Scan          *walk.Stats         `json:"scan,omitempty"`
-	Error         string              `json:"error,omitempty"`
+	// ParseErrorsTotal counts every unparsable line; parse_errors lists
+	// the first mounts.MaxParseErrorsListed.
+	ParseErrorsTotal int          `json:"parse_errors_total"`
+	Probe            *probe.Stats `json:"probe,omitempty"`
+	Scan             *walk.Stats  `json:"scan,omitempty"`
+	Error            string       `json:"error,omitempty"`
 }
 
 // MountTable says which table was checked.
@@ -47,17 +50,18 @@ type MountTable struct {
 func NewDocument(r *check.Report) *Document {
 	s := r.Snapshot
 	d := &Document{
-		SchemaVersion: SchemaVersion,
-		Status:        r.Status(),
-		Summary:       Summary(r),
-		Node:          hostname(),
-		Time:          s.Taken.UTC(),
-		MountTable:    &MountTable{Source: s.Path, Live: s.Live, Mounts: len(s.Mounts)},
-		Findings:      orEmpty(r.Findings),
-		Checks:        orEmpty(r.Checks),
-		ParseErrors:   orEmpty(s.ParseErrors),
-		Probe:         r.Probe,
-		Scan:          r.Scan,
+		SchemaVersion:    SchemaVersion,
+		Status:           r.Status(),
+		Summary:          Summary(r),
+		Node:             hostname(),
+		Time:             s.Taken.UTC(),
+		MountTable:       &MountTable{Source: s.Path, Live: s.Live, Mounts: len(s.Mounts)},
+		Findings:         orEmpty(r.Findings),
+		Checks:           orEmpty(r.Checks),
+		ParseErrors:      orEmpty(s.ParseErrors),
+		ParseErrorsTotal: s.ParseErrorTotal(),
+		Probe:            r.Probe,
+		Scan:             r.Scan,
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID

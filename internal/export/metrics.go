@@ -21,6 +21,9 @@ type State struct {
 	// TableReads and TableReadErrors count mount table reads since start;
 	// TableEvents counts change notifications from the kernel.
 	TableReads, TableReadErrors, TableEvents uint64
+	// TableReadOK is true when the latest read of the mount table
+	// succeeded: false before the first and after a failed one.
+	TableReadOK bool
 	// LastComplete is when every registered check last had a result over
 	// the current mount table (zero before the first).
 	LastComplete time.Time
@@ -63,6 +66,8 @@ var (
 	descParseErrs  = desc("mount_table_parse_errors", "Lines of the current mount table that could not be parsed (and were left out).")
 	descReads      = desc("mount_table_reads_total", "Mount table reads since start.")
 	descReadErrs   = desc("mount_table_read_errors_total", "Mount table reads that failed since start.")
+	descReadOK     = desc("mount_table_read_success", "1 if the latest read of the mount table succeeded, 0 if it failed or none has succeeded yet "+
+		"(then every other value describes an older table, or none).")
 	descEvents     = desc("mount_table_change_events_total", "Mount table change notifications from the kernel (poll on mountinfo) since start.")
 	descDuration   = desc("check_duration_seconds", "Duration of the last run of the check.", "check", "kind")
 	descRuns       = desc("check_runs_total", "Runs of the check since start.", "check", "kind")
@@ -81,7 +86,7 @@ var (
 	descScanDone   = desc("scan_complete", "1 if the last scan run finished a pass, 0 if it stopped at the budget.")
 
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
-		descParseErrs, descReads, descReadErrs, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
+		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
 		descScanBudget, descScanDone}
 )
@@ -128,6 +133,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 	counter(ch, descReads, st.TableReads)
 	counter(ch, descReadErrs, st.TableReadErrors)
+	readOK := 0.0
+	if st.TableReadOK {
+		readOK = 1
+	}
+	gauge(ch, descReadOK, readOK)
 	counter(ch, descEvents, st.TableEvents)
 	if !st.LastComplete.IsZero() {
 		gauge(ch, descComplete, unix(st.LastComplete))
@@ -159,7 +169,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		for t, n := range byType {
 			gauge(ch, descMounts, float64(n), Printable(t))
 		}
-		gauge(ch, descParseErrs, float64(len(s.ParseErrors)))
+		gauge(ch, descParseErrs, float64(s.ParseErrorTotal()))
 	}
 	if p := rep.Probe; p != nil {
 		gauge(ch, descProbeConns, float64(p.Connections))

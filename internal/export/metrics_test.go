@@ -27,7 +27,7 @@ func fixedState(t *testing.T) *State {
 	rep.Probe = &probe.Stats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
 	rep.Scan = &walk.Stats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
-	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, LastComplete: at}
+	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, TableReadOK: true, LastComplete: at}
 	kinds := map[check.ID]check.Kind{
 		check.DeletedRoot: check.TableCheck, check.StaleMount: check.ProbeCheck, check.HungMount: check.ProbeCheck,
 		check.ShadowedMount: check.TableCheck, check.OpaquePropagation: check.ScanCheck, check.StrayOverlayXattr: check.ScanCheck,

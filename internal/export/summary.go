@@ -2,6 +2,7 @@ package export
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -23,7 +24,7 @@ func Summary(r *check.Report) string {
 			severityCounts(r.Findings), f.Check, Printable(f.MountPoint))
 	case check.StatusError:
 		var what []string
-		if n := len(s.ParseErrors); n > 0 {
+		if n := s.ParseErrorTotal(); n > 0 {
 			what = append(what, plural(n, "unparsable line"))
 		}
 		for _, c := range r.Checks {
@@ -35,7 +36,31 @@ func Summary(r *check.Report) string {
 	default:
 		line = fmt.Sprintf("OK: %s checked, no problems", plural(len(s.Mounts), "mount"))
 	}
+	if r.Status() != check.StatusProblems {
+		line += skippedSummary(r)
+	}
 	return Truncate(line, SummaryMax)
+}
+
+// skippedSummary says how many checks of a live run were skipped and why
+// ("; 2 checks skipped (no CAP_SYS_ADMIN)"); empty when none was. A captured
+// table's live checks are skipped by definition and not counted.
+func skippedSummary(r *check.Report) string {
+	n := 0
+	var causes []string
+	for _, c := range r.Checks {
+		if c.Status != check.StatusSkipped || c.Cause == "" {
+			continue
+		}
+		n++
+		if !slices.Contains(causes, c.Cause) {
+			causes = append(causes, c.Cause)
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %s skipped (%s)", plural(n, "check"), strings.Join(causes, ", "))
 }
 
 // ErrorSummary is the summary line when the node could not be checked.

@@ -68,6 +68,9 @@ func WriteText(w io.Writer, r *check.Report) error {
 		for _, e := range s.ParseErrors {
 			ew.printf("  line %d: %s: %s\n", e.Line, e.Err, Printable(e.Text))
 		}
+		if more := s.ParseErrorTotal() - len(s.ParseErrors); more > 0 {
+			ew.printf("  ... and %d more lines not parsed (the first %d are listed)\n", more, len(s.ParseErrors))
+		}
 	}
 	return ew.err
 }

@@ -1,12 +1,12 @@
 // Package logging builds the daemon's zap logger: structured entries to the
-// systemd journal when running under systemd, JSON on stderr otherwise.
+// systemd journal when running under systemd, JSON (or logfmt) on stderr
+// otherwise.
 //
 // Libraries do not log; only cmd and the daemon loop decide what to log.
 package logging
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,7 +28,7 @@ const (
 // Options configure New.
 type Options struct {
 	Level  string // debug, info, warn, error
-	Format string // json or console (stderr only)
+	Format string // json, logfmt or console (stderr only)
 	// Target is auto, journald or stderr. auto picks journald when stderr
 	// is connected to the journal (JOURNAL_STREAM matches stderr's
 	// device and inode, as under a systemd unit), or when the journal socket
@@ -102,18 +102,20 @@ func journalAuto() bool {
 	return journal.Enabled()
 }
 
-// StderrCore is the JSON (or console) core on w.
+// StderrCore is the JSON, logfmt or console core on w.
 func StderrCore(level zapcore.LevelEnabler, format string, w io.Writer) (zapcore.Core, error) {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	var encoder zapcore.Encoder
 	switch format {
-	case "json", "":
+	case FormatJSON, "":
 		encoder = zapcore.NewJSONEncoder(enc)
-	case "console":
+	case FormatLogfmt:
+		return newLogfmtCore(level, zapcore.Lock(zapcore.AddSync(w))), nil
+	case FormatConsole:
 		encoder = zapcore.NewConsoleEncoder(enc)
 	default:
-		return nil, errors.New("--log.format: want json or console")
+		return nil, fmt.Errorf("--log.format=%q: want json, logfmt or console", format)
 	}
 	return zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level), nil
 }

@@ -1,9 +1,18 @@
 package mounts
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
+
+// ErrNamespaceUnreachable is wrapped by every error of reaching the inspected
+// namespace's files (opening <procfs>/<pid>/root): a failure of ours, never
+// of a mount, so it is a check error and never a finding.
+var ErrNamespaceUnreachable = errors.New("cannot reach the inspected mount namespace")
 
 // Defaults for Host.
 const (
@@ -23,6 +32,9 @@ type Host struct {
 	PID         int
 	KubeletRoot string
 	PodLogDir   string
+	// MaxTableBytes is the most bytes read from the mount table
+	// (0: DefaultMaxTableBytes).
+	MaxTableBytes int64
 }
 
 func (h Host) WithDefaults() Host {
@@ -55,4 +67,29 @@ func (h Host) Path(p string) string {
 		return p
 	}
 	return filepath.Join(h.proc(), "root", p)
+}
+
+// OpenRoot opens the inspected namespace's root (O_PATH): the start of every
+// path the probing and scanning checks resolve. Its error wraps
+// ErrNamespaceUnreachable and names what is missing.
+func (h Host) OpenRoot() (int, error) {
+	root := h.Path("/")
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, NamespaceRootError(root, h.PID, err)
+	}
+	return fd, nil
+}
+
+// NamespaceRootError explains a failure to open root (the inspected namespace's
+// root, as <procfs>/<pid>/root for pid != 0).
+func NamespaceRootError(root string, pid int, err error) error {
+	hint := ""
+	switch {
+	case pid != 0 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
+		hint = "; reaching another process's files (" + root + ") needs CAP_SYS_PTRACE"
+	case pid != 0 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
+		hint = "; the process has exited"
+	}
+	return fmt.Errorf("%w: open %s: %w%s", ErrNamespaceUnreachable, root, err, hint)
 }

@@ -93,12 +93,22 @@ func OpenKubeFiles(h Host) *KubeFiles {
 	// UIDs may contain "_", so the split is exact.
 	if entries, err := os.ReadDir(h.Path(h.PodLogDir)); err == nil {
 		for _, e := range entries {
-			if parts := strings.Split(e.Name(), "_"); len(parts) == 3 && e.IsDir() {
-				kf.pods[parts[2]] = [2]string{parts[0], parts[1]}
+			if ns, name, uid, ok := parsePodLogDir(e.Name()); ok && e.IsDir() {
+				kf.pods[uid] = [2]string{ns, name}
 			}
 		}
 	}
 	return kf
+}
+
+// parsePodLogDir splits a kubelet pod log directory name,
+// <namespace>_<name>_<uid>.
+func parsePodLogDir(dir string) (ns, name, uid string, ok bool) {
+	parts := strings.Split(dir, "_")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
 }
 
 func (kf *KubeFiles) Close() {
@@ -151,8 +161,17 @@ func (kf *KubeFiles) readVolData(name string) (volData, bool) {
 		return vd, false
 	}
 	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
-	if err != nil || json.Unmarshal(data, &vd) != nil {
+	if err != nil {
 		return vd, false
+	}
+	return parseVolData(data)
+}
+
+// parseVolData reads kubelet's vol_data.json.
+func parseVolData(data []byte) (volData, bool) {
+	var vd volData
+	if json.Unmarshal(data, &vd) != nil {
+		return volData{}, false
 	}
 	return vd, true
 }

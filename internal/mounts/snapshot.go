@@ -22,8 +22,11 @@ type Snapshot struct {
 	// Taken is when the table was read.
 	Taken time.Time
 
-	Mounts      []*Mount
-	ParseErrors []ParseError
+	Mounts []*Mount
+	// ParseErrors lists the first MaxParseErrorsListed lines that could
+	// not be parsed; ParseErrorCount counts them all.
+	ParseErrors     []ParseError
+	ParseErrorCount int
 
 	byDev     map[string][]*Mount
 	ByID      map[int]*Mount
@@ -88,12 +91,18 @@ func ReadSnapshot(h Host) (*Snapshot, error) {
 // bundle). Kubernetes context comes from mount points alone; kubeletRoot is
 // the kubelet root of the machine the table was captured on.
 func ReadSnapshotFile(path, kubeletRoot string) (*Snapshot, error) {
+	return ReadCapturedTable(path, Host{KubeletRoot: kubeletRoot})
+}
+
+// ReadCapturedTable is ReadSnapshotFile with h's KubeletRoot and
+// MaxTableBytes; its PID is not used (a captured table has no process).
+func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
-	s, err := newSnapshot(path, f, Host{KubeletRoot: kubeletRoot}.WithDefaults(), false)
+	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, MaxTableBytes: h.MaxTableBytes}.WithDefaults(), false)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
@@ -101,11 +110,18 @@ func ReadSnapshotFile(path, kubeletRoot string) (*Snapshot, error) {
 }
 
 func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error) {
-	mounts, perrs, err := ParseMountTable(f)
+	mounts, perrs, nerrs, err := ParseMountTableLimit(f, h.MaxTableBytes)
 	if err != nil {
 		return nil, err
 	}
-	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs})
+	if len(mounts) == 0 {
+		if nerrs > 0 {
+			return nil, fmt.Errorf("%w: none of its %d lines could be parsed (first: %w)", ErrEmptyTable, nerrs, perrs[0])
+		}
+		return nil, fmt.Errorf("%w (a live table always has the root mount): is it a mountinfo file?", ErrEmptyTable)
+	}
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts,
+		ParseErrors: perrs, ParseErrorCount: nerrs})
 
 	var kf *KubeFiles
 	for _, m := range mounts {
@@ -140,6 +156,9 @@ func IndexSnapshot(s *Snapshot) *Snapshot {
 	}
 	return s
 }
+
+// ParseErrorTotal is how many lines could not be parsed, listed or not.
+func (s *Snapshot) ParseErrorTotal() int { return max(s.ParseErrorCount, len(s.ParseErrors)) }
 
 // CoveredBy returns the mount stacked directly on top of m at the same mount
 // point, which hides m from path lookups; nil when m is not shadowed.

@@ -16,6 +16,24 @@ const maxLine = 64*1024 - 1
 // ErrMalformed is wrapped by every ParseError.
 var ErrMalformed = errors.New("malformed mountinfo line")
 
+// Bounds on a mount table read: a live table of 20,000 mounts is about 4 MiB.
+const (
+	// DefaultMaxTableBytes is the most bytes read from a mount table
+	// (--mountinfo.max-bytes): /dev/zero or a wrong file must not grow
+	// the process without end.
+	DefaultMaxTableBytes = 64 << 20
+	// MaxParseErrorsListed is how many unparsable lines are kept (with
+	// their text); the rest are only counted.
+	MaxParseErrorsListed = 100
+)
+
+// ErrTableTooLarge is returned for a table longer than its byte limit.
+var ErrTableTooLarge = errors.New("mount table too large")
+
+// ErrEmptyTable is returned for a table without a single mount: a live
+// table always has the root mount, so an empty one is a wrong input.
+var ErrEmptyTable = errors.New("mount table has no mounts")
+
 // ParseError is one line of a mount table that could not be parsed. The line
 // is left out of the snapshot; every other line is still checked.
 type ParseError struct {
@@ -33,10 +51,28 @@ func (e ParseError) Unwrap() error { return ErrMalformed }
 // ParseMountTable parses a mount table in /proc/<pid>/mountinfo format.
 // A malformed line becomes a ParseError naming its line number and does not
 // hide the other mounts. The error is non-nil only when r cannot be read.
+//
+// It reads at most DefaultMaxTableBytes and keeps the first
+// MaxParseErrorsListed parse errors; ParseMountTableLimit says how many
+// there were.
 func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
-	raw, err := io.ReadAll(r)
+	mounts, perrs, _, err := ParseMountTableLimit(r, DefaultMaxTableBytes)
+	return mounts, perrs, err
+}
+
+// ParseMountTableLimit is ParseMountTable reading at most maxBytes (a longer
+// table is ErrTableTooLarge, read no further). It also returns how many lines
+// could not be parsed, of which the first MaxParseErrorsListed are listed.
+func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, int, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxTableBytes
+	}
+	raw, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
+	}
+	if int64(len(raw)) > maxBytes {
+		return nil, nil, 0, fmt.Errorf("%w: more than %d bytes (--mountinfo.max-bytes)", ErrTableTooLarge, maxBytes)
 	}
 	data := string(raw) // one copy; every line below is a substring of it
 
@@ -44,6 +80,7 @@ func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
 		kept     []string // lines that validate, without "\r"
 		lineNos  []int    // line number of each kept line
 		perrors  []ParseError
+		nerrors  int
 		verbatim = true // data holds only kept lines, as they are
 	)
 	for n, rest := 1, data; len(rest) > 0; n++ {
@@ -57,7 +94,9 @@ func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
 			continue
 		}
 		if err := validateLine(line); err != nil {
-			perrors = append(perrors, ParseError{Line: n, Text: truncate(line, 512), Err: err.Error()})
+			if nerrors++; len(perrors) < MaxParseErrorsListed {
+				perrors = append(perrors, ParseError{Line: n, Text: truncate(line, 512), Err: err.Error()})
+			}
 			verbatim = false
 			continue
 		}
@@ -73,10 +112,10 @@ func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
 	if err != nil {
 		// validateLine accepts only what mountinfo parses; if the two ever
 		// disagree, say so instead of dropping the table.
-		return nil, perrors, fmt.Errorf("parse mount table: %w", err)
+		return nil, perrors, nerrors, fmt.Errorf("parse mount table: %w", err)
 	}
 	if len(infos) != len(kept) {
-		return nil, perrors, fmt.Errorf("parse mount table: %d lines gave %d mounts", len(kept), len(infos))
+		return nil, perrors, nerrors, fmt.Errorf("parse mount table: %d lines gave %d mounts", len(kept), len(infos))
 	}
 	slab := make([]Mount, len(infos)) // one allocation for the whole table
 	mounts := make([]*Mount, len(infos))
@@ -86,7 +125,7 @@ func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
 		classify(m)
 		mounts[i] = m
 	}
-	return mounts, perrors, nil
+	return mounts, perrors, nerrors, nil
 }
 
 // validateLine checks the structure that mountinfo.GetMountsFromReader relies

@@ -7,6 +7,7 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,9 +39,11 @@ type SysFS struct{}
 
 // Probe implements FS.
 func (SysFS) Probe(root, p string) (uint64, error) {
+	// Opening the namespace's root is our part of the path: its failure
+	// (no CAP_SYS_PTRACE, the process exited) says nothing of the mount.
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", root, err)
+		return 0, mounts.NamespaceRootError(root, rootPID(root), err)
 	}
 	defer unix.Close(rfd)
 	rel := strings.TrimPrefix(path.Clean(p), "/")
@@ -102,9 +105,9 @@ func (s State) String() string {
 // Result is what probing said about one mount.
 type Result struct {
 	State State
-	Errno syscall.Errno // ProbeFailed
-	Err   error         // the whole error, for ProbeFailed and ProbeUnreachable
-	Since time.Time     // ProbeHung: when the blocked probe started
+	Errno syscall.Errno // Failed
+	Err   error         // the whole error, for Failed and Unreachable
+	Since time.Time     // Hung: when the blocked probe started
 	Path  string        // the mount point probed for this connection
 	// Connection is set when the result speaks for the whole connection
 	// (the first reachable mount of it was probed); unset for a bind
@@ -369,10 +372,10 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 			})
 		case <-ctx.Done():
 			for _, a := range active {
-				setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 			}
 			for _, c := range queue {
-				setAll(c, Result{State: NotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 			}
 			r.Stats.NotProbed += len(active) + len(queue)
 			active, queue = nil, nil
@@ -413,6 +416,12 @@ func probeConn(fs FS, root string, c *conn) map[int]Result {
 	for _, m := range c.targets {
 		dev, err := fs.Probe(root, m.Mountpoint)
 		pr := classifyProbe(m, dev, err)
+		if pr.State == NotProbed { // our failure: nothing of this connection is known
+			for _, mm := range c.mounts {
+				res[mm.ID] = pr
+			}
+			return res
+		}
 		if connResult == nil {
 			if pr.State == Unreachable {
 				res[m.ID] = pr // vanished or replaced; try the next mount
@@ -447,8 +456,37 @@ func probeConn(fs FS, root string, c *conn) map[int]Result {
 	return res
 }
 
+// rootPID is the PID of a <procfs>/<pid>/root path, 0 for any other root.
+func rootPID(root string) int {
+	dir, base := path.Split(path.Clean(root))
+	if base != "root" {
+		return 0
+	}
+	pid, err := strconv.Atoi(path.Base(path.Clean(dir)))
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// NamespaceErr is the error of a round some of whose probes could not reach
+// the inspected namespace (its root could not be opened): those mounts were
+// not probed, and the probing checks report it as their error.
+func (r *Round) NamespaceErr() error {
+	for _, res := range r.Results {
+		if res.State == NotProbed && errors.Is(res.Err, mounts.ErrNamespaceUnreachable) {
+			return res.Err
+		}
+	}
+	return nil
+}
+
 func classifyProbe(m *mounts.Mount, dev uint64, err error) Result {
 	pr := Result{Path: m.Mountpoint}
+	if errors.Is(err, mounts.ErrNamespaceUnreachable) {
+		pr.State, pr.Err, pr.Reason = NotProbed, err, "the inspected namespace could not be reached"
+		return pr
+	}
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {

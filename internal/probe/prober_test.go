@@ -142,3 +142,11 @@ func TestProbeFSTypes(t *testing.T) {
 		}
 	}
 }
+
+func TestRootPID(t *testing.T) {
+	for root, want := range map[string]int{"/proc/4242/root": 4242, "/proc/self/root": 0, "/": 0, "/proc/1/root/": 1} {
+		if got := rootPID(root); got != want {
+			t.Errorf("rootPID(%q) = %d, want %d", root, got, want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -18,7 +19,12 @@ type Node struct {
 	t     testing.TB
 	stdin io.WriteCloser
 	out   *bufio.Scanner
+	kill  func()
 }
+
+// Kill ends the node's shell (and its namespace, unless something else
+// holds it) now, as a node whose PID went away.
+func (n *Node) Kill() { n.kill() }
 
 // NewNode starts the shell, runs setup (with set -e) in it and waits for it.
 // The shell is killed when the test ends, and its namespace goes with it.
@@ -56,8 +62,10 @@ func newNode(t testing.TB, setup string, attr *syscall.SysProcAttr) *Node {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	n := &Node{PID: cmd.Process.Pid, t: t, stdin: stdin, out: bufio.NewScanner(stdout)}
+	var once sync.Once
+	kill := func() { once.Do(func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
+	t.Cleanup(kill)
+	n := &Node{PID: cmd.Process.Pid, t: t, stdin: stdin, out: bufio.NewScanner(stdout), kill: kill}
 	n.expect("ready", "setup")
 	return n
 }

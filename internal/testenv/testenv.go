@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -56,7 +57,7 @@ func RequireCommand(t testing.TB, name, aptPackage string) string {
 // Without root it runs the tests as they are; RequireRoot skips the ones that
 // mount.
 func Main(m *testing.M) {
-	if os.Geteuid() != 0 || os.Getenv(nsEnv) == "1" {
+	if os.Geteuid() != 0 || os.Getenv(nsEnv) == "1" || fuzzing() {
 		os.Exit(m.Run())
 	}
 	self, err := os.Executable()
@@ -77,4 +78,16 @@ func Main(m *testing.M) {
 		os.Exit(2)
 	}
 	os.Exit(0)
+}
+
+// fuzzing reports whether this test binary runs a fuzz target (or is one of
+// its workers): fuzz targets parse bytes and never mount, and a worker
+// talks to its coordinator over inherited descriptors a re-exec would lose.
+func fuzzing() bool {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			return true
+		}
+	}
+	return false
 }

@@ -47,6 +47,16 @@ type ScanLimits struct {
 	MaxDepth int
 }
 
+// TooDeepErr is the error of a full pass (--once) that left directories
+// deeper than the walk's depth limit unentered: the pass did not see them, so
+// it must not call them clean. nil when there were none.
+func (w *Walker) TooDeepErr() error {
+	if w.tooDeep == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %d directories deeper than %d levels were not entered", ErrScanIncomplete, w.tooDeep, w.Limits.MaxDepth)
+}
+
 // ErrScanIncomplete is wrapped by the error of a scanning check that had to
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
@@ -196,12 +206,12 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
 	if w.Limits.MaxDepth <= 0 {
 		w.Limits.MaxDepth = DefaultScanMaxDepth
 	}
-	w.Done, w.started, w.ctx, w.stopErr = 0, time.Now(), ctx, nil
+	w.Done, w.started, w.ctx, w.stopErr, w.tooDeep = 0, time.Now(), ctx, nil, 0
 	w.host = s.Host
 	w.procfs = w.host.WithDefaults().Procfs
-	fd, err := unix.Open(w.host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := w.host.OpenRoot()
 	if err != nil {
-		return fmt.Errorf("open root of the inspected namespace %s: %w", w.host.Path("/"), err)
+		return err
 	}
 	w.hostFD = fd
 	return nil
@@ -265,8 +275,8 @@ func (w *Walker) spend() bool {
 		return false
 	}
 	if w.Done&255 == 0 {
-		if err := w.ctx.Err(); err != nil {
-			w.stopErr = err
+		if w.ctx.Err() != nil {
+			w.stopErr = context.Cause(w.ctx) // the deadline says whose (--once.timeout)
 			return false
 		}
 		if w.Limits.Rate > 0 {
@@ -277,7 +287,7 @@ func (w *Walker) spend() bool {
 				case <-t.C:
 				case <-w.ctx.Done():
 					t.Stop()
-					w.stopErr = w.ctx.Err()
+					w.stopErr = context.Cause(w.ctx)
 					return false
 				}
 			}

@@ -143,11 +143,6 @@ func (e *Entry) getxattr(attr string, buf []byte) (int, error) {
 	return unix.Lgetxattr(e.procPath(), attr, buf)
 }
 
-// ErrNoTrustedXattrs is reported by the scanning checks when this process
-// lacks CAP_SYS_ADMIN: the kernel then hides trusted.* xattrs without an
-// error, so a scan for trusted.overlay.* would see nothing and look healthy.
-var ErrNoTrustedXattrs = errors.New("trusted.overlay.* xattrs are invisible without CAP_SYS_ADMIN; only user.overlay.* were checked")
-
 // trustedXattrsVisible reports whether this process can read trusted.*
 // xattrs: CAP_SYS_ADMIN in its effective set.
 func TrustedXattrsVisible() bool {
