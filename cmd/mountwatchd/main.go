@@ -106,8 +106,9 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
 	intFlag(app, "probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
 		"32", &cfg.probe.MaxBlocked)
-	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
-		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
+		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
+		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
