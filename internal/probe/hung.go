@@ -35,13 +35,14 @@ func (c HungMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error)
 	r := c.Prober.Round(ctx, s)
 	var out []Finding
 	waiting := map[string]string{} // by connection, read once
+	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State != ProbeHung {
 			continue
 		}
 		f := newFinding(HungMount, Critical, m, "")
-		f.Details = connDetails(s, m)
+		f.Details = connDetails(conns, m)
 		f.Details["blocked_since"] = res.Since.UTC().Format(time.RFC3339)
 		f.Details["probed"] = res.Path
 		if m.FUSE {
@@ -52,7 +53,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error)
 			}
 			f.Details["fuse_waiting"] = w
 		}
-		f.Message = hungMessage(s, m, res, c.Prober.cfg.Timeout, f.Details["fuse_waiting"], c.fusectl())
+		f.Message = hungMessage(conns, m, res, c.Prober.cfg.Timeout, f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
 	return out, nil
@@ -76,8 +77,8 @@ func (c HungMountCheck) waiting(minor int) string {
 	return strconv.Itoa(n)
 }
 
-func hungMessage(s *Snapshot, m *Mount, res ProbeResult, timeout time.Duration, waiting, fusectl string) string {
-	ci := connOf(s, m)
+func hungMessage(conns *connIndex, m *Mount, res ProbeResult, timeout time.Duration, waiting, fusectl string) string {
+	ci := conns.of(m)
 	var b strings.Builder
 	fmt.Fprintf(&b, "A probe of %s has not answered since %s (deadline %s). ", res.Path, res.Since.UTC().Format(time.RFC3339), timeout)
 	if m.FUSE {

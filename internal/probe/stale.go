@@ -52,6 +52,7 @@ func (c StaleMountCheck) ProbeStats() ProbeStats { return c.Prober.Stats() }
 func (c StaleMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error) {
 	r := c.Prober.Round(ctx, s)
 	var out []Finding
+	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State != ProbeFailed || !isStale(m, res.Errno) {
@@ -61,8 +62,8 @@ func (c StaleMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error
 		if res.Errno == syscall.EACCES {
 			sev = Warning
 		}
-		f := newFinding(StaleMount, sev, m, staleMessage(s, m, res))
-		f.Details = connDetails(s, m)
+		f := newFinding(StaleMount, sev, m, staleMessage(conns, m, res))
+		f.Details = connDetails(conns, m)
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
 		out = append(out, f)
@@ -74,6 +75,45 @@ func (c StaleMountCheck) Run(ctx context.Context, s *Snapshot) ([]Finding, error
 type connInfo struct {
 	mounts, podVolumes int
 	staging            []string
+}
+
+// connIndex answers connOf and reachableOn for one run of a check, each
+// once per connection: every mount of a broken connection gets a finding
+// that names what depends on the connection, and counting that anew per
+// mount made a dead connection with k pod volumes cost k² (issue 11).
+type connIndex struct {
+	s         *Snapshot
+	conns     map[string]connInfo
+	reachable map[string]int
+}
+
+func newConnIndex(s *Snapshot) *connIndex {
+	return &connIndex{s: s, conns: map[string]connInfo{}, reachable: map[string]int{}}
+}
+
+// of is connOf(m), counted once per connection.
+func (x *connIndex) of(m *Mount) connInfo {
+	ci, ok := x.conns[m.Dev()]
+	if !ok {
+		ci = connOf(x.s, m)
+		x.conns[m.Dev()] = ci
+	}
+	return ci
+}
+
+// reachableOn is how many mounts of connection dev are reachable by their
+// mount point (Snapshot.Reachable), counted once per connection.
+func (x *connIndex) reachableOn(dev string) int {
+	n, ok := x.reachable[dev]
+	if !ok {
+		for _, mm := range x.s.ByDev(dev) {
+			if x.s.Reachable(mm) {
+				n++
+			}
+		}
+		x.reachable[dev] = n
+	}
+	return n
 }
 
 func connOf(s *Snapshot, m *Mount) connInfo {
@@ -92,8 +132,8 @@ func connOf(s *Snapshot, m *Mount) connInfo {
 	return ci
 }
 
-func connDetails(s *Snapshot, m *Mount) map[string]string {
-	ci := connOf(s, m)
+func connDetails(conns *connIndex, m *Mount) map[string]string {
+	ci := conns.of(m)
 	d := map[string]string{
 		"connection":           m.Dev(),
 		"mounts_on_connection": strconv.Itoa(ci.mounts),
@@ -105,8 +145,8 @@ func connDetails(s *Snapshot, m *Mount) map[string]string {
 	return d
 }
 
-func staleMessage(s *Snapshot, m *Mount, res ProbeResult) string {
-	ci := connOf(s, m)
+func staleMessage(conns *connIndex, m *Mount, res ProbeResult) string {
+	ci := conns.of(m)
 	var b strings.Builder
 	what := staleErrnos[res.Errno]
 	if res.Errno == syscall.EACCES {
