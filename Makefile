@@ -4,15 +4,24 @@
 
 GO        ?= go
 PKG       := github.com/mountwatchd/mountwatchd
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version: git describe of the latest v* tag (a release is `git tag
+# v0.1.0`); before any tag, the same shape as if v0.0.0 were the first
+# commit (v0.0.0-<commits>-g<hash>), which sorts below v0.1.0 for dpkg and
+# rpm and is a valid image tag. A plain `go build` reads the module's build
+# info instead (cmd/mountwatchd/version.go).
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || \
+	echo v0.0.0-$$(git rev-list --count HEAD 2>/dev/null || echo 0)-g$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit's time, not the clock's: the same commit builds the same bytes
+# (the image's digests depend on it).
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --date=format-local:%Y%m%d-%H:%M:%S --format=%cd 2>/dev/null || date -u +%Y%m%d-%H:%M:%S)
 LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Version=$(VERSION) \
 	-X github.com/prometheus/common/version.Revision=$(REVISION) \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
-	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb test check vet fmt tidy bench bench-scale once clean
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint shellcheck bench bench-scale once clean
 
 all: check test build
 
@@ -31,6 +40,70 @@ deb:
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEBDIR)/build/mountwatchd ./cmd/mountwatchd
 	packaging/deb/build.sh $(DEBDIR)/build/mountwatchd '$(VERSION)' $(GOARCH) $(DEBDIR)
 
+# The RPM, from the same files as the .deb, built by nfpm (make tools)
+# from packaging/rpm/nfpm.yaml. Writes $(RPMDIR)/mountwatchd-<version>-1.<arch>.rpm.
+# An RPM version has no '-': v1.2.3-4-gabc becomes 1.2.3+4+gabc, as in the
+# .deb, which every rpm sorts after 1.2.3 and before 1.2.4 ('^' would say
+# so too, but rpm before 4.15, as in RHEL 8, cannot read it).
+RPMDIR      ?= dist
+RPM_VERSION ?= $(shell echo '$(VERSION)' | sed -e 's/^v//' -e 's/[-_]/+/g')
+
+rpm:
+	@mkdir -p $(RPMDIR)/build
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RPMDIR)/build/mountwatchd ./cmd/mountwatchd
+	MOUNTWATCHD_BINARY=$(abspath $(RPMDIR))/build/mountwatchd MOUNTWATCHD_VERSION='$(RPM_VERSION)' GOARCH=$(GOARCH) \
+		$(NFPM) package --config packaging/rpm/nfpm.yaml --packager rpm --target $(RPMDIR)/
+
+# The container image, built offline (packaging/image: go-containerregistry
+# onto an empty base, no registry, no Docker daemon): one static binary per
+# platform, an OCI image index, written as an OCI archive to $(IMAGE_OUT).
+# Load it with `ctr -n k8s.io image import`, or push it with
+# `skopeo copy oci-archive:$(IMAGE_OUT) docker://REGISTRY/mountwatchd:TAG`.
+IMAGE           ?= ghcr.io/mountwatchd/mountwatchd
+IMAGE_TAG       ?= $(VERSION)
+IMAGE_OUT       ?= dist/mountwatchd-image.tar
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_BUILD     ?= $(dir $(IMAGE_OUT))build
+CREATED         ?= $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+
+image:
+	@set -e; bins=; for p in $(IMAGE_PLATFORMS); do \
+		arch=$${p#linux/}; mkdir -p $(IMAGE_BUILD)/linux-$$arch; \
+		echo "build $$p"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_BUILD)/linux-$$arch/mountwatchd ./cmd/mountwatchd; \
+		bins="$$bins -binary $$p=$(abspath $(IMAGE_BUILD))/linux-$$arch/mountwatchd"; \
+	done; \
+	cd packaging/image && $(GO) run . -out $(abspath $(IMAGE_OUT)) -ref $(IMAGE):$(IMAGE_TAG) \
+		-version '$(VERSION)' -revision '$(REVISION)' -created '$(CREATED)' \
+		-license $(abspath LICENSE) -npd $(abspath packaging/kubernetes/npd-custom-plugin.json) $$bins
+	@echo "wrote $(IMAGE_OUT) ($(IMAGE):$(IMAGE_TAG))"
+
+# The tools packaging needs, at pinned versions (CI installs them with
+# `make tools`): helm renders the chart (make manifests, the tests), nfpm
+# builds the .rpm (make rpm). Both are Go modules, installed with go install
+# into $(go env GOPATH)/bin, so neither is in mountwatchd's go.mod.
+HELM_VERSION ?= v3.22.0
+NFPM_VERSION ?= v2.45.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= golangci-lint
+SHELLCHECK    ?= shellcheck
+HELM         ?= helm
+NFPM         ?= nfpm
+
+tools:
+	$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# The plain manifests are the Helm chart rendered (packaging/kubernetes/
+# generate.sh); the chart carries copies of the alerting rules, the
+# dashboard and the NPD plugin config, since a chart cannot read files
+# outside itself. go test ./packaging fails when any of it is stale.
+manifests:
+	cp packaging/prometheus/mountwatchd.rules.yml packaging/prometheus/mountwatchd-dashboard.json \
+		packaging/kubernetes/npd-custom-plugin.json packaging/helm/mountwatchd/files/
+	HELM=$(HELM) packaging/kubernetes/generate.sh .
+
 # One-shot check of this machine's mount table.
 once: build
 	./mountwatchd --once
@@ -41,20 +114,33 @@ once: build
 test: check
 	$(GO) test -race -count=1 ./...
 
-check: fmt vet tidy
+check: fmt vet tidy lint shellcheck
+
+# golangci-lint with the repo's .golangci.yml (errcheck, errorlint,
+# staticcheck, unused, ...); shellcheck on every shell script we ship or run.
+lint:
+	$(GOLANGCI_LINT) run ./...
+	cd packaging/image && $(GOLANGCI_LINT) run ./...
+
+SHELL_SCRIPTS := .ci/run $(shell git ls-files '*.sh' 2>/dev/null) packaging/deb/postinst packaging/deb/postrm packaging/deb/prerm
+shellcheck:
+	$(SHELLCHECK) $(SHELL_SCRIPTS)
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# packaging/image is a module of its own (the image builder's
+# go-containerregistry stays out of mountwatchd's go.mod): vet and tidy it
+# too.
 vet:
 	$(GO) vet ./...
+	cd packaging/image && $(GO) vet ./...
 
 tidy:
-	@cp go.mod /tmp/mountwatchd-go.mod.bak; cp go.sum /tmp/mountwatchd-go.sum.bak; \
-	$(GO) mod tidy; \
-	if ! cmp -s go.mod /tmp/mountwatchd-go.mod.bak || ! cmp -s go.sum /tmp/mountwatchd-go.sum.bak; then \
-		echo "go.mod/go.sum not tidy: run go mod tidy and commit"; exit 1; fi
+	@for m in . packaging/image; do \
+		(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy: run go mod tidy there and commit"; exit 1; }; \
+	done
 
 # Benchmarks print figures with a baseline measured in the same run; they
 # never pass or fail on time. First each package's benchmarks, then the

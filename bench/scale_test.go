@@ -113,7 +113,7 @@ func BenchmarkNodeScale(b *testing.B) {
 	}
 	start := time.Now()
 	for _, size := range s.sizes {
-		if !s.phases["scale"] && !(s.phases["idle"] && size == 10000) {
+		if wantIdle := s.phases["idle"] && size == 10000; !s.phases["scale"] && !wantIdle {
 			continue
 		}
 		b.Run(fmt.Sprintf("mounts=%d", size), func(b *testing.B) { scalePhase(b, s, bin, ne, size, rep) })
@@ -302,7 +302,7 @@ func scrapePhase(b *testing.B, bin string, rep *report) {
 	waitFor(b, time.Minute, "a probe run", func() bool {
 		return metric(d.metrics(b), `mountwatchd_check_runs_total{check="hung_mount",kind="probe"}`) >= 1
 	})
-	healthy := scrapeLoad(b, d, 20, 25)
+	healthy, healthy1 := scrapeLoad(b, d, 20, 25), scrapeLoad(b, d, 1, 50)
 
 	for _, src := range srcs {
 		if err := os.Remove(src); err != nil {
@@ -321,12 +321,12 @@ func scrapePhase(b *testing.B, bin string, rep *report) {
 		problems = sumMetric(d.metrics(b), "mountwatchd_problems{")
 		return problems >= 1000
 	})
-	loaded := scrapeLoad(b, d, 20, 25)
+	loaded, loaded1 := scrapeLoad(b, d, 20, 25), scrapeLoad(b, d, 1, 50)
 	body := d.metrics(b)
 	rep.add(fmt.Sprintf("scrape p50 / p99, 20 concurrent scrapers × 25, %.0f active problems (%.0f hung mounts, %.0f probes blocked)",
 		problems, metric(body, `mountwatchd_problems{check="hung_mount",severity="critical"}`), metric(body, "mountwatchd_probes_blocked")),
-		ms(loaded[0])+" / "+ms(loaded[1]),
-		"same daemon and scrapers, healthy table: "+ms(healthy[0])+" / "+ms(healthy[1]),
+		ms(loaded[0])+" / "+ms(loaded[1])+" (one scraper alone: "+ms(loaded1[0])+" / "+ms(loaded1[1])+")",
+		"same daemon and scrapers, healthy table: "+ms(healthy[0])+" / "+ms(healthy[1])+" (one scraper alone: "+ms(healthy1[0])+" / "+ms(healthy1[1])+")",
 		fmt.Sprintf("%.1f× p99", float64(loaded[1])/float64(max(healthy[1], 1))))
 	d.stop(b)
 	for _, p := range servers {
@@ -599,7 +599,7 @@ func buildMountwatchd(b *testing.B) string {
 		binPath = filepath.Join(dir, "mountwatchd")
 		out, err := exec.Command("go", "build", "-trimpath", "-o", binPath, "github.com/mountwatchd/mountwatchd/cmd/mountwatchd").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
+			buildErr = fmt.Errorf("%w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -159,7 +159,7 @@ func testDebInstall(t *testing.T, deb string) {
 	if o := mustSh("/usr/bin/mountwatchd --version"); !strings.Contains(o, "version "+testVersion) {
 		t.Errorf("--version: %q", o)
 	}
-	fixture, err := filepath.Abs(filepath.Join(top, "internal/probe/testdata/k8s-node-brief.mountinfo"))
+	fixture, err := filepath.Abs(filepath.Join(top, "internal/mounts/testdata/k8s-node-brief.mountinfo"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -150,7 +151,7 @@ func loadManifest(t *testing.T) manifest {
 	dec := yaml.NewDecoder(f)
 	for {
 		var doc any
-		if err := dec.Decode(&doc); err == io.EOF {
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			t.Fatalf("daemonset.yaml: %v", err)

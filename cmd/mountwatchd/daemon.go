@@ -145,7 +145,9 @@ func runDaemon(cfg config, stderr io.Writer) int {
 			code = exitUnknown
 		}
 		stop()
-		<-loopErr
+		if err := <-loopErr; err != nil {
+			log.Error("loop failed", zap.Error(err))
+		}
 	case err := <-loopErr:
 		if err != nil {
 			log.Error("loop failed", zap.Error(err))

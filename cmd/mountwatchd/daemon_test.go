@@ -30,8 +30,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
-	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -197,7 +197,7 @@ func criticalDeletedBaseline(t *testing.T) int {
 	d := decode(t, mountwatchd(t, "--once", "--output=json"))
 	n := 0
 	for _, f := range d.Findings {
-		if f.Check == probe.DeletedRoot && f.Severity == probe.Critical {
+		if f.Check == check.DeletedRoot && f.Severity == check.Critical {
 			n++
 		}
 	}
@@ -449,7 +449,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 	}
 	common := map[string]string{"CHECK": "deleted_root", "SEVERITY": "critical", "FSTYPE": "fuse.ceph-fuse",
 		"SOURCE": b.dir + "/backing", "POD_UID": uid, "POD_NAMESPACE": "shop", "POD_NAME": "web-0",
-		"VOLUME": "pvc-1", "MESSAGE_ID": export.MessageIDs[probe.DeletedRoot], "SYSLOG_IDENTIFIER": "mountwatchd"}
+		"VOLUME": "pvc-1", "MESSAGE_ID": export.MessageIDs[check.DeletedRoot], "SYSLOG_IDENTIFIER": "mountwatchd"}
 	for i, want := range []struct{ event, prio string }{{"appeared", "2"}, {"cleared", "5"}} {
 		e := entries[i]
 		if e["EVENT"] != want.event || e["PRIORITY"] != want.prio {
@@ -464,7 +464,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 			t.Errorf("entry %d MESSAGE %q", i, msg)
 		}
 	}
-	if ids := journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[probe.DeletedRoot], "MOUNT_POINT="+b.mnt); len(ids) != 2 {
+	if ids := journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[check.DeletedRoot], "MOUNT_POINT="+b.mnt); len(ids) != 2 {
 		t.Errorf("journalctl MESSAGE_ID=... finds %d entries, want 2", len(ids))
 	}
 	if strings.Contains(d.stderr.String(), "mount problem") {

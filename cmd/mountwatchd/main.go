@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -18,8 +19,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // Exit codes of --once, the node-problem-detector custom plugin contract.
@@ -37,16 +42,17 @@ type config struct {
 	once      bool
 	output    string
 	mountinfo string
-	host      probe.Host
+	host      mounts.Host
 	logLevel  string
 	logFormat string
 
-	probe        probe.ProberConfig
+	probe        probe.Config
 	probeFSTypes string
 	fusectl      string
 	mountFusectl bool
 	scan         scanConfig
 	daemon       daemonConfig
+	installTo    string
 }
 
 // scanConfig are the flags of the scanning checks (opaque_propagation,
@@ -56,6 +62,7 @@ type scanConfig struct {
 	rate               float64
 	roots              []string
 	snapshots          string
+	containerdRoot     string
 }
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
@@ -71,19 +78,20 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("output", "Report format of --once: text or json.").Default("text").EnumVar(&cfg.output, "text", "json")
 	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once); "+
 		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").StringVar(&cfg.mountinfo)
-	app.Flag("path.procfs", "procfs mount point.").Default(probe.DefaultProcfs).StringVar(&cfg.host.Procfs)
+	app.Flag("path.procfs", "procfs mount point.").Default(mounts.DefaultProcfs).StringVar(&cfg.host.Procfs)
 	app.Flag("target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.").
 		Default("0").IntVar(&cfg.host.PID)
 	app.Flag("path.kubelet", "kubelet root directory, as the inspected namespace sees it.").
-		Default(probe.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
+		Default(mounts.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
 	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
-		Default(probe.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
+		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
 	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung.").
 		Default("5s").DurationVar(&cfg.probe.Timeout)
 	app.Flag("probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.").
 		Default("32").IntVar(&cfg.probe.MaxBlocked)
-	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype.").
-		Default(strings.Join(probe.DefaultProbeFSTypes, ",")).StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
+		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
+		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -92,6 +100,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&cfg.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Log format on stderr: json or console.").Default("json").EnumVar(&cfg.logFormat, "json", "console")
 	addDaemonFlags(app, &cfg.daemon)
+	app.Flag("install-to", "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
+		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
 }
 
@@ -107,9 +117,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if exited {
 		return exitOK
 	}
+	if cfg.installTo != "" {
+		if err := installTo(cfg.installTo); err != nil {
+			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+			return exitUnknown
+		}
+		return exitOK
+	}
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
 		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
 		return exitUnknown
+	}
+	if cfg.probeFSTypes == "" {
+		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
 	}
 	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -139,14 +159,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func addScanFlags(app *kingpin.Application, sc *scanConfig) {
 	app.Flag("scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).").
-		Default(strconv.Itoa(probe.DefaultScanBudget)).IntVar(&sc.budget)
+		Default(strconv.Itoa(walk.DefaultScanBudget)).IntVar(&sc.budget)
 	app.Flag("scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.").
-		Default(strconv.Itoa(probe.DefaultOnceBudget)).IntVar(&sc.onceBudget)
+		Default(strconv.Itoa(walk.DefaultOnceBudget)).IntVar(&sc.onceBudget)
 	app.Flag("scan.rate", "Most directory entries scanned per second; 0 for no limit.").Default("20000").Float64Var(&sc.rate)
 	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
-	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter root, against which relative lowerdirs are resolved, as the inspected namespace sees it.").
-		Default(probe.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+	app.Flag("path.containerd-root", "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
+		Default(containerd.DefaultRoot).StringVar(&sc.containerdRoot)
+	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it (default <path.containerd-root>/"+containerd.OverlayfsDir+"/snapshots).").
+		PlaceHolder(mounts.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
+}
+
+// snapshotsDir is --path.containerd-snapshots, or the one under
+// --path.containerd-root.
+func (sc scanConfig) snapshotsDir() string {
+	if sc.snapshots != "" {
+		return sc.snapshots
+	}
+	return path.Join(sc.containerdRoot, containerd.OverlayfsDir, "snapshots")
 }
 
 func (sc scanConfig) validate() error {
@@ -159,9 +190,9 @@ func (sc scanConfig) validate() error {
 // checks is the catalogue, in report order. The probing checks come before
 // shadowed_mount, which reads the prober's latest round. once gives the
 // scanning checks the budget of one full pass.
-func checks(cfg config, log *zap.Logger, live, once bool) []probe.Check {
+func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
 	prober := probe.NewProber(cfg.probe, probe.SysFS{})
-	hung := probe.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
+	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
 			hung.FusectlErr = err
@@ -169,29 +200,29 @@ func checks(cfg config, log *zap.Logger, live, once bool) []probe.Check {
 		}
 	}
 	sc := cfg.scan
-	limits := probe.ScanLimits{Budget: sc.budget, Rate: sc.rate}
+	limits := walk.ScanLimits{Budget: sc.budget, Rate: sc.rate}
 	if once {
 		limits.Budget = sc.onceBudget
 	}
-	return []probe.Check{
-		probe.DeletedRootCheck{},
-		probe.StaleMountCheck{Prober: prober},
+	return []check.Check{
+		check.DeletedRootCheck{},
+		check.StaleMountCheck{Prober: prober},
 		hung,
-		probe.ShadowedMountCheck{Prober: prober},
-		&probe.OpaquePropagationCheck{SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
-		&probe.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshots, Limits: limits, FullPass: once},
+		check.ShadowedMountCheck{Prober: prober},
+		&check.OpaquePropagationCheck{SnapshotRoot: sc.snapshotsDir(), ContainerdRoot: sc.containerdRoot, Limits: limits, FullPass: once},
+		&check.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshotsDir(), Limits: limits, FullPass: once},
 	}
 }
 
 func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer) int {
 	var (
-		snap *probe.Snapshot
+		snap *mounts.Snapshot
 		err  error
 	)
 	if cfg.mountinfo != "" {
-		snap, err = probe.ReadSnapshotFile(cfg.mountinfo, cfg.host.KubeletRoot)
+		snap, err = mounts.ReadSnapshotFile(cfg.mountinfo, cfg.host.KubeletRoot)
 	} else {
-		snap, err = probe.ReadSnapshot(cfg.host)
+		snap, err = mounts.ReadSnapshot(cfg.host)
 	}
 	if err != nil {
 		if cfg.output == "json" {
@@ -204,12 +235,12 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	}
 
 	for _, pe := range snap.ParseErrors {
-		log.Warn("mount table line not parsed", zap.String("table", snap.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
-	runner := &probe.Runner{Checks: checks(cfg, log, snap.Live, true)}
+	runner := &check.Runner{Checks: checks(cfg, log, snap.Live, true)}
 	rep := runner.Run(ctx, snap)
 	for _, c := range rep.Checks {
-		if c.Status == probe.StatusError {
+		if c.Status == check.StatusError {
 			log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
 	}
@@ -222,9 +253,9 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 	switch rep.Status() {
-	case probe.StatusProblems:
+	case check.StatusProblems:
 		return exitProblems
-	case probe.StatusOK:
+	case check.StatusOK:
 		return exitOK
 	}
 	return exitUnknown

@@ -92,10 +92,6 @@ func newFuseConn(t testing.TB, sh shell, dir, kubelet, name string, pods int) *f
 // mounts lists every mount point of the connection, the filesystem's first.
 func (c *fuseConn) mounts() []string { return append([]string{c.mnt, c.staging}, c.pods...) }
 
-// podMounts lists the staging and pod volume mounts (not the filesystem's
-// own mount point).
-func (c *fuseConn) podMounts() []string { return append([]string{c.staging}, c.pods...) }
-
 func (c *fuseConn) pid() int {
 	data, _ := os.ReadFile(c.pidFile)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
@@ -368,7 +364,7 @@ func TestDaemonProbeChaos(t *testing.T) {
 	// The journal: one appeared and one cleared per mount per breakage.
 	for _, c := range conns {
 		for _, mp := range c.mounts() {
-			var appeared, cleared, other map[string]int = map[string]int{}, map[string]int{}, map[string]int{}
+			appeared, cleared, other := map[string]int{}, map[string]int{}, map[string]int{}
 			var entries []map[string]any
 			for _, check := range []string{"stale_mount", "hung_mount"} {
 				n := breakages[check+" "+mp]

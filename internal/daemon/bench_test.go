@@ -5,7 +5,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -22,16 +23,16 @@ func BenchmarkTableIteration(b *testing.B) {
 	if err := os.WriteFile(dir+"/self/mountinfo", []byte(testenv.KubeletMountTable(20000)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	host := probe.Host{Procfs: dir, KubeletRoot: "/var/lib/kubelet", PodLogDir: dir + "/nonexistent"}
+	host := mounts.Host{Procfs: dir, KubeletRoot: "/var/lib/kubelet", PodLogDir: dir + "/nonexistent"}
 	b.Run("baseline-read-snapshot", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := probe.ReadSnapshot(host); err != nil {
+			if _, err := mounts.ReadSnapshot(host); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("loop-iteration", func(b *testing.B) {
-		d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}})
+		d := New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}})
 		ctx := context.Background()
 		if err := d.readTable(ctx); err != nil {
 			b.Fatal(err)

@@ -24,8 +24,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
-	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // Defaults for Config.
@@ -42,8 +43,8 @@ const (
 
 // Config configures a Daemon.
 type Config struct {
-	Host   probe.Host
-	Checks []probe.Check
+	Host   mounts.Host
+	Checks []check.Check
 	// Interval is the longest time between two reads of the mount table,
 	// whether or not the kernel reported a change.
 	Interval      time.Duration
@@ -78,8 +79,8 @@ type Daemon struct {
 	iterations atomic.Uint64
 
 	// owned by the loop
-	tracker *probe.Tracker
-	snap    *probe.Snapshot
+	tracker *check.Tracker
+	snap    *mounts.Snapshot
 	snapSeq uint64 // how many tables have been read successfully, snap's number
 	// since is, for each mount of snap, the number of the first table of
 	// the unbroken run of tables it is in. The kernel reuses mount ids, so
@@ -87,7 +88,7 @@ type Daemon struct {
 	// and mount point: only this tells a probe result about the old mount
 	// from one about the new.
 	since      map[mountKey]uint64
-	stats      map[probe.CheckID]*export.CheckState
+	stats      map[check.ID]*export.CheckState
 	reads      uint64
 	readErrs   uint64
 	events     uint64
@@ -98,11 +99,11 @@ type Daemon struct {
 	lastRead   time.Time       // start of the last read of the table
 	readCost   time.Duration   // how long it took
 	blocked    chan readResult // a read that outlived ReadTimeout, until it returns
-	read       func(probe.Host) (*probe.Snapshot, error)
+	read       func(mounts.Host) (*mounts.Snapshot, error)
 }
 
 type readResult struct {
-	snap *probe.Snapshot
+	snap *mounts.Snapshot
 	err  error
 }
 
@@ -112,18 +113,18 @@ var errReadBlocked = errors.New("an earlier read of the mount table is still blo
 
 // lane is one kind of check with its schedule.
 type lane struct {
-	kind     probe.Kind
-	checks   []probe.Check
+	kind     check.Kind
+	checks   []check.Check
 	interval time.Duration // 0 for table checks: every read
 	running  atomic.Int64  // unix nanoseconds the current run started; 0 when idle
-	last     *probe.Report // owned by the loop
+	last     *check.Report // owned by the loop
 	lastSeq  uint64        // number of the table last checked
 	lastEnd  time.Time
 }
 
 type laneResult struct {
 	lane *lane
-	rep  *probe.Report
+	rep  *check.Report
 	seq  uint64 // number of the table the run checked
 	end  time.Time
 }
@@ -148,19 +149,19 @@ func New(cfg Config) *Daemon {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	d := &Daemon{cfg: cfg, tracker: probe.NewTracker(), stats: map[probe.CheckID]*export.CheckState{}, read: probe.ReadSnapshot}
+	d := &Daemon{cfg: cfg, tracker: check.NewTracker(), stats: map[check.ID]*export.CheckState{}, read: mounts.ReadSnapshot}
 	// The loop wakes at least this often, so health and the watchdog see
 	// it alive; an idle wake-up does nothing else.
 	d.heartbeat = min(cfg.Interval, maxHeartbeat)
 	if cfg.Watchdog > 0 {
 		d.heartbeat = min(d.heartbeat, cfg.Watchdog/4)
 	}
-	for _, k := range []probe.Kind{probe.TableCheck, probe.ProbeCheck, probe.ScanCheck} {
+	for _, k := range []check.Kind{check.TableCheck, check.ProbeCheck, check.ScanCheck} {
 		l := &lane{kind: k}
 		switch k {
-		case probe.ProbeCheck:
+		case check.ProbeCheck:
 			l.interval = cfg.ProbeInterval
-		case probe.ScanCheck:
+		case check.ScanCheck:
 			l.interval = cfg.ScanInterval
 		}
 		for _, c := range cfg.Checks {
@@ -212,48 +213,19 @@ func (d *Daemon) Healthy(now time.Time) (bool, string) {
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.cfg.Log
 	results := make(chan laneResult)
-	var w *watcher
-	defer func() {
-		if w != nil {
-			w.Close()
-		}
-	}()
-	var changed, watchEnded <-chan struct{}
-	watchErr := ""
-	openWatch := func() {
-		if w != nil {
-			return
-		}
-		var err error
-		if w, err = watch(d.cfg.Host.MountinfoPath()); err != nil {
-			if err.Error() != watchErr { // once per distinct error, not per interval
-				log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
-				watchErr = err.Error()
-			}
-			w = nil
-			changed, watchEnded = nil, nil
-			return
-		}
-		watchErr = ""
-		changed, watchEnded = w.C, w.Done()
-	}
-	closeWatch := func() {
-		if w != nil {
-			w.Close()
-			w, changed, watchEnded = nil, nil, nil
-		}
-	}
+	tw := &tableWatch{path: d.cfg.Host.MountinfoPath(), log: log}
+	defer tw.close()
 
 	readTimer := time.NewTimer(d.cfg.Interval)
 	defer readTimer.Stop()
 	var probeC, scanC <-chan time.Time
 	for _, l := range d.lanes {
-		if l.kind == probe.TableCheck {
+		if l.kind == check.TableCheck {
 			continue
 		}
 		t := time.NewTicker(l.interval)
 		defer t.Stop()
-		if l.kind == probe.ProbeCheck {
+		if l.kind == check.ProbeCheck {
 			probeC = t.C
 		} else {
 			scanC = t.C
@@ -266,13 +238,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	read := func() {
-		openWatch() // before the read: a change after it is reported
+		tw.open() // before the read: a change after it is reported
 		if err := d.readTable(ctx); err != nil {
-			closeWatch() // the namespace may be gone; reopen with the next read
+			tw.close() // the namespace may be gone; reopen with the next read
 		}
 		readTimer.Reset(d.cfg.Interval)
 		for _, l := range d.lanes {
-			if l.kind != probe.TableCheck && l.last == nil && l.running.Load() == 0 && d.snap != nil {
+			if l.kind != check.TableCheck && l.last == nil && l.running.Load() == 0 && d.snap != nil {
 				d.startLane(ctx, l, results) // first run as soon as there is a table
 			}
 		}
@@ -283,18 +255,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			log.Info("stopping")
 			return nil
-		case <-changed:
+		case <-tw.changed:
 			d.events++
 			readTimer.Reset(d.rereadDelay(time.Now()))
-		case <-watchEnded:
-			log.Warn("mount table watch ended; re-reading every --interval until it is re-established", zap.Error(w.Err()))
-			closeWatch()
+		case <-tw.ended:
+			tw.lost()
 		case <-readTimer.C:
 			read()
 		case <-probeC:
-			d.startLane(ctx, d.laneOf(probe.ProbeCheck), results)
+			d.startLane(ctx, d.laneOf(check.ProbeCheck), results)
 		case <-scanC:
-			d.startLane(ctx, d.laneOf(probe.ScanCheck), results)
+			d.startLane(ctx, d.laneOf(check.ScanCheck), results)
 		case r := <-results:
 			r.lane.running.Store(0)
 			d.laneDone(r)
@@ -305,7 +276,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-func (d *Daemon) laneOf(k probe.Kind) *lane {
+func (d *Daemon) laneOf(k check.Kind) *lane {
 	for _, l := range d.lanes {
 		if l.kind == k {
 			return l
@@ -332,13 +303,13 @@ func (d *Daemon) readTable(ctx context.Context) error {
 		return err
 	}
 	if d.lastErr != "" {
-		log.Info("mount table readable again", zap.String("table", snap.Source))
+		log.Info("mount table readable again", zap.String("table", snap.Path))
 		d.lastErr = ""
 	}
 	d.logParseErrors(snap)
 	d.setSnapshot(snap)
-	if l := d.laneOf(probe.TableCheck); l != nil {
-		rep := (&probe.Runner{Checks: l.checks}).Run(ctx, snap)
+	if l := d.laneOf(check.TableCheck); l != nil {
+		rep := (&check.Runner{Checks: l.checks}).Run(ctx, snap)
 		d.laneDone(laneResult{lane: l, rep: rep, seq: d.snapSeq, end: time.Now()})
 	}
 	d.publish()
@@ -359,7 +330,7 @@ func (d *Daemon) rereadDelay(now time.Time) time.Duration {
 // ReadTimeout for it. A read that takes longer is left to finish on its own
 // (its result is dropped: it is stale by then) and no other read starts
 // until it has.
-func (d *Daemon) readSnapshot(ctx context.Context) (*probe.Snapshot, error) {
+func (d *Daemon) readSnapshot(ctx context.Context) (*mounts.Snapshot, error) {
 	if d.blocked != nil {
 		select {
 		case <-d.blocked:
@@ -390,7 +361,7 @@ func (d *Daemon) readSnapshot(ctx context.Context) (*probe.Snapshot, error) {
 
 // logParseErrors logs unparsable lines when they differ from the last read's,
 // not on every read.
-func (d *Daemon) logParseErrors(s *probe.Snapshot) {
+func (d *Daemon) logParseErrors(s *mounts.Snapshot) {
 	var key string
 	for _, pe := range s.ParseErrors {
 		key += pe.Text + "\n"
@@ -400,7 +371,7 @@ func (d *Daemon) logParseErrors(s *probe.Snapshot) {
 	}
 	d.lastParse = key
 	for _, pe := range s.ParseErrors {
-		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Source), zap.Int("line", pe.Line), zap.String("error", pe.Err))
+		d.cfg.Log.Warn("mount table line not parsed", zap.String("table", s.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
 }
 
@@ -414,7 +385,7 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
-		rep := (&probe.Runner{Checks: l.checks}).Run(rctx, snap)
+		rep := (&check.Runner{Checks: l.checks}).Run(rctx, snap)
 		select {
 		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:
 		case <-ctx.Done():
@@ -426,11 +397,11 @@ func (d *Daemon) laneDone(r laneResult) {
 	r.lane.last, r.lane.lastSeq, r.lane.lastEnd = r.rep, r.seq, r.end
 	for _, c := range r.rep.Checks {
 		st := d.stats[c.Check]
-		if st == nil || c.Status == probe.StatusSkipped {
+		if st == nil || c.Status == check.StatusSkipped {
 			continue
 		}
 		st.Runs++
-		if c.Status == probe.StatusError {
+		if c.Status == check.StatusError {
 			st.Errors++
 			d.cfg.Log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
@@ -439,7 +410,7 @@ func (d *Daemon) laneDone(r laneResult) {
 }
 
 // setSnapshot makes s the current table and numbers it.
-func (d *Daemon) setSnapshot(s *probe.Snapshot) {
+func (d *Daemon) setSnapshot(s *mounts.Snapshot) {
 	d.snapSeq++
 	since := make(map[mountKey]uint64, len(s.Mounts))
 	for _, m := range s.Mounts {
@@ -458,9 +429,9 @@ func (d *Daemon) setSnapshot(s *probe.Snapshot) {
 // are kept only while their mount has been in every table read since: one
 // that went away is no longer broken, and a new mount that reuses its id and
 // mount point has not been checked yet.
-func (d *Daemon) merge() *probe.Report {
-	rep := &probe.Report{Snapshot: d.snap}
-	byID := map[probe.CheckID]probe.CheckResult{}
+func (d *Daemon) merge() *check.Report {
+	rep := &check.Report{Snapshot: d.snap}
+	byID := map[check.ID]check.Result{}
 	for _, l := range d.lanes {
 		if l.last == nil {
 			continue
@@ -490,7 +461,7 @@ func (d *Daemon) merge() *probe.Report {
 			rep.Checks = append(rep.Checks, r)
 		}
 	}
-	probe.SortFindings(rep.Findings)
+	check.SortFindings(rep.Findings)
 	return rep
 }
 
@@ -589,8 +560,8 @@ func (d *Daemon) petWatchdog(ctx context.Context) {
 }
 
 // Checks lists the registered checks' ids in catalogue order.
-func (d *Daemon) Checks() []probe.CheckID {
-	var ids []probe.CheckID
+func (d *Daemon) Checks() []check.ID {
+	var ids []check.ID
 	for _, c := range d.cfg.Checks {
 		ids = append(ids, c.ID())
 	}

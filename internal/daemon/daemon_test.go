@@ -13,7 +13,9 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
@@ -27,7 +29,7 @@ const (
 // fakeProcfs is a procfs whose self/mountinfo the test rewrites. A regular
 // file never signals POLLPRI, so only --interval re-reads it: the tests of
 // the change event are in cmd/mountwatchd, on the real kernel.
-func fakeProcfs(t *testing.T, table string) (probe.Host, func(string)) {
+func fakeProcfs(t *testing.T, table string) (mounts.Host, func(string)) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(dir+"/self", 0o755); err != nil {
@@ -43,23 +45,23 @@ func fakeProcfs(t *testing.T, table string) (probe.Host, func(string)) {
 		}
 	}
 	write(table)
-	return probe.Host{Procfs: dir, KubeletRoot: filepath.Join(dir, "kubelet")}, write
+	return mounts.Host{Procfs: dir, KubeletRoot: filepath.Join(dir, "kubelet")}, write
 }
 
 // fakeCheck is a check of any kind whose runs the test controls.
 type fakeCheck struct {
-	id    probe.CheckID
-	kind  probe.Kind
+	id    check.ID
+	kind  check.Kind
 	mu    sync.Mutex
 	runs  int
-	find  func(s *probe.Snapshot) []probe.Finding
+	find  func(s *mounts.Snapshot) []check.Finding
 	block chan struct{} // when set, Run waits for it (or ctx)
-	stats *probe.ProbeStats
+	stats *probe.Stats
 }
 
-func (c *fakeCheck) ID() probe.CheckID { return c.id }
-func (c *fakeCheck) Kind() probe.Kind  { return c.kind }
-func (c *fakeCheck) Run(ctx context.Context, s *probe.Snapshot) ([]probe.Finding, error) {
+func (c *fakeCheck) ID() check.ID     { return c.id }
+func (c *fakeCheck) Kind() check.Kind { return c.kind }
+func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Finding, error) {
 	c.mu.Lock()
 	c.runs++
 	block := c.block
@@ -84,12 +86,12 @@ func (c *fakeCheck) Runs() int {
 }
 
 // findOn reports a finding of check id on every mount of fstype.
-func findOn(id probe.CheckID, fstype string, sev probe.Severity) func(*probe.Snapshot) []probe.Finding {
-	return func(s *probe.Snapshot) []probe.Finding {
-		var out []probe.Finding
+func findOn(id check.ID, fstype string, sev check.Severity) func(*mounts.Snapshot) []check.Finding {
+	return func(s *mounts.Snapshot) []check.Finding {
+		var out []check.Finding
 		for _, m := range s.Mounts {
 			if m.FSType == fstype {
-				out = append(out, probe.Finding{Check: id, Severity: sev, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
+				out = append(out, check.Finding{Check: id, Severity: sev, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
 					Source: m.Source, Details: map[string]string{"errno": "ENOTCONN"}})
 			}
 		}
@@ -129,7 +131,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func count(st *export.State, id probe.CheckID) int {
+func count(st *export.State, id check.ID) int {
 	n := 0
 	if st.Report != nil {
 		for _, f := range st.Report.Findings {
@@ -145,15 +147,15 @@ func count(st *export.State, id probe.CheckID) int {
 // table checks on each read, probe and scan checks on their intervals.
 func TestLoopSchedulesByKindAndMerges(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "tmpfs", probe.Critical),
-		stats: &probe.ProbeStats{Connections: 2}}
-	scan := &fakeCheck{id: probe.OpaquePropagation, kind: probe.ScanCheck, find: findOn(probe.OpaquePropagation, "ext4", probe.Warning)}
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, stale, scan},
+	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "tmpfs", check.Critical),
+		stats: &probe.Stats{Connections: 2}}
+	scan := &fakeCheck{id: check.OpaquePropagation, kind: check.ScanCheck, find: findOn(check.OpaquePropagation, "ext4", check.Warning)}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale, scan},
 		Interval: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, ScanInterval: time.Hour})
 
 	waitFor(t, "every kind reported", func() bool {
 		st := d.State()
-		return count(st, probe.DeletedRoot) == 1 && count(st, probe.StaleMount) == 1 && count(st, probe.OpaquePropagation) == 1
+		return count(st, check.DeletedRoot) == 1 && count(st, check.StaleMount) == 1 && count(st, check.OpaquePropagation) == 1
 	})
 	waitFor(t, "several table reads and probe runs", func() bool { return d.State().TableReads >= 5 && stale.Runs() >= 3 })
 	if n := scan.Runs(); n != 1 {
@@ -163,7 +165,7 @@ func TestLoopSchedulesByKindAndMerges(t *testing.T) {
 	if st.LastComplete.IsZero() {
 		t.Error("LastComplete not set after every check ran")
 	}
-	if got := len(st.Report.Checks); got != 3 || st.Report.Checks[0].Check != probe.DeletedRoot || st.Report.Checks[2].Check != probe.OpaquePropagation {
+	if got := len(st.Report.Checks); got != 3 || st.Report.Checks[0].Check != check.DeletedRoot || st.Report.Checks[2].Check != check.OpaquePropagation {
 		t.Errorf("merged checks not in catalogue order: %+v", st.Report.Checks)
 	}
 	for _, c := range st.Checks {
@@ -179,13 +181,13 @@ func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	block := make(chan struct{})
 	defer close(block)
-	hung := &fakeCheck{id: probe.HungMount, kind: probe.ProbeCheck, block: block}
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, hung},
+	hung := &fakeCheck{id: check.HungMount, kind: check.ProbeCheck, block: block}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, hung},
 		Interval: 20 * time.Millisecond, ProbeInterval: time.Hour})
 
 	waitFor(t, "the probe run to start", func() bool { return hung.Runs() == 1 })
 	write(brokenTable)
-	waitFor(t, "the deleted root found while the probe is blocked", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	waitFor(t, "the deleted root found while the probe is blocked", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy while a probe run is within its interval: %s", why)
 	}
@@ -202,31 +204,31 @@ func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
 func TestChangesLoggedOnce(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	core, logs := observer.New(zapcore.DebugLevel)
-	sev := probe.Warning
+	sev := check.Warning
 	var mu sync.Mutex
-	check := &fakeCheck{id: probe.StaleMount, kind: probe.TableCheck, find: func(s *probe.Snapshot) []probe.Finding {
+	fc := &fakeCheck{id: check.StaleMount, kind: check.TableCheck, find: func(s *mounts.Snapshot) []check.Finding {
 		mu.Lock()
 		defer mu.Unlock()
-		return findOn(probe.StaleMount, "fuse.ceph-fuse", sev)(s)
+		return findOn(check.StaleMount, "fuse.ceph-fuse", sev)(s)
 	}}
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{check}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{fc}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
 
 	reads := func() uint64 { return d.State().TableReads }
 	write(brokenTable)
-	waitFor(t, "the problem", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	waitFor(t, "the problem", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	r := reads()
 	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
 	mu.Lock()
-	sev = probe.Critical
+	sev = check.Critical
 	mu.Unlock()
 	waitFor(t, "the severity change", func() bool {
 		st := d.State()
-		return count(st, probe.StaleMount) == 1 && st.Report.Findings[0].Severity == probe.Critical
+		return count(st, check.StaleMount) == 1 && st.Report.Findings[0].Severity == check.Critical
 	})
 	r = reads()
 	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
 	write(healthyTable)
-	waitFor(t, "the problem to clear", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	waitFor(t, "the problem to clear", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	r = reads()
 	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
 
@@ -234,7 +236,7 @@ func TestChangesLoggedOnce(t *testing.T) {
 	for _, e := range logs.FilterField(zap.String("check", "stale_mount")).All() {
 		m := e.ContextMap()
 		events = append(events, m["event"].(string))
-		if m["message_id"] != export.MessageIDs[probe.StaleMount] || m["mount_point"] != "/mnt/broken" || m["errno"] != "ENOTCONN" {
+		if m["message_id"] != export.MessageIDs[check.StaleMount] || m["mount_point"] != "/mnt/broken" || m["errno"] != "ENOTCONN" {
 			t.Errorf("entry lacks fields: %v", m)
 		}
 		want := map[string]int64{"appeared": 4, "changed": 2, "cleared": 5}[m["event"].(string)]
@@ -251,11 +253,11 @@ func TestChangesLoggedOnce(t *testing.T) {
 // from the merged report at the next table read, not at the next probe.
 func TestFindingsOfGoneMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "fuse.ceph-fuse", probe.Critical)}
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
-	waitFor(t, "the stale mount", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
+	waitFor(t, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
-	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	if stale.Runs() != 1 {
 		t.Errorf("probe ran %d times, want 1", stale.Runs())
 	}
@@ -268,15 +270,15 @@ func TestFindingsOfGoneMountsDropped(t *testing.T) {
 // again for a probe interval).
 func TestFindingsOfRemadeMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, find: findOn(probe.StaleMount, "fuse.ceph-fuse", probe.Critical)}
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
-	waitFor(t, "the stale mount", func() bool { return count(d.State(), probe.StaleMount) == 1 })
+	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
+	waitFor(t, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
-	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), probe.StaleMount) == 0 })
+	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	reads := d.State().TableReads
 	write(brokenTable) // the same mount id and mount point again
 	waitFor(t, "two more reads of the table", func() bool { return d.State().TableReads >= reads+2 })
-	if n := count(d.State(), probe.StaleMount); n != 0 {
+	if n := count(d.State(), check.StaleMount); n != 0 {
 		t.Errorf("%d stale findings on a mount made again after the probe: the old mount's result stuck to the new one", n)
 	}
 	if stale.Runs() != 1 {
@@ -308,8 +310,8 @@ func TestNotify(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
 	n := &notes{}
 	block := make(chan struct{})
-	probeCheck := &fakeCheck{id: probe.StaleMount, kind: probe.ProbeCheck, block: block}
-	start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}, probeCheck},
+	probeCheck := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, block: block}
+	start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, probeCheck},
 		Interval: time.Hour, ProbeInterval: time.Hour, Notify: n.notify, Watchdog: 40 * time.Millisecond})
 	waitFor(t, "watchdog pets", func() bool { return strings.Count(n.all(), "WATCHDOG=1") >= 3 })
 	if strings.Contains(n.all(), "READY=1") {
@@ -329,7 +331,7 @@ func TestNotify(t *testing.T) {
 func TestWatchdogStopsWhenLoopStuck(t *testing.T) {
 	host, _ := fakeProcfs(t, healthyTable)
 	n := &notes{}
-	d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: time.Hour, Notify: n.notify,
+	d := New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: time.Hour, Notify: n.notify,
 		Watchdog: 40 * time.Millisecond, Log: zap.NewNop()})
 	// No Run: the loop never iterates after New, as if stuck.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -351,7 +353,7 @@ func TestWatchdogStopsWhenLoopStuck(t *testing.T) {
 func TestUnreadableTable(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	core, logs := observer.New(zapcore.DebugLevel)
-	d, _ := start(t, Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
+	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
 	waitFor(t, "a read", func() bool { return d.State().TableReads > 0 })
 	if err := os.Remove(host.Procfs + "/self/mountinfo"); err != nil {
 		t.Fatal(err)
@@ -361,7 +363,7 @@ func TestUnreadableTable(t *testing.T) {
 		t.Errorf("read error logged %d times, want once", n)
 	}
 	write(brokenTable)
-	waitFor(t, "recovery", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	waitFor(t, "recovery", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy: %s", why)
 	}
@@ -373,13 +375,13 @@ func TestUnreadableTable(t *testing.T) {
 // returns.
 func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
-	d := New(Config{Host: host, Checks: []probe.Check{probe.DeletedRootCheck{}}, Interval: 20 * time.Millisecond,
+	d := New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: 20 * time.Millisecond,
 		ReadTimeout: 50 * time.Millisecond})
 	var mu sync.Mutex
 	inFlight, maxInFlight := 0, 0
 	release := make(chan struct{})
 	var hang bool
-	d.read = func(h probe.Host) (*probe.Snapshot, error) {
+	d.read = func(h mounts.Host) (*mounts.Snapshot, error) {
 		mu.Lock()
 		block := hang
 		inFlight++
@@ -389,14 +391,14 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 		if block {
 			<-release
 		}
-		return probe.ReadSnapshot(h)
+		return mounts.ReadSnapshot(h)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, "the problem", func() bool { return count(d.State(), probe.DeletedRoot) == 1 })
+	waitFor(t, "the problem", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	mu.Lock()
 	hang = true
 	mu.Unlock()
@@ -404,7 +406,7 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("loop unhealthy while a read is blocked: %s", why)
 	}
-	if count(d.State(), probe.DeletedRoot) != 1 {
+	if count(d.State(), check.DeletedRoot) != 1 {
 		t.Error("the last results were not kept")
 	}
 	mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,4 +98,47 @@ func (w *watcher) Close() {
 		unix.Close(w.fd)
 		unix.Close(w.efd)
 	})
+}
+
+// tableWatch is the loop's watch of the mount table: opened before each
+// read, closed when a read fails (the namespace may be gone) and reopened by
+// the next; a failure to watch is logged once per distinct error, not per
+// interval. Its channels are nil while there is no watch, so the loop's
+// select simply does not wait on them. Owned by the loop.
+type tableWatch struct {
+	path string
+	log  *zap.Logger
+
+	w              *watcher
+	changed, ended <-chan struct{}
+	lastErr        string
+}
+
+func (t *tableWatch) open() {
+	if t.w != nil {
+		return
+	}
+	w, err := watch(t.path)
+	if err != nil {
+		if err.Error() != t.lastErr {
+			t.log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
+			t.lastErr = err.Error()
+		}
+		return
+	}
+	t.lastErr = ""
+	t.w, t.changed, t.ended = w, w.C, w.Done()
+}
+
+func (t *tableWatch) close() {
+	if t.w != nil {
+		t.w.Close()
+		t.w, t.changed, t.ended = nil, nil, nil
+	}
+}
+
+// lost handles a watch that ended on its own.
+func (t *tableWatch) lost() {
+	t.log.Warn("mount table watch ended; re-reading every --interval until it is re-established", zap.Error(t.w.Err()))
+	t.close()
 }

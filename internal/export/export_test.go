@@ -10,20 +10,21 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // fixedReport is the brief's node with F1, checked at a fixed time.
-func fixedReport(t *testing.T) *probe.Report {
+func fixedReport(t *testing.T) *check.Report {
 	t.Helper()
-	s, err := probe.ReadSnapshotFile("../probe/testdata/k8s-node-brief.mountinfo", probe.DefaultKubeletRoot)
+	s, err := mounts.ReadSnapshotFile("../mounts/testdata/k8s-node-brief.mountinfo", mounts.DefaultKubeletRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Taken = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	rep := (&probe.Runner{Checks: []probe.Check{probe.DeletedRootCheck{}}}).Run(t.Context(), s)
+	rep := (&check.Runner{Checks: []check.Check{check.DeletedRootCheck{}}}).Run(t.Context(), s)
 	for i := range rep.Checks {
 		rep.Checks[i].Duration = 1500 * time.Microsecond
 	}
@@ -76,9 +77,9 @@ func TestJSONReportGolden(t *testing.T) {
 
 func TestSummaryFitsEighty(t *testing.T) {
 	long := "/var/lib/kubelet/pods/" + strings.Repeat("é", 100) + "/volumes/kubernetes.io~csi/pvc-1/mount"
-	rep := &probe.Report{
-		Snapshot: &probe.Snapshot{Mounts: make([]*probe.Mount, 3)},
-		Findings: []probe.Finding{{Check: probe.DeletedRoot, Severity: probe.Critical, MountPoint: long}},
+	rep := &check.Report{
+		Snapshot: &mounts.Snapshot{Mounts: make([]*mounts.Mount, 3)},
+		Findings: []check.Finding{{Check: check.DeletedRoot, Severity: check.Critical, MountPoint: long}},
 	}
 	s := Summary(rep)
 	if len(s) > SummaryMax || !utf8.ValidString(s) || !strings.HasSuffix(s, "...") {
@@ -105,9 +106,9 @@ func TestPrintableEscapesHostileNames(t *testing.T) {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
-	rep := &probe.Report{
-		Snapshot: &probe.Snapshot{Mounts: make([]*probe.Mount, 1)},
-		Findings: []probe.Finding{{Check: probe.DeletedRoot, Severity: probe.Warning, MountPoint: "/x\nOK: forged", Message: "m"}},
+	rep := &check.Report{
+		Snapshot: &mounts.Snapshot{Mounts: make([]*mounts.Mount, 1)},
+		Findings: []check.Finding{{Check: check.DeletedRoot, Severity: check.Warning, MountPoint: "/x\nOK: forged", Message: "m"}},
 	}
 	var b bytes.Buffer
 	if err := WriteText(&b, rep); err != nil {

@@ -1,22 +1,21 @@
 package export
 
 import (
+	"github.com/mountwatchd/mountwatchd/internal/check"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // MessageIDs are the journal MESSAGE_IDs of problem entries, one per check,
 // fixed forever so that `journalctl MESSAGE_ID=<id>` finds every appearance,
 // severity change and clearing of one kind of problem. README.md lists them.
-var MessageIDs = map[probe.CheckID]string{
-	probe.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
-	probe.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
-	probe.HungMount:         "0b3bc3277687449192a2a991a8da58f0",
-	probe.ShadowedMount:     "b54f1f2dd8154b68baf59c4299f22c7d",
-	probe.OpaquePropagation: "7aac74898c294e34ac64c74e85f8b140",
-	probe.StrayOverlayXattr: "2e99fe2d89da4cda87a3051b0f19042e",
+var MessageIDs = map[check.ID]string{
+	check.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
+	check.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
+	check.HungMount:         "0b3bc3277687449192a2a991a8da58f0",
+	check.ShadowedMount:     "b54f1f2dd8154b68baf59c4299f22c7d",
+	check.OpaquePropagation: "7aac74898c294e34ac64c74e85f8b140",
+	check.StrayOverlayXattr: "2e99fe2d89da4cda87a3051b0f19042e",
 }
 
 // Journal priorities (syslog levels) of problem entries.
@@ -34,14 +33,14 @@ const PriorityField = "priority"
 // ChangePriority is the journal priority of a change: the severity's for
 // "appeared" and "changed" (critical 2, warning 4, info 6), notice (5) for
 // "cleared".
-func ChangePriority(c probe.Change) int {
+func ChangePriority(c check.Change) int {
 	if c.Kind == "cleared" {
 		return PriorityNotice
 	}
 	switch c.Finding.Severity {
-	case probe.Critical:
+	case check.Critical:
 		return PriorityCrit
-	case probe.Warning:
+	case check.Warning:
 		return PriorityWarning
 	}
 	return PriorityInfo
@@ -52,7 +51,7 @@ func ChangePriority(c probe.Change) int {
 // fstype, source, pod_uid, pod_namespace, pod_name, volume, errno (when the
 // check found one), message_id and priority. The journald core upper-cases
 // them into journal fields (CHECK, MOUNT_POINT, ...).
-func LogChange(log *zap.Logger, c probe.Change) {
+func LogChange(log *zap.Logger, c check.Change) {
 	f := &c.Finding
 	fields := []zap.Field{
 		zap.String("event", c.Kind),
@@ -90,9 +89,9 @@ func LogChange(log *zap.Logger, c probe.Change) {
 	level := zapcore.InfoLevel
 	if c.Kind != "cleared" {
 		switch f.Severity {
-		case probe.Critical:
+		case check.Critical:
 			level = zapcore.ErrorLevel
-		case probe.Warning:
+		case check.Warning:
 			level = zapcore.WarnLevel
 		}
 	}

@@ -8,7 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // SchemaVersion is the version of the JSON document. It changes only when a
@@ -19,16 +22,16 @@ const SchemaVersion = 1
 // every field.
 type Document struct {
 	SchemaVersion int                 `json:"schema_version"`
-	Status        probe.Status        `json:"status"`
+	Status        check.Status        `json:"status"`
 	Summary       string              `json:"summary"`
 	Node          string              `json:"node"`
 	Time          time.Time           `json:"time"`
 	MountTable    *MountTable         `json:"mount_table,omitempty"`
-	Findings      []probe.Finding     `json:"findings"`
-	Checks        []probe.CheckResult `json:"checks"`
-	ParseErrors   []probe.ParseError  `json:"parse_errors"`
-	Probe         *probe.ProbeStats   `json:"probe,omitempty"`
-	Scan          *probe.ScanStats    `json:"scan,omitempty"`
+	Findings      []check.Finding     `json:"findings"`
+	Checks        []check.Result      `json:"checks"`
+	ParseErrors   []mounts.ParseError `json:"parse_errors"`
+	Probe         *probe.Stats        `json:"probe,omitempty"`
+	Scan          *walk.Stats         `json:"scan,omitempty"`
 	Error         string              `json:"error,omitempty"`
 }
 
@@ -41,7 +44,7 @@ type MountTable struct {
 }
 
 // NewDocument builds the JSON document of a report.
-func NewDocument(r *probe.Report) *Document {
+func NewDocument(r *check.Report) *Document {
 	s := r.Snapshot
 	d := &Document{
 		SchemaVersion: SchemaVersion,
@@ -49,7 +52,7 @@ func NewDocument(r *probe.Report) *Document {
 		Summary:       Summary(r),
 		Node:          hostname(),
 		Time:          s.Taken.UTC(),
-		MountTable:    &MountTable{Source: s.Source, Live: s.Live, Mounts: len(s.Mounts)},
+		MountTable:    &MountTable{Source: s.Path, Live: s.Live, Mounts: len(s.Mounts)},
 		Findings:      orEmpty(r.Findings),
 		Checks:        orEmpty(r.Checks),
 		ParseErrors:   orEmpty(s.ParseErrors),
@@ -66,13 +69,13 @@ func NewDocument(r *probe.Report) *Document {
 func ErrorDocument(err error, now time.Time) *Document {
 	return &Document{
 		SchemaVersion: SchemaVersion,
-		Status:        probe.StatusError,
+		Status:        check.StatusError,
 		Summary:       ErrorSummary(err),
 		Node:          hostname(),
 		Time:          now.UTC(),
-		Findings:      []probe.Finding{},
-		Checks:        []probe.CheckResult{},
-		ParseErrors:   []probe.ParseError{},
+		Findings:      []check.Finding{},
+		Checks:        []check.Result{},
+		ParseErrors:   []mounts.ParseError{},
 		Error:         err.Error(),
 	}
 }

@@ -5,9 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // State is what the daemon knows at one moment: the current merged report
@@ -16,7 +15,7 @@ import (
 type State struct {
 	// Report is the current report: the latest mount table with the latest
 	// findings of every check. Nil until the mount table was first read.
-	Report *probe.Report
+	Report *check.Report
 	// Checks has one entry per registered check, in catalogue order.
 	Checks []CheckState
 	// TableReads and TableReadErrors count mount table reads since start;
@@ -29,13 +28,13 @@ type State struct {
 
 // CheckState is how one check has been doing since start.
 type CheckState struct {
-	ID       probe.CheckID
-	Kind     probe.Kind
+	ID       check.ID
+	Kind     check.Kind
 	Runs     uint64
 	Errors   uint64
 	Duration time.Duration // of the last run
 	LastRun  time.Time     // end of the last run; zero before the first
-	Status   probe.Status  // of the last run; empty before the first
+	Status   check.Status  // of the last run; empty before the first
 }
 
 // DefaultMaxProblemSeries is the default cap on mountwatchd_problem series.
@@ -139,7 +138,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descRuns, c.Runs, id, kind)
 		counter(ch, descErrors, c.Errors, id, kind)
 		ok := 0.0
-		if c.Status == probe.StatusOK || c.Status == probe.StatusProblems {
+		if c.Status == check.StatusOK || c.Status == check.StatusProblems {
 			ok = 1
 		}
 		gauge(ch, descSuccess, ok, id, kind)
@@ -187,14 +186,14 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
 	type key struct{ check, sev string }
 	counts := map[key]int{}
-	var findings []probe.Finding
+	var findings []check.Finding
 	if st.Report != nil {
 		findings = st.Report.Findings
 	}
 	for i := range findings {
 		counts[key{string(findings[i].Check), string(findings[i].Severity)}]++
 	}
-	ids := make([]probe.CheckID, 0, len(st.Checks))
+	ids := make([]check.ID, 0, len(st.Checks))
 	for _, c := range st.Checks {
 		ids = append(ids, c.ID)
 	}
@@ -204,7 +203,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
 		}
 	}
 	for _, id := range ids {
-		for _, sev := range probe.Severities {
+		for _, sev := range check.Severities {
 			gauge(ch, descProblems, float64(counts[key{string(id), string(sev)}]), string(id), string(sev))
 		}
 	}

@@ -12,8 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
+	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // fixedState is the brief's node with F1, plus probe and scan stats and every
@@ -21,24 +24,24 @@ import (
 func fixedState(t *testing.T) *State {
 	t.Helper()
 	rep := fixedReport(t)
-	rep.Probe = &probe.ProbeStats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
-	rep.Scan = &probe.ScanStats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
+	rep.Probe = &probe.Stats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
+	rep.Scan = &walk.Stats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
 	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, LastComplete: at}
-	kinds := map[probe.CheckID]probe.Kind{
-		probe.DeletedRoot: probe.TableCheck, probe.StaleMount: probe.ProbeCheck, probe.HungMount: probe.ProbeCheck,
-		probe.ShadowedMount: probe.TableCheck, probe.OpaquePropagation: probe.ScanCheck, probe.StrayOverlayXattr: probe.ScanCheck,
+	kinds := map[check.ID]check.Kind{
+		check.DeletedRoot: check.TableCheck, check.StaleMount: check.ProbeCheck, check.HungMount: check.ProbeCheck,
+		check.ShadowedMount: check.TableCheck, check.OpaquePropagation: check.ScanCheck, check.StrayOverlayXattr: check.ScanCheck,
 	}
-	for _, id := range []probe.CheckID{probe.DeletedRoot, probe.StaleMount, probe.HungMount, probe.ShadowedMount,
-		probe.OpaquePropagation, probe.StrayOverlayXattr} {
-		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: probe.StatusOK}
-		if id == probe.DeletedRoot {
-			cs.Status = probe.StatusProblems
+	for _, id := range []check.ID{check.DeletedRoot, check.StaleMount, check.HungMount, check.ShadowedMount,
+		check.OpaquePropagation, check.StrayOverlayXattr} {
+		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: check.StatusOK}
+		if id == check.DeletedRoot {
+			cs.Status = check.StatusProblems
 		}
-		if id == probe.HungMount {
-			cs.Errors, cs.Status = 1, probe.StatusError
+		if id == check.HungMount {
+			cs.Errors, cs.Status = 1, check.StatusError
 		}
-		if id == probe.StrayOverlayXattr {
+		if id == check.StrayOverlayXattr {
 			cs.Runs, cs.Duration, cs.LastRun, cs.Status = 0, 0, time.Time{}, ""
 		}
 		st.Checks = append(st.Checks, cs)
@@ -101,10 +104,10 @@ func countLines(out []byte, prefix string) int {
 // Before the first read every check and severity still has a count of 0,
 // so an alert on mountwatchd_problems > 0 has a series to evaluate.
 func TestMetricsCountsAlwaysPresent(t *testing.T) {
-	st := &State{Checks: []CheckState{{ID: probe.DeletedRoot}, {ID: probe.StaleMount, Kind: probe.ProbeCheck}}}
+	st := &State{Checks: []CheckState{{ID: check.DeletedRoot}, {ID: check.StaleMount, Kind: check.ProbeCheck}}}
 	out := exposition(t, NewMetrics(func() *State { return st }, 10))
-	if n := countLines(out, "mountwatchd_problems{"); n != 2*len(probe.Severities) {
-		t.Errorf("%d count series, want %d:\n%s", n, 2*len(probe.Severities), out)
+	if n := countLines(out, "mountwatchd_problems{"); n != 2*len(check.Severities) {
+		t.Errorf("%d count series, want %d:\n%s", n, 2*len(check.Severities), out)
 	}
 	if !strings.Contains(string(out), `mountwatchd_problems{check="stale_mount",severity="critical"} 0`) {
 		t.Errorf("no zero count for stale_mount:\n%s", out)
@@ -120,16 +123,16 @@ func TestMetricsCountsAlwaysPresent(t *testing.T) {
 // and counted.
 func TestMetricsDedupeAndCap(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	f := func(id int, mp string, sev probe.Severity, seen time.Time) probe.Finding {
-		return probe.Finding{Check: probe.DeletedRoot, Severity: sev, MountID: id, MountPoint: mp, FSType: "tmpfs", Source: "none", FirstSeen: seen}
+	f := func(id int, mp string, sev check.Severity, seen time.Time) check.Finding {
+		return check.Finding{Check: check.DeletedRoot, Severity: sev, MountID: id, MountPoint: mp, FSType: "tmpfs", Source: "none", FirstSeen: seen}
 	}
-	rep := &probe.Report{Snapshot: &probe.Snapshot{}, Findings: []probe.Finding{
-		f(10, "/a", probe.Critical, t0.Add(time.Hour)),
-		f(11, "/a", probe.Critical, t0), // the same labels again
-		f(12, "/b", probe.Warning, t0),
-		f(13, "/c\n\xff", probe.Info, t0), // hostile name: escaped, valid UTF-8
+	rep := &check.Report{Snapshot: &mounts.Snapshot{}, Findings: []check.Finding{
+		f(10, "/a", check.Critical, t0.Add(time.Hour)),
+		f(11, "/a", check.Critical, t0), // the same labels again
+		f(12, "/b", check.Warning, t0),
+		f(13, "/c\n\xff", check.Info, t0), // hostile name: escaped, valid UTF-8
 	}}
-	st := &State{Report: rep, Checks: []CheckState{{ID: probe.DeletedRoot}}}
+	st := &State{Report: rep, Checks: []CheckState{{ID: check.DeletedRoot}}}
 
 	out := string(exposition(t, NewMetrics(func() *State { return st }, 10)))
 	if n := countLines([]byte(out), "mountwatchd_problem{"); n != 3 {
@@ -160,23 +163,23 @@ func TestMetricsDedupeAndCap(t *testing.T) {
 
 // benchState is a node with n mounts and p problems.
 func benchState(n, p int) *State {
-	s := &probe.Snapshot{Live: true}
-	rep := &probe.Report{Snapshot: s}
+	s := &mounts.Snapshot{Live: true}
+	rep := &check.Report{Snapshot: s}
 	types := []string{"overlay", "tmpfs", "fuse.ceph-fuse", "ext4", "proc", "nsfs"}
 	for i := range n {
-		m := &probe.Mount{}
+		m := &mounts.Mount{}
 		m.ID, m.FSType = i, types[i%len(types)]
 		m.Mountpoint = fmt.Sprintf("/var/lib/kubelet/pods/%08d-0000-0000-0000-000000000000/volumes/kubernetes.io~csi/pvc-%d/mount", i/10, i)
 		s.Mounts = append(s.Mounts, m)
 	}
 	for i := range p {
 		m := s.Mounts[i*(n/p)]
-		f := probe.Finding{Check: probe.DeletedRoot, Severity: probe.Critical, MountID: m.ID, MountPoint: m.Mountpoint,
+		f := check.Finding{Check: check.DeletedRoot, Severity: check.Critical, MountID: m.ID, MountPoint: m.Mountpoint,
 			FSType: m.FSType, Source: "ceph-fuse", FirstSeen: time.Unix(1_790_000_000, 0)}
 		f.PodUID, f.PodNamespace, f.PodName, f.Volume = fmt.Sprintf("%08d", i), "ns", fmt.Sprintf("pod-%d", i), fmt.Sprintf("pvc-%d", i)
 		rep.Findings = append(rep.Findings, f)
 	}
-	return &State{Report: rep, Checks: []CheckState{{ID: probe.DeletedRoot}}}
+	return &State{Report: rep, Checks: []CheckState{{ID: check.DeletedRoot}}}
 }
 
 // BenchmarkScrape is one scrape (collect and encode) of 20,000 mounts and

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/check"
 )
 
 // SummaryMax is the longest summary line: node-problem-detector shows at
@@ -13,21 +13,21 @@ import (
 const SummaryMax = 80
 
 // Summary is the one-line verdict of a report, at most SummaryMax bytes.
-func Summary(r *probe.Report) string {
+func Summary(r *check.Report) string {
 	s := r.Snapshot
 	var line string
 	switch r.Status() {
-	case probe.StatusProblems:
+	case check.StatusProblems:
 		f := r.Findings[0] // most severe first
 		line = fmt.Sprintf("%s (%s): %s %s", plural(len(r.Findings), "mount problem"),
 			severityCounts(r.Findings), f.Check, Printable(f.MountPoint))
-	case probe.StatusError:
+	case check.StatusError:
 		var what []string
 		if n := len(s.ParseErrors); n > 0 {
 			what = append(what, plural(n, "unparsable line"))
 		}
 		for _, c := range r.Checks {
-			if c.Status == probe.StatusError {
+			if c.Status == check.StatusError {
 				what = append(what, string(c.Check)+" failed")
 			}
 		}
@@ -43,13 +43,13 @@ func ErrorSummary(err error) string {
 	return Truncate("UNKNOWN: could not check: "+Printable(err.Error()), SummaryMax)
 }
 
-func severityCounts(fs []probe.Finding) string {
-	n := map[probe.Severity]int{}
+func severityCounts(fs []check.Finding) string {
+	n := map[check.Severity]int{}
 	for _, f := range fs {
 		n[f.Severity]++
 	}
 	var parts []string
-	for _, sev := range probe.Severities {
+	for _, sev := range check.Severities {
 		if n[sev] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n[sev], sev))
 		}

@@ -6,12 +6,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // WriteText writes the human report of --once: the summary line, then each
 // finding, then how each check went and which table lines were skipped.
-func WriteText(w io.Writer, r *probe.Report) error {
+func WriteText(w io.Writer, r *check.Report) error {
 	ew := &errWriter{w: w}
 	ew.printf("%s\n", Summary(r))
 	for _, f := range r.Findings {
@@ -36,12 +37,12 @@ func WriteText(w io.Writer, r *probe.Report) error {
 	if !s.Live {
 		mode = "captured file"
 	}
-	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Source), mode)
+	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Path), mode)
 	for _, c := range r.Checks {
 		switch c.Status {
-		case probe.StatusSkipped:
+		case check.StatusSkipped:
 			ew.printf("  %-20s skipped: %s\n", c.Check, c.Reason)
-		case probe.StatusError:
+		case check.StatusError:
 			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
 		default:
 			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
@@ -68,7 +69,7 @@ func WriteText(w io.Writer, r *probe.Report) error {
 	return ew.err
 }
 
-func kubeLine(k probe.Kube) string {
+func kubeLine(k mounts.Kube) string {
 	var parts []string
 	switch {
 	case k.PodName != "":

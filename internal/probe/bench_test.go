@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe/probetest"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -30,7 +32,7 @@ func BenchmarkParse20000(b *testing.B) {
 	table := testenv.KubeletMountTable(20000)
 	b.SetBytes(int64(len(table)))
 	for b.Loop() {
-		if _, _, err := ParseMountTable(strings.NewReader(table)); err != nil {
+		if _, _, err := mounts.ParseMountTable(strings.NewReader(table)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -38,20 +40,20 @@ func BenchmarkParse20000(b *testing.B) {
 
 // proberBenchTable is n FUSE connections, each with a bind mount of a
 // subdirectory: 2n mounts, 2n probes per healthy round.
-func proberBenchTable(b *testing.B, n int) (*Snapshot, *fakeFS) {
-	fs := newFakeFS()
+func proberBenchTable(b *testing.B, n int) (*mounts.Snapshot, *probetest.FS) {
+	fs := probetest.NewFS()
 	var lines []string
 	for i := range n {
-		lines = append(lines, fuseLine(10+2*i, 100+i, "/", fmt.Sprintf("/mnt/c%d", i)),
-			fuseLine(11+2*i, 100+i, "/v", fmt.Sprintf("/pods/c%d", i)))
+		lines = append(lines, probetest.FuseLine(10+2*i, 100+i, "/", fmt.Sprintf("/mnt/c%d", i)),
+			probetest.FuseLine(11+2*i, 100+i, "/v", fmt.Sprintf("/pods/c%d", i)))
 	}
-	mounts, _, err := ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, _, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := indexSnapshot(&Snapshot{Live: true, Mounts: mounts})
-	for _, m := range mounts {
-		fs.devs[m.Mountpoint] = unix.Mkdev(uint32(m.Major), uint32(m.Minor))
+	s := mounts.IndexSnapshot(&mounts.Snapshot{Live: true, Mounts: ms})
+	for _, m := range ms {
+		fs.Devs[m.Mountpoint] = unix.Mkdev(uint32(m.Major), uint32(m.Minor))
 	}
 	return s, fs
 }
@@ -72,7 +74,7 @@ func BenchmarkProbeRound1000Baseline(b *testing.B) {
 
 func BenchmarkProbeRound1000(b *testing.B) {
 	s, fs := proberBenchTable(b, 1000)
-	p := NewProber(ProberConfig{}, fs)
+	p := NewProber(Config{}, fs)
 	for b.Loop() {
 		if r := p.Round(context.Background(), s); len(r.Results) != 2000 {
 			b.Fatalf("%d results", len(r.Results))

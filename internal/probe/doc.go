@@ -1,15 +1,8 @@
-// Package probe reads a mount table into a Snapshot and runs the checks that
-// find broken mounts in it.
+// Package probe asks FUSE and network mounts whether their server answers:
+// one probe (openat2, fstatfs, fstat) per connection per run, on a goroutine
+// of its own, never waited for past its deadline, and never a second probe
+// to a connection whose first is still blocked.
 //
-// Everything after "read the mount table" is a function of the Snapshot, so a
-// check can be tested on a captured table without root. Checks that need the
-// live system (stat, statfs, xattrs) say so through Check.Kind and are skipped
-// when the table comes from a file.
-//
-// Every check returns Findings; the exporters (text, JSON, metrics, journal)
-// consume Findings and Reports and never reach back into the checks.
-//
-// This package only reads: it never mounts, unmounts or writes to a watched
-// filesystem. It is Linux-only and not meant as a general mountinfo library;
-// use github.com/moby/sys/mountinfo for that.
+// The checks that report dead and hung mounts (package check) read its
+// Rounds; nothing else should make syscalls on a mount that can block.
 package probe

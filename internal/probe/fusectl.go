@@ -41,7 +41,7 @@ func EnsureFusectl(dir string, mount bool) error {
 
 // fuseWaiting reads how many requests of FUSE connection minor are waiting
 // for an answer. Reading fusectl never blocks.
-func fuseWaiting(dir string, minor int) (int, error) {
+func FuseWaiting(dir string, minor int) (int, error) {
 	data, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(minor), "waiting"))
 	if err != nil {
 		return 0, err

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,8 +63,8 @@ func (SysFS) Probe(root, p string) (uint64, error) {
 	return st.Dev, nil
 }
 
-// ProberConfig says what to probe and how patiently.
-type ProberConfig struct {
+// Config says what to probe and how patiently.
+type Config struct {
 	// Timeout is how long one probe may take before its connection is
 	// reported hung.
 	Timeout time.Duration
@@ -75,29 +76,29 @@ type ProberConfig struct {
 	FSTypes []string
 }
 
-// DefaultProbeFSTypes are FUSE and the network filesystems: the ones whose
-// server lives in another process or on another machine.
-var DefaultProbeFSTypes = []string{"fuse", "fuse.*", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "9p", "afs", "lustre"}
+// DefaultProbeFSTypes are FUSE and the remote filesystems, whose server
+// lives in another process or on another machine (mounts.DefaultProbedFSTypes).
+var DefaultProbeFSTypes = mounts.DefaultProbedFSTypes()
 
-// ProbeState is the outcome of probing one mount.
-type ProbeState int
+// State is the outcome of probing one mount.
+type State int
 
 // Probe outcomes.
 const (
-	ProbeOK          ProbeState = iota // answered
-	ProbeFailed                        // answered with an error (Errno)
-	ProbeHung                          // did not answer by the deadline, or an earlier probe is still blocked
-	ProbeNotProbed                     // skipped: the cap on blocked probes was reached, or the check was cancelled
-	ProbeUnreachable                   // no path leads to it (shadowed), or it vanished
+	OK          State = iota // answered
+	Failed                   // answered with an error (Errno)
+	Hung                     // did not answer by the deadline, or an earlier probe is still blocked
+	NotProbed                // skipped: the cap on blocked probes was reached, or the check was cancelled
+	Unreachable              // no path leads to it (shadowed), or it vanished
 )
 
-func (s ProbeState) String() string {
+func (s State) String() string {
 	return [...]string{"ok", "failed", "hung", "not_probed", "unreachable"}[s]
 }
 
-// ProbeResult is what probing said about one mount.
-type ProbeResult struct {
-	State ProbeState
+// Result is what probing said about one mount.
+type Result struct {
+	State State
 	Errno syscall.Errno // ProbeFailed
 	Err   error         // the whole error, for ProbeFailed and ProbeUnreachable
 	Since time.Time     // ProbeHung: when the blocked probe started
@@ -110,18 +111,28 @@ type ProbeResult struct {
 	Reason string
 }
 
+// Stats is the health of the live prober: how many probes are blocked
+// in the kernel right now, and totals since start.
+type Stats struct {
+	Connections int    `json:"connections"` // distinct filesystems (major:minor) probed in this run
+	Blocked     int    `json:"blocked"`     // probes blocked in the kernel now
+	NotProbed   int    `json:"not_probed"`  // connections skipped: one probe already blocked, or the cap reached
+	Probes      uint64 `json:"probes_total"`
+	Timeouts    uint64 `json:"timeouts_total"`
+}
+
 // Round is one pass of the prober over a snapshot: a result for every
 // probed mount, by mount id.
 type Round struct {
-	Snapshot *Snapshot
-	Results  map[int]ProbeResult
-	Stats    ProbeStats
+	Snapshot *mounts.Snapshot
+	Results  map[int]Result
+	Stats    Stats
 }
 
 // Prober probes connections (filesystems, by major:minor), at most one probe
 // per connection at a time, never waiting past its deadline.
 type Prober struct {
-	cfg ProberConfig
+	cfg Config
 	fs  FS
 
 	mu      sync.Mutex
@@ -137,11 +148,11 @@ type flight struct {
 	dev   string
 	start time.Time
 	done  chan struct{} // closed when the probe returned
-	res   map[int]ProbeResult
+	res   map[int]Result
 }
 
 // NewProber returns a prober using fs (SysFS on a real system).
-func NewProber(cfg ProberConfig, fs FS) *Prober {
+func NewProber(cfg Config, fs FS) *Prober {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
@@ -155,24 +166,23 @@ func NewProber(cfg ProberConfig, fs FS) *Prober {
 }
 
 // Probes reports whether mounts of this type are probed.
-func (p *Prober) Probes(m *Mount) bool {
-	for _, t := range p.cfg.FSTypes {
-		if t == m.FSType || (strings.HasSuffix(t, ".*") && strings.HasPrefix(m.FSType, strings.TrimSuffix(t, "*"))) {
-			return true
-		}
-	}
-	return false
+func (p *Prober) Probes(m *mounts.Mount) bool {
+	return mounts.MatchFSType(p.cfg.FSTypes, m.FSType)
 }
+
+// Timeout is how long a probe may take before its connection is reported
+// hung.
+func (p *Prober) Timeout() time.Duration { return p.cfg.Timeout }
 
 // Latest returns the last finished round, or nil. It never blocks.
 func (p *Prober) Latest() *Round { return p.last.Load() }
 
 // Stats is the prober's state now.
-func (p *Prober) Stats() ProbeStats {
+func (p *Prober) Stats() Stats {
 	p.mu.Lock()
 	blocked := len(p.flights)
 	p.mu.Unlock()
-	st := ProbeStats{Blocked: blocked, Probes: p.probes.Load(), Timeouts: p.timeouts.Load()}
+	st := Stats{Blocked: blocked, Probes: p.probes.Load(), Timeouts: p.timeouts.Load()}
 	if r := p.Latest(); r != nil {
 		st.Connections, st.NotProbed = r.Stats.Connections, r.Stats.NotProbed
 	}
@@ -187,7 +197,7 @@ func (p *Prober) Stats() ProbeStats {
 // so a round must never be reused just because the table is unchanged.
 // Round returns within the probe timeout of the last probe started,
 // whatever the mounts do.
-func (p *Prober) Round(ctx context.Context, s *Snapshot) *Round {
+func (p *Prober) Round(ctx context.Context, s *mounts.Snapshot) *Round {
 	if run, ok := ctx.Value(runKey{}).(*run); ok {
 		run.mu.Lock()
 		defer run.mu.Unlock()
@@ -201,7 +211,7 @@ func (p *Prober) Round(ctx context.Context, s *Snapshot) *Round {
 	return p.newRound(ctx, s)
 }
 
-func (p *Prober) newRound(ctx context.Context, s *Snapshot) *Round {
+func (p *Prober) newRound(ctx context.Context, s *mounts.Snapshot) *Round {
 	p.roundMu.Lock()
 	defer p.roundMu.Unlock()
 	r := p.round(ctx, s)
@@ -231,11 +241,11 @@ func WithRun(ctx context.Context) context.Context {
 // can be stale on its own, as an NFS subdirectory export can).
 type conn struct {
 	dev     string
-	mounts  []*Mount // every mount of the connection
-	targets []*Mount // reachable mounts to probe, in order
+	mounts  []*mounts.Mount // every mount of the connection
+	targets []*mounts.Mount // reachable mounts to probe, in order
 }
 
-func (p *Prober) connections(s *Snapshot) []*conn {
+func (p *Prober) connections(s *mounts.Snapshot) []*conn {
 	var out []*conn
 	seen := map[string]bool{}
 	for _, m := range s.Mounts {
@@ -253,7 +263,7 @@ func (p *Prober) connections(s *Snapshot) []*conn {
 			}
 		}
 		// The filesystem's own root first: it answers for the connection.
-		slices.SortStableFunc(c.targets, func(a, b *Mount) int {
+		slices.SortStableFunc(c.targets, func(a, b *mounts.Mount) int {
 			return len(a.Root) - len(b.Root)
 		})
 		out = append(out, c)
@@ -261,13 +271,13 @@ func (p *Prober) connections(s *Snapshot) []*conn {
 	return out
 }
 
-func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
-	r := &Round{Snapshot: s, Results: map[int]ProbeResult{}}
+func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
+	r := &Round{Snapshot: s, Results: map[int]Result{}}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
 	root := s.Host.Path("/")
 
-	setAll := func(c *conn, res ProbeResult) {
+	setAll := func(c *conn, res Result) {
 		for _, m := range c.mounts {
 			r.Results[m.ID] = res
 		}
@@ -286,10 +296,10 @@ func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
 	for _, c := range conns {
 		switch f := p.flights[c.dev]; {
 		case len(c.targets) == 0:
-			setAll(c, ProbeResult{State: ProbeUnreachable, Reason: "every mount of this connection is shadowed by another mount"})
+			setAll(c, Result{State: Unreachable, Reason: "every mount of this connection is shadowed by another mount"})
 		case f != nil:
 			// Never a second probe to a connection whose first is blocked.
-			setAll(c, ProbeResult{State: ProbeHung, Since: f.start, Path: c.targets[0].Mountpoint,
+			setAll(c, Result{State: Hung, Since: f.start, Path: c.targets[0].Mountpoint,
 				Reason: "an earlier probe is still blocked"})
 		default:
 			queue = append(queue, c)
@@ -313,7 +323,7 @@ func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
 		p.mu.Unlock()
 		if capped {
 			for _, c := range queue {
-				setAll(c, ProbeResult{State: ProbeNotProbed,
+				setAll(c, Result{State: NotProbed,
 					Reason: fmt.Sprintf("%d probes are blocked, the cap (--probe.max-blocked)", p.cfg.MaxBlocked)})
 			}
 			r.Stats.NotProbed += len(queue)
@@ -350,16 +360,16 @@ func (p *Prober) round(ctx context.Context, s *Snapshot) *Round {
 				default:
 				}
 				p.timeouts.Add(1)
-				setAll(a.c, ProbeResult{State: ProbeHung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
+				setAll(a.c, Result{State: Hung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
 					Reason: fmt.Sprintf("no answer within %s", p.cfg.Timeout)})
 				return true
 			})
 		case <-ctx.Done():
 			for _, a := range active {
-				setAll(a.c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
 			}
 			for _, c := range queue {
-				setAll(c, ProbeResult{State: ProbeNotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
+				setAll(c, Result{State: NotProbed, Reason: "check cancelled: " + ctx.Err().Error()})
 			}
 			r.Stats.NotProbed += len(active) + len(queue)
 			active, queue = nil, nil
@@ -394,14 +404,14 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 	results <- f // buffered for every flight of its round
 }
 
-func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
-	res := map[int]ProbeResult{}
-	var connResult *ProbeResult
+func probeConn(fs FS, root string, c *conn) map[int]Result {
+	res := map[int]Result{}
+	var connResult *Result
 	for _, m := range c.targets {
 		dev, err := fs.Probe(root, m.Mountpoint)
 		pr := classifyProbe(m, dev, err)
 		if connResult == nil {
-			if pr.State == ProbeUnreachable {
+			if pr.State == Unreachable {
 				res[m.ID] = pr // vanished or replaced; try the next mount
 				continue
 			}
@@ -409,7 +419,7 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 			// a dead server fails every mount of it.
 			pr.Connection = true
 			connResult = &pr
-			if pr.State == ProbeFailed {
+			if pr.State == Failed {
 				for _, mm := range c.mounts {
 					res[mm.ID] = pr
 				}
@@ -427,31 +437,31 @@ func probeConn(fs FS, root string, c *conn) map[int]ProbeResult {
 			if connResult != nil {
 				res[mm.ID] = *connResult // shadowed mounts share the connection's fate
 			} else {
-				res[mm.ID] = ProbeResult{State: ProbeUnreachable, Reason: "no mount of this connection could be reached"}
+				res[mm.ID] = Result{State: Unreachable, Reason: "no mount of this connection could be reached"}
 			}
 		}
 	}
 	return res
 }
 
-func classifyProbe(m *Mount, dev uint64, err error) ProbeResult {
-	pr := ProbeResult{Path: m.Mountpoint}
+func classifyProbe(m *mounts.Mount, dev uint64, err error) Result {
+	pr := Result{Path: m.Mountpoint}
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			switch errno {
 			case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EXDEV:
-				pr.State, pr.Err, pr.Reason = ProbeUnreachable, err, "the mount point no longer leads to this mount"
+				pr.State, pr.Err, pr.Reason = Unreachable, err, "the mount point no longer leads to this mount"
 				return pr
 			}
 		}
-		pr.State, pr.Errno, pr.Err = ProbeFailed, errno, err
+		pr.State, pr.Errno, pr.Err = Failed, errno, err
 		return pr
 	}
 	if unix.Major(dev) != uint32(m.Major) || unix.Minor(dev) != uint32(m.Minor) {
-		pr.State, pr.Reason = ProbeUnreachable, fmt.Sprintf("the mount point leads to device %d:%d, not this mount", unix.Major(dev), unix.Minor(dev))
+		pr.State, pr.Reason = Unreachable, fmt.Sprintf("the mount point leads to device %d:%d, not this mount", unix.Major(dev), unix.Minor(dev))
 		return pr
 	}
-	pr.State = ProbeOK
+	pr.State = OK
 	return pr
 }

@@ -142,7 +142,7 @@ func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process 
 		out, err := exec.Command("go", "build", "-o", fakeCephBin,
 			"github.com/mountwatchd/mountwatchd/internal/testfuse/fakecephfuse").CombinedOutput()
 		if err != nil {
-			fakeCephErr = fmt.Errorf("build fakecephfuse: %v\n%s", err, out)
+			fakeCephErr = fmt.Errorf("build fakecephfuse: %w\n%s", err, out)
 		}
 	})
 	if fakeCephErr != nil {

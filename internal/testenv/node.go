@@ -24,9 +24,26 @@ type Node struct {
 // The shell is killed when the test ends, and its namespace goes with it.
 func NewNode(t testing.TB, setup string) *Node {
 	t.Helper()
+	return newNode(t, setup, &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS})
+}
+
+// NewInitNode is NewNode with a PID namespace of its own too, in which the
+// shell is PID 1, like a node's init; setup runs after /proc is mounted
+// afresh for it. A container that joins that PID namespace (a DaemonSet
+// with hostPID) sees the node's init as PID 1, so --target.pid=1 works there
+// as on a node. Node.PID is the shell's PID in the test's namespace. When
+// the shell ends, the kernel kills everything in its PID namespace.
+func NewInitNode(t testing.TB, setup string) *Node {
+	t.Helper()
+	return newNode(t, "mount -t proc proc /proc\n"+setup,
+		&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS})
+}
+
+func newNode(t testing.TB, setup string, attr *syscall.SysProcAttr) *Node {
+	t.Helper()
 	cmd := exec.Command("sh", "-c", "set -e\n"+setup+"\necho ready\n"+
 		`while read -r line; do if eval "$line"; then echo done; else echo failed; fi; done`)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

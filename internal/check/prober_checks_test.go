@@ -1,0 +1,114 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/probe/probetest"
+	"golang.org/x/sys/unix"
+)
+
+// The probing checks over the prober, with probes that answer as the test
+// says (probetest.FS).
+
+// Issue 8: a FUSE server dies, hangs or recovers without touching the mount
+// table, so the same snapshot must be probed anew by every run of the
+// checks; only the checks of one run share a round.
+func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
+	fs := probetest.NewFS()
+	s := probetest.Table(t, fs,
+		probetest.FuseLine(10, 40, "/", "/mnt/cephfs"),
+		probetest.FuseLine(11, 40, "/volumes/a", "/pods/a"))
+	p := probe.NewProber(probe.Config{Timeout: time.Second}, fs)
+	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}}}
+
+	if rep := runner.Run(context.Background(), s); len(rep.Findings) != 0 {
+		t.Fatalf("healthy: %+v", rep.Findings)
+	}
+	if n := fs.Count("/mnt/cephfs"); n != 1 {
+		t.Fatalf("one run of two probing checks probed the connection %d times, want 1", n)
+	}
+
+	// The server dies; the table (and so the snapshot) stays the same.
+	fs.Mu.Lock()
+	fs.Errs["/mnt/cephfs"] = fmt.Errorf("statfs: %w", syscall.ENOTCONN)
+	fs.Mu.Unlock()
+	rep := runner.Run(context.Background(), s)
+	if n := fs.Count("/mnt/cephfs"); n != 2 {
+		t.Fatalf("second run probed the connection %d times in all, want 2", n)
+	}
+	if len(rep.Findings) != 2 || rep.Findings[0].Check != StaleMount {
+		t.Fatalf("after the server died, same snapshot: %+v", rep.Findings)
+	}
+
+	// Outside a run, every Round probes.
+	ctx := context.Background()
+	if a, b := p.Round(ctx, s), p.Round(ctx, s); a == b {
+		t.Error("two Rounds outside a run returned the same round")
+	}
+	// Inside one, they share.
+	rctx := probe.WithRun(ctx)
+	if a, b := p.Round(rctx, s), p.Round(rctx, s); a != b {
+		t.Error("two Rounds of one run probed twice")
+	}
+}
+
+// On a healthy connection, each bind mount's own root is checked too: an
+// NFS subdirectory can be stale while the export root answers.
+func TestProberChecksEachBindRoot(t *testing.T) {
+	fs := probetest.NewFS()
+	s := probetest.Table(t, fs,
+		"10 1 0:50 / /mnt/nfs rw - nfs4 srv:/ rw",
+		"11 1 0:50 /exports/a /pods/a rw - nfs4 srv:/ rw",
+		"12 1 0:50 /exports/a /pods/a2 rw - nfs4 srv:/ rw",
+		"13 1 0:50 /exports/b /pods/b rw - nfs4 srv:/ rw")
+	fs.Errs["/pods/b"] = fmt.Errorf("statfs: %w", syscall.ESTALE)
+	p := probe.NewProber(probe.Config{}, fs)
+	ctx := probe.WithRun(context.Background()) // one run: the check below shares the round
+	r := p.Round(ctx, s)
+	want := map[int]probe.State{10: probe.OK, 11: probe.OK, 12: probe.OK, 13: probe.Failed}
+	if r.Results[13].Connection || !r.Results[10].Connection {
+		t.Errorf("a bind mount's own failure is taken for the connection's, or the reverse: %+v", r.Results)
+	}
+	found, _ := StaleMountCheck{Prober: p}.Run(ctx, s) // the same round
+	if len(found) != 1 || found[0].MountID != 13 || !strings.Contains(found[0].Message, "root (connection 0:50) answers") {
+		t.Errorf("stale subdirectory: %+v", found)
+	}
+	for id, st := range want {
+		if r.Results[id].State != st {
+			t.Errorf("mount %d: %v, want %v", id, r.Results[id].State, st)
+		}
+	}
+	if fs.Count("/pods/a")+fs.Count("/pods/a2") != 1 {
+		t.Errorf("two bind mounts of one directory were probed %d times, want 1", fs.Count("/pods/a")+fs.Count("/pods/a2"))
+	}
+}
+
+func TestProberUnreachableIsNotStale(t *testing.T) {
+	fs := probetest.NewFS()
+	s := probetest.Table(t, fs,
+		probetest.FuseLine(10, 40, "/", "/mnt/a"),        // shadowed by 11, no other mount of 0:40
+		"11 10 0:43 / /mnt/a rw - fuse.sshfs x rw",       // the mount on top sits on 10
+		probetest.FuseLine(20, 41, "/", "/mnt/gone"),     // unmounted after the snapshot
+		probetest.FuseLine(30, 42, "/", "/mnt/vanished")) // mount point removed
+	fs.Devs["/mnt/gone"] = unix.Mkdev(8, 1) // the path now leads to the parent filesystem
+	fs.Errs["/mnt/vanished"] = fmt.Errorf("open: %w", syscall.ENOENT)
+	r := probe.NewProber(probe.Config{}, fs).Round(context.Background(), s)
+	for _, id := range []int{10, 20, 30} {
+		if r.Results[id].State != probe.Unreachable {
+			t.Errorf("mount %d: %+v, want unreachable", id, r.Results[id])
+		}
+	}
+	if fs.Count("/mnt/a") != 1 { // only the top mount, 0:43
+		t.Errorf("/mnt/a probed %d times", fs.Count("/mnt/a"))
+	}
+	found, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, fs)}.Run(context.Background(), s)
+	if len(found) != 0 {
+		t.Errorf("unreachable mounts reported stale: %+v", found)
+	}
+}

@@ -1,0 +1,105 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"golang.org/x/sys/unix"
+)
+
+// staleErrnos are the errors that mean a mount is dead: Kubernetes' own
+// mount library treats them as a corrupted mount. EACCES is handled apart
+// (see isStale).
+var staleErrnos = map[syscall.Errno]string{
+	syscall.ENOTCONN:  "the server behind it is gone (a FUSE server killed, OOM-killed or crashed)",
+	syscall.ESTALE:    "stale file handle: the server no longer knows this directory (the export or directory was removed or recreated)",
+	syscall.EIO:       "the filesystem answers every request with an I/O error",
+	syscall.EHOSTDOWN: "the server is down",
+	syscall.EAGAIN:    "the filesystem cannot serve requests",
+	syscall.ENODEV:    "the filesystem's device is gone",
+}
+
+// isStale says whether a probe error makes m a stale mount. EACCES is stale
+// only on kubelet mounts: a FUSE mount without allow_other denies even root,
+// which is normal for a user's own sshfs or gvfs, but kubelet's volume
+// mounts are made for every container and kubelet treats EACCES as corrupt.
+func isStale(m *mounts.Mount, errno syscall.Errno) bool {
+	if errno == syscall.EACCES {
+		return m.Kube != nil
+	}
+	_, ok := staleErrnos[errno]
+	return ok
+}
+
+// StaleMountCheck finds mounts whose filesystem answers a probe with an
+// error that means it is dead, such as ENOTCONN after a FUSE server died.
+// The mount table does not change when that happens; only a probe shows it.
+type StaleMountCheck struct{ Prober *probe.Prober }
+
+// ID implements Check.
+func (StaleMountCheck) ID() ID { return StaleMount }
+
+// Kind implements Check.
+func (StaleMountCheck) Kind() Kind { return ProbeCheck }
+
+// ProbeStats reports the prober's state for the Report.
+func (c StaleMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
+
+// Run implements Check.
+func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
+	r := c.Prober.Round(ctx, s)
+	var out []Finding
+	conns := newConnIndex(s)
+	for _, m := range s.Mounts {
+		res, ok := r.Results[m.ID]
+		if !ok || res.State != probe.Failed || !isStale(m, res.Errno) {
+			continue
+		}
+		sev := Critical
+		if res.Errno == syscall.EACCES {
+			sev = Warning
+		}
+		f := newFinding(StaleMount, sev, m, staleMessage(conns, m, res))
+		f.Details = connDetails(conns, m)
+		f.Details["errno"] = unix.ErrnoName(res.Errno)
+		f.Details["probed"] = res.Path
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {
+	ci := conns.of(m)
+	var b strings.Builder
+	what := staleErrnos[res.Errno]
+	if res.Errno == syscall.EACCES {
+		what = "access denied to root, which kubelet treats as a corrupted mount"
+	}
+	fmt.Fprintf(&b, "A probe of %s failed with %s (%s): %s. ", res.Path, unix.ErrnoName(res.Errno), res.Errno.Error(), what)
+	if res.Connection {
+		fmt.Fprintf(&b, "The mount table still lists it, but every mount of connection %s fails the same way (%s, %s). ",
+			m.Dev(), plural(ci.mounts, "mount"), plural(ci.podVolumes, "pod volume"))
+	} else {
+		fmt.Fprintf(&b, "The filesystem's root (connection %s) answers, but this mount's directory %s does not. ", m.Dev(), m.Root)
+	}
+	if m.Kube != nil && m.Kube.PodUID != "" {
+		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), m.Kube.Volume)
+	}
+	if m.CephFUSE {
+		if len(ci.staging) > 0 {
+			fmt.Fprintf(&b, "The dead ceph-fuse staging mount is %s: restarting ceph-fuse on it fails the same way, "+
+				"and a new mount over it (-o nonempty, or after a lazy unmount) leaves the pod bind mounts on the dead connection. ",
+				strings.Join(ci.staging, ", "))
+		} else {
+			b.WriteString("Restarting ceph-fuse on the same mount point fails the same way; a new mount over it leaves " +
+				"existing bind mounts on the dead connection. ")
+		}
+	}
+	fmt.Fprintf(&b, "Fix: unmount every mount of %s (findmnt -o TARGET,MAJ:MIN | grep %s; umount -l), then remount "+
+		"the volume (for CSI: restart the node plugin so it restages) and restart the pods that use it.", m.Dev(), m.Dev())
+	return b.String()
+}

@@ -1,0 +1,53 @@
+package check
+
+import (
+	"testing"
+	"time"
+)
+
+func TestTrackerFirstSeenAndChanges(t *testing.T) {
+	tr := NewTracker()
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	a := Finding{Check: DeletedRoot, Severity: Warning, MountID: 1, MountPoint: "/a"}
+	b := Finding{Check: StaleMount, Severity: Critical, MountID: 2, MountPoint: "/b"}
+
+	run1 := []Finding{a, b}
+	tr.Stamp(t0, run1)
+	if !run1[0].FirstSeen.Equal(t0) || !run1[1].FirstSeen.Equal(t0) {
+		t.Errorf("first run: %v", run1)
+	}
+	if ch := tr.Changes(); len(ch) != 2 || ch[0].Kind != "appeared" || ch[1].Kind != "appeared" {
+		t.Errorf("first run changes: %+v", ch)
+	}
+
+	// Same problems, many polls later: FirstSeen kept, nothing to log.
+	for i := 1; i <= 5; i++ {
+		run := []Finding{a, b}
+		tr.Stamp(t0.Add(time.Duration(i)*time.Minute), run)
+		if !run[0].FirstSeen.Equal(t0) {
+			t.Errorf("poll %d: FirstSeen %v", i, run[0].FirstSeen)
+		}
+		if ch := tr.Changes(); len(ch) != 0 {
+			t.Errorf("poll %d: changes %+v", i, ch)
+		}
+	}
+
+	// a escalates, b clears.
+	a2 := a
+	a2.Severity = Critical
+	run := []Finding{a2}
+	tr.Stamp(t0.Add(time.Hour), run)
+	ch := tr.Changes()
+	if len(ch) != 2 || ch[0].Kind != "changed" || ch[0].Was != Warning || ch[1].Kind != "cleared" || ch[1].Finding.MountPoint != "/b" {
+		t.Errorf("changes: %+v", ch)
+	}
+	if !run[0].FirstSeen.Equal(t0) {
+		t.Errorf("severity change reset FirstSeen")
+	}
+
+	// The same problem twice in one run counts once.
+	tr.Stamp(t0.Add(2*time.Hour), []Finding{a2, a2, b, b})
+	if ch := tr.Changes(); len(ch) != 1 || ch[0].Kind != "appeared" {
+		t.Errorf("duplicate findings: %+v", ch)
+	}
+}

@@ -1,0 +1,58 @@
+package mounts
+
+import (
+	"path/filepath"
+	"strconv"
+)
+
+// Defaults for Host.
+const (
+	DefaultProcfs      = "/proc"
+	DefaultKubeletRoot = "/var/lib/kubelet"
+	DefaultPodLogDir   = "/var/log/pods"
+)
+
+// Host names the mount namespace to inspect and says how to reach its files.
+//
+// A DaemonSet running with the host PID namespace inspects the node through
+// PID 1: the node's table is /proc/1/mountinfo and a node path p is reachable
+// as /proc/1/root/p. With PID 0 the process inspects its own namespace.
+// KubeletRoot and PodLogDir are paths as the inspected namespace sees them.
+type Host struct {
+	Procfs      string
+	PID         int
+	KubeletRoot string
+	PodLogDir   string
+}
+
+func (h Host) WithDefaults() Host {
+	if h.Procfs == "" {
+		h.Procfs = DefaultProcfs
+	}
+	if h.KubeletRoot == "" {
+		h.KubeletRoot = DefaultKubeletRoot
+	}
+	if h.PodLogDir == "" {
+		h.PodLogDir = DefaultPodLogDir
+	}
+	return h
+}
+
+func (h Host) proc() string {
+	if h.PID == 0 {
+		return filepath.Join(h.WithDefaults().Procfs, "self")
+	}
+	return filepath.Join(h.WithDefaults().Procfs, strconv.Itoa(h.PID))
+}
+
+// MountinfoPath is the mount table of the inspected namespace.
+func (h Host) MountinfoPath() string { return filepath.Join(h.proc(), "mountinfo") }
+
+// Path returns where path p of the inspected namespace is reachable from this
+// process: p itself for our own namespace, <procfs>/<pid>/root/p otherwise.
+func (h Host) Path(p string) string {
+	if h.PID == 0 {
+		return p
+	}
+	return filepath.Join(h.proc(), "root", p)
+}

@@ -1,0 +1,181 @@
+package mounts
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+)
+
+// VolumeKind says what kind of kubelet mount a mount point is.
+type VolumeKind string
+
+// Kinds of kubelet mounts.
+const (
+	PodVolume  VolumeKind = "pod_volume"  // pods/<uid>/volumes/<plugin>/<volume>[/mount]
+	SubPath    VolumeKind = "subpath"     // pods/<uid>/volume-subpaths/<volume>/<container>/<index>
+	CSIStaging VolumeKind = "csi_staging" // plugins/kubernetes.io/csi/<driver>/<sha256>/globalmount
+)
+
+// Kube is what the mount point and kubelet's files say about the pod and
+// volume behind a mount. Fields are empty when unknown.
+type Kube struct {
+	Kind         VolumeKind `json:"volume_kind,omitempty"`
+	PodUID       string     `json:"pod_uid,omitempty"`
+	PodNamespace string     `json:"pod_namespace,omitempty"`
+	PodName      string     `json:"pod_name,omitempty"`
+	VolumePlugin string     `json:"volume_plugin,omitempty"`
+	Volume       string     `json:"volume,omitempty"`
+	Container    string     `json:"container,omitempty"`
+	CSIDriver    string     `json:"csi_driver,omitempty"`
+	VolumeHandle string     `json:"volume_handle,omitempty"`
+}
+
+const CsiPlugin = "kubernetes.io~csi"
+
+// kubeletRel is p relative to the kubelet root, and whether p is below it.
+func kubeletRel(kubeletRoot, p string) (string, bool) {
+	return strings.CutPrefix(p, strings.TrimSuffix(path.Clean(kubeletRoot), "/")+"/")
+}
+
+// parseKubePath reads the Kubernetes context out of a mount point below the
+// kubelet root. It only looks at the path; it returns nil for any other path.
+func ParseKubePath(kubeletRoot, mountpoint string) *Kube {
+	rel, ok := kubeletRel(kubeletRoot, mountpoint)
+	if !ok {
+		return nil
+	}
+	p := strings.Split(rel, "/")
+	switch {
+	case len(p) >= 5 && p[0] == "pods" && p[2] == "volumes":
+		// pods/<uid>/volumes/<plugin>/<volume> or .../<volume>/mount (CSI)
+		if len(p) > 6 || (len(p) == 6 && p[5] != "mount") {
+			return nil
+		}
+		return &Kube{Kind: PodVolume, PodUID: p[1], VolumePlugin: p[3], Volume: p[4]}
+	case len(p) == 6 && p[0] == "pods" && p[2] == "volume-subpaths":
+		return &Kube{Kind: SubPath, PodUID: p[1], Volume: p[3], Container: p[4]}
+	case len(p) == 6 && p[0] == "plugins" && p[1] == "kubernetes.io" && p[2] == "csi" && p[5] == "globalmount":
+		k := &Kube{Kind: CSIStaging, VolumePlugin: CsiPlugin}
+		if p[3] == "pv" { // kubelet before 1.24: plugins/kubernetes.io/csi/pv/<pv name>/globalmount
+			k.Volume = p[4]
+		} else {
+			k.CSIDriver = p[3]
+		}
+		return k
+	}
+	return nil
+}
+
+// volData is the part of kubelet's vol_data.json that names a CSI volume.
+type volData struct {
+	DriverName   string `json:"driverName"`
+	VolumeHandle string `json:"volumeHandle"`
+	SpecVolID    string `json:"specVolID"`
+}
+
+// kubeFiles enriches Kube contexts from kubelet's files on a live host. It
+// reads through os.Root, so no symlink in a pod's directory can lead it out
+// of the kubelet root, and it caches what it read for one snapshot.
+type KubeFiles struct {
+	kubelet *os.Root             // nil when the kubelet root cannot be opened
+	pods    map[string][2]string // pod uid -> namespace, name
+}
+
+func OpenKubeFiles(h Host) *KubeFiles {
+	kf := &KubeFiles{pods: map[string][2]string{}}
+	if r, err := os.OpenRoot(h.Path(h.KubeletRoot)); err == nil {
+		kf.kubelet = r
+	}
+	// /var/log/pods/<namespace>_<name>_<uid>: neither namespaces, names nor
+	// UIDs may contain "_", so the split is exact.
+	if entries, err := os.ReadDir(h.Path(h.PodLogDir)); err == nil {
+		for _, e := range entries {
+			if parts := strings.Split(e.Name(), "_"); len(parts) == 3 && e.IsDir() {
+				kf.pods[parts[2]] = [2]string{parts[0], parts[1]}
+			}
+		}
+	}
+	return kf
+}
+
+func (kf *KubeFiles) Close() {
+	if kf.kubelet != nil {
+		kf.kubelet.Close()
+	}
+}
+
+// enrich fills in the pod name and the CSI driver and volume handle.
+// Missing or unreadable files leave the fields empty.
+func (kf *KubeFiles) Enrich(k *Kube, kubeletRoot, mountpoint string) {
+	if nn, ok := kf.pods[k.PodUID]; ok && k.PodUID != "" {
+		k.PodNamespace, k.PodName = nn[0], nn[1]
+	}
+	var dir string
+	switch {
+	case k.Kind == PodVolume && k.VolumePlugin == CsiPlugin:
+		dir = path.Join("pods", k.PodUID, "volumes", CsiPlugin, k.Volume)
+	case k.Kind == CSIStaging:
+		rel, _ := kubeletRel(kubeletRoot, mountpoint)
+		dir = path.Dir(rel)
+	default:
+		return
+	}
+	vd, ok := kf.readVolData(path.Join(dir, "vol_data.json"))
+	if !ok {
+		return
+	}
+	if vd.DriverName != "" {
+		k.CSIDriver = vd.DriverName
+	}
+	k.VolumeHandle = vd.VolumeHandle
+	if k.Kind == CSIStaging && k.Volume == "" {
+		k.Volume = vd.SpecVolID
+	}
+}
+
+func (kf *KubeFiles) readVolData(name string) (volData, bool) {
+	var vd volData
+	if kf.kubelet == nil {
+		return vd, false
+	}
+	// O_NONBLOCK: a FIFO planted in place of the file must not block us.
+	f, err := kf.kubelet.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return vd, false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return vd, false
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil || json.Unmarshal(data, &vd) != nil {
+		return vd, false
+	}
+	return vd, true
+}
+
+// parseKubeFilePath is parseKubePath for any file inside a pod volume or a
+// subpath: it names the pod and the volume the file belongs to, or returns
+// nil.
+func ParseKubeFilePath(kubeletRoot, p string) *Kube {
+	rel, ok := kubeletRel(kubeletRoot, p)
+	if !ok {
+		return nil
+	}
+	root := p[:len(p)-len(rel)] // the kubelet root, with its trailing slash
+	parts := strings.Split(rel, "/")
+	switch {
+	case len(parts) >= 5 && parts[0] == "pods" && parts[2] == "volumes":
+		n := 5
+		if len(parts) >= 6 && parts[3] == CsiPlugin && parts[5] == "mount" {
+			n = 6
+		}
+		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:n], "/"))
+	case len(parts) >= 6 && parts[0] == "pods" && parts[2] == "volume-subpaths":
+		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:6], "/"))
+	}
+	return nil
+}

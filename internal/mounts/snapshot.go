@@ -1,0 +1,176 @@
+package mounts
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Snapshot is one reading of a mount table, classified.
+type Snapshot struct {
+	// Path is the file the table was read from (/proc/<pid>/mountinfo, or a
+	// captured copy); not to be confused with Mount.Source, a mount source.
+	Path string
+	// Live is false when the table is a captured file: the mount points are
+	// not this machine's, so checks that look at files or make syscalls are
+	// skipped.
+	Live bool
+	// Host is the namespace the table belongs to (meaningful when Live).
+	Host Host
+	// Taken is when the table was read.
+	Taken time.Time
+
+	Mounts      []*Mount
+	ParseErrors []ParseError
+
+	byDev     map[string][]*Mount
+	ByID      map[int]*Mount
+	coveredBy map[int]*Mount
+
+	chainsMu sync.Mutex
+	chains   map[string]*overlayChains // by snapshot root
+}
+
+type overlayChains struct {
+	chains []*OverlayChain
+	errs   []error
+}
+
+// OverlayChains returns the layer chain of every overlay mount, relative
+// lowerdirs resolved against snapshotRoot, and an error for each mount whose
+// options could not be parsed. They are parsed once per snapshot: every
+// scanning check of a run shares them.
+func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error) {
+	s.chainsMu.Lock()
+	defer s.chainsMu.Unlock()
+	if oc, ok := s.chains[snapshotRoot]; ok {
+		return oc.chains, oc.errs
+	}
+	oc := &overlayChains{}
+	for _, m := range s.Mounts {
+		if !m.Overlay {
+			continue
+		}
+		ch, err := ParseOverlayChain(m, snapshotRoot)
+		if err != nil {
+			oc.errs = append(oc.errs, err)
+			continue
+		}
+		oc.chains = append(oc.chains, ch)
+	}
+	if s.chains == nil {
+		s.chains = map[string]*overlayChains{}
+	}
+	s.chains[snapshotRoot] = oc
+	return oc.chains, oc.errs
+}
+
+// ReadSnapshot reads and classifies the mount table of h's namespace, with
+// the Kubernetes context of each kubelet mount taken from kubelet's files.
+func ReadSnapshot(h Host) (*Snapshot, error) {
+	h = h.WithDefaults()
+	path := h.MountinfoPath()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	s, err := newSnapshot(path, f, h, true)
+	if err != nil {
+		return nil, fmt.Errorf("read mount table %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ReadSnapshotFile reads a captured mount table (for example from a support
+// bundle). Kubernetes context comes from mount points alone; kubeletRoot is
+// the kubelet root of the machine the table was captured on.
+func ReadSnapshotFile(path, kubeletRoot string) (*Snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	defer f.Close()
+	s, err := newSnapshot(path, f, Host{KubeletRoot: kubeletRoot}.WithDefaults(), false)
+	if err != nil {
+		return nil, fmt.Errorf("read mount table %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error) {
+	mounts, perrs, err := ParseMountTable(f)
+	if err != nil {
+		return nil, err
+	}
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts, ParseErrors: perrs})
+
+	var kf *KubeFiles
+	for _, m := range mounts {
+		m.Kube = ParseKubePath(h.KubeletRoot, m.Mountpoint)
+		if m.Kube == nil || !live {
+			continue
+		}
+		if kf == nil {
+			kf = OpenKubeFiles(h)
+			defer kf.Close()
+		}
+		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
+	}
+	return s, nil
+}
+
+// indexSnapshot builds the lookups every check uses.
+func IndexSnapshot(s *Snapshot) *Snapshot {
+	s.byDev = make(map[string][]*Mount)
+	s.ByID = make(map[int]*Mount, len(s.Mounts))
+	s.coveredBy = make(map[int]*Mount)
+	for _, m := range s.Mounts {
+		s.byDev[m.Dev()] = append(s.byDev[m.Dev()], m)
+		s.ByID[m.ID] = m
+	}
+	// A mount made on top of another at the same mount point has the lower
+	// mount as its parent.
+	for _, m := range s.Mounts {
+		if p := s.ByID[m.Parent]; p != nil && p != m && p.Mountpoint == m.Mountpoint {
+			s.coveredBy[p.ID] = m
+		}
+	}
+	return s
+}
+
+// CoveredBy returns the mount stacked directly on top of m at the same mount
+// point, which hides m from path lookups; nil when m is not shadowed.
+func (s *Snapshot) CoveredBy(m *Mount) *Mount { return s.coveredBy[m.ID] }
+
+// Reachable reports whether m's mount point leads to m itself: neither m
+// nor a mount it sits in is shadowed, and its mount point was not deleted.
+func (s *Snapshot) Reachable(m *Mount) bool {
+	if strings.HasSuffix(m.Mountpoint, DeletedMountSuffix) {
+		return false
+	}
+	if s.coveredBy[m.ID] != nil {
+		return false
+	}
+	// Walk up: a mount sitting in a parent that something else covers is
+	// hidden with it (the cover of its own parent is what is seen).
+	for depth := 0; depth < 4096 && m.Parent != m.ID; depth++ {
+		p := s.ByID[m.Parent]
+		if p == nil {
+			break
+		}
+		if c := s.coveredBy[p.ID]; c != nil && c != m {
+			return false
+		}
+		m = p
+	}
+	return true
+}
+
+// ByDev returns every mount of the filesystem (FUSE connection) dev, as
+// "major:minor", in table order.
+func (s *Snapshot) ByDev(dev string) []*Mount {
+	return s.byDev[dev]
+}

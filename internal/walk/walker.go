@@ -1,0 +1,405 @@
+package walk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"time"
+	"unsafe"
+
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for ScanLimits.
+const (
+	DefaultScanBudget   = 100_000 // entries per scan run of the daemon
+	DefaultOnceBudget   = 5_000_000
+	DefaultScanMaxDepth = 128
+)
+
+// Stats is the progress of the budgeted tree scans.
+type Stats struct {
+	Entries         uint64 `json:"entries_total"`          // entries examined since start
+	Passes          uint64 `json:"passes_total"`           // complete passes over every root
+	BudgetExhausted uint64 `json:"budget_exhausted_total"` // runs that stopped at the budget, to resume later
+	Complete        bool   `json:"complete"`               // the last run finished a pass
+}
+
+// Add sums o into s; Complete only when both are.
+func (s *Stats) Add(o Stats) {
+	s.Entries += o.Entries
+	s.Passes += o.Passes
+	s.BudgetExhausted += o.BudgetExhausted
+	s.Complete = s.Complete && o.Complete
+}
+
+// ScanLimits bound what one run of a scanning check may cost.
+type ScanLimits struct {
+	// Budget is the most directory entries one Run examines; the next Run
+	// resumes where it stopped. 0 means no limit.
+	Budget int
+	// Rate is the most entries per second; 0 means no limit.
+	Rate float64
+	// MaxDepth is how deep below a root the walk goes (default 128): each
+	// level holds one file descriptor while the walk is in it.
+	MaxDepth int
+}
+
+// ErrScanIncomplete is wrapped by the error of a scanning check that had to
+// finish its pass in one Run (--once) and stopped at its budget.
+var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
+
+// walkRoot is one tree a pass walks.
+type Root struct {
+	// Path is the directory as the inspected namespace sees it.
+	Path string
+	// InRoot resolves the path inside the inspected root, following
+	// symlinks there (layer directories, which come from the kernel's mount
+	// table and are the container runtime's). Without it any symlink in the
+	// path is refused (scan roots: the walk's mount bookkeeping needs real
+	// paths).
+	InRoot bool
+}
+
+// rootError is a root of a pass that could not be walked.
+type RootError struct {
+	Index int // into the pass's roots
+	Err   error
+}
+
+func (e *RootError) Error() string { return e.Err.Error() }
+func (e *RootError) Unwrap() error { return e.Err }
+
+// cursorLevel is where the walk stopped in one directory: the position to
+// read on from (a getdents cookie) and the subdirectory being walked then.
+type cursorLevel struct {
+	off   int64
+	child string
+}
+
+// walker is a budgeted, resumable, read-only tree walk that:
+//   - never follows a symlink: every directory is opened relative to its
+//     parent's descriptor with O_NOFOLLOW, xattrs are read with
+//     AT_SYMLINK_NOFOLLOW, and no path through the tree is ever resolved;
+//   - never enters a FUSE, network or autofs mount: the snapshot decides
+//     before any syscall touches the mount point, and a mount that appeared
+//     after the snapshot is caught by its mount id (read with statx
+//     AT_STATX_DONT_SYNC from an O_PATH descriptor, which asks no server);
+//   - enters another mount only when it is a local filesystem in the tree
+//     being scanned (a pod volume on tmpfs or ext4);
+//   - holds no descriptor between runs (a held descriptor would make
+//     kubelet's unmount of a volume fail with EBUSY): the cursor is names
+//     and getdents positions.
+type Walker struct {
+	Limits ScanLimits
+	host   mounts.Host
+
+	Roots  []Root
+	next   int // root in progress
+	cursor []cursorLevel
+	InPass bool
+
+	Stats         Stats
+	SkippedMounts uint64 // mount points not entered
+	tooDeep       uint64 // directories below MaxDepth not entered
+	walkErrors    uint64 // directories that could not be opened or read
+	mountLookups  uint64 // mount-table lookups by mount point (MountLookups)
+	lastErr       string
+
+	// per run
+	mounts    map[string][]*mounts.Mount
+	byID      map[int]*mounts.Mount
+	hostFD    int
+	left      int // entries left in this run's budget; <0 unlimited
+	Done      int // entries this run
+	started   time.Time
+	ctx       context.Context
+	procfs    string
+	visit     func(e *Entry) bool
+	stopErr   error
+	cursorSet bool   // the cursor of this stop is being recorded
+	xbuf      []byte // listxattr buffer, reused
+}
+
+// Entry is one directory entry: handed to the visitor of Run, or made with
+// Walker.Entry for a directory a check opened itself. Its xattrs are read
+// through Guard and the syscall fallback of xattr.go.
+type Entry struct {
+	w     *Walker
+	Dirfd int
+	Mnt   int // mount id of the directory holding the entry
+	Name  string
+	Typ   uint8 // unix.DT_*
+	Path  string
+	Root  int // index into roots
+	Rel   string
+	depth int
+
+	guarded  bool
+	guardErr error
+}
+
+// Entry makes the entry name of the open directory dirfd (on mount mnt),
+// for a check that reads a directory outside Run.
+func (w *Walker) Entry(dirfd, mnt int, name string, typ uint8) *Entry {
+	return &Entry{w: w, Dirfd: dirfd, Mnt: mnt, Name: name, Typ: typ}
+}
+
+// guard decides, once, whether the entry may be touched by name: not the
+// mount point of a mount the walk must not enter. The snapshot decides first,
+// without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
+// or NFS server) catches a mount made after the snapshot. Every xattr read
+// goes through it.
+func (e *Entry) Guard() error {
+	if e.guarded {
+		return e.guardErr
+	}
+	e.guarded = true
+	expect := -1
+	e.w.mountLookups++
+	if ms, ok := e.w.mounts[e.Path]; ok && e.Path != "" {
+		for _, m := range ms {
+			if m.MayHang() || !m.Local() {
+				e.w.SkippedMounts++
+				e.guardErr = fmt.Errorf("%w: %s is a %s mount point", ErrNotScannable, e.Path, m.FSType)
+				return e.guardErr
+			}
+			expect = m.ID
+		}
+	}
+	var st unix.Statx_t
+	err := unix.Statx(e.Dirfd, e.Name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+		unix.STATX_MNT_ID|unix.STATX_TYPE, &st)
+	switch {
+	case err != nil:
+		e.guardErr = err
+	case int(st.Mnt_id) != e.Mnt && int(st.Mnt_id) != expect:
+		e.w.SkippedMounts++
+		e.guardErr = fmt.Errorf("%w: %s is a mount point not in the mount table read", ErrNotScannable, e.Path)
+	}
+	return e.guardErr
+}
+
+// MountLookups is how many times the walker has looked a path up in the
+// mount table since it was made: its mount bookkeeping, which must grow
+// with what it walks and not with the size of the table (a test counts it).
+func (w *Walker) MountLookups() uint64 { return w.mountLookups }
+
+// begin starts a run over snapshot s: it opens the inspected root and
+// indexes the mounts. Every begin is followed by end.
+func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
+	w.mounts = make(map[string][]*mounts.Mount, len(s.Mounts))
+	w.byID = make(map[int]*mounts.Mount, len(s.Mounts))
+	for _, m := range s.Mounts {
+		w.mounts[m.Mountpoint] = append(w.mounts[m.Mountpoint], m)
+		w.byID[m.ID] = m
+	}
+	w.left = -1
+	if w.Limits.Budget > 0 {
+		w.left = w.Limits.Budget
+	}
+	if w.Limits.MaxDepth <= 0 {
+		w.Limits.MaxDepth = DefaultScanMaxDepth
+	}
+	w.Done, w.started, w.ctx, w.stopErr = 0, time.Now(), ctx, nil
+	w.host = s.Host
+	w.procfs = w.host.WithDefaults().Procfs
+	fd, err := unix.Open(w.host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open root of the inspected namespace %s: %w", w.host.Path("/"), err)
+	}
+	w.hostFD = fd
+	return nil
+}
+
+func (w *Walker) End() {
+	if w.hostFD > 0 {
+		unix.Close(w.hostFD)
+	}
+	w.hostFD = -1
+}
+
+// run walks on from the cursor until the budget or the rate's deadline
+// runs out or the pass completes; call it between begin and end. newPass
+// supplies the roots when a pass starts. It returns whether a pass completed
+// in this run and errors for roots that could not be opened.
+func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed bool, rootErrs []error, err error) {
+	w.visit = visit
+	if !w.InPass {
+		w.Roots, w.next, w.cursor, w.InPass = newPass(), 0, nil, true
+	}
+	for w.next < len(w.Roots) {
+		r := w.Roots[w.next]
+		w.cursorSet = false
+		fd, mnt, err := w.OpenRoot(r)
+		if err != nil {
+			rootErrs = append(rootErrs, &RootError{Index: w.next, Err: err})
+			w.next, w.cursor = w.next+1, nil
+			continue
+		}
+		stopped := w.walkDir(fd, mnt, path.Clean(r.Path), "", 0, w.cursor)
+		unix.Close(fd)
+		if stopped {
+			w.Stats.Complete = false
+			if w.stopErr != nil {
+				return false, rootErrs, w.stopErr
+			}
+			w.Stats.BudgetExhausted++
+			return false, rootErrs, nil
+		}
+		w.next, w.cursor = w.next+1, nil
+	}
+	w.InPass = false
+	w.Stats.Passes++
+	w.Stats.Complete = true
+	return true, rootErrs, nil
+}
+
+func (w *Walker) noteErr(p string, err error) {
+	if errors.Is(err, unix.ENOENT) {
+		return // removed while we walked: pods come and go
+	}
+	w.walkErrors++
+	w.lastErr = p + ": " + err.Error()
+}
+
+// spend accounts for one entry; false means stop here (budget, rate
+// deadline or cancellation).
+func (w *Walker) spend() bool {
+	if w.left == 0 {
+		return false
+	}
+	if w.Done&255 == 0 {
+		if err := w.ctx.Err(); err != nil {
+			w.stopErr = err
+			return false
+		}
+		if w.Limits.Rate > 0 {
+			due := w.started.Add(time.Duration(float64(w.Done) / w.Limits.Rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-w.ctx.Done():
+					t.Stop()
+					w.stopErr = w.ctx.Err()
+					return false
+				}
+			}
+		}
+	}
+	if w.left > 0 {
+		w.left--
+	}
+	w.Done++
+	w.Stats.Entries++
+	return true
+}
+
+// walkDir walks the open directory fd (logical path p, relative path rel
+// below root) from resume, and closes nothing: the caller owns fd. It
+// returns true when the walk stopped and w.cursor says where.
+func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (stopped bool) {
+	var pos int64
+	if len(resume) > 0 {
+		cur := resume[0]
+		if cur.child != "" {
+			if w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
+				w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
+				return true
+			}
+		}
+		if cur.off != 0 {
+			if _, err := unix.Seek(fd, cur.off, 0); err != nil {
+				w.noteErr(p, err)
+				return false
+			}
+			pos = cur.off
+		}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			w.noteErr(p, err)
+			return false
+		}
+		if n <= 0 {
+			return false
+		}
+		for off := 0; off < n; {
+			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
+			reclen := int(d.Reclen)
+			nameb := buf[off+direntNameOff : off+reclen]
+			if i := indexNUL(nameb); i >= 0 {
+				nameb = nameb[:i]
+			}
+			off += reclen
+			name := string(nameb)
+			if name == "." || name == ".." {
+				pos = d.Off
+				continue
+			}
+			if !w.spend() {
+				w.setCursor(depth, cursorLevel{off: pos})
+				return true
+			}
+			cp := p + "/" + name
+			if p == "/" {
+				cp = "/" + name
+			}
+			crel := name
+			if rel != "" {
+				crel = rel + "/" + name
+			}
+			typ := d.Type
+			if typ == unix.DT_UNKNOWN {
+				var st unix.Statx_t
+				if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+					unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+					typ = unix.DT_DIR
+				}
+			}
+			e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
+			if w.visit(&e) && typ == unix.DT_DIR {
+				if w.descend(fd, mnt, p, rel, depth, name, nil) {
+					w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+					return true
+				}
+			}
+			pos = d.Off
+		}
+	}
+}
+
+// descend walks subdirectory name of fd; true when the walk stopped inside.
+func (w *Walker) descend(fd, mnt int, p, rel string, depth int, name string, resume []cursorLevel) bool {
+	cp := p + "/" + name
+	if p == "/" {
+		cp = "/" + name
+	}
+	crel := name
+	if rel != "" {
+		crel = rel + "/" + name
+	}
+	cfd, cmnt := w.openChild(fd, mnt, name, cp, depth+1)
+	if cfd < 0 {
+		return false
+	}
+	defer unix.Close(cfd)
+	return w.walkDir(cfd, cmnt, cp, crel, depth+1, resume)
+}
+
+// setCursor records level depth of the cursor while a stop unwinds, deepest
+// level first.
+func (w *Walker) setCursor(depth int, c cursorLevel) {
+	if !w.cursorSet {
+		w.cursor, w.cursorSet = make([]cursorLevel, depth+1), true
+	}
+	w.cursor[depth] = c
+}
