@@ -16,6 +16,45 @@ type connInfo struct {
 	staging            []string
 }
 
+// connIndex answers connOf and reachableOn for one run of a check, each
+// once per connection: every mount of a broken connection gets a finding
+// that names what depends on the connection, and counting that anew per
+// mount made a dead connection with k pod volumes cost k² (issue 11).
+type connIndex struct {
+	s         *mounts.Snapshot
+	conns     map[string]connInfo
+	reachable map[string]int
+}
+
+func newConnIndex(s *mounts.Snapshot) *connIndex {
+	return &connIndex{s: s, conns: map[string]connInfo{}, reachable: map[string]int{}}
+}
+
+// of is connOf(m), counted once per connection.
+func (x *connIndex) of(m *mounts.Mount) connInfo {
+	ci, ok := x.conns[m.Dev()]
+	if !ok {
+		ci = connOf(x.s, m)
+		x.conns[m.Dev()] = ci
+	}
+	return ci
+}
+
+// reachableOn is how many mounts of connection dev are reachable by their
+// mount point (Snapshot.Reachable), counted once per connection.
+func (x *connIndex) reachableOn(dev string) int {
+	n, ok := x.reachable[dev]
+	if !ok {
+		for _, mm := range x.s.ByDev(dev) {
+			if x.s.Reachable(mm) {
+				n++
+			}
+		}
+		x.reachable[dev] = n
+	}
+	return n
+}
+
 func connOf(s *mounts.Snapshot, m *mounts.Mount) connInfo {
 	var ci connInfo
 	for _, mm := range s.ByDev(m.Dev()) {
@@ -32,8 +71,8 @@ func connOf(s *mounts.Snapshot, m *mounts.Mount) connInfo {
 	return ci
 }
 
-func connDetails(s *mounts.Snapshot, m *mounts.Mount) map[string]string {
-	ci := connOf(s, m)
+func connDetails(conns *connIndex, m *mounts.Mount) map[string]string {
+	ci := conns.of(m)
 	d := map[string]string{
 		"connection":           m.Dev(),
 		"mounts_on_connection": strconv.Itoa(ci.mounts),

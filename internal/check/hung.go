@@ -38,13 +38,14 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 	r := c.Prober.Round(ctx, s)
 	var out []Finding
 	waiting := map[string]string{} // by connection, read once
+	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State != probe.Hung {
 			continue
 		}
 		f := newFinding(HungMount, Critical, m, "")
-		f.Details = connDetails(s, m)
+		f.Details = connDetails(conns, m)
 		f.Details["blocked_since"] = res.Since.UTC().Format(time.RFC3339)
 		f.Details["probed"] = res.Path
 		if m.FUSE {
@@ -55,7 +56,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 			}
 			f.Details["fuse_waiting"] = w
 		}
-		f.Message = hungMessage(s, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
+		f.Message = hungMessage(conns, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
 	return out, r.NamespaceErr()
@@ -79,8 +80,8 @@ func (c HungMountCheck) waiting(minor int) string {
 	return strconv.Itoa(n)
 }
 
-func hungMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result, timeout time.Duration, waiting, fusectl string) string {
-	ci := connOf(s, m)
+func hungMessage(conns *connIndex, m *mounts.Mount, res probe.Result, timeout time.Duration, waiting, fusectl string) string {
+	ci := conns.of(m)
 	var b strings.Builder
 	fmt.Fprintf(&b, "A probe of %s has not answered since %s (deadline %s). ", res.Path, res.Since.UTC().Format(time.RFC3339), timeout)
 	if m.FUSE {

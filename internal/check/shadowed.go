@@ -39,17 +39,15 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 		latest = c.Prober.Latest()
 	}
 	var out []Finding
+	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		top := s.CoveredBy(m)
 		if top == nil || m.Pseudo() || (top.Dev() == m.Dev() && top.Root == m.Root) {
 			continue
 		}
-		others := 0
-		for _, mm := range s.ByDev(m.Dev()) {
-			if mm != m && s.Reachable(mm) {
-				others++
-			}
-		}
+		// m is covered, so not reachable itself: every reachable mount
+		// of its connection is another one.
+		others := conns.reachableOn(m.Dev())
 		if m.FSType == "tmpfs" && others == 0 {
 			continue
 		}
@@ -65,7 +63,7 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 		if (m.FUSE || m.Network) && (others > 0 || stale != "") {
 			sev = Critical
 		}
-		f := newFinding(ShadowedMount, sev, m, shadowMessage(s, m, top, others, stale))
+		f := newFinding(ShadowedMount, sev, m, shadowMessage(conns, m, top, others, stale))
 		f.Details = map[string]string{
 			"covered_by_mount_id": strconv.Itoa(top.ID),
 			"covered_by_fstype":   top.FSType,
@@ -80,12 +78,12 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 	return out, nil
 }
 
-func shadowMessage(s *mounts.Snapshot, m, top *mounts.Mount, others int, stale string) string {
+func shadowMessage(conns *connIndex, m, top *mounts.Mount, others int, stale string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Mount %d (%s from %s, connection %s) at %s is hidden under mount %d (%s from %s) made later at the same mount point: "+
 		"whatever looks at %s sees the new mount. ", m.ID, m.FSType, m.Source, m.Dev(), m.Mountpoint, top.ID, top.FSType, top.Source, m.Mountpoint)
 	if others > 0 {
-		ci := connOf(s, m)
+		ci := conns.of(m)
 		fmt.Fprintf(&b, "%s elsewhere (%s) still use the hidden filesystem. ", plural(others, "other mount"), plural(ci.podVolumes, "pod volume"))
 	}
 	switch stale {

@@ -53,6 +53,7 @@ func (c StaleMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
 func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	r := c.Prober.Round(ctx, s)
 	var out []Finding
+	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State != probe.Failed || !isStale(m, res.Errno) {
@@ -62,8 +63,8 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		if res.Errno == syscall.EACCES {
 			sev = Warning
 		}
-		f := newFinding(StaleMount, sev, m, staleMessage(s, m, res))
-		f.Details = connDetails(s, m)
+		f := newFinding(StaleMount, sev, m, staleMessage(conns, m, res))
+		f.Details = connDetails(conns, m)
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
 		out = append(out, f)
@@ -71,8 +72,8 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 	return out, r.NamespaceErr()
 }
 
-func staleMessage(s *mounts.Snapshot, m *mounts.Mount, res probe.Result) string {
-	ci := connOf(s, m)
+func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {
+	ci := conns.of(m)
 	var b strings.Builder
 	what := staleErrnos[res.Errno]
 	if res.Errno == syscall.EACCES {

@@ -115,6 +115,7 @@ type Walker struct {
 	SkippedMounts uint64 // mount points not entered
 	tooDeep       uint64 // directories below MaxDepth not entered
 	walkErrors    uint64 // directories that could not be opened or read
+	mountLookups  uint64 // mount-table lookups by mount point (MountLookups)
 	lastErr       string
 
 	// per run
@@ -167,6 +168,7 @@ func (e *Entry) Guard() error {
 	}
 	e.guarded = true
 	expect := -1
+	e.w.mountLookups++
 	if ms, ok := e.w.mounts[e.Path]; ok && e.Path != "" {
 		for _, m := range ms {
 			if m.MayHang() || !m.Local() {
@@ -189,6 +191,11 @@ func (e *Entry) Guard() error {
 	}
 	return e.guardErr
 }
+
+// MountLookups is how many times the walker has looked a path up in the
+// mount table since it was made: its mount bookkeeping, which must grow
+// with what it walks and not with the size of the table (a test counts it).
+func (w *Walker) MountLookups() uint64 { return w.mountLookups }
 
 // begin starts a run over snapshot s: it opens the inspected root and
 // indexes the mounts. Every begin is followed by end.
