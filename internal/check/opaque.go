@@ -365,11 +365,16 @@ type verification struct {
 func (v *verification) verify(l mounts.Layer, dir string) containerd.Result {
 	id, ok := containerd.SnapshotID(v.snapRoot, l.Dir)
 	switch {
-	case l.Role == mounts.UpperLayer:
-		// Overlay marks a directory opaque in the upper layer when it is
-		// removed and recreated through the mount: no tar describes that.
+	case l.Role == mounts.UpperLayer && copyUpKeepsOpaque():
 		return containerd.Result{SnapshotID: id, Verdict: containerd.Unverified, Active: true,
-			Reason: "it is the mount's writable upper layer, which no image layer describes"}
+			Reason: "it is the mount's writable upper layer, which no image layer describes, and this kernel (before 4.8) copies opaque markers up"}
+	case l.Role == mounts.UpperLayer:
+		// Overlay marks a directory opaque in the upper layer when the
+		// container removes and recreates it through the mount, which is
+		// what the container asked for; since Linux 4.8 ("ovl: don't copy
+		// up opaqueness") the kernel never puts a marker there otherwise.
+		return containerd.Result{SnapshotID: id, Verdict: containerd.Intended, Active: true,
+			Reason: "it is the mount's writable upper layer: the container removed and recreated the directory"}
 	case !ok:
 		return containerd.Result{Verdict: containerd.Unverified,
 			Reason: fmt.Sprintf("%s is not a snapshot of containerd's overlayfs snapshotter (%s/<id>/fs), so there is no image layer to check it against", l.Dir, v.snapRoot)}
@@ -551,3 +556,17 @@ func opaqueMessage(ch *mounts.OverlayChain, i, m int, dir string, hidden int, r 
 		"Fix: re-pull the image on a fixed node (remove the image and its snapshots first) or rebuild it; do not copy " + ch.XattrPrefix() + "* xattrs into layers.")
 	return b.String()
 }
+
+// copyUpKeepsOpaque reports whether the running kernel is older than 4.8,
+// whose overlay copied a directory's opaque marker up with the directory.
+var copyUpKeepsOpaque = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major < 4 || (major == 4 && minor < 8)
+})
