@@ -5,8 +5,8 @@ import "time"
 // Change is how a problem changed between two runs.
 type Change struct {
 	Finding Finding
-	// Kind is "appeared", "changed" (severity) or "cleared".
-	Kind string
+	// Event is "appeared", "changed" (severity) or "cleared".
+	Event string
 	// Was is the previous severity, for "changed".
 	Was Severity
 }
@@ -36,11 +36,11 @@ func (t *Tracker) Stamp(now time.Time, findings []Finding) {
 		if prev, ok := t.active[k]; ok {
 			f.FirstSeen = prev.FirstSeen
 			if prev.Severity != f.Severity {
-				t.changes = append(t.changes, Change{Finding: *f, Kind: "changed", Was: prev.Severity})
+				t.changes = append(t.changes, Change{Finding: *f, Event: "changed", Was: prev.Severity})
 			}
 		} else {
 			f.FirstSeen = now
-			t.changes = append(t.changes, Change{Finding: *f, Kind: "appeared"})
+			t.changes = append(t.changes, Change{Finding: *f, Event: "appeared"})
 		}
 		next[k] = *f
 	}
@@ -52,7 +52,7 @@ func (t *Tracker) Stamp(now time.Time, findings []Finding) {
 	}
 	SortFindings(cleared)
 	for _, f := range cleared {
-		t.changes = append(t.changes, Change{Finding: f, Kind: "cleared"})
+		t.changes = append(t.changes, Change{Finding: f, Event: "cleared"})
 	}
 	t.active = next
 }

@@ -16,7 +16,7 @@ func TestTrackerFirstSeenAndChanges(t *testing.T) {
 	if !run1[0].FirstSeen.Equal(t0) || !run1[1].FirstSeen.Equal(t0) {
 		t.Errorf("first run: %v", run1)
 	}
-	if ch := tr.Changes(); len(ch) != 2 || ch[0].Kind != "appeared" || ch[1].Kind != "appeared" {
+	if ch := tr.Changes(); len(ch) != 2 || ch[0].Event != "appeared" || ch[1].Event != "appeared" {
 		t.Errorf("first run changes: %+v", ch)
 	}
 
@@ -38,7 +38,7 @@ func TestTrackerFirstSeenAndChanges(t *testing.T) {
 	run := []Finding{a2}
 	tr.Stamp(t0.Add(time.Hour), run)
 	ch := tr.Changes()
-	if len(ch) != 2 || ch[0].Kind != "changed" || ch[0].Was != Warning || ch[1].Kind != "cleared" || ch[1].Finding.MountPoint != "/b" {
+	if len(ch) != 2 || ch[0].Event != "changed" || ch[0].Was != Warning || ch[1].Event != "cleared" || ch[1].Finding.MountPoint != "/b" {
 		t.Errorf("changes: %+v", ch)
 	}
 	if !run[0].FirstSeen.Equal(t0) {
@@ -47,7 +47,7 @@ func TestTrackerFirstSeenAndChanges(t *testing.T) {
 
 	// The same problem twice in one run counts once.
 	tr.Stamp(t0.Add(2*time.Hour), []Finding{a2, a2, b, b})
-	if ch := tr.Changes(); len(ch) != 1 || ch[0].Kind != "appeared" {
+	if ch := tr.Changes(); len(ch) != 1 || ch[0].Event != "appeared" {
 		t.Errorf("duplicate findings: %+v", ch)
 	}
 }

@@ -34,7 +34,7 @@ const PriorityField = "priority"
 // "appeared" and "changed" (critical 2, warning 4, info 6), notice (5) for
 // "cleared".
 func ChangePriority(c check.Change) int {
-	if c.Kind == "cleared" {
+	if c.Event == "cleared" {
 		return PriorityNotice
 	}
 	switch c.Finding.Severity {
@@ -54,7 +54,7 @@ func ChangePriority(c check.Change) int {
 func LogChange(log *zap.Logger, c check.Change) {
 	f := &c.Finding
 	fields := []zap.Field{
-		zap.String("event", c.Kind),
+		zap.String("event", c.Event),
 		zap.String("check", string(f.Check)),
 		zap.String("severity", string(f.Severity)),
 		zap.String("mount_point", f.MountPoint),
@@ -77,7 +77,7 @@ func LogChange(log *zap.Logger, c check.Change) {
 	opt("csi_driver", f.CSIDriver)
 	opt("volume_handle", f.VolumeHandle)
 	opt("errno", f.Details["errno"])
-	if c.Kind == "changed" {
+	if c.Event == "changed" {
 		fields = append(fields, zap.String("previous_severity", string(c.Was)))
 	}
 	fields = append(fields, zap.Time("first_seen", f.FirstSeen), zap.String("detail", f.Message))
@@ -87,7 +87,7 @@ func LogChange(log *zap.Logger, c check.Change) {
 	fields = append(fields, zap.Int(PriorityField, ChangePriority(c)))
 
 	level := zapcore.InfoLevel
-	if c.Kind != "cleared" {
+	if c.Event != "cleared" {
 		switch f.Severity {
 		case check.Critical:
 			level = zapcore.ErrorLevel
@@ -95,7 +95,7 @@ func LogChange(log *zap.Logger, c check.Change) {
 			level = zapcore.WarnLevel
 		}
 	}
-	msg := "mount problem " + c.Kind + ": " + string(f.Check) + " " + Printable(f.MountPoint)
+	msg := "mount problem " + c.Event + ": " + string(f.Check) + " " + Printable(f.MountPoint)
 	if ce := log.Check(level, msg); ce != nil {
 		ce.Write(fields...)
 	}
