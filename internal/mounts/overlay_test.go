@@ -3,6 +3,7 @@ package mounts
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -186,5 +187,34 @@ func TestOverlayChainsParsedOnce(t *testing.T) {
 	}
 	if c, _ := s.OverlayChains("/elsewhere"); len(c) > 0 && c[0] == a[0] {
 		t.Error("a different snapshot root shared the chains resolved against another")
+	}
+}
+
+// The filesystem-type policy agrees with itself: every type that may hang
+// is probed by default, and none of them is one a scan walks into (issue 9:
+// the lists written five times had drifted).
+func TestFSTypeSetsAgree(t *testing.T) {
+	probed := DefaultProbedFSTypes()
+	for _, fstype := range append(slices.Clone(remoteFSTypes), "fuse", "fuse.ceph-fuse", "fuse.sshfs", "fuseblk") {
+		m := &Mount{}
+		m.FSType = fstype
+		classify(m)
+		if !m.MayHang() {
+			t.Errorf("%s: not MayHang", fstype)
+		}
+		if !MatchFSType(probed, fstype) {
+			t.Errorf("%s may hang but is not probed by default", fstype)
+		}
+		if m.Local() {
+			t.Errorf("%s may hang but a scan would walk into it", fstype)
+		}
+	}
+	for fstype := range localFSTypes {
+		m := &Mount{}
+		m.FSType = fstype
+		classify(m)
+		if m.MayHang() || MatchFSType(probed, fstype) || m.Pseudo() {
+			t.Errorf("local %s: may hang %v, probed %v, pseudo %v", fstype, m.MayHang(), MatchFSType(probed, fstype), m.Pseudo())
+		}
 	}
 }
