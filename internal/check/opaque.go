@@ -54,8 +54,7 @@ type OpaquePropagationCheck struct {
 	// complete an error (--once).
 	FullPass bool
 
-	mu      sync.Mutex
-	w       walk.Walker
+	scanner
 	roots   []layerRoot                // the pass's roots, as walker.roots
 	known   map[string]map[string]bool // last complete pass: layer key -> opaque dirs
 	pending map[string]map[string]bool // pass in progress
@@ -85,22 +84,12 @@ func (*OpaquePropagationCheck) ID() ID { return OpaquePropagation }
 // Kind implements Check.
 func (*OpaquePropagationCheck) Kind() Kind { return ScanCheck }
 
-// Stats is the progress of the layer walk since the check value was made.
-func (c *OpaquePropagationCheck) Stats() walk.Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.w.Stats
-}
-
 // Run implements Check.
 func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.w.Limits = c.Limits
-	snapRoot := c.SnapshotRoot
-	if snapRoot == "" {
-		snapRoot = mounts.DefaultContainerdSnapshots
-	}
+	snapRoot := snapshotRoot(c.SnapshotRoot)
 
 	chains, perrs := s.OverlayChains(snapRoot)
 	errs := slices.Clone(perrs)

@@ -7,7 +7,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -36,8 +35,7 @@ type StrayOverlayXattrCheck struct {
 	// complete an error (--once).
 	FullPass bool
 
-	mu        sync.Mutex
-	w         walk.Walker
+	scanner
 	generated []bool              // roots of the pass found under <kubelet>/pods
 	found     map[string]strayHit // pass in progress, by path
 	last      map[string]strayHit // last complete pass
@@ -56,22 +54,12 @@ func (*StrayOverlayXattrCheck) ID() ID { return StrayOverlayXattr }
 // Kind implements Check.
 func (*StrayOverlayXattrCheck) Kind() Kind { return ScanCheck }
 
-// Stats is the progress of the scan since the check value was made.
-func (c *StrayOverlayXattrCheck) Stats() walk.Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.w.Stats
-}
-
 // Run implements Check.
 func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.w.Limits = c.Limits
-	snapRoot := c.SnapshotRoot
-	if snapRoot == "" {
-		snapRoot = mounts.DefaultContainerdSnapshots
-	}
+	snapRoot := snapshotRoot(c.SnapshotRoot)
 	live := liveOverlayDirs(s, snapRoot)
 
 	var errs []error
