@@ -79,10 +79,8 @@ func procMask(s *mounts.Snapshot, m *mounts.Mount) bool {
 // It follows no symlink and reads the type from the cache (a FUSE server is
 // not asked).
 func mountPointKind(s *mounts.Snapshot, m *mounts.Mount) string {
-	for _, o := range s.Mounts {
-		if o != m && (o.Mountpoint == "/" || m.Mountpoint == o.Mountpoint || strings.HasPrefix(m.Mountpoint, o.Mountpoint+"/")) && o.MayHang() {
-			return ""
-		}
+	if o, _ := s.HangsOnTheWay(m.Mountpoint, m); o != nil {
+		return ""
 	}
 	root, err := unix.Open(s.Host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -28,9 +28,10 @@ type Snapshot struct {
 	ParseErrors     []ParseError
 	ParseErrorCount int
 
-	byDev     map[string][]*Mount
-	ByID      map[int]*Mount
-	coveredBy map[int]*Mount
+	byDev        map[string][]*Mount
+	byMountpoint map[string][]*Mount
+	ByID         map[int]*Mount
+	coveredBy    map[int]*Mount
 
 	chainsMu sync.Mutex
 	chains   map[string]*overlayChains // by snapshot root
@@ -141,10 +142,12 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 // indexSnapshot builds the lookups every check uses.
 func IndexSnapshot(s *Snapshot) *Snapshot {
 	s.byDev = make(map[string][]*Mount)
+	s.byMountpoint = make(map[string][]*Mount, len(s.Mounts))
 	s.ByID = make(map[int]*Mount, len(s.Mounts))
 	s.coveredBy = make(map[int]*Mount)
 	for _, m := range s.Mounts {
 		s.byDev[m.Dev()] = append(s.byDev[m.Dev()], m)
+		s.byMountpoint[m.Mountpoint] = append(s.byMountpoint[m.Mountpoint], m)
 		s.ByID[m.ID] = m
 	}
 	// A mount made on top of another at the same mount point has the lower
@@ -192,4 +195,30 @@ func (s *Snapshot) Reachable(m *Mount) bool {
 // "major:minor", in table order.
 func (s *Snapshot) ByDev(dev string) []*Mount {
 	return s.byDev[dev]
+}
+
+// ByMountpoint returns every mount at mount point p, in table order.
+func (s *Snapshot) ByMountpoint(p string) []*Mount { return s.byMountpoint[p] }
+
+// HangsOnTheWay returns a mount other than except that may hang among those
+// a lookup of the absolute, clean path p crosses: mounted at p or at one of
+// its parents, and how many mount points it looked up (one per path
+// component, whatever the size of the table). nil when there is none.
+func (s *Snapshot) HangsOnTheWay(p string, except *Mount) (m *Mount, lookups int) {
+	for {
+		lookups++
+		for _, m := range s.byMountpoint[p] {
+			if m != except && m.MayHang() {
+				return m, lookups
+			}
+		}
+		if p == "/" || p == "" {
+			return nil, lookups
+		}
+		if i := strings.LastIndexByte(p, '/'); i > 0 {
+			p = p[:i]
+		} else {
+			p = "/"
+		}
+	}
 }

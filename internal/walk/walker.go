@@ -119,8 +119,7 @@ type Walker struct {
 	lastErr       string
 
 	// per run
-	mounts    map[string][]*mounts.Mount
-	byID      map[int]*mounts.Mount
+	snap      *mounts.Snapshot // the table of this run: its mount-point and id indexes
 	hostFD    int
 	left      int // entries left in this run's budget; <0 unlimited
 	Done      int // entries this run
@@ -169,8 +168,8 @@ func (e *Entry) Guard() error {
 	e.guarded = true
 	expect := -1
 	e.w.mountLookups++
-	if ms, ok := e.w.mounts[e.Path]; ok && e.Path != "" {
-		for _, m := range ms {
+	if e.Path != "" {
+		for _, m := range e.w.snap.ByMountpoint(e.Path) {
 			if m.MayHang() || !m.Local() {
 				e.w.SkippedMounts++
 				e.guardErr = fmt.Errorf("%w: %s is a %s mount point", ErrNotScannable, e.Path, m.FSType)
@@ -200,12 +199,7 @@ func (w *Walker) MountLookups() uint64 { return w.mountLookups }
 // begin starts a run over snapshot s: it opens the inspected root and
 // indexes the mounts. Every begin is followed by end.
 func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
-	w.mounts = make(map[string][]*mounts.Mount, len(s.Mounts))
-	w.byID = make(map[int]*mounts.Mount, len(s.Mounts))
-	for _, m := range s.Mounts {
-		w.mounts[m.Mountpoint] = append(w.mounts[m.Mountpoint], m)
-		w.byID[m.ID] = m
-	}
+	w.snap = s
 	w.left = -1
 	if w.Limits.Budget > 0 {
 		w.left = w.Limits.Budget
@@ -229,6 +223,7 @@ func (w *Walker) End() {
 		unix.Close(w.hostFD)
 	}
 	w.hostFD = -1
+	w.snap = nil // a walker kept between runs holds no table
 }
 
 // run walks on from the cursor until the budget or the rate's deadline
