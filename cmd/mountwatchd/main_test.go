@@ -630,7 +630,9 @@ func TestOnceBoundedInput(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stdout, "mount table too large: more than 1048576 bytes (--mountinfo.max-bytes)") {
 		t.Errorf("/dev/zero: exit %d\n%s", r.code, r.stdout)
 	}
-	r = mountwatchd(t, "--mountinfo", "/dev/zero")
+	// Reading 64 MiB takes 0.5 s, but up to 4 s in a -race build on a busy
+	// machine: a long budget, so the cap and not --once.timeout ends it.
+	r = mountwatchd(t, "--mountinfo", "/dev/zero", "--once.timeout=50s")
 	if r.code != 2 || !strings.Contains(r.stdout, "more than 67108864 bytes") {
 		t.Errorf("/dev/zero, default limit: exit %d\n%.300s", r.code, r.stdout)
 	}
