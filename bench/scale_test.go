@@ -223,7 +223,7 @@ func idlePhase(b *testing.B, window time.Duration, bin string, node []string, la
 	d := startDaemon(b, bin, append(node, "--log.target=stderr")...)
 	// Settled: every kind ran once (the scan kind reads the kubelet tree
 	// at --scan.rate), then a little longer.
-	waitFor(b, 5*time.Minute, "the daemon's first scan", func() bool {
+	testenv.WaitUntil(b, 5*time.Minute, "the daemon's first scan", func() bool {
 		return metric(d.metrics(b), `mountwatchd_check_runs_total{check="stray_overlay_xattr",kind="scan"}`) >= 1
 	})
 	time.Sleep(2 * time.Second)
@@ -299,7 +299,7 @@ func scrapePhase(b *testing.B, bin string, rep *report) {
 	}
 	d := startDaemon(b, bin, "--path.kubelet", n.Kubelet, "--path.pod-logs", n.PodLogs, "--interval=1h",
 		"--probe.interval=1s", "--probe.timeout=500ms", "--log.target=stderr")
-	waitFor(b, time.Minute, "a probe run", func() bool {
+	testenv.WaitUntil(b, time.Minute, "a probe run", func() bool {
 		return metric(d.metrics(b), `mountwatchd_check_runs_total{check="hung_mount",kind="probe"}`) >= 1
 	})
 	healthy, healthy1 := scrapeLoad(b, d, 20, 25), scrapeLoad(b, d, 1, 50)
@@ -317,7 +317,7 @@ func scrapePhase(b *testing.B, bin string, rep *report) {
 		}
 	}
 	var problems float64
-	waitFor(b, 2*time.Minute, "1,000 problems", func() bool {
+	testenv.WaitUntil(b, 2*time.Minute, "1,000 problems", func() bool {
 		problems = sumMetric(d.metrics(b), "mountwatchd_problems{")
 		return problems >= 1000
 	})
@@ -388,9 +388,9 @@ func threadsPhase(b *testing.B, bin string, rep *report) {
 	}
 	after20 := func(what string) (threads, goroutines int, body string) {
 		from := runs()
-		waitFor(b, 2*time.Minute, what, func() bool { return runs() >= from+20 })
+		testenv.WaitUntil(b, 2*time.Minute, what, func() bool { return runs() >= from+20 })
 		body = d.metrics(b)
-		return threadsOf(b, d.pid()), int(metric(body, "go_goroutines")), body
+		return testenv.ThreadsOf(b, d.pid()), int(metric(body, "go_goroutines")), body
 	}
 	th0, g0, _ := after20("20 healthy probe runs")
 	for _, p := range servers {
@@ -402,7 +402,7 @@ func threadsPhase(b *testing.B, bin string, rep *report) {
 	for _, p := range servers {
 		_ = p.Signal(syscall.SIGCONT)
 	}
-	waitFor(b, time.Minute, "blocked probes to return", func() bool { return metric(d.metrics(b), "mountwatchd_probes_blocked") == 0 })
+	testenv.WaitUntil(b, time.Minute, "blocked probes to return", func() bool { return metric(d.metrics(b), "mountwatchd_probes_blocked") == 0 })
 	th2, g2, _ := after20("20 probe runs after the servers resumed")
 	rep.add(fmt.Sprintf("threads / goroutines after 20 probe runs with 50 stopped FUSE servers (%.0f probes blocked, "+
 		"%.0f connections not probed: --probe.max-blocked=32)", metric(body, "mountwatchd_probes_blocked"), metric(body, "mountwatchd_probes_not_probed")),
@@ -672,7 +672,7 @@ func startNodeExporter(b *testing.B, bin, dir string) (*exec.Cmd, func() (time.D
 		}
 		return time.Since(st), err
 	}
-	waitFor(b, 30*time.Second, "node_exporter to listen", func() bool {
+	testenv.WaitUntil(b, 30*time.Second, "node_exporter to listen", func() bool {
 		resp, err := c.Get("http://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
@@ -702,7 +702,7 @@ func startDaemon(b *testing.B, bin string, args ...string) *daemon {
 	}
 	go func() { d.waitErr = cmd.Wait(); close(d.done) }()
 	b.Cleanup(func() { d.stop(b) })
-	waitFor(b, 5*time.Minute, "the daemon's /healthz", func() bool {
+	testenv.WaitUntil(b, 5*time.Minute, "the daemon's /healthz", func() bool {
 		select {
 		case <-d.done:
 			b.Fatalf("daemon exited: %v\n%s", d.waitErr, d.stderr)
@@ -771,17 +771,6 @@ func sumMetric(body, prefix string) float64 {
 	return sum
 }
 
-func waitFor(b *testing.B, timeout time.Duration, what string, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // cpuNanos is the CPU time of a process's live threads (schedstat, ns).
 func cpuNanos(b *testing.B, pid int) int64 {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -819,8 +808,6 @@ func statusField(b *testing.B, pid int, field string) int64 {
 }
 
 func rssOf(b *testing.B, pid int) int64 { return statusField(b, pid, "VmRSS") * 1024 }
-
-func threadsOf(b *testing.B, pid int) int { return int(statusField(b, pid, "Threads")) }
 
 // ----- the table
 

@@ -390,16 +390,16 @@ func TestImageUnderContainerd(t *testing.T) {
 	// the node as a CSI pod volume; then its server dies.
 	node.Run(fmt.Sprintf("%s -f --no-allow-other -o subtype=ceph-fuse %s/backing %s </dev/null >/dev/null 2>&1 & echo $! >%s/bindfs.pid",
 		bindfs, kubelet, mnt, kubelet))
-	waitUntil(t, 10*time.Second, "bindfs to mount in the node", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "bindfs to mount in the node", func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", node.PID))
 		return strings.Contains(string(b), " "+mnt+" ") && strings.Contains(string(b), "fuse.ceph-fuse")
 	})
-	waitUntil(t, 10*time.Second, "the new mount in the container's /metrics", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "the new mount in the container's /metrics", func() bool {
 		return strings.Contains(metrics(), `mountwatchd_mounts{fstype="fuse.ceph-fuse"} 1`)
 	})
 	node.Run("kill -9 $(cat " + kubelet + "/bindfs.pid)")
 	series := fmt.Sprintf(`mountwatchd_problem{check="stale_mount",fstype="fuse.ceph-fuse",mountpoint=%q,pod_name="loki-0",pod_namespace="obs",pod_uid=%q,severity="critical",source=`, mnt, uid)
-	waitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in the container's /metrics", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in the container's /metrics", func() bool {
 		return strings.Contains(metrics(), series)
 	})
 

@@ -431,7 +431,7 @@ func TestDaemonSetSeesFUSEMountMadeAfterStart(t *testing.T) {
 		}
 	})
 	healthz := "http://" + addr + c.LivenessProbe.HTTPGet.Path
-	waitUntil(t, 30*time.Second, "the liveness probe's /healthz to answer 200", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "the liveness probe's /healthz to answer 200", func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("daemon exited: %v\n%s", err, stderr)
@@ -463,14 +463,14 @@ func TestDaemonSetSeesFUSEMountMadeAfterStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(server, syscall.SIGKILL) })
-	waitUntil(t, 10*time.Second, "bindfs to mount in the node", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "bindfs to mount in the node", func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", node.PID))
 		return strings.Contains(string(b), " "+mnt+" ") && strings.Contains(string(b), "fuse.ceph-fuse")
 	})
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), mnt) {
 		t.Fatal("the node's mount is in the test's own namespace: the test would prove nothing")
 	}
-	waitUntil(t, 10*time.Second, "the new mount in /metrics", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "the new mount in /metrics", func() bool {
 		return strings.Contains(metrics(), `mountwatchd_mounts{fstype="fuse.ceph-fuse"} 1`)
 	})
 
@@ -480,7 +480,7 @@ func TestDaemonSetSeesFUSEMountMadeAfterStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	series := fmt.Sprintf(`mountwatchd_problem{check="stale_mount",fstype="fuse.ceph-fuse",mountpoint=%q,pod_name="web-0",pod_namespace="shop",pod_uid=%q,severity="critical",source=`, mnt, uid)
-	waitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in /metrics", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in /metrics", func() bool {
 		return strings.Contains(metrics(), series)
 	})
 	if code, body := get(healthz); code != http.StatusOK {

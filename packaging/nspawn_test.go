@@ -102,7 +102,7 @@ func bootMachine(t *testing.T) *machine {
 	// The bus appears a moment after PID 1 starts.
 	var code int
 	var state string
-	waitUntil(t, 2*time.Minute, "systemd's bus in the booted system", func() bool {
+	testenv.WaitUntil(t, 2*time.Minute, "systemd's bus in the booted system", func() bool {
 		code, state = m.sh(2*time.Minute, "systemctl is-system-running --wait")
 		state = strings.TrimSpace(state)
 		return !strings.Contains(state, "Failed to connect to bus")
@@ -501,7 +501,7 @@ func TestDebUnderSystemd(t *testing.T) {
 	// Enforced: a stopped daemon is killed by the watchdog and restarted.
 	m.mustSh("kill -STOP " + pid)
 	stopped := time.Now()
-	waitUntil(t, 2*testWatchdog+30*time.Second, "the watchdog restart", func() bool {
+	testenv.WaitUntil(t, 2*testWatchdog+30*time.Second, "the watchdog restart", func() bool {
 		st := m.show("mountwatchd.service", props...)
 		return st["NRestarts"] == "1" && st["ActiveState"] == "active" && st["SubState"] == "running" && st["MainPID"] != pid
 	})

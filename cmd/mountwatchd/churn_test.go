@@ -76,7 +76,7 @@ func TestDaemonMountChurn(t *testing.T) {
 		_ = srv.Process.Kill()
 		_ = srv.Wait()
 		series := fmt.Sprintf(`mountwatchd_problem{check="stale_mount",fstype="fuse.ceph-fuse",mountpoint=%q`, mp)
-		waitUntil(t, 20*time.Second, "the killed FUSE volume reported stale", func() bool { _, ok := value(d.metrics(), series); return ok })
+		testenv.WaitUntil(t, 20*time.Second, "the killed FUSE volume reported stale", func() bool { _, ok := value(d.metrics(), series); return ok })
 		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
 			t.Fatalf("unmount %s: %v", mp, err)
 		}

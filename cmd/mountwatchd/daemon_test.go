@@ -148,17 +148,6 @@ func (d *daemonProc) value(series string) float64 {
 	return v
 }
 
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // brokenPodVolume is the brief's F1 on a real FUSE mount: a directory of a
 // ceph-fuse-typed bindfs mount, bind-mounted as a CSI pod volume, deleted
 // through the FUSE mount. repair unmounts the broken bind mount.
@@ -252,7 +241,7 @@ scrape_configs:
 		}
 	})
 	p := &promServer{base: "http://" + addr}
-	waitUntil(t, 60*time.Second, "prometheus ready", func() bool {
+	testenv.WaitUntil(t, 60*time.Second, "prometheus ready", func() bool {
 		resp, err := http.Get(p.base + "/-/ready")
 		if err != nil {
 			return false
@@ -307,7 +296,7 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 
 	series := fmt.Sprintf(`mountwatchd_problem{mountpoint=%q}`, b.mnt)
 	var got []promSample
-	waitUntil(t, 60*time.Second, "the problem series in Prometheus", func() bool {
+	testenv.WaitUntil(t, 60*time.Second, "the problem series in Prometheus", func() bool {
 		got = prom.query(t, series)
 		return len(got) == 1
 	})
@@ -333,7 +322,7 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 	}
 
 	b.repair(t)
-	waitUntil(t, 60*time.Second, "the series to go and the count to drop", func() bool {
+	testenv.WaitUntil(t, 60*time.Second, "the series to go and the count to drop", func() bool {
 		c := prom.query(t, count)
 		return len(prom.query(t, series)) == 0 && len(c) == 1 && sampleValue(c[0]) == float64(base)
 	})
@@ -383,12 +372,12 @@ func startJournald(t *testing.T) (string, *os.Process) {
 		_ = cmd.Process.Kill()
 		<-done
 	})
-	waitUntil(t, 20*time.Second, "the journal socket", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the journal socket", func() bool {
 		_, err := os.Stat("/run/systemd/journal/socket")
 		return err == nil
 	})
 	var dir string
-	waitUntil(t, 20*time.Second, "the journal directory", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the journal directory", func() bool {
 		m, _ := filepath.Glob("/run/log/journal/*")
 		if len(m) > 0 {
 			dir = m[0]
@@ -433,21 +422,21 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 	d := startDaemon(t, nil, append(b.flags(), "--interval=50ms")...) // --log.target=auto: stderr is a pipe, the journal answers
 
 	reads := func() float64 { return d.value("mountwatchd_mount_table_reads_total ") }
-	waitUntil(t, 20*time.Second, "the problem", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the problem", func() bool {
 		v, _ := value(d.metrics(), fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="fuse.ceph-fuse",mountpoint=%q`, b.mnt))
 		return v == 1
 	})
 	r := reads()
-	waitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
+	testenv.WaitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
 	b.repair(t)
-	waitUntil(t, 20*time.Second, "the problem to clear", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the problem to clear", func() bool {
 		return !strings.Contains(d.metrics(), b.mnt)
 	})
 	r = reads()
-	waitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
+	testenv.WaitUntil(t, 30*time.Second, "20 more reads of the table", func() bool { return reads() >= r+20 })
 
 	var entries []map[string]any
-	waitUntil(t, 20*time.Second, "two journal entries", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "two journal entries", func() bool {
 		entries = journalEntries(t, journalDir, "MOUNT_POINT="+b.mnt)
 		return len(entries) >= 2
 	})
@@ -483,7 +472,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 	if err := journald.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "journald to be gone", func() bool { return journald.Signal(syscall.Signal(0)) != nil })
+	testenv.WaitUntil(t, 10*time.Second, "journald to be gone", func() bool { return journald.Signal(syscall.Signal(0)) != nil })
 	dir2 := t.TempDir()
 	testenv.Tmpfs(t, dir2+"/t")
 	if err := os.Mkdir(dir2+"/t/src", 0o755); err != nil {
@@ -493,7 +482,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 	if err := os.Remove(dir2 + "/t/src"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 20*time.Second, "the new problem on stderr", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "the new problem on stderr", func() bool {
 		return strings.Contains(d.stderr.String(), `"mount_point":"`+dir2+`/bind"`)
 	})
 	for _, l := range strings.Split(d.stderr.String(), "\n") {
@@ -537,7 +526,7 @@ func TestDaemonSystemdNotify(t *testing.T) {
 		return strings.Join(got, "\n")
 	}
 	startDaemon(t, cleanEnv("NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000"), "--log.target=stderr", "--interval=1h")
-	waitUntil(t, 30*time.Second, "READY=1, STATUS= and 3 WATCHDOG=1", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "READY=1, STATUS= and 3 WATCHDOG=1", func() bool {
 		s := all()
 		return strings.Contains(s, "READY=1") && strings.Contains(s, "STATUS=") && strings.Count(s, "WATCHDOG=1") >= 3
 	})
@@ -588,7 +577,7 @@ func TestDaemonHungFUSEScrapesAnswer(t *testing.T) {
 		t.Error(err)
 	}
 	r := d.value("mountwatchd_mount_table_reads_total ")
-	waitUntil(t, 20*time.Second, "the loop to keep reading", func() bool { return d.value("mountwatchd_mount_table_reads_total ") > r+5 })
+	testenv.WaitUntil(t, 20*time.Second, "the loop to keep reading", func() bool { return d.value("mountwatchd_mount_table_reads_total ") > r+5 })
 	if code, body := d.get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d %s", code, body)
 	}
@@ -614,14 +603,14 @@ func TestDaemonMountChangeEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q`, dir+"/bind")
-	waitUntil(t, 10*time.Second, "the new problem in /metrics", func() bool { _, ok := value(d.metrics(), series); return ok })
+	testenv.WaitUntil(t, 10*time.Second, "the new problem in /metrics", func() bool { _, ok := value(d.metrics(), series); return ok })
 	if ev := d.value("mountwatchd_mount_table_change_events_total "); ev < 1 {
 		t.Errorf("no change event counted (%v)", ev)
 	}
 	if err := syscall.Unmount(dir+"/bind", 0); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "the problem to go", func() bool { _, ok := value(d.metrics(), series); return !ok })
+	testenv.WaitUntil(t, 10*time.Second, "the problem to go", func() bool { _, ok := value(d.metrics(), series); return !ok })
 	if now := d.value("mountwatchd_mount_table_reads_total "); now <= reads {
 		t.Errorf("reads %v -> %v", reads, now)
 	}
@@ -670,7 +659,7 @@ func TestDaemonHungKubeletRoot(t *testing.T) {
 	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
 
 	d := startDaemon(t, nil, "--path.kubelet", kubelet, "--path.pod-logs", dir+"/kb-logs", "--interval=200ms", "--log.target=stderr")
-	waitUntil(t, 30*time.Second, "a read error counted", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 2 })
+	testenv.WaitUntil(t, 30*time.Second, "a read error counted", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 2 })
 	if !strings.Contains(d.stderr.String(), "took more than") {
 		t.Errorf("the blocked read is not logged:\n%s", d.stderr)
 	}
@@ -689,7 +678,7 @@ func TestDaemonHungKubeletRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q,pod_name="",pod_namespace="",pod_uid=%q`, mnt, uid)
-	waitUntil(t, 30*time.Second, "the problem once the server answers", func() bool { _, ok := value(d.metrics(), series); return ok })
+	testenv.WaitUntil(t, 30*time.Second, "the problem once the server answers", func() bool { _, ok := value(d.metrics(), series); return ok })
 	if !strings.Contains(d.stderr.String(), "mount table readable again") {
 		t.Errorf("recovery not logged:\n%s", d.stderr)
 	}
@@ -706,7 +695,7 @@ func TestDaemonUnreadableTableUnhealthy(t *testing.T) {
 	// Never readable: unhealthy from the start, read_success present as 0
 	// and no check ever succeeded.
 	d := launchDaemon(t, nil, func(int) bool { return true }, "--target.pid=999999999", "--log.target=stderr")
-	waitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
+	testenv.WaitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
 	if code, body := d.get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "/proc/999999999/mountinfo") {
 		t.Errorf("/healthz %d %q with --target.pid=999999999", code, body)
 	}
@@ -722,12 +711,12 @@ func TestDaemonUnreadableTableUnhealthy(t *testing.T) {
 	testenv.RequireRoot(t)
 	node := testenv.NewNode(t, "true")
 	d = launchDaemon(t, nil, func(int) bool { return true }, "--target.pid", strconv.Itoa(node.PID), "--interval=200ms", "--log.target=stderr")
-	waitUntil(t, 30*time.Second, "the first read", func() bool { return d.value("mountwatchd_mount_table_read_success ") == 1 })
+	testenv.WaitUntil(t, 30*time.Second, "the first read", func() bool { return d.value("mountwatchd_mount_table_read_success ") == 1 })
 	if code, body := d.get("/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz %d %s while the namespace exists", code, body)
 	}
 	node.Kill()
-	waitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
+	testenv.WaitUntil(t, 30*time.Second, "a failed read", func() bool { return d.value("mountwatchd_mount_table_read_errors_total ") >= 1 })
 	code, body := d.get("/healthz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "mount table cannot be read") || !strings.Contains(body, "/mountinfo") {
 		t.Errorf("/healthz %d %q after the target exited, want 503 naming the table", code, body)
@@ -767,7 +756,7 @@ func TestDaemonOtherNamespaceChangeEvent(t *testing.T) {
 	d := startDaemon(t, nil, "--target.pid", strconv.Itoa(node.PID), "--interval=1h", "--log.target=stderr")
 	node.Run(fmt.Sprintf("mkdir -p %[1]s/src %[1]s/bind && mount --bind %[1]s/src %[1]s/bind && rmdir %[1]s/src", dir))
 	series := fmt.Sprintf(`mountwatchd_problem{check="deleted_root",fstype="tmpfs",mountpoint=%q`, dir+"/bind")
-	waitUntil(t, 10*time.Second, "the other namespace's new problem", func() bool { _, ok := value(d.metrics(), series); return ok })
+	testenv.WaitUntil(t, 10*time.Second, "the other namespace's new problem", func() bool { _, ok := value(d.metrics(), series); return ok })
 	if data, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(data), dir+"/bind") {
 		t.Error("the node's mount is in the test's own namespace: the test proves nothing")
 	}
@@ -818,7 +807,7 @@ func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	waitUntil(t, 30*time.Second, "the TLS endpoint", func() bool { return get("/healthz", "prom", "s3cret") == http.StatusOK })
+	testenv.WaitUntil(t, 30*time.Second, "the TLS endpoint", func() bool { return get("/healthz", "prom", "s3cret") == http.StatusOK })
 	if code := get("/metrics", "prom", "s3cret"); code != http.StatusOK {
 		t.Errorf("/metrics with credentials: %d", code)
 	}

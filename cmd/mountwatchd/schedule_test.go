@@ -219,7 +219,7 @@ func probeScheduleScenario(t *testing.T, sh shell, dir string, target ...string)
 
 	// Settled: probe runs go on over the unchanged table, nothing is wrong.
 	r := d.probeRuns("stale_mount")
-	waitUntil(t, 20*time.Second, "two probe runs over the settled table", func() bool { return d.probeRuns("stale_mount") >= r+2 })
+	testenv.WaitUntil(t, 20*time.Second, "two probe runs over the settled table", func() bool { return d.probeRuns("stale_mount") >= r+2 })
 	awaitProblems(t, d, dir, "healthy", nil)
 	reads := d.value("mountwatchd_mount_table_reads_total ")
 	probes := d.value("mountwatchd_probes_total ")
@@ -272,26 +272,6 @@ func TestDaemonProbesUnchangedTableOtherNamespace(t *testing.T) {
 	}
 }
 
-// threadsOf is the number of OS threads of a process.
-func threadsOf(t *testing.T, pid int) int {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no Threads: in /proc/%d/status", pid)
-	return 0
-}
-
 // Chaos: three FUSE servers killed, stopped and resumed in a loop for 30
 // seconds while the daemon probes every second and a client scrapes. At
 // each settled moment /metrics reports exactly what is broken; a real
@@ -310,10 +290,10 @@ func TestDaemonProbeChaos(t *testing.T) {
 	d := startDaemon(t, nil, "--interval=1h", "--probe.interval=1s", "--probe.timeout=1s",
 		"--path.kubelet", kubelet, "--path.pod-logs", dir+"/logs", "--log.target=journald")
 	r := d.probeRuns("stale_mount")
-	waitUntil(t, 20*time.Second, "two probe runs", func() bool { return d.probeRuns("stale_mount") >= r+2 })
+	testenv.WaitUntil(t, 20*time.Second, "two probe runs", func() bool { return d.probeRuns("stale_mount") >= r+2 })
 	awaitProblems(t, d, dir, "healthy", nil)
 	goroutines := func() float64 { return d.value("go_goroutines ") }
-	baseG, baseT := goroutines(), threadsOf(t, d.cmd.Process.Pid)
+	baseG, baseT := goroutines(), testenv.ThreadsOf(t, d.cmd.Process.Pid)
 
 	// A client scrapes all along; every scrape must answer.
 	stop := make(chan struct{})
@@ -368,7 +348,7 @@ func TestDaemonProbeChaos(t *testing.T) {
 			var entries []map[string]any
 			for _, check := range []string{"stale_mount", "hung_mount"} {
 				n := breakages[check+" "+mp]
-				waitUntil(t, 10*time.Second, "journal entries of "+mp, func() bool {
+				testenv.WaitUntil(t, 10*time.Second, "journal entries of "+mp, func() bool {
 					entries = journalEntries(t, journalDir, "MOUNT_POINT="+mp, "CHECK="+check)
 					return len(entries) >= 2*n
 				})
@@ -397,15 +377,15 @@ func TestDaemonProbeChaos(t *testing.T) {
 	}
 	// Goroutines and threads back to their baseline: no probe is left
 	// blocked, no thread left pinned.
-	waitUntil(t, 20*time.Second, fmt.Sprintf("goroutines back to %v (now %v)", baseG, goroutines()), func() bool {
+	testenv.WaitUntil(t, 20*time.Second, fmt.Sprintf("goroutines back to %v (now %v)", baseG, goroutines()), func() bool {
 		return goroutines() <= baseG+2
 	})
 	// The runtime may keep a thread or two it started for other blocking
 	// syscalls under load (journal sends, table reads); a leak of the hung
 	// probes' threads would be one per stopped server per step.
 	// TestProberHungThreadsExit pins the exact behaviour with 20 probes.
-	waitUntil(t, 20*time.Second, fmt.Sprintf("threads back to %d (now %d)", baseT, threadsOf(t, d.cmd.Process.Pid)), func() bool {
-		return threadsOf(t, d.cmd.Process.Pid) <= baseT+3
+	testenv.WaitUntil(t, 20*time.Second, fmt.Sprintf("threads back to %d (now %d)", baseT, testenv.ThreadsOf(t, d.cmd.Process.Pid)), func() bool {
+		return testenv.ThreadsOf(t, d.cmd.Process.Pid) <= baseT+3
 	})
 	if b := d.value("mountwatchd_probes_blocked "); b != 0 {
 		t.Errorf("%v probes still blocked", b)

@@ -183,9 +183,12 @@ func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process 
 }
 
 // Threads is the number of OS threads of this process.
-func Threads(t testing.TB) int {
+func Threads(t testing.TB) int { return ThreadsOf(t, os.Getpid()) }
+
+// ThreadsOf is the number of OS threads of process pid.
+func ThreadsOf(t testing.TB, pid int) int {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +200,19 @@ func Threads(t testing.TB) int {
 			}
 		}
 	}
-	t.Fatal("no Threads: line in /proc/self/status")
+	t.Fatalf("no Threads: line in /proc/%d/status", pid)
 	return 0
+}
+
+// WaitUntil polls cond every 50 ms and fails the test when it is still
+// false after timeout.
+func WaitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
