@@ -46,7 +46,7 @@ func newLogfmtCore(level zapcore.LevelEnabler, w io.Writer) zapcore.Core {
 				}
 			case slog.LevelKey: // zap's names: info, warn, error, debug
 				if l, ok := a.Value.Any().(slog.Level); ok {
-					return slog.String(slog.LevelKey, zapLevel(l).String())
+					return slog.String(slog.LevelKey, slogLevel(l).String())
 				}
 			}
 			return a
@@ -104,4 +104,3 @@ func toSlogLevel(l zapcore.Level) slog.Level {
 	return slog.LevelDebug
 }
 
-func zapLevel(l slog.Level) zapcore.Level { return slogLevel(l) }
