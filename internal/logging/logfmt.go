@@ -103,4 +103,3 @@ func toSlogLevel(l zapcore.Level) slog.Level {
 	}
 	return slog.LevelDebug
 }
-
