@@ -69,6 +69,11 @@ type Config struct {
 	// Watchdog is the systemd watchdog timeout (WATCHDOG_USEC); 0: none.
 	// The daemon pets it every Watchdog/2 while the loop makes progress.
 	Watchdog time.Duration
+	// Publish, if set, is handed every State the daemon publishes (the
+	// first by New), in order, right after it becomes the one State
+	// returns: export.Exposition.Publish, which serves /metrics from it.
+	// It must not block.
+	Publish func(*export.State)
 }
 
 // Daemon runs the loop. Its State and Healthy methods are safe to call from
@@ -193,13 +198,21 @@ func New(cfg Config) *Daemon {
 		d.stats[c.ID()] = &export.CheckState{ID: c.ID(), Kind: c.Kind()}
 		states = append(states, *d.stats[c.ID()])
 	}
-	d.state.Store(&export.State{Checks: states})
+	d.store(&export.State{Checks: states})
 	d.beat()
 	return d
 }
 
 // State is the latest published state; never nil.
 func (d *Daemon) State() *export.State { return d.state.Load() }
+
+// store publishes st: the one place a State is published.
+func (d *Daemon) store(st *export.State) {
+	d.state.Store(st)
+	if d.cfg.Publish != nil {
+		d.cfg.Publish(st)
+	}
+}
 
 func (d *Daemon) beat() {
 	d.lastBeat.Store(time.Now().UnixNano())
@@ -570,7 +583,7 @@ func (d *Daemon) publish() {
 	for _, c := range d.cfg.Checks {
 		st.Checks = append(st.Checks, *d.stats[c.ID()])
 	}
-	d.state.Store(st)
+	d.store(st)
 	d.notify(st, complete)
 }
 
