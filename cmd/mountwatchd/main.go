@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -245,7 +246,12 @@ func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
 	sc := cfg.scan
 	limits := walk.ScanLimits{Budget: sc.budget, Rate: sc.rate}
 	if once {
+		// --once's pass completes in one run: its roots are walked on
+		// every core the process may use (GOMAXPROCS follows the CPU
+		// affinity and cgroup limit), under the same budget and rate.
+		// The daemon's runs stay one root at a time and resumable.
 		limits.Budget = sc.onceBudget
+		limits.Workers = runtime.GOMAXPROCS(0)
 	}
 	return []check.Check{
 		check.DeletedRootCheck{},

@@ -137,6 +137,8 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		}
 		r := c.roots[e.Root]
 		if v, err := e.GetXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
+			c.hits.Lock()
+			defer c.hits.Unlock()
 			set := c.pending[r.key()]
 			if set == nil {
 				set = map[string]bool{}

@@ -107,7 +107,9 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		}
 		if len(ovl) > 0 {
 			slices.Sort(ovl)
+			c.hits.Lock()
 			c.found[e.Path] = strayHit{path: e.Path, names: ovl, mnt: e.Mnt, root: c.w.Roots[e.Root].Path}
+			c.hits.Unlock()
 		}
 		return true
 	}

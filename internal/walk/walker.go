@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -45,6 +48,14 @@ type ScanLimits struct {
 	// MaxDepth is how deep below a root the walk goes (default 128): each
 	// level holds one file descriptor while the walk is in it.
 	MaxDepth int
+	// Workers is how many roots a pass walks at once (0 or 1: one at a
+	// time). With more, a Run that starts a pass gives each root to the
+	// next free worker, visit is called from that many goroutines at once,
+	// and Budget and Rate bound the workers together; a Run that stops
+	// before the pass is complete does not resume it, the next Run starts
+	// a new pass. For a pass that must complete in one Run (--once), not
+	// for the daemon's resumable, rate-limited runs.
+	Workers int
 }
 
 // TooDeepErr is the error of a full pass (--once) that left directories
@@ -128,8 +139,19 @@ type Walker struct {
 	procfs    string
 	visit     func(e *Entry) bool
 	stopErr   error
-	cursorSet bool   // the cursor of this stop is being recorded
-	xbuf      []byte // listxattr buffer, reused
+	cursorSet bool    // the cursor of this stop is being recorded
+	xbuf      []byte  // listxattr buffer, reused
+	shared    *shared // the run's workers' common budget, if parallel
+}
+
+// shared is what the workers of a parallel run (runParallel) share: the
+// budget left (<0: unlimited), the entries done, for the rate, and the
+// signal that one of them stopped.
+type shared struct {
+	limited bool
+	left    atomic.Int64
+	done    atomic.Int64
+	stop    atomic.Bool
 }
 
 // Entry is one directory entry: handed to the visitor of Run, or made with
@@ -235,6 +257,9 @@ func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed 
 	if !w.InPass {
 		w.Roots, w.next, w.cursor, w.InPass = newPass(), 0, nil, true
 	}
+	if w.Limits.Workers > 1 && len(w.Roots) > 1 && w.next == 0 && w.cursor == nil {
+		return w.runParallel()
+	}
 	for w.next < len(w.Roots) {
 		r := w.Roots[w.next]
 		w.cursorSet = false
@@ -262,6 +287,83 @@ func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed 
 	return true, rootErrs, nil
 }
 
+// runParallel is Run of a whole pass by Limits.Workers workers, each a
+// copy of w for the run (its own counters, xattr buffer and root index,
+// the same snapshot, inspected root and visit), that take the roots in
+// order. Their counters are summed into w at the end; root errors come in
+// root order, as from a sequential pass.
+func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
+	sh := &shared{limited: w.left >= 0}
+	sh.left.Store(int64(w.left))
+	var next atomic.Int64
+	workers := make([]*Walker, min(w.Limits.Workers, len(w.Roots)))
+	errs := make([][]error, len(workers))
+	stopped := make([]bool, len(workers))
+	var wg sync.WaitGroup
+	for i := range workers {
+		c := &Walker{Limits: w.Limits, host: w.host, Roots: w.Roots, snap: w.snap, hostFD: w.hostFD, left: -1,
+			started: w.started, ctx: w.ctx, procfs: w.procfs, visit: w.visit, shared: sh}
+		workers[i] = c
+		wg.Go(func() {
+			for !sh.stop.Load() {
+				r := int(next.Add(1) - 1)
+				if r >= len(w.Roots) {
+					return
+				}
+				c.next, c.cursorSet = r, false
+				fd, mnt, err := c.OpenRoot(w.Roots[r])
+				if err != nil {
+					errs[i] = append(errs[i], &RootError{Index: r, Err: err})
+					continue
+				}
+				stop := c.walkDir(fd, mnt, path.Clean(w.Roots[r].Path), "", 0, nil)
+				unix.Close(fd)
+				if stop {
+					stopped[i] = true
+					sh.stop.Store(true)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	anyStopped := false
+	for i, c := range workers {
+		w.Done += c.Done
+		w.Stats.Entries += c.Stats.Entries
+		w.SkippedMounts += c.SkippedMounts
+		w.tooDeep += c.tooDeep
+		w.walkErrors += c.walkErrors
+		w.mountLookups += c.mountLookups
+		if c.lastErr != "" {
+			w.lastErr = c.lastErr
+		}
+		if c.stopErr != nil && w.stopErr == nil {
+			w.stopErr = c.stopErr
+		}
+		rootErrs = append(rootErrs, errs[i]...)
+		anyStopped = anyStopped || stopped[i]
+	}
+	slices.SortFunc(rootErrs, func(a, b error) int { return a.(*RootError).Index - b.(*RootError).Index })
+	if w.left > 0 {
+		w.left = int(max(sh.left.Load(), 0))
+	}
+	w.cursor = nil
+	w.InPass = false // a parallel pass is walked whole or not resumed
+	if anyStopped {
+		w.Stats.Complete = false
+		if w.stopErr != nil {
+			return false, rootErrs, w.stopErr
+		}
+		w.Stats.BudgetExhausted++
+		return false, rootErrs, nil
+	}
+	w.next = len(w.Roots)
+	w.Stats.Passes++
+	w.Stats.Complete = true
+	return true, rootErrs, nil
+}
+
 func (w *Walker) noteErr(p string, err error) {
 	if errors.Is(err, unix.ENOENT) {
 		return // removed while we walked: pods come and go
@@ -273,6 +375,9 @@ func (w *Walker) noteErr(p string, err error) {
 // spend accounts for one entry; false means stop here (budget, rate
 // deadline or cancellation).
 func (w *Walker) spend() bool {
+	if w.shared != nil {
+		return w.spendShared()
+	}
 	if w.left == 0 {
 		return false
 	}
@@ -298,6 +403,42 @@ func (w *Walker) spend() bool {
 	if w.left > 0 {
 		w.left--
 	}
+	w.Done++
+	w.Stats.Entries++
+	return true
+}
+
+// spendShared is spend for a worker of a parallel run: the budget is the
+// workers' together, the rate counts every worker's entries, and any
+// worker's stop stops them all.
+func (w *Walker) spendShared() bool {
+	sh := w.shared
+	if sh.stop.Load() {
+		return false
+	}
+	if w.Done&255 == 0 {
+		if w.ctx.Err() != nil {
+			w.stopErr = context.Cause(w.ctx)
+			return false
+		}
+		if w.Limits.Rate > 0 {
+			due := w.started.Add(time.Duration(float64(sh.done.Load()) / w.Limits.Rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-w.ctx.Done():
+					t.Stop()
+					w.stopErr = context.Cause(w.ctx)
+					return false
+				}
+			}
+		}
+	}
+	if sh.limited && sh.left.Add(-1) < 0 {
+		return false
+	}
+	sh.done.Add(1)
 	w.Done++
 	w.Stats.Entries++
 	return true
