@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 //	MOUNTWATCHD_BENCH_REPS    interleaved repetitions per size, default 5
 //	MOUNTWATCHD_BENCH_IDLE    daemon idle window at 10,000 mounts, default 15s
 //	                          (the issue's figure is over 60s); 0 skips it
-//	MOUNTWATCHD_BENCH_PHASES  comma-separated subset of scale,idle,scrape,threads,scan
+//	MOUNTWATCHD_BENCH_PHASES  comma-separated subset of scale,idle,scrape,threads,scan,devzero
 //	MOUNTWATCHD_BENCH_NODE_EXPORTER  a node_exporter binary; else one on PATH,
 //	                          else `go install` of nodeExporterVersion once
 //	MOUNTWATCHD_BENCH_OUT     also write the table to this file
@@ -70,7 +70,7 @@ func loadSettings(b *testing.B) settings {
 		}
 		s.idle = d
 	}
-	phases := "scale,idle,scrape,threads,scan"
+	phases := "scale,idle,scrape,threads,scan,devzero"
 	if v := os.Getenv("MOUNTWATCHD_BENCH_PHASES"); v != "" {
 		phases = v
 	}
@@ -126,6 +126,9 @@ func BenchmarkNodeScale(b *testing.B) {
 	}
 	if s.phases["scan"] {
 		b.Run("scan", func(b *testing.B) { scanPhase(b, bin, s.reps, rep) })
+	}
+	if s.phases["devzero"] {
+		b.Run("devzero", func(b *testing.B) { devZeroPhase(b, bin, s.reps, rep) })
 	}
 	printReport(b, s, rep, time.Since(start))
 }
@@ -271,6 +274,31 @@ func idlePhase(b *testing.B, window time.Duration, bin string, node []string, la
 	}
 	rep.add(label+": daemon, default flags, unchanged table over "+w+", scraped every 15 s", fig, baseline, ratio)
 	d.stop(b)
+}
+
+// ----- a table that never ends
+
+// devZeroPhase: the peak RSS of --mountinfo /dev/zero, which reads up to
+// the 64 MiB default --mountinfo.max-bytes and refuses the table, beside
+// the same command on a one-line table (the process's own footprint); the
+// median of reps runs, interleaved.
+func devZeroPhase(b *testing.B, bin string, reps int, rep *report) {
+	small := filepath.Join(b.TempDir(), "one.mountinfo")
+	if err := os.WriteFile(small, []byte("22 1 259:1 / / rw - ext4 /dev/vda rw\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	var zero, one []int64
+	for range reps {
+		z := timeCmd(b, nil, bin, "--mountinfo", "/dev/zero", "--once.timeout=50s")
+		if z.code != 2 {
+			b.Fatalf("--mountinfo /dev/zero: exit %d, want 2", z.code)
+		}
+		o := timeCmd(b, nil, bin, "--mountinfo", small)
+		zero, one = append(zero, z.maxRSS), append(one, o.maxRSS)
+	}
+	z, o := medianInt(zero), medianInt(one)
+	rep.add("`--mountinfo /dev/zero`, refused at the 64 MiB `--mountinfo.max-bytes`: peak RSS", mib(z),
+		"`--mountinfo` of a one-line table: peak RSS "+mib(o), fmt.Sprintf("+%s", mib(z-o)))
 }
 
 // ----- scrapes under load
