@@ -297,7 +297,7 @@ func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
 	sh.left.Store(int64(w.left))
 	var next atomic.Int64
 	workers := make([]*Walker, min(w.Limits.Workers, len(w.Roots)))
-	errs := make([][]error, len(workers))
+	errs := make([][]*RootError, len(workers))
 	stopped := make([]bool, len(workers))
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -328,6 +328,7 @@ func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
 	}
 	wg.Wait()
 	anyStopped := false
+	var byRoot []*RootError
 	for i, c := range workers {
 		w.Done += c.Done
 		w.Stats.Entries += c.Stats.Entries
@@ -341,10 +342,13 @@ func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
 		if c.stopErr != nil && w.stopErr == nil {
 			w.stopErr = c.stopErr
 		}
-		rootErrs = append(rootErrs, errs[i]...)
+		byRoot = append(byRoot, errs[i]...)
 		anyStopped = anyStopped || stopped[i]
 	}
-	slices.SortFunc(rootErrs, func(a, b error) int { return a.(*RootError).Index - b.(*RootError).Index })
+	slices.SortFunc(byRoot, func(a, b *RootError) int { return a.Index - b.Index })
+	for _, e := range byRoot {
+		rootErrs = append(rootErrs, e)
+	}
 	if w.left > 0 {
 		w.left = int(max(sh.left.Load(), 0))
 	}
