@@ -88,8 +88,9 @@ func runDaemon(cfg config, stderr io.Writer) int {
 		_, err := sddaemon.SdNotify(false, state)
 		return err
 	}
+	cs, prober := checks(cfg, log, true, false)
 	d := daemon.New(daemon.Config{
-		Host: cfg.host, Checks: checks(cfg, log, true, false),
+		Host: cfg.host, Checks: cs, Prober: prober,
 		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
 		Log: log, Notify: notify, Watchdog: watchdog,
 	})

@@ -230,31 +230,30 @@ func (sc scanConfig) validate() error {
 	return nil
 }
 
-// checks is the catalogue, in report order. The probing checks come before
-// shadowed_mount, which reads the prober's latest round. once gives the
-// scanning checks the budget of one full pass.
-func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
+// checks builds the catalogue (every registered check, in report order)
+// and the prober that makes their probe rounds. once gives the scanning
+// checks the budget of one full pass.
+func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe.Prober) {
 	prober := probe.NewProber(cfg.probe, probe.SysFS{})
-	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
+	sc := cfg.scan
+	cc := &check.Config{
+		Fusectl:        cfg.fusectl,
+		ScanLimits:     walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
+		FullPass:       once,
+		ScanRoots:      sc.roots,
+		SnapshotRoot:   sc.snapshotsDir(),
+		ContainerdRoot: sc.containerdRoot,
+	}
+	if once {
+		cc.ScanLimits.Budget = sc.onceBudget
+	}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
-			hung.FusectlErr = err
+			cc.FusectlErr = err
 			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
 		}
 	}
-	sc := cfg.scan
-	limits := walk.ScanLimits{Budget: sc.budget, Rate: sc.rate}
-	if once {
-		limits.Budget = sc.onceBudget
-	}
-	return []check.Check{
-		check.DeletedRootCheck{},
-		check.StaleMountCheck{Prober: prober},
-		hung,
-		check.ShadowedMountCheck{Prober: prober},
-		&check.OpaquePropagationCheck{SnapshotRoot: sc.snapshotsDir(), ContainerdRoot: sc.containerdRoot, Limits: limits, FullPass: once},
-		&check.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshotsDir(), Limits: limits, FullPass: once},
-	}
+	return check.Catalogue(cc), prober
 }
 
 // errOnceTimeout is the cause of --once's deadline: what a check cut short
@@ -284,8 +283,9 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	if more := snap.ParseErrorTotal() - len(snap.ParseErrors); more > 0 {
 		log.Warn("more mount table lines not parsed", zap.String("table", snap.Path), zap.Int("more", more))
 	}
-	runner := &check.Runner{Checks: checks(cfg, log, snap.Live, true)}
-	rep := runner.Run(ctx, snap)
+	cs, prober := checks(cfg, log, snap.Live, true)
+	rep := (&check.Runner{Checks: cs, Prober: prober}).Run(ctx, snap)
+	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
 		if c.Status == check.StatusError {
 			log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))

@@ -7,19 +7,10 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// ID is the stable, documented name of a check.
+// ID is the stable, documented name of a check. IDs appear in JSON
+// reports, metric labels and journal fields; never rename one. Each is
+// declared in its check's file.
 type ID string
-
-// The checks. These ids appear in JSON reports, metric labels and journal
-// fields; never rename one.
-const (
-	DeletedRoot       ID = "deleted_root"
-	StaleMount        ID = "stale_mount"
-	HungMount         ID = "hung_mount"
-	ShadowedMount     ID = "shadowed_mount"
-	OpaquePropagation ID = "opaque_propagation"
-	StrayOverlayXattr ID = "stray_overlay_xattr"
-)
 
 // Severity of a finding.
 type Severity string

@@ -17,6 +17,21 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
+// OpaquePropagation is the ID of OpaquePropagationCheck.
+const OpaquePropagation ID = "opaque_propagation"
+
+var opaquePropagationDecl = Decl{
+	ID: OpaquePropagation, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 50,
+	MessageID:  "7aac74898c294e34ac64c74e85f8b140",
+	Severities: []Severity{Critical, Warning},
+	New: func(cfg *Config) Check {
+		return &OpaquePropagationCheck{SnapshotRoot: cfg.SnapshotRoot, ContainerdRoot: cfg.ContainerdRoot,
+			Limits: cfg.ScanLimits, FullPass: cfg.FullPass}
+	},
+}
+
+func init() { Register(opaquePropagationDecl) }
+
 // maxDirList bounds how many entries of one directory are read to count the
 // entries an opaque marker hides.
 const maxDirList = 100_000
@@ -63,14 +78,6 @@ type OpaquePropagationCheck struct {
 	notes   []string                   // overlays the last Run left out, and why
 }
 
-// Notes implements Noter: the overlays whose layers the inspected root
-// cannot reach, which the last Run did not scan.
-func (c *OpaquePropagationCheck) Notes() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.notes)
-}
-
 // layerRoot is a layer directory walked with one xattr prefix.
 type layerRoot struct {
 	dir, prefix string
@@ -78,16 +85,20 @@ type layerRoot struct {
 
 func (r layerRoot) key() string { return r.prefix + "\x00" + r.dir }
 
-// ID implements Check.
-func (*OpaquePropagationCheck) ID() ID { return OpaquePropagation }
+// Decl implements Check.
+func (*OpaquePropagationCheck) Decl() Decl { return opaquePropagationDecl }
 
-// Kind implements Check.
-func (*OpaquePropagationCheck) Kind() Kind { return ScanCheck }
-
-// Run implements Check.
-func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
+// Run implements Check. Its notes are the overlays whose layers the
+// inspected root cannot reach, which the run did not scan.
+func (c *OpaquePropagationCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	found, err := c.run(ctx, env.Snapshot, env.Root)
+	st := c.w.Stats
+	return Outcome{Findings: found, Err: err, Notes: slices.Clone(c.notes), Scan: &st}
+}
+
+func (c *OpaquePropagationCheck) run(ctx context.Context, s *mounts.Snapshot, root *mounts.Root) ([]Finding, error) {
 	c.w.Limits = c.Limits
 	snapRoot := snapshotRoot(c.SnapshotRoot)
 
@@ -105,7 +116,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 		return nil, errors.Join(errs...)
 	}
 
-	if err := c.w.Begin(ctx, s); err != nil {
+	if err := c.w.Begin(ctx, s, root); err != nil {
 		return nil, errors.Join(append(errs, err)...)
 	}
 	defer c.w.End()

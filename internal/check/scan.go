@@ -17,7 +17,7 @@ type scanner struct {
 }
 
 // Stats is the progress of the check's scan since the check value was made
-// (ScanStatser).
+// (Outcome.Scan).
 func (s *scanner) Stats() walk.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -13,6 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// StrayOverlayXattr is the ID of StrayOverlayXattrCheck.
+const StrayOverlayXattr ID = "stray_overlay_xattr"
+
+var strayOverlayXattrDecl = Decl{
+	ID: StrayOverlayXattr, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 60,
+	MessageID:  "2e99fe2d89da4cda87a3051b0f19042e",
+	Severities: []Severity{Warning},
+	New: func(cfg *Config) Check {
+		return &StrayOverlayXattrCheck{Roots: cfg.ScanRoots, SnapshotRoot: cfg.SnapshotRoot, Limits: cfg.ScanLimits,
+			FullPass: cfg.FullPass}
+	},
+}
+
+func init() { Register(strayOverlayXattrDecl) }
+
 // StrayOverlayXattrCheck finds files and directories under the kubelet pod
 // volume trees (<kubelet>/pods/*/volumes/**) and under Roots that carry
 // trusted.overlay.* or user.overlay.* xattrs while not being inside a layer,
@@ -48,16 +63,19 @@ type strayHit struct {
 	root  string
 }
 
-// ID implements Check.
-func (*StrayOverlayXattrCheck) ID() ID { return StrayOverlayXattr }
-
-// Kind implements Check.
-func (*StrayOverlayXattrCheck) Kind() Kind { return ScanCheck }
+// Decl implements Check.
+func (*StrayOverlayXattrCheck) Decl() Decl { return strayOverlayXattrDecl }
 
 // Run implements Check.
-func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
+func (c *StrayOverlayXattrCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	found, err := c.run(ctx, env.Snapshot, env.Root)
+	st := c.w.Stats
+	return Outcome{Findings: found, Err: err, Scan: &st}
+}
+
+func (c *StrayOverlayXattrCheck) run(ctx context.Context, s *mounts.Snapshot, root *mounts.Root) ([]Finding, error) {
 	c.w.Limits = c.Limits
 	snapRoot := snapshotRoot(c.SnapshotRoot)
 	live := liveOverlayDirs(s, snapRoot)
@@ -66,7 +84,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 	if !walk.TrustedXattrsVisible() {
 		errs = append(errs, ErrNoTrustedXattrs)
 	}
-	if err := c.w.Begin(ctx, s); err != nil {
+	if err := c.w.Begin(ctx, s, root); err != nil {
 		return nil, err
 	}
 	defer c.w.End()

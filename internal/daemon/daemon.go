@@ -28,6 +28,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // Defaults for Config.
@@ -46,6 +47,9 @@ const (
 type Config struct {
 	Host   mounts.Host
 	Checks []check.Check
+	// Prober makes the probe rounds of the checks that need them
+	// (check.Runner.Prober); nil when none does.
+	Prober *probe.Prober
 	// Interval is the longest time between two reads of the mount table,
 	// whether or not the kernel reported a change.
 	Interval      time.Duration
@@ -180,7 +184,7 @@ func New(cfg Config) *Daemon {
 			l.interval = cfg.ScanInterval
 		}
 		for _, c := range cfg.Checks {
-			if c.Kind() == k {
+			if c.Decl().Kind == k {
 				l.checks = append(l.checks, c)
 			}
 		}
@@ -190,8 +194,8 @@ func New(cfg Config) *Daemon {
 	}
 	var states []export.CheckState
 	for _, c := range cfg.Checks {
-		d.stats[c.ID()] = &export.CheckState{ID: c.ID(), Kind: c.Kind()}
-		states = append(states, *d.stats[c.ID()])
+		d.stats[c.Decl().ID] = &export.CheckState{ID: c.Decl().ID, Kind: c.Decl().Kind}
+		states = append(states, *d.stats[c.Decl().ID])
 	}
 	d.state.Store(&export.State{Checks: states})
 	d.beat()
@@ -340,7 +344,7 @@ func (d *Daemon) readTable(ctx context.Context) error {
 	d.logParseErrors(snap)
 	d.setSnapshot(snap)
 	if l := d.laneOf(check.TableCheck); l != nil {
-		rep := (&check.Runner{Checks: l.checks}).Run(ctx, snap)
+		rep := (&check.Runner{Checks: l.checks, Prober: d.cfg.Prober}).Run(ctx, snap)
 		d.laneDone(laneResult{lane: l, rep: rep, seq: d.snapSeq, end: time.Now()})
 	}
 	d.publish()
@@ -419,7 +423,7 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
-		rep := (&check.Runner{Checks: l.checks}).Run(rctx, snap)
+		rep := (&check.Runner{Checks: l.checks, Prober: d.cfg.Prober}).Run(rctx, snap)
 		select {
 		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:
 		case <-ctx.Done():
@@ -455,7 +459,7 @@ func (d *Daemon) logCheckState(c check.Result) {
 	case check.StatusSkipped:
 		msg = "skipped: " + c.Reason
 	default:
-		if c.Reason != "" { // what a check that ran left out on purpose (check.Noter)
+		if c.Reason != "" { // what a check that ran left out on purpose (check.Outcome.Notes)
 			msg = "note: " + c.Reason
 		}
 	}
@@ -527,7 +531,7 @@ func (d *Daemon) merge() *check.Report {
 		}
 	}
 	for _, c := range d.cfg.Checks {
-		if r, ok := byID[c.ID()]; ok {
+		if r, ok := byID[c.Decl().ID]; ok {
 			rep.Checks = append(rep.Checks, r)
 		}
 	}
@@ -568,7 +572,7 @@ func (d *Daemon) publish() {
 		st.LastComplete = oldest
 	}
 	for _, c := range d.cfg.Checks {
-		st.Checks = append(st.Checks, *d.stats[c.ID()])
+		st.Checks = append(st.Checks, *d.stats[c.Decl().ID])
 	}
 	d.state.Store(st)
 	d.notify(st, complete)
@@ -634,7 +638,7 @@ func (d *Daemon) petWatchdog(ctx context.Context) {
 func (d *Daemon) Checks() []check.ID {
 	var ids []check.ID
 	for _, c := range d.cfg.Checks {
-		ids = append(ids, c.ID())
+		ids = append(ids, c.Decl().ID)
 	}
 	return slices.Clip(ids)
 }

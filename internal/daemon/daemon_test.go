@@ -61,9 +61,15 @@ type fakeCheck struct {
 	err   error // returned by Run
 }
 
-func (c *fakeCheck) ID() check.ID     { return c.id }
-func (c *fakeCheck) Kind() check.Kind { return c.kind }
-func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Finding, error) {
+func (c *fakeCheck) Decl() check.Decl {
+	d := check.Decl{ID: c.id, Kind: c.kind}
+	if c.kind != check.TableCheck {
+		d.Needs = check.NeedsLive | check.NeedsRoot
+	}
+	return d
+}
+
+func (c *fakeCheck) Run(ctx context.Context, env *check.Env) check.Outcome {
 	c.mu.Lock()
 	c.runs++
 	block := c.block
@@ -72,16 +78,16 @@ func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Findin
 		select {
 		case <-block:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return check.Outcome{Err: ctx.Err()}
 		}
 	}
 	c.mu.Lock()
 	err := c.err
 	c.mu.Unlock()
 	if c.find == nil {
-		return nil, err
+		return check.Outcome{Err: err}
 	}
-	return c.find(s), err
+	return check.Outcome{Findings: c.find(env.Snapshot), Err: err}
 }
 
 func (c *fakeCheck) setErr(err error) {

@@ -6,16 +6,18 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// MessageIDs are the journal MESSAGE_IDs of problem entries, one per check,
-// fixed forever so that `journalctl MESSAGE_ID=<id>` finds every appearance,
-// severity change and clearing of one kind of problem. README.md lists them.
-var MessageIDs = map[check.ID]string{
-	check.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
-	check.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
-	check.HungMount:         "0b3bc3277687449192a2a991a8da58f0",
-	check.ShadowedMount:     "b54f1f2dd8154b68baf59c4299f22c7d",
-	check.OpaquePropagation: "7aac74898c294e34ac64c74e85f8b140",
-	check.StrayOverlayXattr: "2e99fe2d89da4cda87a3051b0f19042e",
+// MessageIDs are the journal MESSAGE_IDs of problem entries, one per
+// registered check (check.Decl.MessageID), fixed forever so that
+// `journalctl MESSAGE_ID=<id>` finds every appearance, severity change and
+// clearing of one kind of problem. README.md lists them.
+var MessageIDs = messageIDs()
+
+func messageIDs() map[check.ID]string {
+	ids := map[check.ID]string{}
+	for _, d := range check.Declared() {
+		ids[d.ID] = d.MessageID
+	}
+	return ids
 }
 
 // Journal priorities (syslog levels) of problem entries.

@@ -69,18 +69,6 @@ func (h Host) Path(p string) string {
 	return filepath.Join(h.proc(), "root", p)
 }
 
-// OpenRoot opens the inspected namespace's root (O_PATH): the start of every
-// path the probing and scanning checks resolve. Its error wraps
-// ErrNamespaceUnreachable and names what is missing.
-func (h Host) OpenRoot() (int, error) {
-	root := h.Path("/")
-	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, NamespaceRootError(root, h.PID, err)
-	}
-	return fd, nil
-}
-
 // NamespaceRootError explains a failure to open root (the inspected namespace's
 // root, as <procfs>/<pid>/root for pid != 0).
 func NamespaceRootError(root string, pid int, err error) error {

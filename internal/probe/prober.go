@@ -133,6 +133,9 @@ type Round struct {
 	Snapshot *mounts.Snapshot
 	Results  map[int]Result
 	Stats    Stats
+	// Timeout is how long each probe of the round could take before its
+	// connection was reported hung.
+	Timeout time.Duration
 }
 
 // Prober probes connections (filesystems, by major:minor), at most one probe
@@ -195,51 +198,18 @@ func (p *Prober) Stats() Stats {
 	return st
 }
 
-// Round probes every probed connection of s anew and returns the result.
-// The probing checks of one run of the checks share one round: inside a
-// context made by WithRun, a second Round of the same snapshot returns the
-// round already made in that run. Without one, every call probes: a FUSE
-// server that dies, hangs or recovers changes nothing in the mount table,
-// so a round must never be reused just because the table is unchanged.
-// Round returns within the probe timeout of the last probe started,
-// whatever the mounts do.
+// Round probes every probed connection of s anew and returns the result:
+// a FUSE server that dies, hangs or recovers changes nothing in the mount
+// table, so a round is never reused because the table is unchanged. The
+// probing checks of one run of the checks share one round, which the
+// check.Runner makes and passes to them. Round returns within the probe
+// timeout of the last probe started, whatever the mounts do.
 func (p *Prober) Round(ctx context.Context, s *mounts.Snapshot) *Round {
-	if run, ok := ctx.Value(runKey{}).(*run); ok {
-		run.mu.Lock()
-		defer run.mu.Unlock()
-		if r := run.rounds[p]; r != nil && r.Snapshot == s {
-			return r
-		}
-		r := p.newRound(ctx, s)
-		run.rounds[p] = r
-		return r
-	}
-	return p.newRound(ctx, s)
-}
-
-func (p *Prober) newRound(ctx context.Context, s *mounts.Snapshot) *Round {
 	p.roundMu.Lock()
 	defer p.roundMu.Unlock()
 	r := p.round(ctx, s)
 	p.last.Store(r)
 	return r
-}
-
-// run is one run of the checks: the rounds its probing checks share.
-type run struct {
-	mu     sync.Mutex
-	rounds map[*Prober]*Round
-}
-
-type runKey struct{}
-
-// WithRun returns a context for one run of the checks (the Runner makes
-// one per Run): the probing checks run with it share one round of each
-// prober, so stale_mount and hung_mount of the same run see the same
-// answers and no connection is probed twice in a run. The next run makes a
-// new context and so probes anew.
-func WithRun(ctx context.Context) context.Context {
-	return context.WithValue(ctx, runKey{}, &run{rounds: map[*Prober]*Round{}})
 }
 
 // conn is one connection to probe: its reachable mounts, the one to probe
@@ -278,7 +248,7 @@ func (p *Prober) connections(s *mounts.Snapshot) []*conn {
 }
 
 func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
-	r := &Round{Snapshot: s, Results: map[int]Result{}}
+	r := &Round{Snapshot: s, Results: map[int]Result{}, Timeout: p.cfg.Timeout}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
 	root := s.Host.Path("/")

@@ -6,7 +6,6 @@ import (
 	"path"
 	"strings"
 
-	"github.com/mountwatchd/mountwatchd/internal/resolve"
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -76,11 +75,7 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	} else {
 		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
 	}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	pfd, err := resolve.Openat2(w.hostFD, rel, &how)
+	pfd, err := w.root.Open(p, how)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) && !r.InRoot {
 			return -1, 0, fmt.Errorf("scan root %s: a component is a symlink; give the real path (mount points are real paths): %w", p, err)
@@ -171,11 +166,7 @@ func (w *Walker) Unreachable(dir string, overlayID int) string {
 	if w.hangsOnTheWay(p) != nil {
 		return ""
 	}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := resolve.Openat2(w.hostFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+	fd, err := w.root.Open(p, unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):

@@ -120,9 +120,9 @@ type Walker struct {
 
 	// per run
 	snap      *mounts.Snapshot // the table of this run: its mount-point and id indexes
-	hostFD    int
-	left      int // entries left in this run's budget; <0 unlimited
-	Done      int // entries this run
+	root      *mounts.Root     // the inspected root of this run, the caller's
+	left      int              // entries left in this run's budget; <0 unlimited
+	Done      int              // entries this run
 	started   time.Time
 	ctx       context.Context
 	procfs    string
@@ -196,9 +196,13 @@ func (e *Entry) Guard() error {
 // with what it walks and not with the size of the table (a test counts it).
 func (w *Walker) MountLookups() uint64 { return w.mountLookups }
 
-// begin starts a run over snapshot s: it opens the inspected root and
-// indexes the mounts. Every begin is followed by end.
-func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
+// Begin starts a run over snapshot s, resolving every root below root (the
+// inspected namespace's, open; the caller closes it after End). Every
+// Begin is followed by End.
+func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot, root *mounts.Root) error {
+	if root == nil {
+		return fmt.Errorf("%w: no inspected root to walk from", mounts.ErrNamespaceUnreachable)
+	}
 	w.snap = s
 	w.left = -1
 	if w.Limits.Budget > 0 {
@@ -210,19 +214,13 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
 	w.Done, w.started, w.ctx, w.stopErr, w.tooDeep = 0, time.Now(), ctx, nil, 0
 	w.host = s.Host
 	w.procfs = w.host.WithDefaults().Procfs
-	fd, err := w.host.OpenRoot()
-	if err != nil {
-		return err
-	}
-	w.hostFD = fd
+	w.root = root
 	return nil
 }
 
+// End ends the run Begin started.
 func (w *Walker) End() {
-	if w.hostFD > 0 {
-		unix.Close(w.hostFD)
-	}
-	w.hostFD = -1
+	w.root = nil
 	w.snap = nil // a walker kept between runs holds no table
 }
 
