@@ -71,12 +71,16 @@ func (h Host) Path(p string) string {
 
 // NamespaceRootError explains a failure to open root (the inspected namespace's
 // root, as <procfs>/<pid>/root for pid != 0).
-func NamespaceRootError(root string, pid int, err error) error {
+func NamespaceRootError(root string, pid int, err error) error { return rootError(root, pid != 0, err) }
+
+// rootError explains a failure to open root, another process's root when
+// other is set.
+func rootError(root string, other bool, err error) error {
 	hint := ""
 	switch {
-	case pid != 0 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
+	case other && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
 		hint = "; reaching another process's files (" + root + ") needs CAP_SYS_PTRACE"
-	case pid != 0 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
+	case other && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
 		hint = "; the process has exited"
 	}
 	return fmt.Errorf("%w: open %s: %w%s", ErrNamespaceUnreachable, root, err, hint)

@@ -21,17 +21,16 @@ type Root struct {
 // OpenRoot opens the inspected namespace's root: the start of every path
 // the probing and scanning checks resolve. Its error wraps
 // ErrNamespaceUnreachable and names what is missing.
-func (h Host) OpenRoot() (*Root, error) {
-	return OpenRootAt(h.Path("/"), h.PID)
-}
+func (h Host) OpenRoot() (*Root, error) { return OpenRootAt(h.Path("/")) }
 
-// OpenRootAt opens dir as the root of the namespace of pid (0: our own),
-// for a caller that has only the path of the root (the prober's FS). Its
-// error wraps ErrNamespaceUnreachable.
-func OpenRootAt(dir string, pid int) (*Root, error) {
+// OpenRootAt opens dir as the inspected namespace's root, for a caller that
+// has only Host.Path("/"): / for our own namespace, <procfs>/<pid>/root for
+// another process's (the prober's FS, which may run in a helper process).
+// Its error wraps ErrNamespaceUnreachable and names what is missing.
+func OpenRootAt(dir string) (*Root, error) {
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, NamespaceRootError(dir, pid, err)
+		return nil, rootError(dir, path.Clean(dir) != "/", err)
 	}
 	return &Root{fd: fd, path: dir}, nil
 }
