@@ -141,32 +141,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
-		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
-		return exitUnknown
-	}
-	if cfg.probeFSTypes == "" {
-		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
-	}
-	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
-		}
-	}
-	if cfg.host.PID < 0 {
-		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
-		return exitUnknown
-	}
-	if cfg.maxTableBytes <= 0 {
-		fmt.Fprintf(stderr, "mountwatchd: --mountinfo.max-bytes=%s: want a positive size\n", cfg.maxTableBytes)
-		return exitUnknown
-	}
-	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
-	if cfg.mountinfo != "" && cfg.pidFlag.set {
-		fmt.Fprintln(stderr, "mountwatchd: --mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
-		return exitUnknown
-	}
-	if err := cfg.scan.validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
 	}
@@ -178,25 +153,58 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 
 	if cfg.once || cfg.mountinfo != "" {
-		// --once answers within its budget: probes get half of it, and
-		// the scan is not rate limited unless asked (the rate protects a
-		// node from a daemon scanning all day, not from one pass).
-		if cfg.onceTimeout <= 0 {
-			fmt.Fprintf(stderr, "mountwatchd: --once.timeout=%s: want a positive duration\n", cfg.onceTimeout)
+		if err := cfg.forOnce(); err != nil {
+			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 			return exitUnknown
-		}
-		if !cfg.probeTimeoutSet {
-			cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
-		} else if cfg.probe.Timeout >= cfg.onceTimeout {
-			fmt.Fprintf(stderr, "mountwatchd: --probe.timeout=%s must be shorter than --once.timeout=%s\n", cfg.probe.Timeout, cfg.onceTimeout)
-			return exitUnknown
-		}
-		if !cfg.scan.rateSet {
-			cfg.scan.rate = 0
 		}
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
 	return runDaemon(cfg, stderr)
+}
+
+// validate checks the flags that kingpin cannot and fills in what follows
+// from them (the probed types, the table cap).
+func (cfg *config) validate() error {
+	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
+		return errors.New("--probe.timeout and --probe.max-blocked must be positive")
+	}
+	if cfg.probeFSTypes == "" {
+		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
+	}
+	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
+		}
+	}
+	if cfg.host.PID < 0 {
+		return fmt.Errorf("--target.pid=%d: want a PID, or 0 for our own namespace", cfg.host.PID)
+	}
+	if cfg.maxTableBytes <= 0 {
+		return fmt.Errorf("--mountinfo.max-bytes=%s: want a positive size", cfg.maxTableBytes)
+	}
+	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
+	if cfg.mountinfo != "" && cfg.pidFlag.set {
+		return errors.New("--mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
+	}
+	return cfg.scan.validate()
+}
+
+// forOnce sets the budgets of --once: it answers within its budget, probes
+// get half of it, and the scan is not rate limited unless asked (the rate
+// protects a node from a daemon scanning all day, not from one pass).
+func (cfg *config) forOnce() error {
+	if cfg.onceTimeout <= 0 {
+		return fmt.Errorf("--once.timeout=%s: want a positive duration", cfg.onceTimeout)
+	}
+	if !cfg.probeTimeoutSet {
+		cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
+	} else if cfg.probe.Timeout >= cfg.onceTimeout {
+		return fmt.Errorf("--probe.timeout=%s must be shorter than --once.timeout=%s", cfg.probe.Timeout, cfg.onceTimeout)
+	}
+	if !cfg.scan.rateSet {
+		cfg.scan.rate = 0
+	}
+	return nil
 }
 
 func addScanFlags(app *kingpin.Application, sc *scanConfig) {

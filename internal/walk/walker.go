@@ -305,22 +305,9 @@ func (w *Walker) spend() bool {
 // below root) from resume, and closes nothing: the caller owns fd. It
 // returns true when the walk stopped and w.cursor says where.
 func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (stopped bool) {
-	var pos int64
-	if len(resume) > 0 {
-		cur := resume[0]
-		if cur.child != "" {
-			if w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
-				w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
-				return true
-			}
-		}
-		if cur.off != 0 {
-			if _, err := unix.Seek(fd, cur.off, 0); err != nil {
-				w.noteErr(p, err)
-				return false
-			}
-			pos = cur.off
-		}
+	pos, stopped, ok := w.resumeDir(fd, mnt, p, rel, depth, resume)
+	if stopped || !ok {
+		return stopped
 	}
 	buf := make([]byte, 32<<10)
 	for {
@@ -352,32 +339,57 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 				w.setCursor(depth, cursorLevel{off: pos})
 				return true
 			}
-			cp := p + "/" + name
-			if p == "/" {
-				cp = "/" + name
-			}
-			crel := name
-			if rel != "" {
-				crel = rel + "/" + name
-			}
-			typ := d.Type
-			if typ == unix.DT_UNKNOWN {
-				var st unix.Statx_t
-				if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
-					unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-					typ = unix.DT_DIR
-				}
-			}
-			e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
-			if w.visit(&e) && typ == unix.DT_DIR {
-				if w.descend(fd, mnt, p, rel, depth, name, nil) {
-					w.setCursor(depth, cursorLevel{off: d.Off, child: name})
-					return true
-				}
+			if w.visitEntry(fd, mnt, p, rel, depth, name, d.Type) {
+				w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+				return true
 			}
 			pos = d.Off
 		}
 	}
+}
+
+// resumeDir walks on from the cursor level resume[0] in fd: into the
+// subdirectory the last run stopped in, then to the position it had read
+// to. It returns that position, whether the walk stopped again, and false
+// when the position cannot be reached.
+func (w *Walker) resumeDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (pos int64, stopped, ok bool) {
+	if len(resume) == 0 {
+		return 0, false, true
+	}
+	cur := resume[0]
+	if cur.child != "" && w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
+		w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
+		return 0, true, false
+	}
+	if cur.off != 0 {
+		if _, err := unix.Seek(fd, cur.off, 0); err != nil {
+			w.noteErr(p, err)
+			return 0, false, false
+		}
+	}
+	return cur.off, false, true
+}
+
+// visitEntry hands entry name of fd to the visitor and descends into it when
+// the visitor asks and it is a directory; true when the walk stopped inside.
+func (w *Walker) visitEntry(fd, mnt int, p, rel string, depth int, name string, typ uint8) bool {
+	cp := p + "/" + name
+	if p == "/" {
+		cp = "/" + name
+	}
+	crel := name
+	if rel != "" {
+		crel = rel + "/" + name
+	}
+	if typ == unix.DT_UNKNOWN {
+		var st unix.Statx_t
+		if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+			unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			typ = unix.DT_DIR
+		}
+	}
+	e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
+	return w.visit(&e) && typ == unix.DT_DIR && w.descend(fd, mnt, p, rel, depth, name, nil)
 }
 
 // descend walks subdirectory name of fd; true when the walk stopped inside.
