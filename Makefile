@@ -117,7 +117,8 @@ test: check
 check: fmt vet tidy lint shellcheck
 
 # golangci-lint with the repo's .golangci.yml (errcheck, errorlint,
-# staticcheck, unused, ...); shellcheck on every shell script we ship or run.
+# staticcheck, unused, revive's exported rule: doc comments start with the
+# name they document, ...); shellcheck on every shell script we ship or run.
 lint:
 	$(GOLANGCI_LINT) run ./...
 	cd packaging/image && $(GOLANGCI_LINT) run ./...

@@ -37,6 +37,7 @@ type Host struct {
 	MaxTableBytes int64
 }
 
+// WithDefaults is h with the default of every field left empty.
 func (h Host) WithDefaults() Host {
 	if h.Procfs == "" {
 		h.Procfs = DefaultProcfs

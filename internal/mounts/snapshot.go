@@ -139,7 +139,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 	return s, nil
 }
 
-// indexSnapshot builds the lookups every check uses.
+// IndexSnapshot builds the lookups every check uses.
 func IndexSnapshot(s *Snapshot) *Snapshot {
 	s.byDev = make(map[string][]*Mount)
 	s.byMountpoint = make(map[string][]*Mount, len(s.Mounts))

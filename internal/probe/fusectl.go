@@ -39,7 +39,7 @@ func EnsureFusectl(dir string, mount bool) error {
 	return nil
 }
 
-// fuseWaiting reads how many requests of FUSE connection minor are waiting
+// FuseWaiting reads how many requests of FUSE connection minor are waiting
 // for an answer. Reading fusectl never blocks.
 func FuseWaiting(dir string, minor int) (int, error) {
 	data, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(minor), "waiting"))

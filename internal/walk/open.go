@@ -11,7 +11,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// openRel opens directory rel (slash separated) below root r, one
+// OpenRel opens directory rel (slash separated) below root r, one
 // component at a time with O_NOFOLLOW, entering no other mount.
 func (w *Walker) OpenRel(r Root, rel string) (int, error) {
 	fd, mnt, err := w.OpenRoot(r)
@@ -59,7 +59,7 @@ func (w *Walker) hangsOnTheWay(p string) *mounts.Mount {
 	return m
 }
 
-// openRoot opens a root directory for reading after checking, from the
+// OpenRoot opens a root directory for reading after checking, from the
 // snapshot, that no mount on the way may hang.
 func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	p := path.Clean(r.Path)
@@ -101,7 +101,7 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	return fd, mnt, nil
 }
 
-// mountID reads the mount id of an open descriptor without asking the
+// MountID reads the mount id of an open descriptor without asking the
 // filesystem (AT_STATX_DONT_SYNC: FUSE and NFS answer from their cache).
 func MountID(fd int) (int, error) {
 	var st unix.Statx_t

@@ -61,7 +61,7 @@ func (w *Walker) TooDeepErr() error {
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
 
-// walkRoot is one tree a pass walks.
+// Root is one tree a pass walks.
 type Root struct {
 	// Path is the directory as the inspected namespace sees it.
 	Path string
@@ -73,7 +73,7 @@ type Root struct {
 	InRoot bool
 }
 
-// rootError is a root of a pass that could not be walked.
+// RootError is a root of a pass that could not be walked.
 type RootError struct {
 	Index int // into the pass's roots
 	Err   error
@@ -89,7 +89,7 @@ type cursorLevel struct {
 	child string
 }
 
-// walker is a budgeted, resumable, read-only tree walk that:
+// Walker is a budgeted, resumable, read-only tree walk that:
 //   - never follows a symlink: every directory is opened relative to its
 //     parent's descriptor with O_NOFOLLOW, xattrs are read with
 //     AT_SYMLINK_NOFOLLOW, and no path through the tree is ever resolved;
@@ -156,7 +156,7 @@ func (w *Walker) Entry(dirfd, mnt int, name string, typ uint8) *Entry {
 	return &Entry{w: w, Dirfd: dirfd, Mnt: mnt, Name: name, Typ: typ}
 }
 
-// guard decides, once, whether the entry may be touched by name: not the
+// Guard decides, once, whether the entry may be touched by name: not the
 // mount point of a mount the walk must not enter. The snapshot decides first,
 // without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
 // or NFS server) catches a mount made after the snapshot. Every xattr read
@@ -224,7 +224,7 @@ func (w *Walker) End() {
 	w.snap = nil // a walker kept between runs holds no table
 }
 
-// run walks on from the cursor until the budget or the rate's deadline
+// Run walks on from the cursor until the budget or the rate's deadline
 // runs out or the pass completes; call it between begin and end. newPass
 // supplies the roots when a pass starts. It returns whether a pass completed
 // in this run and errors for roots that could not be opened.
