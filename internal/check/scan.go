@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
@@ -84,7 +85,7 @@ func (s *scanner) walk(ctx context.Context, snap *mounts.Snapshot, root *mounts.
 	if completed {
 		p.passDone()
 	} else if p.fullPass && err == nil {
-		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", walk.ErrScanIncomplete, s.w.Done))
+		errs = append(errs, fmt.Errorf("%w (%d entries); raise --"+flagname.ScanOnceBudget, walk.ErrScanIncomplete, s.w.Done))
 	}
 	if err := s.w.TooDeepErr(); err != nil && p.fullPass {
 		errs = append(errs, err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,12 +57,12 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descProblems = desc("problems", "Active problems by check and severity; every registered check and severity is always present (0 when healthy).",
 		"check", "severity")
-	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --metrics.max-problem-series.",
+	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --"+flagname.MaxProblemSeries+".",
 		problemLabels...)
 	descFirstSeen = desc("problem_first_seen_timestamp_seconds", "When this process first saw the active problem (Unix time).",
 		problemLabels...)
-	descDroppedNow = desc("problem_series_dropped", "Active problems left out of mountwatchd_problem in this scrape because of --metrics.max-problem-series.")
-	descDropped    = desc("problem_series_dropped_total", "Problem series left out because of --metrics.max-problem-series, summed over scrapes.")
+	descDroppedNow = desc("problem_series_dropped", "Active problems left out of mountwatchd_problem in this scrape because of --"+flagname.MaxProblemSeries+".")
+	descDropped    = desc("problem_series_dropped_total", "Problem series left out because of --"+flagname.MaxProblemSeries+", summed over scrapes.")
 	descMounts     = desc("mounts", "Mounts in the current mount table by filesystem type.", "fstype")
 	descParseErrs  = desc("mount_table_parse_errors", "Lines of the current mount table that could not be parsed (and were left out).")
 	descReads      = desc("mount_table_reads_total", "Mount table reads since start.")

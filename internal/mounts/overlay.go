@@ -8,10 +8,19 @@ import (
 	"strings"
 )
 
-// DefaultContainerdSnapshots is where containerd's overlayfs snapshotter
-// keeps its snapshots (<id>/fs); containerd mounts with lowerdirs relative to
-// it when the option string would be too long.
-const DefaultContainerdSnapshots = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+// containerd's directories, defined once: package containerd and the flags
+// use these.
+const (
+	// DefaultContainerdRoot is containerd's root directory on most nodes.
+	DefaultContainerdRoot = "/var/lib/containerd"
+	// ContainerdOverlayfsDir is the overlayfs snapshotter's directory
+	// under containerd's root.
+	ContainerdOverlayfsDir = "io.containerd.snapshotter.v1.overlayfs"
+	// DefaultContainerdSnapshots is where containerd's overlayfs
+	// snapshotter keeps its snapshots (<id>/fs); containerd mounts with
+	// lowerdirs relative to it when the option string would be too long.
+	DefaultContainerdSnapshots = DefaultContainerdRoot + "/" + ContainerdOverlayfsDir + "/snapshots"
+)
 
 // LayerRole says what a directory is to an overlay mount.
 type LayerRole string

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -23,6 +24,12 @@ type FS interface {
 	// without following any symlink, and returns the device it reached.
 	Probe(root, path string) (dev uint64, err error)
 }
+
+// Defaults for Config (and so for --probe.timeout and --probe.max-blocked).
+const (
+	DefaultTimeout    = 5 * time.Second
+	DefaultMaxBlocked = 32
+)
 
 // Config says what to probe and how patiently.
 type Config struct {
@@ -118,10 +125,10 @@ type flight struct {
 // NewProber returns a prober using fs (SysFS on a real system).
 func NewProber(cfg Config, fs FS) *Prober {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.MaxBlocked <= 0 {
-		cfg.MaxBlocked = 32
+		cfg.MaxBlocked = DefaultMaxBlocked
 	}
 	if cfg.FSTypes == nil {
 		cfg.FSTypes = DefaultProbeFSTypes
@@ -281,7 +288,7 @@ func (x *roundRun) start() bool {
 	if capped {
 		for _, c := range x.queue {
 			x.setAll(c, Result{State: NotProbed,
-				Reason: fmt.Sprintf("%d probes are blocked, the cap (--probe.max-blocked)", p.cfg.MaxBlocked)})
+				Reason: fmt.Sprintf("%d probes are blocked, the cap (--"+flagname.ProbeMaxBlocked+")", p.cfg.MaxBlocked)})
 		}
 		x.r.Stats.NotProbed += len(x.queue)
 		return false

@@ -17,6 +17,7 @@ const (
 	DefaultScanBudget   = 100_000 // entries per scan run of the daemon
 	DefaultOnceBudget   = 5_000_000
 	DefaultScanMaxDepth = 128
+	DefaultScanRate     = 20_000 // entries per second (--scan.rate)
 )
 
 // Stats is the progress of the budgeted tree scans.
