@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint shellcheck bench bench-scale once clean fuzz soak
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint cyclo filesize shellcheck bench bench-scale once clean fuzz soak
 
 all: check test build
 
@@ -114,7 +114,7 @@ once: build
 test: check
 	$(GO) test -race -count=1 ./...
 
-check: fmt vet tidy lint shellcheck
+check: fmt vet tidy lint cyclo filesize shellcheck
 
 # golangci-lint with the repo's .golangci.yml (errcheck, errorlint,
 # staticcheck, unused, revive's exported rule: doc comments start with the
@@ -122,6 +122,15 @@ check: fmt vet tidy lint shellcheck
 lint:
 	$(GOLANGCI_LINT) run ./...
 	cd packaging/image && $(GOLANGCI_LINT) run ./...
+
+# No function outside the tests with a cyclomatic complexity over 20, and
+# no file outside the tests over 450 lines: each small enough to read at once.
+cyclo:
+	$(GO) run github.com/fzipp/gocyclo/cmd/gocyclo -over 20 -ignore '_test\.go$$' .
+
+filesize:
+	@big=$$(git ls-files '*.go' ':!:*_test.go' | xargs wc -l | awk '$$2 != "total" && $$1 > 450'); \
+	if [ -n "$$big" ]; then echo "over 450 lines:"; echo "$$big"; exit 1; fi
 
 SHELL_SCRIPTS := .ci/run $(shell git ls-files '*.sh' 2>/dev/null) packaging/deb/postinst packaging/deb/postrm packaging/deb/prerm
 shellcheck:
