@@ -74,9 +74,6 @@ const (
 	ScanCheck
 )
 
-// Kinds lists every kind, in the order the daemon starts them.
-var Kinds = []Kind{TableCheck, ProbeCheck, ScanCheck}
-
 func (k Kind) String() string {
 	switch k {
 	case TableCheck:

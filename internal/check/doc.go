@@ -55,10 +55,11 @@
 //     and a healthy node that stays clean; runOne(c, snapshot) runs one
 //     check as the Runner does.
 //  2. Its alert rule: one alert per declared severity in
-//     packaging/prometheus/mountwatchd.rules.yml and its copies
-//     (packaging/helm/mountwatchd/files/mountwatchd.rules.yml,
-//     packaging/prometheus/prometheusrule.yaml), with a promtool test in
-//     packaging/prometheus/mountwatchd.rules.test.yml that fires it.
+//     packaging/prometheus/mountwatchd.rules.yml, with a promtool test in
+//     packaging/prometheus/mountwatchd.rules.test.yml that fires it; make
+//     manifests copies the rules into the chart
+//     (packaging/helm/mountwatchd/files) and renders
+//     packaging/prometheus/prometheusrule.yaml from it.
 //  3. Its rows in README.md: the table of checks (id, severity, kind, what
 //     it finds) and the MESSAGE_ID table.
 //

@@ -264,7 +264,7 @@ func (d *Daemon) publish() {
 	}
 	st.Checks = d.pub.checkStates()
 	d.state.Store(st)
-	d.pub.notify(st, complete || len(d.lanes) == 0, complete, d.table.lastErr)
+	d.pub.notify(st, complete || len(d.lanes) == 0, complete, d.table.readErr.last)
 }
 
 // Checks lists the registered checks' ids in catalogue order.

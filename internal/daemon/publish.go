@@ -23,17 +23,18 @@ type publisher struct {
 	tracker *check.Tracker
 	stats   map[check.ID]*export.CheckState
 
-	checkMsg   map[check.ID]string // the last error or skip reason logged per check
-	ready      bool
-	lastStatus string
+	checkMsg map[check.ID]*said // the last error or skip reason logged per check
+	ready    bool
+	status   said // the last STATUS= sent
 }
 
 func newPublisher(cfg Config) publisher {
 	p := publisher{log: cfg.Log, notifyF: cfg.Notify, checks: cfg.Checks, tracker: check.NewTracker(),
-		stats: map[check.ID]*export.CheckState{}, checkMsg: map[check.ID]string{}}
+		stats: map[check.ID]*export.CheckState{}, checkMsg: map[check.ID]*said{}}
 	for _, c := range cfg.Checks {
 		d := c.Decl()
 		p.stats[d.ID] = &export.CheckState{ID: d.ID, Kind: d.Kind}
+		p.checkMsg[d.ID] = &said{}
 	}
 	return p
 }
@@ -78,11 +79,15 @@ func (p *publisher) logCheckState(c check.Result) {
 			msg = "note: " + c.Reason
 		}
 	}
-	prev := p.checkMsg[c.Check]
-	if msg == prev {
+	memo := p.checkMsg[c.Check]
+	if memo == nil { // a result of a check not registered (should not happen)
+		memo = &said{}
+		p.checkMsg[c.Check] = memo
+	}
+	prev, changed := memo.update(msg)
+	if !changed {
 		return
 	}
-	p.checkMsg[c.Check] = msg
 	log := p.log.With(zap.String("check", string(c.Check)))
 	switch {
 	case c.Status == check.StatusError:
@@ -129,8 +134,7 @@ func (p *publisher) notify(st *export.State, summarize, complete bool, readErr s
 		p.ready = true
 		msg = "READY=1\n"
 	}
-	if status != p.lastStatus || msg != "" {
-		p.lastStatus = status
+	if _, changed := p.status.update(status); changed || msg != "" {
 		if err := p.notifyF(msg + "STATUS=" + status); err != nil {
 			p.log.Warn("systemd notify failed", zap.Error(err))
 		}

@@ -23,10 +23,10 @@ type tableReader struct {
 	lastRead                time.Time       // start of the last read of the table
 	readCost                time.Duration   // how long it took
 	blocked                 chan readResult // a read that outlived the timeout, until it returns
-	// lastErr is the error of the last read, "" when it succeeded: logged
+	// readErr is the error of the last read, "" when it succeeded: logged
 	// when it changes, and said in the systemd status.
-	lastErr   string
-	lastParse string // the unparsable lines last logged
+	readErr   said
+	lastParse said // the unparsable lines last logged
 }
 
 type readResult struct {
@@ -47,15 +47,13 @@ func (t *tableReader) readSnapshot(ctx context.Context, log *zap.Logger) (*mount
 	t.readCost = time.Since(t.lastRead)
 	if err != nil {
 		t.readErrs++
-		if msg := err.Error(); msg != t.lastErr {
+		if _, changed := t.readErr.update(err.Error()); changed {
 			log.Error("cannot read the mount table; keeping the last results", zap.Error(err))
-			t.lastErr = msg
 		}
 		return nil, err
 	}
-	if t.lastErr != "" {
+	if prev, _ := t.readErr.update(""); prev != "" {
 		log.Info("mount table readable again", zap.String("table", snap.Path))
-		t.lastErr = ""
 	}
 	return snap, nil
 }
@@ -109,10 +107,9 @@ func (t *tableReader) logParseErrors(s *mounts.Snapshot, log *zap.Logger) {
 	for _, pe := range s.ParseErrors {
 		key += pe.Text + "\n"
 	}
-	if key == t.lastParse {
+	if _, changed := t.lastParse.update(key); !changed {
 		return
 	}
-	t.lastParse = key
 	for _, pe := range s.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", s.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}

@@ -113,7 +113,7 @@ type tableWatch struct {
 
 	w              *watcher
 	changed, ended <-chan struct{}
-	lastErr        string
+	lastErr        said
 }
 
 func (t *tableWatch) open() {
@@ -122,13 +122,12 @@ func (t *tableWatch) open() {
 	}
 	w, err := watch(t.path)
 	if err != nil {
-		if err.Error() != t.lastErr {
+		if _, changed := t.lastErr.update(err.Error()); changed {
 			t.log.Warn("cannot watch the mount table for changes; re-reading every --"+flagname.Interval+" only", zap.Error(err))
-			t.lastErr = err.Error()
 		}
 		return
 	}
-	t.lastErr = ""
+	t.lastErr.update("")
 	t.w, t.changed, t.ended = w, w.C, w.Done()
 }
 
