@@ -62,6 +62,8 @@ type Config struct {
 	// ContainerdRoot is containerd's root (containerd.DefaultRoot when
 	// empty), whose content store verifies opaque markers.
 	ContainerdRoot string
+	// Leak are mount_leak's thresholds (zero fields: the defaults).
+	Leak LeakConfig
 }
 
 var (

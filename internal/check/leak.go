@@ -1,0 +1,433 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+)
+
+// Defaults for LeakConfig.
+const (
+	// DefaultMaxStacked: more mounts than this on one mount point is a
+	// leak. Nodes stack two or three (/dev/shm, a remount over a
+	// volume); a remount loop stacks one per retry.
+	DefaultMaxStacked = 10
+	// DefaultLeakGrowth: a group of mounts (one FUSE or network source and
+	// root, or one filesystem and root) that grew by this many over
+	// consecutive reads without coming down is a leak. It is above what a
+	// full node makes legitimately: one bind mount of a shared volume per
+	// pod, and kubelet runs at most 110 pods by default.
+	DefaultLeakGrowth = 200
+	// DefaultTableFraction: a table at this share of fs.mount-max is a
+	// warning; at criticalTableFraction, critical (at the max every mount,
+	// and so every new pod, fails with ENOSPC).
+	DefaultTableFraction  = 0.8
+	criticalTableFraction = 0.95
+	// maxStackWalk bounds the walk up one stack.
+	maxStackWalk = 1 << 20
+)
+
+// LeakConfig are mount_leak's thresholds.
+type LeakConfig struct {
+	MaxStacked    int     // more mounts stacked on one mount point than this
+	Growth        int     // a group grown by at least this without coming down
+	TableFraction float64 // the table at this share of fs.mount-max
+}
+
+func (c LeakConfig) withDefaults() LeakConfig {
+	if c.MaxStacked <= 0 {
+		c.MaxStacked = DefaultMaxStacked
+	}
+	if c.Growth <= 0 {
+		c.Growth = DefaultLeakGrowth
+	}
+	if c.TableFraction <= 0 || c.TableFraction > 1 {
+		c.TableFraction = DefaultTableFraction
+	}
+	return c
+}
+
+// TableStats is the size of the mount table and its growth, for metrics.
+type TableStats struct {
+	Size int // mounts in the table (lines, parsed or not)
+	// MountMax is the inspected host's fs.mount-max; 0 when unknown (a
+	// captured table, or unreadable).
+	MountMax int
+	// Growth is Size less the size of the first table this process read.
+	Growth int
+	// FirstSize and FirstTaken are that first table's.
+	FirstSize  int
+	FirstTaken time.Time
+}
+
+// LeakState is what mount_leak remembers from one table read to the next:
+// the size of the first table, and for each stack and each group of more
+// than one mount, its count when first seen and when it last came down.
+// It is the check's memory, explicit: FindLeaks takes the previous state
+// and returns the next.
+type LeakState struct {
+	Reads      int
+	FirstSize  int
+	FirstTaken time.Time
+	groups     map[uint64]leakTrack // by groupHash
+	stacks     map[string]leakTrack
+	seed       maphash.Seed
+	// counts is the counting map of the last read, cleared and reused by
+	// the next so that a read allocates no map (it is a scratch space,
+	// not memory: FindLeaks takes it over from prev).
+	counts map[uint64]int32
+}
+
+// groupHash names the group of mounts m is in, that a leak multiplies. A
+// FUSE or network mount is grouped by fstype, source and root, since every
+// retry of a FUSE mount is a new connection (a new major:minor); any other
+// by its filesystem (major:minor) and root: overlay and tmpfs mounts all
+// have the same source and root, and are each their own filesystem. The
+// group is a 64-bit hash, so that counting a table of 10,000 mounts costs
+// an integer-keyed map (two groups colliding, at odds of about 1 in 10^11
+// for 10,000 groups, would count as one).
+func groupHash(seed maphash.Seed, m *mounts.Mount) uint64 {
+	h := maphash.String(seed, m.Root)
+	if groupedBySource(m) {
+		return mix(h ^ mix(maphash.String(seed, m.FSType)^1) ^ mix(mix(maphash.String(seed, m.Source))^2))
+	}
+	return mix(h ^ mix(uint64(uint32(m.Major))<<32|uint64(uint32(m.Minor))) ^ 3)
+}
+
+// mix is splitmix64's finalizer: every input bit moves every output bit.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+func groupedBySource(m *mounts.Mount) bool { return m.FUSE || m.Network }
+
+// leakTrack is one group's or stack's count over consecutive reads.
+type leakTrack struct {
+	base  int       // the count when first seen, or after it last came down
+	since time.Time // when base was seen
+	last  int       // the count at the previous read
+	first int       // the count when first seen
+}
+
+func (t leakTrack) next(count int, now time.Time, seen bool) leakTrack {
+	if !seen {
+		return leakTrack{base: count, since: now, last: count, first: count}
+	}
+	if count < t.last { // came down: whatever grew is not leaking any more
+		t.base, t.since = count, now
+	}
+	t.last = count
+	return t
+}
+
+// FindLeaks is mount_leak as a function of its inputs: the table, the
+// state after the previous read (nil for the first), the thresholds and
+// the host's fs.mount-max (0: unknown). It returns the findings, the state
+// to pass to the next read, and the table's size and growth.
+//
+// It costs one pass over the table with a map of (filesystem or source,
+// root) to a count, and the state holds only stacks and groups of more than
+// one mount.
+func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int) ([]Finding, *LeakState, TableStats) {
+	cfg = cfg.withDefaults()
+	now := s.Taken
+	size := len(s.Mounts) + s.ParseErrorTotal()
+	next := &LeakState{Reads: 1, FirstSize: size, FirstTaken: now, seed: maphash.MakeSeed()}
+	if prev != nil {
+		next.Reads, next.FirstSize, next.FirstTaken, next.seed = prev.Reads+1, prev.FirstSize, prev.FirstTaken, prev.seed
+	}
+	stats := TableStats{Size: size, MountMax: mountMax, Growth: size - next.FirstSize, FirstSize: next.FirstSize, FirstTaken: next.FirstTaken}
+	var out []Finding
+
+	// Stacks: walk up from each stack's bottom (a covered mount whose
+	// parent is not at the same mount point).
+	next.stacks = map[string]leakTrack{}
+	for _, m := range s.Mounts {
+		top := s.CoveredBy(m)
+		if top == nil {
+			continue
+		}
+		if p := s.ByID[m.Parent]; p != nil && p != m && p.Mountpoint == m.Mountpoint {
+			continue // not the bottom
+		}
+		height := 1
+		for c := top; c != nil && height < maxStackWalk; c = s.CoveredBy(c) {
+			top = c
+			height++
+		}
+		var t leakTrack
+		var seen bool
+		if prev != nil {
+			t, seen = prev.stacks[m.Mountpoint]
+		}
+		t = t.next(height, now, seen)
+		next.stacks[m.Mountpoint] = t
+		if height > cfg.MaxStacked {
+			out = append(out, stackFinding(m, top, height, t, cfg))
+		}
+	}
+
+	// Groups: count each, then track the ones of more than one mount.
+	var counts map[uint64]int32
+	if prev != nil && prev.counts != nil {
+		counts, prev.counts = prev.counts, nil
+		clear(counts)
+	} else {
+		counts = make(map[uint64]int32, len(s.Mounts))
+	}
+	next.counts = counts
+	for _, m := range s.Mounts {
+		counts[groupHash(next.seed, m)]++
+	}
+	next.groups = make(map[uint64]leakTrack)
+	var grown []uint64
+	for k, n := range counts {
+		if n < 2 {
+			continue
+		}
+		var t leakTrack
+		var seen bool
+		if prev != nil {
+			t, seen = prev.groups[k]
+		}
+		t = t.next(int(n), now, seen)
+		next.groups[k] = t
+		if int(n)-t.base >= cfg.Growth {
+			grown = append(grown, k)
+		}
+	}
+	if len(grown) > 0 {
+		out = append(out, groupFindings(s, next.seed, grown, next.groups)...)
+	}
+
+	if mountMax > 0 && float64(size) >= cfg.TableFraction*float64(mountMax) {
+		out = append(out, tableFinding(size, mountMax, stats, cfg))
+	}
+	return out, next, stats
+}
+
+func stackFinding(bottom, top *mounts.Mount, height int, t leakTrack, cfg LeakConfig) Finding {
+	f := newFinding(MountLeak, Warning, bottom, fmt.Sprintf("%d mounts are stacked on %s (more than %d): the top one, mount %d (%s from %s), "+
+		"hides the %d below it, which are never used again and each stay in the table. %s "+
+		"A remount loop or a plugin that mounts without unmounting does this; %d were there when first seen, %d since %s. "+
+		"Fix: stop what remounts (the CSI node plugin or FUSE server's retries), then unmount the stack down to one (umount %s, repeated).",
+		height, bottom.Mountpoint, cfg.MaxStacked, top.ID, top.FSType, top.Source, height-1, podPart(bottom.Kube),
+		t.first, height-t.base, t.since.UTC().Format(time.RFC3339), bottom.Mountpoint))
+	f.Details = map[string]string{
+		"kind":              "stacked",
+		"count":             strconv.Itoa(height),
+		"first_count":       strconv.Itoa(t.first),
+		"growth":            strconv.Itoa(height - t.first),
+		"top_mount_id":      strconv.Itoa(top.ID),
+		"top_fstype":        top.FSType,
+		"top_source":        top.Source,
+		"growing_since":     t.since.UTC().Format(time.RFC3339),
+		"growth_since_base": strconv.Itoa(height - t.base),
+	}
+	return f
+}
+
+// groupFindings reports the grown groups, one finding each, named by the
+// group's filesystem or source and root, and by the pod its newest mount is
+// in when the paths say so.
+func groupFindings(s *mounts.Snapshot, seed maphash.Seed, grown []uint64, tracks map[uint64]leakTrack) []Finding {
+	type agg struct {
+		n          int
+		first, new *mounts.Mount
+		pods       map[string]bool
+		points     map[string]bool
+	}
+	aggs := make(map[uint64]*agg, len(grown))
+	for _, k := range grown {
+		aggs[k] = &agg{pods: map[string]bool{}, points: map[string]bool{}}
+	}
+	for _, m := range s.Mounts {
+		a := aggs[groupHash(seed, m)]
+		if a == nil {
+			continue
+		}
+		a.n++
+		if a.first == nil {
+			a.first = m
+		}
+		a.new = m
+		if m.Kube != nil && m.Kube.PodUID != "" {
+			a.pods[m.Kube.PodUID] = true
+		}
+		a.points[m.Mountpoint] = true
+	}
+	var out []Finding
+	for _, k := range grown {
+		a, t := aggs[k], tracks[k]
+		m := a.new
+		what := fmt.Sprintf("filesystem %s (%s from %s)", m.Dev(), m.FSType, m.Source)
+		f := Finding{Check: MountLeak, Severity: Warning, FSType: m.FSType, Source: m.Source, Root: m.Root}
+		if groupedBySource(m) {
+			what = fmt.Sprintf("source %s (%s)", m.Source, m.FSType)
+		} else {
+			f.Dev = m.Dev()
+		}
+		if m.Kube != nil && m.Kube.PodUID != "" {
+			f.Kube = *m.Kube
+		}
+		f.Message = fmt.Sprintf("The mounts of %s, root %s, grew from %d to %d over consecutive reads of the mount table without coming down "+
+			"(since %s; %d when first seen), on %d mount points in %d pods; the newest is %s. %s"+
+			"A plugin or FUSE server that mounts on every retry and never unmounts does this, until the table reaches fs.mount-max "+
+			"and every mount on the node fails. Fix: find what mounts it (the CSI node plugin's log), stop it, and unmount the extra mounts "+
+			"(findmnt -o TARGET,SOURCE,FSROOT | grep %s).",
+			what, m.Root, t.base, a.n, t.since.UTC().Format(time.RFC3339), t.first, len(a.points), len(a.pods), m.Mountpoint,
+			podPart(m.Kube), shellWord(m.Source))
+		f.Details = map[string]string{
+			"kind":            "growing",
+			"count":           strconv.Itoa(a.n),
+			"first_count":     strconv.Itoa(t.first),
+			"growth":          strconv.Itoa(a.n - t.base),
+			"growing_since":   t.since.UTC().Format(time.RFC3339),
+			"mount_points":    strconv.Itoa(len(a.points)),
+			"pods":            strconv.Itoa(len(a.pods)),
+			"first_mount":     a.first.Mountpoint,
+			"newest_mount":    m.Mountpoint,
+			"newest_mount_id": strconv.Itoa(m.ID),
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func tableFinding(size, mountMax int, st TableStats, cfg LeakConfig) Finding {
+	sev := Warning
+	if float64(size) >= criticalTableFraction*float64(mountMax) {
+		sev = Critical
+	}
+	f := Finding{Check: MountLeak, Severity: sev, Message: fmt.Sprintf("The mount table holds %d mounts, %.0f%% of fs.mount-max (%d; warning at %.0f%%), "+
+		"%+d since this process first read it (%d at %s). At the max every new mount in this mount namespace fails with ENOSPC, "+
+		"so no pod can start, and every tool that reads the table slows down. Fix: find what piles up (the other mount_leak findings, "+
+		"or findmnt -o SOURCE,FSROOT | sort | uniq -c | sort -n | tail), stop it and unmount what it left.",
+		size, 100*float64(size)/float64(mountMax), mountMax, 100*cfg.TableFraction, st.Growth, st.FirstSize, st.FirstTaken.UTC().Format(time.RFC3339))}
+	f.Details = map[string]string{
+		"kind":      "table_size",
+		"count":     strconv.Itoa(size),
+		"mount_max": strconv.Itoa(mountMax),
+		"growth":    strconv.Itoa(st.Growth),
+	}
+	return f
+}
+
+func podPart(k *mounts.Kube) string {
+	if k == nil || k.PodUID == "" {
+		return ""
+	}
+	s := "Pod " + podName(k)
+	if k.Volume != "" {
+		s += ", volume " + k.Volume
+	}
+	return s + ". "
+}
+
+// shellWord quotes s for a shell command line in a message.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// MountLeak is the ID of MountLeakCheck.
+const MountLeak ID = "mount_leak"
+
+var mountLeakDecl = Decl{
+	ID: MountLeak, Kind: TableCheck, Order: 80,
+	MessageID:  "45156a0644c7401490314ef36861a8da",
+	Severities: []Severity{Critical, Warning},
+	New: func(cfg *Config) Check {
+		return &MountLeakCheck{Config: cfg.Leak}
+	},
+}
+
+func init() { Register(mountLeakDecl) }
+
+// MountLeakCheck finds mounts that pile up: more than MaxStacked mounts
+// stacked on one mount point, a group of mounts (one FUSE or network source
+// and root, or one filesystem and root) grown by Growth or more over
+// consecutive table reads without coming down, and a table at
+// TableFraction of the host's fs.mount-max. It is a table check: one pass
+// over the table. Its memory of earlier reads is the LeakState it keeps
+// from one Run to the next (the daemon keeps the check value); --once and a
+// captured table are one read, so only stacks (and, live, the table's size)
+// can be found there.
+type MountLeakCheck struct {
+	Config LeakConfig
+	// MountMaxPath is the inspected host's /proc/sys/fs/mount-max; ""
+	// reads <procfs>/sys/fs/mount-max of the snapshot's host. The limit
+	// counts mounts per mount namespace, which is what the table is.
+	MountMaxPath string
+
+	mu    sync.Mutex
+	state *LeakState
+}
+
+// Decl implements Check.
+func (*MountLeakCheck) Decl() Decl { return mountLeakDecl }
+
+// Run implements Check.
+func (c *MountLeakCheck) Run(_ context.Context, env *Env) Outcome {
+	s := env.Snapshot
+	mountMax, err := 0, error(nil)
+	if s.Live {
+		mountMax, err = c.readMountMax(s)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	found, next, stats := FindLeaks(s, c.state, c.Config, mountMax)
+	c.state = next
+	out := Outcome{Findings: found, Err: err, Table: &stats}
+	if !s.Live {
+		out.Notes = []string{"a captured table: its host's fs.mount-max is not known, and one read shows no growth"}
+	}
+	return out
+}
+
+func (c *MountLeakCheck) readMountMax(s *mounts.Snapshot) (int, error) {
+	p := c.MountMaxPath
+	if p == "" {
+		p = filepath.Join(s.Host.WithDefaults().Procfs, "sys/fs/mount-max")
+	}
+	b, err := readSmallFile(p, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read fs.mount-max: %w (the table's size is not compared with it)", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("read fs.mount-max: %s holds %q, not a positive number", p, strings.TrimSpace(string(b)))
+	}
+	return n, nil
+}
+
+// readSmallFile reads at most n bytes of a regular file.
+func readSmallFile(p string, n int) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	k, err := f.Read(buf)
+	if k > 0 {
+		return buf[:k], nil
+	}
+	return nil, err
+}
