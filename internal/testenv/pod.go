@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -21,7 +23,8 @@ const CgroupRoot = "/sys/fs/cgroup"
 // PodCgroup is a stand-in for a running pod as kubelet leaves it in the
 // node's cgroups: a process (sleep) in a container cgroup below a pod
 // cgroup named the way kubelet's cgroup driver names it, in the v2
-// hierarchy and in a v1 controller where the machine has them. The cgroup
+// hierarchy and in a v1 controller where the machine has them. The process
+// is a shell that writes files on request (WriteFile). The cgroup
 // tree is the host's (a mount namespace does not isolate it): Stop ends the
 // process, Remove removes every cgroup the stand-in made, and both run when
 // the test ends.
@@ -33,6 +36,8 @@ type PodCgroup struct {
 	t       testing.TB
 	made    []string // every directory made, parents first
 	proc    *exec.Cmd
+	stdin   io.WriteCloser
+	stdout  *bufio.Reader
 	stopped sync.Once
 	removed sync.Once
 }
@@ -93,7 +98,18 @@ func StartPodCgroup(t testing.TB, hierarchies []string, driver, qos, uid string)
 		p.mkdirAll(h, leaf)
 		leaves = append(leaves, leaf)
 	}
-	p.proc = exec.Command("sleep", "600")
+	// The pod's process writes the files WriteFile names, from inside
+	// the pod's cgroup.
+	p.proc = exec.Command("sh", "-c", `while read -r f; do if echo written-by-the-pod >"$f"; then echo ok; else echo failed; fi; done`)
+	var err error
+	if p.stdin, err = p.proc.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.proc.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stdout = bufio.NewReader(out)
 	if err := p.proc.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +136,18 @@ func (p *PodCgroup) mkdirAll(h, dir string) {
 	}
 }
 
+// WriteFile has the pod's process write a line into file (created or
+// truncated), as a container writing into its volume.
+func (p *PodCgroup) WriteFile(file string) {
+	p.t.Helper()
+	if _, err := fmt.Fprintln(p.stdin, file); err != nil {
+		p.t.Fatal(err)
+	}
+	if line, err := p.stdout.ReadString('\n'); err != nil || line != "ok\n" {
+		p.t.Fatalf("the stand-in pod could not write %s: %q %v", file, line, err)
+	}
+}
+
 // PID is the stand-in pod's process.
 func (p *PodCgroup) PID() int { return p.proc.Process.Pid }
 
@@ -127,6 +155,7 @@ func (p *PodCgroup) PID() int { return p.proc.Process.Pid }
 func (p *PodCgroup) Stop() {
 	p.stopped.Do(func() {
 		if p.proc != nil {
+			_ = p.stdin.Close()
 			_ = p.proc.Process.Kill()
 			_ = p.proc.Wait()
 		}
