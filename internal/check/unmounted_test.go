@@ -50,6 +50,11 @@ func (n *standIn) volume(t *testing.T, name string) string {
 	return mp
 }
 
+// hostFor is the Host of a node laid out under dir as newStandIn lays it.
+func (n *standIn) hostFor(dir string) mounts.Host {
+	return mounts.Host{KubeletRoot: n.kubelet, PodLogDir: dir + "/logs"}
+}
+
 func unmountedOf(fs []Finding) []Finding {
 	var out []Finding
 	for _, f := range fs {

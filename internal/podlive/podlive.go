@@ -159,11 +159,15 @@ func ValidUID(uid string) bool {
 		return false
 	}
 	for _, c := range uid {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
+		if !uidRune(c) {
 			return false
 		}
 	}
 	return true
+}
+
+func uidRune(c rune) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-'
 }
 
 // CgroupPaths are the directories kubelet makes for pod uid, relative to a
