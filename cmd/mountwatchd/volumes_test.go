@@ -24,7 +24,7 @@ import (
 func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "bindfs", "bindfs")
-	journalDir, _ := startJournald(t)
+	journalDir, _ := testenv.StartJournald(t)
 	dir := t.TempDir()
 	testenv.Tmpfs(t, dir)
 	kubelet, logs := dir+"/kubelet", dir+"/logs"
@@ -93,7 +93,7 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 	} {
 		var entries []map[string]any
 		testenv.WaitUntil(t, 20*time.Second, string(c.id)+"'s journal entries", func() bool {
-			entries = journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[c.id], c.match)
+			entries = testenv.JournalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[c.id], c.match)
 			return len(entries) >= 2
 		})
 		if len(entries) != 2 || entries[0]["EVENT"] != "appeared" || entries[1]["EVENT"] != "cleared" {
@@ -105,7 +105,7 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 			}
 		}
 	}
-	if detail, _ := journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[check.UnmountedVolume])[0]["DETAIL"].(string); !strings.Contains(detail, "1 file ") {
+	if detail, _ := testenv.JournalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[check.UnmountedVolume])[0]["DETAIL"].(string); !strings.Contains(detail, "1 file ") {
 		t.Errorf("unmounted_volume's journal DETAIL does not count the file the pod wrote: %q", detail)
 	}
 }

@@ -188,15 +188,19 @@ func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int
 		counts = make(map[uint64]int32, len(s.Mounts))
 	}
 	next.counts = counts
+	var multi []uint64 // groups of more than one mount, without iterating the map
 	for _, m := range s.Mounts {
-		counts[groupHash(next.seed, m)]++
-	}
-	next.groups = make(map[uint64]leakTrack)
-	var grown []uint64
-	for k, n := range counts {
-		if n < 2 {
-			continue
+		k := groupHash(next.seed, m)
+		n := counts[k] + 1
+		counts[k] = n
+		if n == 2 {
+			multi = append(multi, k)
 		}
+	}
+	next.groups = make(map[uint64]leakTrack, len(multi))
+	var grown []uint64
+	for _, k := range multi {
+		n := counts[k]
 		var t leakTrack
 		var seen bool
 		if prev != nil {
