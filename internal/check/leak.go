@@ -2,8 +2,10 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -393,18 +395,20 @@ func (*MountLeakCheck) Decl() Decl { return mountLeakDecl }
 func (c *MountLeakCheck) Run(_ context.Context, env *Env) Outcome {
 	s := env.Snapshot
 	mountMax, err := 0, error(nil)
+	var notes []string
 	if s.Live {
 		mountMax, err = c.readMountMax(s)
+		if errors.Is(err, fs.ErrNotExist) { // a procfs without it (a test's, or a kernel before 4.9)
+			notes, err = []string{err.Error()}, nil
+		}
+	} else {
+		notes = []string{"a captured table: its host's fs.mount-max is not known, and one read shows no growth"}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	found, next, stats := FindLeaks(s, c.state, c.Config, mountMax)
 	c.state = next
-	out := Outcome{Findings: found, Err: err, Table: &stats}
-	if !s.Live {
-		out.Notes = []string{"a captured table: its host's fs.mount-max is not known, and one read shows no growth"}
-	}
-	return out
+	return Outcome{Findings: found, Err: err, Notes: notes, Table: &stats}
 }
 
 func (c *MountLeakCheck) readMountMax(s *mounts.Snapshot) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -214,11 +215,15 @@ func TestMountLeakTableSize(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("lots"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A missing one (a procfs without it) is a note.
 	for _, p := range []string{bad, filepath.Join(dir, "missing")} {
 		c := &MountLeakCheck{MountMaxPath: p}
 		out := c.Run(context.Background(), &Env{Snapshot: s})
-		if out.Err == nil {
-			t.Errorf("mount-max %s: no error", p)
+		if p == bad && (out.Err == nil || !strings.Contains(out.Err.Error(), `"lots"`)) {
+			t.Errorf("mount-max %s: error %v, want one naming what it holds", p, out.Err)
+		}
+		if p != bad && (out.Err != nil || len(out.Notes) != 1 || !strings.Contains(out.Notes[0], "fs.mount-max")) {
+			t.Errorf("mount-max %s: error %v, notes %q; want a note", p, out.Err, out.Notes)
 		}
 		if st := out.Table; st == nil || st.Size != size || st.MountMax != 0 {
 			t.Errorf("mount-max %s: stats %+v", p, st)
