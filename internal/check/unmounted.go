@@ -233,8 +233,15 @@ func unmountedFinding(d *plainDir, since time.Time, sinceKnown bool) Finding {
 		if !d.files.Complete {
 			more = "at least "
 		}
-		fmt.Fprintf(&b, "%s%s and %s (%s) were written into the plain directory. ", more, plural(d.files.Files, "file"),
-			plural(d.files.Dirs, "directory"), byteSize(d.files.Bytes))
+		dirs := ""
+		switch {
+		case d.files.Dirs == 1:
+			dirs = " in 1 directory"
+		case d.files.Dirs > 1:
+			dirs = fmt.Sprintf(" in %d directories", d.files.Dirs)
+		}
+		fmt.Fprintf(&b, "Written into the plain directory: %s%s (%s)%s. ", more, plural(d.files.Files, "file"),
+			byteSize(d.files.Bytes), dirs)
 	}
 	if sinceKnown {
 		fmt.Fprintf(&b, "Seen unmounted since %s. ", ts)
