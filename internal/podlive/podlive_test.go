@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -137,5 +138,34 @@ func TestSandboxUID(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("%s: %q %v, want %q", spec, got, ok, want)
 		}
+	}
+}
+
+// A real containerd (Debian's 1.6 with runc) runs a sandbox task in the
+// k8s.io namespace with the CRI's sandbox-uid annotation in its OCI spec:
+// with no kubelet cgroup to be seen, the pod runs while the task exists and
+// is gone once containerd deleted it.
+func TestContainerdSandboxTaskReal(t *testing.T) {
+	testenv.RequireContainerd(t)
+	c := testenv.StartContainerd(t)
+	c.Namespace = "k8s.io"
+	img := c.ImportImage("localhost/pause:1", testenv.BusyboxLayer(t))
+	const uid = "c0ffee00-1b2c-4d5e-8f90-123456789abc"
+	task := c.RunWith([]string{"--annotation", "io.kubernetes.cri.sandbox-uid=" + uid}, img.Name, "sandbox", "/bin/sleep", "300")
+	ask := func() Pod {
+		r := &Reader{Cgroup: t.TempDir(), Containerd: c.State, NodeContainerd: "/run/containerd"}
+		defer r.Close()
+		return r.Pod(uid)
+	}
+	if p := ask(); p.State != Running || p.Evidence != "containerd sandbox task "+task.ID {
+		t.Fatalf("sandbox task running: %+v", p)
+	}
+	c.Ctr("task", "kill", "-s", "KILL", task.ID)
+	testenv.WaitUntil(t, 20*time.Second, "the task to exit", func() bool {
+		_, err := c.CtrErr("task", "delete", task.ID)
+		return err == nil
+	})
+	if p := ask(); p.State != Gone {
+		t.Fatalf("sandbox task deleted: %+v", p)
 	}
 }
