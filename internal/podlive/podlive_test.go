@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,6 +148,16 @@ func TestSandboxUID(t *testing.T) {
 // is gone once containerd deleted it.
 func TestContainerdSandboxTaskReal(t *testing.T) {
 	testenv.RequireContainerd(t)
+	// runc makes /k8s.io in every cgroup hierarchy of the host (not
+	// isolated by the mount namespace); containerd removes the task's own
+	// cgroup when the test deletes it. Remove the namespace's directories
+	// last, each only if empty (rmdir): another test may share them.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
+		for _, d := range append(dirs, "/sys/fs/cgroup/k8s.io") {
+			_ = syscall.Rmdir(d)
+		}
+	})
 	c := testenv.StartContainerd(t)
 	c.Namespace = "k8s.io"
 	img := c.ImportImage("localhost/pause:1", testenv.BusyboxLayer(t))
