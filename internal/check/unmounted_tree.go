@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,9 @@ type kubeletTree struct {
 	kubelet string // the kubelet root, as the node names it
 	hang    map[string]*mounts.Mount
 	entries int
-	notes   []string
+	notes   []string       // the first note of each kind
+	order   []string       // their kinds
+	kinds   map[string]int // notes of each kind
 	errs    []error
 }
 
@@ -67,7 +70,7 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 			return
 		}
 		if m, _ := s.HangsOnTheWay(p, nil); m != nil {
-			kt.notes = append(kt.notes, fmt.Sprintf("%s not looked at: %s (%s) on its way may hang", p, m.Mountpoint, m.FSType))
+			kt.note("hang", fmt.Sprintf("%s not looked at: %s (%s) on its way may hang", p, m.Mountpoint, m.FSType))
 			return
 		}
 		d := plainDir{path: p, bound: bound}
@@ -76,7 +79,7 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 			switch d.pod.State {
 			case podlive.Running:
 			case podlive.Unknown:
-				kt.notes = append(kt.notes, fmt.Sprintf("pod %s: whether it runs is not known (%s), its unmounted volume %s not reported", k.PodUID, d.pod.Evidence, p))
+				kt.note("unknown", fmt.Sprintf("pod %s: whether it runs is not known (%s), its unmounted volume %s not reported", k.PodUID, d.pod.Evidence, p))
 				return
 			default:
 				return // kubelet sets it up or tears it down
@@ -101,7 +104,29 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 	}
 	kt.podVolumes(kfd, add)
 	kt.staging(kfd, add)
-	return out, kt.notes, errors.Join(kt.errs...)
+	return out, kt.allNotes(), errors.Join(kt.errs...)
+}
+
+// note records a note of a kind; each kind says its first and counts the
+// rest, so that a node of many pods gets a reason of bounded length.
+func (kt *kubeletTree) note(kind, text string) {
+	if kt.kinds == nil {
+		kt.kinds = map[string]int{}
+	}
+	if kt.kinds[kind]++; kt.kinds[kind] == 1 {
+		kt.notes = append(kt.notes, text)
+		kt.order = append(kt.order, kind)
+	}
+}
+
+func (kt *kubeletTree) allNotes() []string {
+	out := slices.Clone(kt.notes)
+	for i, kind := range kt.order {
+		if n := kt.kinds[kind]; n > 1 {
+			out[i] += fmt.Sprintf(" (and %d more like it)", n-1)
+		}
+	}
+	return out
 }
 
 // openDir opens directory name below dirfd (a path of the node from the
@@ -136,7 +161,7 @@ func (kt *kubeletTree) subdirs(dirfd int, p string) []string {
 	ents, err := f.ReadDir(left)
 	kt.entries += len(ents)
 	if kt.entries >= maxKubeletEntries {
-		kt.notes = append(kt.notes, fmt.Sprintf("stopped at %d entries of kubelet's directories", maxKubeletEntries))
+		kt.note("budget", fmt.Sprintf("stopped at %d entries of kubelet's directories", maxKubeletEntries))
 	}
 	if err != nil && len(ents) == 0 {
 		return nil
