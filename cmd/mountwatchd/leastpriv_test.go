@@ -166,7 +166,7 @@ func TestLeastPrivilegeTable(t *testing.T) {
 		{"SYS_PTRACE, DAC_READ_SEARCH, SYS_ADMIN (the DaemonSet's set)", capsOnly(keptCaps...), 1, all, nil, nil},
 		{"without SYS_PTRACE", capsOnly(without("sys_ptrace")...), 2, map[string]int{},
 			map[string]string{"stale_mount": "CAP_SYS_PTRACE", "hung_mount": "CAP_SYS_PTRACE",
-				"opaque_propagation": "CAP_SYS_PTRACE", "stray_overlay_xattr": "CAP_SYS_PTRACE"}, nil},
+				"opaque_propagation": "CAP_SYS_PTRACE", "stray_overlay_xattr": "CAP_SYS_PTRACE", "unmounted_volume": "CAP_SYS_PTRACE"}, nil},
 		{"without SYS_ADMIN", capsOnly(without("sys_admin")...), 1, noStray, nil,
 			map[string]string{"stray_overlay_xattr": "invisible without CAP_SYS_ADMIN"}},
 		{"without DAC_READ_SEARCH", capsOnly(without("dac_read_search")...), 1, all, nil, nil},

@@ -54,6 +54,7 @@ type config struct {
 	fusectl      string
 	mountFusectl bool
 	scan         scanConfig
+	volumes      volumeConfig
 	daemon       daemonConfig
 	installTo    string
 
@@ -115,6 +116,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
 		BoolVar(&cfg.mountFusectl)
 	addScanFlags(app, &cfg.scan)
+	addVolumeFlags(app, &cfg.volumes)
 	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
 	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
@@ -143,6 +145,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
+	if err := cfg.volumes.validate(); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
 	}
@@ -253,6 +259,8 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 		SnapshotRoot:   sc.snapshotsDir(),
 		ContainerdRoot: sc.containerdRoot,
 	}
+	cfg.volumes.apply(cc)
+	cc.Once = once
 	if once {
 		cc.ScanLimits.Budget = sc.onceBudget
 	}

@@ -54,6 +54,9 @@ type Outcome struct {
 	// made; nil for a check that does not scan. The Runner sums it into
 	// Report.Scan.
 	Scan *walk.Stats
+	// Table is the mount table's size and growth, from the check that
+	// measures them (mount_leak); the Runner puts it in Report.Table.
+	Table *TableStats
 }
 
 // Kind is a check's schedule in the daemon: how often it runs.

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
@@ -62,6 +63,19 @@ type Config struct {
 	// ContainerdRoot is containerd's root (containerd.DefaultRoot when
 	// empty), whose content store verifies opaque markers.
 	ContainerdRoot string
+	// Leak are mount_leak's thresholds (zero fields: the defaults).
+	Leak LeakConfig
+	// UnmountedGrace is how long unmounted_volume waits before a running
+	// pod's unmounted volume is a finding (DefaultUnmountedGrace when 0).
+	UnmountedGrace time.Duration
+	// CgroupRoot and ContainerdState are where the inspected node keeps
+	// its cgroups and containerd its task state, as it names them, for
+	// whether a pod runs (DefaultCgroupRoot, DefaultContainerdState when
+	// empty).
+	CgroupRoot, ContainerdState string
+	// Once is set for --once: one run, so a check with memory across runs
+	// judges from one look.
+	Once bool
 }
 
 var (

@@ -100,6 +100,9 @@ type Report struct {
 	Probe *probe.Stats
 	// Scan is the progress of the tree scans; nil when no scan ran.
 	Scan *walk.Stats
+	// Table is the mount table's size and growth (mount_leak); nil when
+	// that check did not run.
+	Table *TableStats
 }
 
 // Status is StatusProblems when anything was found, StatusError when nothing

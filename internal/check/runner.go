@@ -43,6 +43,9 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 			}
 			rep.Scan.Add(*out.Scan)
 		}
+		if out.Table != nil {
+			rep.Table = out.Table
+		}
 	}
 	rep.Probe = x.probeStats
 	SortFindings(rep.Findings)

@@ -62,6 +62,10 @@ func (st *store) merge(lanes []*lane, checks []check.Check) *check.Report {
 			s := *l.last.Scan
 			rep.Scan = &s
 		}
+		if l.last.Table != nil {
+			t := *l.last.Table
+			rep.Table = &t
+		}
 		for _, f := range l.last.Findings {
 			if l.lastSeq != st.seq && !st.unbroken(f, l.lastSeq) {
 				continue // gone, or gone and made again: not the mount that was checked

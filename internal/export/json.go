@@ -44,6 +44,9 @@ type MountTable struct {
 	Live   bool   `json:"live"`
 	PID    int    `json:"pid,omitempty"`
 	Mounts int    `json:"mounts"`
+	// MountMax is the inspected host's fs.mount-max (mount_leak compares
+	// the table with it); absent when not known.
+	MountMax int `json:"mount_max,omitempty"`
 }
 
 // NewDocument builds the JSON document of a report.
@@ -65,6 +68,9 @@ func NewDocument(r *check.Report) *Document {
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID
+	}
+	if r.Table != nil {
+		d.MountTable.MountMax = r.Table.MountMax
 	}
 	return d
 }

@@ -85,11 +85,14 @@ var (
 	descScanPasses = desc("scan_passes_total", "Complete scan passes over every root since start.")
 	descScanBudget = desc("scan_budget_exhausted_total", "Scan runs that stopped at the budget, to resume on the next run, since start.")
 	descScanDone   = desc("scan_complete", "1 if the last scan run finished a pass, 0 if it stopped at the budget.")
+	descTableSize  = desc("mount_table_size", "Mounts in the current mount table (lines, parsed or not), as mount_leak counts them.")
+	descTableMax   = desc("mount_table_max", "The inspected host's fs.mount-max: at it, every new mount in the namespace fails; absent when not known.")
+	descTableGrow  = desc("mount_table_growth", "Mounts in the current table less those in the first table this process read (negative when it shrank).")
 
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
 		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
-		descScanBudget, descScanDone}
+		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow}
 )
 
 // Metrics is a prometheus.Collector built from the latest State on each
@@ -178,6 +181,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descNotProbed, float64(p.NotProbed))
 		counter(ch, descProbes, p.Probes)
 		counter(ch, descTimeouts, p.Timeouts)
+	}
+	if t := rep.Table; t != nil {
+		gauge(ch, descTableSize, float64(t.Size))
+		gauge(ch, descTableGrow, float64(t.Growth))
+		if t.MountMax > 0 {
+			gauge(ch, descTableMax, float64(t.MountMax))
+		}
 	}
 	if s := rep.Scan; s != nil {
 		counter(ch, descScanEnts, s.Entries)

@@ -63,6 +63,9 @@ func WriteText(w io.Writer, r *check.Report) error {
 		ew.printf("Scanned %d entries, %s (%d passes, budget reached %d times since start).\n",
 			sc.Entries, state, sc.Passes, sc.BudgetExhausted)
 	}
+	if t := r.Table; t != nil && t.MountMax > 0 {
+		ew.printf("Mount table: %d mounts, %.1f%% of fs.mount-max (%d).\n", t.Size, 100*float64(t.Size)/float64(t.MountMax), t.MountMax)
+	}
 	if len(s.ParseErrors) > 0 {
 		ew.printf("\nMount table lines that could not be parsed (left out of the checks):\n")
 		for _, e := range s.ParseErrors {
