@@ -236,7 +236,7 @@ func Decide(g Given, ev TableEvidence, proc ProcessEvidence) Layout {
 
 func decideDir(given, flag string, proc Found, counts map[string]int, def, what string) Dir {
 	if given != "" {
-		return Dir{Path: path.Clean(given), Source: FromFlag, Evidence: "flag " + flag}
+		return Dir{Path: path.Clean(given), Source: FromFlag, Evidence: flag}
 	}
 	pick, cands, ok := decideTable(counts)
 	if proc.Path != "" {
@@ -262,4 +262,14 @@ func plural(n int, what string) string {
 		return strings.TrimSuffix(what, "s")
 	}
 	return what
+}
+
+// Decision is what was decided, without the evidence counts (which change
+// as pods come and go): equal decisions give equal strings.
+func (l Layout) Decision() string {
+	var b strings.Builder
+	for _, d := range []Dir{l.Kubelet, l.ContainerdRoot, l.ContainerdSnapshots} {
+		fmt.Fprintf(&b, "%s\x00%s\x00%s\x00", d.Path, d.Source, strings.Join(d.Candidates, "\x01"))
+	}
+	return b.String()
 }

@@ -104,6 +104,9 @@ func TestFoundRootClassifiesTheSeed(t *testing.T) {
 	if vol == nil || vol.Kube.PodUID != "92f2591b-66b5-4843-b7a7-42d0acd2be07" || vol.Kube.Volume != "dashboard-folder" {
 		t.Fatalf("pod volume not classified: %+v", vol)
 	}
+	if vol.Kube.CSIDriver != "cephfs.csi.ceph.com" {
+		t.Errorf("the pod volume's CSI driver is not named after the staging mount of its connection: %+v", vol.Kube)
+	}
 	if stage == nil || stage.Kube.CSIDriver != "cephfs.csi.ceph.com" {
 		t.Fatalf("staging mount not classified: %+v", stage)
 	}

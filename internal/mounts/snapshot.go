@@ -151,7 +151,34 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		}
 		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
 	}
+	s.driversFromStaging()
 	return s, nil
+}
+
+// driversFromStaging names the CSI driver of a CSI pod volume that no
+// vol_data.json named (a captured table, or the file unreadable) after the
+// staging mounts of its filesystem: a pod volume published from a staging
+// mount shares its major:minor, and the staging path names the driver.
+// Only when every staging mount of that filesystem names the same one.
+func (s *Snapshot) driversFromStaging() {
+	for _, m := range s.Mounts {
+		k := m.Kube
+		if k == nil || k.Kind != PodVolume || k.VolumePlugin != CsiPlugin || k.CSIDriver != "" {
+			continue
+		}
+		driver := ""
+		for _, o := range s.byDev[m.Dev()] {
+			if o.Kube == nil || o.Kube.Kind != CSIStaging || o.Kube.CSIDriver == "" {
+				continue
+			}
+			if driver != "" && driver != o.Kube.CSIDriver {
+				driver = ""
+				break
+			}
+			driver = o.Kube.CSIDriver
+		}
+		k.CSIDriver = driver
+	}
 }
 
 // findLayout decides the layout from h's given paths, the table and, live,
