@@ -280,7 +280,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 
-	export.LogLayout(log, snap.Layout)
+	export.LogLayout(log, zapcore.DebugLevel, snap.Layout)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -106,7 +107,7 @@ func (t *tableReader) readWithTimeout(ctx context.Context) (*mounts.Snapshot, er
 // differs from the last read's (not when only the evidence counts do).
 func (t *tableReader) logLayout(s *mounts.Snapshot, log *zap.Logger) {
 	if _, changed := t.layout.update(s.Layout.Decision()); changed {
-		export.LogLayout(log, s.Layout)
+		export.LogLayout(log, zapcore.InfoLevel, s.Layout)
 	}
 }
 

@@ -106,9 +106,10 @@ func LogChange(log *zap.Logger, c check.Change) {
 
 // LogLayout logs, in one entry, where kubelet and containerd keep their
 // state and what decided each directory (a flag, their command lines or
-// config, the mount table, the default). The daemon logs it when it
-// changes; --once logs it once.
-func LogLayout(log *zap.Logger, l layout.Layout) {
+// config, the mount table, the default), at level (a kubelet root the
+// table left ambiguous is a warning whatever level says). The daemon logs
+// it at info when it changes; --once at debug, its report says it.
+func LogLayout(log *zap.Logger, level zapcore.Level, l layout.Layout) {
 	fields := []zap.Field{}
 	for _, d := range []struct {
 		name string
@@ -122,6 +123,9 @@ func LogLayout(log *zap.Logger, l layout.Layout) {
 	msg := "layout found"
 	if len(l.Kubelet.Candidates) > 1 && l.Kubelet.Source == layout.FromDefault {
 		msg = "layout found; kubelet root ambiguous, the default kept (give --path.kubelet)"
+		level = zapcore.WarnLevel
 	}
-	log.Info(msg, fields...)
+	if ce := log.Check(level, msg); ce != nil {
+		ce.Write(fields...)
+	}
 }

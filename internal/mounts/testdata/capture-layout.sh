@@ -3,7 +3,8 @@
 # Rebuilds the kubelet/containerd layout tables from real mounts on this
 # kernel: each node shape is made under a tmpfs in a private mount namespace
 # of its own, its /proc/self/mountinfo written with the tmpfs prefix cut off
-# (so mount points read as on the node) and the tmpfs's own line left out.
+# (so mount points read as on the node): the tmpfs is the node's / and the
+# machine's own root line is left out.
 #   layout-f1-data-kubernetes.mountinfo  the F1 seed: kubelet at
 #     /data/kubernetes/kubelet, ceph-fuse (bindfs with subtype ceph-fuse)
 #     staged and its volume directory published to pod 92f2591b-… volume
@@ -27,7 +28,7 @@ capture() {
 w=$W
 mount -t tmpfs node "$w"
 eval "$BODY"
-awk -v w="$w" '"'"'$5 != w'"'"' /proc/self/mountinfo | sed "s#$w/#/#g" > "$HERE/$NAME.mountinfo"
+awk -v w="$w" '"'"'$5 == "/" { next } $5 == w { $5 = "/" } { print }'"'"' /proc/self/mountinfo | sed "s#$w/#/#g" > "$HERE/$NAME.mountinfo"
 cleanup'
   rmdir "$W" 2>/dev/null || true
   echo "wrote $here/$name.mountinfo"
