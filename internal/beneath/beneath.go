@@ -52,20 +52,22 @@ type Listing struct {
 	More bool
 }
 
-// List clones the mount with id mountID, mounted at mountpoint in this
-// process's mount namespace, without its submounts, and lists the
-// directory rel (relative to that mount's root, clean, without "..") in
-// the clone, reading at most max entries.
-func List(mountpoint string, mountID int, rel string, max int) (Listing, error) {
-	if rel == "" {
-		rel = "."
-	}
-	if rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") || strings.Contains(rel, "/../") {
-		return Listing{}, fmt.Errorf("beneath: path %q leaves the mount", rel)
-	}
+// Tree is a detached clone of one mount without its submounts. Listing
+// many directories of one filesystem through one Tree costs one clone:
+// dropping a clone waits for an RCU grace period, which is most of what a
+// clone costs.
+type Tree struct {
+	fd         int
+	mountpoint string
+}
+
+// Clone clones the mount with id mountID, mounted at mountpoint in this
+// process's mount namespace, without its submounts. The path is resolved
+// from / following no symlink, and must still lead to that mount.
+func Clone(mountpoint string, mountID int) (*Tree, error) {
 	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return Listing{}, fmt.Errorf("open /: %w", err)
+		return nil, fmt.Errorf("open /: %w", err)
 	}
 	defer unix.Close(root)
 	mp := strings.TrimPrefix(mountpoint, "/")
@@ -75,35 +77,49 @@ func List(mountpoint string, mountID int, rel string, max int) (Listing, error) 
 	fd, err := resolve.Openat2(root, mp, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
-		return Listing{}, fmt.Errorf("%w: open %s: %w", ErrMoved, mountpoint, err)
+		return nil, fmt.Errorf("%w: open %s: %w", ErrMoved, mountpoint, err)
 	}
 	defer unix.Close(fd)
 	var st unix.Statx_t
 	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &st); err != nil {
-		return Listing{}, fmt.Errorf("statx %s: %w", mountpoint, err)
+		return nil, fmt.Errorf("statx %s: %w", mountpoint, err)
 	}
 	if int(st.Mnt_id) != mountID {
-		return Listing{}, fmt.Errorf("%w: %s is mount %d, not %d", ErrMoved, mountpoint, st.Mnt_id, mountID)
+		return nil, fmt.Errorf("%w: %s is mount %d, not %d", ErrMoved, mountpoint, st.Mnt_id, mountID)
 	}
 	clone, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if err != nil {
-		if err == unix.EPERM {
-			return Listing{}, fmt.Errorf("%w: %w", ErrNotPermitted, err)
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("%w: %w", ErrNotPermitted, err)
 		}
-		return Listing{}, fmt.Errorf("open_tree %s: %w", mountpoint, err)
+		return nil, fmt.Errorf("open_tree %s: %w", mountpoint, err)
 	}
-	defer unix.Close(clone) // the detached clone goes with its last descriptor
-	dir, err := openDir(clone, rel)
+	return &Tree{fd: clone, mountpoint: mountpoint}, nil
+}
+
+// Close drops the clone: it goes with its last descriptor.
+func (t *Tree) Close() error { return unix.Close(t.fd) }
+
+// List lists the directory rel (relative to the cloned mount's root,
+// clean, without "..") in the clone, reading at most max entries.
+func (t *Tree) List(rel string, max int) (Listing, error) {
+	if rel == "" {
+		rel = "."
+	}
+	if rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") || strings.Contains(rel, "/../") || strings.HasSuffix(rel, "/..") {
+		return Listing{}, fmt.Errorf("beneath: path %q leaves the mount", rel)
+	}
+	dir, err := openDir(t.fd, rel)
 	if err != nil {
-		if err == unix.ENOTDIR || err == unix.ENOENT {
-			return Listing{}, fmt.Errorf("%w: %s in %s: %w", ErrNotDirectory, rel, mountpoint, err)
+		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENOENT) {
+			return Listing{}, fmt.Errorf("%w: %s in %s: %w", ErrNotDirectory, rel, t.mountpoint, err)
 		}
-		return Listing{}, fmt.Errorf("open %s in a clone of %s: %w", rel, mountpoint, err)
+		return Listing{}, fmt.Errorf("open %s in a clone of %s: %w", rel, t.mountpoint, err)
 	}
 	defer unix.Close(dir)
 	ents, err := walk.ReadDir(dir, max+1)
 	if err != nil {
-		return Listing{}, fmt.Errorf("read %s in a clone of %s: %w", rel, mountpoint, err)
+		return Listing{}, fmt.Errorf("read %s in a clone of %s: %w", rel, t.mountpoint, err)
 	}
 	l := Listing{More: len(ents) > max}
 	for _, e := range ents[:min(len(ents), max)] {
@@ -113,6 +129,16 @@ func List(mountpoint string, mountID int, rel string, max int) (Listing, error) 
 	return l, nil
 }
 
+// List is Clone, Tree.List and Close: one directory under one mount.
+func List(mountpoint string, mountID int, rel string, max int) (Listing, error) {
+	t, err := Clone(mountpoint, mountID)
+	if err != nil {
+		return Listing{}, err
+	}
+	defer t.Close()
+	return t.List(rel, max)
+}
+
 // openDir opens rel below the clone's root as a directory, following no
 // symlink and crossing no mount; where a system call filter refuses
 // openat2 it resolves the path itself (internal/resolve), with the same
@@ -120,7 +146,7 @@ func List(mountpoint string, mountID int, rel string, max int) (Listing, error) 
 func openDir(clone int, rel string) (int, error) {
 	fd, err := unix.Openat2(clone, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV})
-	if err != unix.ENOSYS && err != unix.EPERM {
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
 		return fd, err
 	}
 	p, err := resolve.Openat2(clone, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,

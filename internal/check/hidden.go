@@ -249,6 +249,16 @@ func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]Fin
 		reached, notHere  int
 		refused, notFound int
 	)
+	// One clone per filesystem reached, not per mount: most pod volumes
+	// sit in the kubelet root's filesystem, and a clone costs an RCU grace
+	// period when it goes.
+	trees := map[int]*beneath.Tree{}
+	treeErrs := map[int]error{}
+	defer func() {
+		for _, t := range trees {
+			t.Close()
+		}
+	}()
 	for _, cand := range cands {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("hidden_entries stopped: %w", context.Cause(ctx)))
@@ -260,7 +270,18 @@ func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]Fin
 			continue
 		}
 		reached++
-		l, err := beneath.List(o.Mountpoint, o.ID, rel, max)
+		t, err := trees[o.ID], treeErrs[o.ID]
+		if t == nil && err == nil {
+			t, err = beneath.Clone(o.Mountpoint, o.ID)
+			trees[o.ID], treeErrs[o.ID] = t, err
+			if t == nil {
+				delete(trees, o.ID)
+			}
+		}
+		var l beneath.Listing
+		if err == nil {
+			l, err = t.List(rel, max)
+		}
 		switch {
 		case errors.Is(err, beneath.ErrNotPermitted):
 			refused++

@@ -144,17 +144,17 @@ func TestHiddenFinding(t *testing.T) {
 	}
 }
 
-func runHidden(t *testing.T, h mounts.Host) ([]Finding, error, []string) {
+func runHidden(t *testing.T, h mounts.Host) ([]Finding, []string, error) {
 	t.Helper()
 	out := (&HiddenEntriesCheck{}).Run(context.Background(), &Env{Snapshot: liveSnapshot(t, h)})
-	return out.Findings, out.Err, out.Notes
+	return out.Findings, out.Notes, out.Err
 }
 
 // TestLiveHiddenEntriesThisMachine: this machine's own table (the test's
 // private copy of it) gives no finding and no error.
 func TestLiveHiddenEntriesThisMachine(t *testing.T) {
 	testenv.RequireRoot(t)
-	found, err, _ := runHidden(t, mounts.Host{})
+	found, _, err := runHidden(t, mounts.Host{})
 	if len(found) > 0 || err != nil {
 		t.Fatalf("a healthy machine: %+v, %v", found, err)
 	}
@@ -178,7 +178,7 @@ func TestLiveHiddenUnderFUSEStaging(t *testing.T) {
 	testenv.Bindfs(t, dir+"/backing", stage, "nonempty", "subtype=ceph-fuse")
 	testenv.Bind(t, stage+"/volumes/csi/v1", vol)
 
-	found, err, _ := runHidden(t, mounts.Host{})
+	found, _, err := runHidden(t, mounts.Host{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestLiveHiddenUnderPodVolume(t *testing.T) {
 	}
 	testenv.FakeCephFuse(t, dir+"/backing", vol)
 
-	found, err, _ := runHidden(t, mounts.Host{})
+	found, _, err := runHidden(t, mounts.Host{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestLiveHiddenOtherNamespace(t *testing.T) {
 	}
 	node := testenv.NewNode(t, fmt.Sprintf(`mount -t tmpfs over %s/srv/sshfs
 mount -t tmpfs node-only %s && mkdir %s/d && touch %s/d/f`, shared, private, private, private))
-	found, err, _ := runHidden(t, mounts.Host{PID: node.PID})
+	found, _, err := runHidden(t, mounts.Host{PID: node.PID})
 	// The tmpfs over srv/sshfs is neither FUSE nor kubelet's: no candidate.
 	if len(found) != 0 || err != nil {
 		t.Fatalf("no candidate: %+v %v", found, err)
@@ -276,19 +276,19 @@ mount -t tmpfs node-only %s && mkdir %s/d && touch %s/d/f`, shared, private, pri
 	// A FUSE server in the node's namespace, over the shared directory.
 	node.Run(fmt.Sprintf("umount %s/srv/sshfs && bindfs -o nonempty,subtype=sshfs %s/src %s/srv/sshfs", shared, shared, shared))
 	t.Cleanup(func() { killByArgs(shared + "/src") })
-	found, err, _ = runHidden(t, mounts.Host{PID: node.PID})
+	found, _, err = runHidden(t, mounts.Host{PID: node.PID})
 	if err != nil || len(found) != 1 || found[0].Details["hidden_names"] != `"before-remount"` {
 		t.Fatalf("through our mount of the same filesystem: %+v %v", found, err)
 	}
 	// Only the node's own filesystem under it.
 	node.Run(fmt.Sprintf("bindfs -o nonempty,subtype=sshfs %s/src %s/d", shared, private))
 	t.Cleanup(func() { killByArgs(private + "/d") })
-	found, err, notes := runHidden(t, mounts.Host{PID: node.PID})
+	found, notes, err := runHidden(t, mounts.Host{PID: node.PID})
 	if len(found) != 1 || err != nil || !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "1 mounts left out") }) {
 		t.Fatalf("one reachable, one not: %+v %v %q", found, err, notes)
 	}
 	node.Run(fmt.Sprintf("fusermount3 -u %s/srv/sshfs || umount -l %s/srv/sshfs", shared, shared))
-	found, err, _ = runHidden(t, mounts.Host{PID: node.PID})
+	found, _, err = runHidden(t, mounts.Host{PID: node.PID})
 	var se *SkipError
 	if len(found) != 0 || !errors.As(err, &se) || se.Cause != "another mount namespace" {
 		t.Fatalf("none reachable: %+v %v", found, err)
