@@ -238,78 +238,101 @@ func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]Fin
 	if err != nil {
 		return nil, nil, err
 	}
-	max := c.MaxEntries
-	if max <= 0 {
-		max = DefaultHiddenMaxEntries
+	r := &hiddenRun{max: c.MaxEntries, trees: map[int]*beneath.Tree{}, treeErrs: map[int]error{}}
+	if r.max <= 0 {
+		r.max = DefaultHiddenMaxEntries
 	}
-	var (
-		out               []Finding
-		notes             []string
-		errs              []error
-		reached, notHere  int
-		refused, notFound int
-	)
-	// One clone per filesystem reached, not per mount: most pod volumes
-	// sit in the kubelet root's filesystem, and a clone costs an RCU grace
-	// period when it goes.
-	trees := map[int]*beneath.Tree{}
-	treeErrs := map[int]error{}
-	defer func() {
-		for _, t := range trees {
-			t.Close()
-		}
-	}()
+	defer r.close()
 	for _, cand := range cands {
 		if err := ctx.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("hidden_entries stopped: %w", context.Cause(ctx)))
+			r.errs = append(r.errs, fmt.Errorf("hidden_entries stopped: %w", context.Cause(ctx)))
 			break
 		}
-		o, rel, ok := reachUnderneath(cand, own, same)
-		if !ok {
-			notHere++
-			continue
-		}
-		reached++
-		t, err := trees[o.ID], treeErrs[o.ID]
-		if t == nil && err == nil {
-			t, err = beneath.Clone(o.Mountpoint, o.ID)
-			trees[o.ID], treeErrs[o.ID] = t, err
-			if t == nil {
-				delete(trees, o.ID)
-			}
-		}
-		var l beneath.Listing
-		if err == nil {
-			l, err = t.List(rel, max)
-		}
-		switch {
-		case errors.Is(err, beneath.ErrNotPermitted):
-			refused++
-			continue
-		case errors.Is(err, beneath.ErrNotDirectory), errors.Is(err, beneath.ErrMoved):
-			notFound++ // a file mounted over, or the table changed since it was read
-			continue
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s: %w", cand.m.Mountpoint, err))
-			continue
-		}
-		if f, ok := hiddenFinding(cand, l); ok {
-			out = append(out, f)
-		}
+		r.look(cand, own, same)
+	}
+	notes := r.judge()
+	return r.out, notes, errors.Join(r.errs...)
+}
+
+// hiddenRun is one run's clones and tally.
+type hiddenRun struct {
+	max int
+	// trees holds one clone per filesystem reached, not per mount: most
+	// pod volumes sit in the kubelet root's filesystem, and a clone costs
+	// an RCU grace period when it goes.
+	trees    map[int]*beneath.Tree
+	treeErrs map[int]error
+
+	out                               []Finding
+	errs                              []error
+	reached, notHere, refused, absent int
+}
+
+func (r *hiddenRun) close() {
+	for _, t := range r.trees {
+		t.Close()
+	}
+}
+
+// tree is the clone of own mount o, made on first use.
+func (r *hiddenRun) tree(o *mounts.Mount) (*beneath.Tree, error) {
+	if t, ok := r.trees[o.ID]; ok {
+		return t, nil
+	}
+	if err, ok := r.treeErrs[o.ID]; ok {
+		return nil, err
+	}
+	t, err := beneath.Clone(o.Mountpoint, o.ID)
+	if err != nil {
+		r.treeErrs[o.ID] = err
+		return nil, err
+	}
+	r.trees[o.ID] = t
+	return t, nil
+}
+
+// look lists the directory under one candidate and counts how it went.
+func (r *hiddenRun) look(cand hiddenCandidate, own *mounts.Snapshot, same bool) {
+	o, rel, ok := reachUnderneath(cand, own, same)
+	if !ok {
+		r.notHere++
+		return
+	}
+	r.reached++
+	t, err := r.tree(o)
+	var l beneath.Listing
+	if err == nil {
+		l, err = t.List(rel, r.max)
 	}
 	switch {
-	case refused > 0 && refused == reached && !hasCapSysAdmin():
-		errs = append(errs, errHiddenNoCap)
-	case refused > 0 && refused == reached:
-		errs = append(errs, errHiddenFiltered)
-	case refused > 0:
-		errs = append(errs, fmt.Errorf("open_tree refused for %d of %d mounts", refused, reached))
-	case reached == 0 && notHere > 0:
-		errs = append(errs, errHiddenOtherNamespace)
-	case notHere > 0:
-		notes = append(notes, fmt.Sprintf("%d mounts left out: their parent filesystem is not mounted in mountwatchd's own namespace", notHere))
+	case errors.Is(err, beneath.ErrNotPermitted):
+		r.refused++
+	case errors.Is(err, beneath.ErrNotDirectory), errors.Is(err, beneath.ErrMoved):
+		r.absent++ // a file mounted over, or the table changed since it was read
+	case err != nil:
+		r.errs = append(r.errs, fmt.Errorf("%s: %w", cand.m.Mountpoint, err))
+	default:
+		if f, ok := hiddenFinding(cand, l); ok {
+			r.out = append(r.out, f)
+		}
 	}
-	return out, notes, errors.Join(errs...)
+}
+
+// judge turns the tally into skip reasons, errors and notes.
+func (r *hiddenRun) judge() []string {
+	switch {
+	case r.refused > 0 && r.refused == r.reached && !hasCapSysAdmin():
+		r.errs = append(r.errs, errHiddenNoCap)
+	case r.refused > 0 && r.refused == r.reached:
+		r.errs = append(r.errs, errHiddenFiltered)
+	case r.refused > 0:
+		r.errs = append(r.errs, fmt.Errorf("open_tree refused for %d of %d mounts", r.refused, r.reached))
+	case r.reached == 0 && r.notHere > 0:
+		r.errs = append(r.errs, errHiddenOtherNamespace)
+	case r.notHere > 0:
+		return []string{fmt.Sprintf("%d mounts left out: their parent filesystem is not mounted in mountwatchd's own namespace", r.notHere)}
+	}
+	return nil
 }
 
 // ownTable is this process's mount table and whether it is the inspected

@@ -114,18 +114,7 @@ func KubeletRootOf(mountpoint string) (string, bool) {
 	}
 	c := strings.Split(p, "/")[1:]
 	for i := 0; i < len(c); i++ {
-		rest := c[i:]
-		ok := false
-		switch {
-		case len(rest) >= 5 && rest[0] == "pods" && podUID(rest[1]) && rest[2] == "volumes" &&
-			(len(rest) == 5 || (len(rest) == 6 && rest[5] == "mount")):
-			ok = true
-		case len(rest) == 6 && rest[0] == "pods" && podUID(rest[1]) && rest[2] == "volume-subpaths":
-			ok = true
-		case len(rest) == 6 && rest[0] == "plugins" && rest[1] == "kubernetes.io" && rest[2] == "csi" && rest[5] == "globalmount":
-			ok = true
-		}
-		if ok {
+		if kubeletShape(c[i:]) {
 			if i == 0 {
 				return "", false // the kubelet root cannot be /
 			}
@@ -133,6 +122,20 @@ func KubeletRootOf(mountpoint string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// kubeletShape reports whether rest, a mount point's components from one
+// below the kubelet root, is a kubelet mount's.
+func kubeletShape(rest []string) bool {
+	switch {
+	case len(rest) >= 5 && rest[0] == "pods" && podUID(rest[1]) && rest[2] == "volumes":
+		return len(rest) == 5 || (len(rest) == 6 && rest[5] == "mount")
+	case len(rest) == 6 && rest[0] == "pods" && podUID(rest[1]) && rest[2] == "volume-subpaths":
+		return true
+	case len(rest) == 6 && rest[0] == "plugins" && rest[1] == "kubernetes.io" && rest[2] == "csi":
+		return rest[5] == "globalmount"
+	}
+	return false
 }
 
 // podUID reports whether s looks like a pod UID: a UUID from the API

@@ -90,47 +90,60 @@ func (p Procs) Read() ProcessEvidence {
 	targetNS, _ := os.Readlink(path.Join(p.Procfs, target, "ns", "mnt"))
 	var kubelets, containerds []Found
 	for _, n := range names {
-		pid, err := strconv.Atoi(n)
-		if err != nil || pid <= 0 {
-			continue
-		}
-		stat, err := readSmall(path.Join(p.Procfs, n, "stat"), 4096)
-		if err != nil {
-			continue
-		}
-		comm, state, ok := ParseStat(stat)
-		if !ok || (comm != kubeletComm && comm != containerComm) {
-			continue
-		}
-		if state == 'D' || state == 'Z' || state == 'X' {
-			ev.Notes = append(ev.Notes, fmt.Sprintf("%s pid %d is in state %c: its command line was not read", comm, pid, state))
-			continue
-		}
-		if targetNS != "" {
-			if ns, err := os.Readlink(path.Join(p.Procfs, n, "ns", "mnt")); err == nil && ns != targetNS {
-				ev.Notes = append(ev.Notes, fmt.Sprintf("%s pid %d is in another mount namespace: left out", comm, pid))
-				continue
-			}
-		}
-		args, err := p.cmdline(pid)
-		if err != nil {
-			ev.Notes = append(ev.Notes, fmt.Sprintf("%s pid %d: %v", comm, pid, err))
-			continue
-		}
-		switch comm {
-		case kubeletComm:
-			if dir, ok := FlagValue(args, "--root-dir"); ok && path.IsAbs(dir) {
-				kubelets = append(kubelets, Found{Path: path.Clean(dir), Source: FromProcess, Evidence: fmt.Sprintf("kubelet pid %d --root-dir", pid)})
-			}
-		case containerComm:
-			if f, ok := p.containerd(pid, args); ok {
-				containerds = append(containerds, f)
-			}
+		comm, f, ok := p.inspect(n, targetNS, &ev.Notes)
+		switch {
+		case !ok:
+		case comm == kubeletComm:
+			kubelets = append(kubelets, f)
+		case comm == containerComm:
+			containerds = append(containerds, f)
 		}
 	}
 	ev.KubeletRoot = agree(kubelets, "kubelet", &ev.Notes)
 	ev.ContainerdRoot = agree(containerds, "containerd", &ev.Notes)
 	return ev
+}
+
+// inspect looks at process n (a /proc entry): when it is a kubelet or a
+// containerd in the inspected mount namespace that is not in state D, what
+// its command line (or containerd's config) says.
+func (p Procs) inspect(n, targetNS string, notes *[]string) (string, Found, bool) {
+	pid, err := strconv.Atoi(n)
+	if err != nil || pid <= 0 {
+		return "", Found{}, false
+	}
+	stat, err := readSmall(path.Join(p.Procfs, n, "stat"), 4096)
+	if err != nil {
+		return "", Found{}, false
+	}
+	comm, state, ok := ParseStat(stat)
+	if !ok || (comm != kubeletComm && comm != containerComm) {
+		return "", Found{}, false
+	}
+	if state == 'D' || state == 'Z' || state == 'X' {
+		*notes = append(*notes, fmt.Sprintf("%s pid %d is in state %c: its command line was not read", comm, pid, state))
+		return "", Found{}, false
+	}
+	if targetNS != "" {
+		if ns, err := os.Readlink(path.Join(p.Procfs, n, "ns", "mnt")); err == nil && ns != targetNS {
+			*notes = append(*notes, fmt.Sprintf("%s pid %d is in another mount namespace: left out", comm, pid))
+			return "", Found{}, false
+		}
+	}
+	args, err := p.cmdline(pid)
+	if err != nil {
+		*notes = append(*notes, fmt.Sprintf("%s pid %d: %v", comm, pid, err))
+		return "", Found{}, false
+	}
+	if comm == containerComm {
+		f, ok := p.containerd(pid, args)
+		return comm, f, ok
+	}
+	dir, ok := FlagValue(args, "--root-dir")
+	if !ok || !path.IsAbs(dir) {
+		return "", Found{}, false
+	}
+	return comm, Found{Path: path.Clean(dir), Source: FromProcess, Evidence: fmt.Sprintf("kubelet pid %d --root-dir", pid)}, true
 }
 
 // agree returns the one directory all processes found name, or nothing
