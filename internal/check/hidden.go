@@ -96,7 +96,7 @@ func hiddenCandidates(s *mounts.Snapshot) []hiddenCandidate {
 		if p == nil || p == m || p.Mountpoint == m.Mountpoint || p.Pseudo() || p.MayHang() {
 			continue
 		}
-		if o, _ := s.HangsOnTheWay(p.Mountpoint, nil); o != nil {
+		if o, _ := s.HangsOnTheWay(p.Mountpoint, nil); o != nil || (p.Overlay && overlayMayHang(s, p)) {
 			continue
 		}
 		rel, ok := relBelow(p.Mountpoint, m.Mountpoint)
@@ -110,6 +110,22 @@ func hiddenCandidates(s *mounts.Snapshot) []hiddenCandidate {
 		out = append(out, hiddenCandidate{m: m, parent: p, dir: dir})
 	}
 	return out
+}
+
+// overlayMayHang reports whether listing a directory of overlay mount p
+// could touch a filesystem that may hang: a layer on FUSE or NFS (or one
+// whose options cannot be read, to be safe).
+func overlayMayHang(s *mounts.Snapshot, p *mounts.Mount) bool {
+	ch, err := mounts.ParseOverlayChain(p, snapshotRoot("", s))
+	if err != nil {
+		return true
+	}
+	for _, l := range append(ch.Layers, ch.Data...) {
+		if o, _ := s.HangsOnTheWay(l.Dir, nil); o != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // relBelow is p relative to dir when p is below it.

@@ -100,6 +100,21 @@ func TestReachUnderneath(t *testing.T) {
 	if o, rel, ok := reachUnderneath(c, own, false); !ok || o.ID != 122 || rel != "kubelet/pods/92f2591b-66b5-4843-b7a7-42d0acd2be07/volumes/kubernetes.io~csi/pv/mount" {
 		t.Errorf("a copy: %v %q %v (want the deepest root that holds it, mount 122)", o, rel, ok)
 	}
+	// An overlay parent whose lower layer is on NFS may hang: not looked at.
+	ovl := tableSnapshot(t, `20 1 8:1 / / rw - ext4 /dev/sda1 rw
+21 20 0:40 / /srv/nfs rw - nfs4 server:/export rw
+22 20 0:41 / /ctr rw - overlay overlay rw,lowerdir=/srv/nfs/layer,upperdir=/u,workdir=/w
+23 22 0:42 / /ctr/mnt/data rw - fuse.s3fs s3fs rw
+24 20 0:43 / /ctr2 rw - overlay overlay rw,lowerdir=/l,upperdir=/u2,workdir=/w2
+25 24 0:44 / /ctr2/mnt/data rw - fuse.s3fs s3fs rw
+`, "")
+	var got []string
+	for _, c := range hiddenCandidates(ovl) {
+		got = append(got, c.m.Mountpoint)
+	}
+	if !slices.Equal(got, []string{"/srv/nfs", "/ctr2/mnt/data"}) { // the NFS mount itself sits on ext4
+		t.Errorf("overlay parents: candidates %q, want only the one whose layers cannot hang", got)
+	}
 	// A container: only its own overlay and files bound from the node's disk.
 	own = tableSnapshot(t, `500 400 0:70 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
 501 500 8:1 /var/lib/kubelet/pods/x/etc-hosts /etc/hosts rw - ext4 /dev/sda1 rw
