@@ -72,7 +72,7 @@ type hiddenCandidate struct {
 	dir       string
 }
 
-// HiddenCandidates returns the mounts whose directory underneath the check
+// hiddenCandidates returns the mounts whose directory underneath the check
 // looks at, with where that directory is: FUSE and network mounts and
 // kubelet pod volume and CSI staging mounts, whose parent is a filesystem
 // that cannot hang (not FUSE, network or autofs, and no such mount on the
