@@ -155,12 +155,12 @@ tidy:
 # Fuzz every parser of outside input for FUZZTIME each (seeds: the
 # captures in testdata/ and testdata/fuzz/<target>). A crash is written to
 # testdata/fuzz/<target>/ by go test: commit it, it becomes a regression
-# test of the plain `go test` run. 7 targets x 10s: about 2 minutes.
+# test of the plain `go test` run. 8 targets x 10s: about 2 minutes.
 FUZZTIME  ?= 10s
 FUZZ_TARGETS := \
 	./internal/mounts:FuzzParseMountTable ./internal/mounts:FuzzOverlayOptions ./internal/mounts:FuzzKubePath \
 	./internal/mounts:FuzzVolData ./internal/mounts:FuzzPodLogDir \
-	./internal/containerd:FuzzScanLayer ./internal/containerd:FuzzMetadataDB
+	./internal/containerd:FuzzScanLayer ./internal/containerd:FuzzMetadataDB ./internal/layout:FuzzLayoutInputs
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -94,10 +94,14 @@ func (s *scanner) walk(ctx context.Context, snap *mounts.Snapshot, root *mounts.
 	return found, append(errs, err)
 }
 
-// snapshotRoot is root, or containerd's default overlayfs snapshot root.
-func snapshotRoot(root string) string {
-	if root == "" {
-		return mounts.DefaultContainerdSnapshots
+// snapshotRoot is root, or the snapshot's containerd overlayfs snapshots
+// directory (as its layout found it), or containerd's default.
+func snapshotRoot(root string, s *mounts.Snapshot) string {
+	switch {
+	case root != "":
+		return root
+	case s.Host.ContainerdSnapshots != "":
+		return s.Host.ContainerdSnapshots
 	}
-	return root
+	return mounts.DefaultContainerdSnapshots
 }

@@ -71,7 +71,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := env.Snapshot
-	snapRoot := snapshotRoot(c.SnapshotRoot)
+	snapRoot := snapshotRoot(c.SnapshotRoot, s)
 	live := liveOverlayDirs(s, snapRoot)
 	var errs []error
 	if !walk.TrustedXattrsVisible() {

@@ -213,6 +213,7 @@ func (d *Daemon) readTable(ctx context.Context) error {
 		return err
 	}
 	d.table.logParseErrors(snap, d.cfg.Log)
+	d.table.logLayout(snap, d.cfg.Log)
 	d.store.setSnapshot(snap)
 	for _, l := range d.lanes {
 		if l.interval == 0 {

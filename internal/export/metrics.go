@@ -7,6 +7,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -88,11 +89,14 @@ var (
 	descTableSize  = desc("mount_table_size", "Mounts in the current mount table (lines, parsed or not), as mount_leak counts them.")
 	descTableMax   = desc("mount_table_max", "The inspected host's fs.mount-max: at it, every new mount in the namespace fails; absent when not known.")
 	descTableGrow  = desc("mount_table_growth", "Mounts in the current table less those in the first table this process read (negative when it shrank).")
+	descLayout     = desc("layout_info", "Where kubelet and containerd keep their state as the current table was checked (value 1): dir is kubelet_root, containerd_root "+
+		"or containerd_snapshots; source says what decided it (flag, command line, config file, mount table, derived, default).", "dir", "path", "source")
+	descLayoutCand = desc("layout_candidates", "How many different directories the mount table showed for dir when it showed more than one (0 otherwise); with source default, none was chosen.", "dir")
 
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
 		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
-		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow}
+		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow, descLayout, descLayoutCand}
 )
 
 // Metrics is a prometheus.Collector built from the latest State on each
@@ -174,6 +178,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, descMounts, float64(n), Printable(t))
 		}
 		gauge(ch, descParseErrs, float64(s.ParseErrorTotal()))
+		for _, d := range []struct {
+			name string
+			dir  layout.Dir
+		}{{"kubelet_root", s.Layout.Kubelet}, {"containerd_root", s.Layout.ContainerdRoot}, {"containerd_snapshots", s.Layout.ContainerdSnapshots}} {
+			if d.dir.Path == "" {
+				continue
+			}
+			gauge(ch, descLayout, 1, d.name, Printable(d.dir.Path), string(d.dir.Source))
+			gauge(ch, descLayoutCand, float64(len(d.dir.Candidates)), d.name)
+		}
 	}
 	if p := rep.Probe; p != nil {
 		gauge(ch, descProbeConns, float64(p.Connections))
