@@ -84,7 +84,13 @@ func walkOnce(t *testing.T, w *walk.Walker, s *mounts.Snapshot, roots []walk.Roo
 	go func() {
 		var mu sync.Mutex
 		var visited []string
-		if err := w.Begin(context.Background(), s); err != nil {
+		root, err := s.Host.OpenRoot()
+		if err != nil {
+			res <- walkResult{err: err}
+			return
+		}
+		defer root.Close()
+		if err := w.Begin(context.Background(), s, root); err != nil {
 			res <- walkResult{err: err}
 			return
 		}
@@ -159,7 +165,7 @@ func TestWalkerParallelSameAsSequential(t *testing.T) {
 	// 7 redirect markers, nothing from outside, the FUSE or the late tmpfs.
 	run := func(workers int) []Finding {
 		c := &StrayOverlayXattrCheck{Limits: walk.ScanLimits{Workers: workers}, FullPass: true}
-		f, err := c.Run(context.Background(), s)
+		f, err := runOne(c, s)
 		if err != nil {
 			t.Fatalf("%d workers: %v", workers, err)
 		}
@@ -202,7 +208,7 @@ func TestWalkerParallelBudget(t *testing.T) {
 	}
 
 	c := &StrayOverlayXattrCheck{Limits: walk.ScanLimits{Workers: 4, Budget: budget}, FullPass: true}
-	if _, err := c.Run(context.Background(), s); !errors.Is(err, walk.ErrScanIncomplete) {
+	if _, err := runOne(c, s); !errors.Is(err, walk.ErrScanIncomplete) {
 		t.Errorf("--once pass over its budget on four workers: %v, want ErrScanIncomplete", err)
 	}
 }

@@ -256,21 +256,52 @@ func (e *Exposition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		e.errors.WithLabelValues("gathering").Inc()
 	}
+	plain, deflated := e.merge(k, enc, live, nameFilter(r))
 
-	var filter map[string]bool
-	if r.URL != nil {
-		if names := r.URL.Query()["name[]"]; len(names) > 0 {
-			filter = map[string]bool{}
-			for _, n := range names {
-				filter[n] = true
-			}
+	h := w.Header()
+	h.Set("Content-Type", string(k.format))
+	h.Add("Vary", "Accept")
+	h.Add("Vary", "Accept-Encoding")
+	pieces := plain
+	if k.gzip {
+		pieces = gzipMember(plain, deflated)
+		h.Set("Content-Encoding", "gzip")
+	}
+	n := 0
+	for _, b := range pieces {
+		n += len(b)
+	}
+	h.Set("Content-Length", strconv.Itoa(n))
+	for _, b := range pieces {
+		if _, err := w.Write(b); err != nil {
+			return
 		}
 	}
-	keep := func(name string) bool { return filter == nil || filter[name] }
+}
 
-	// Merge the two sorted lists by name. Consecutive live families are
-	// encoded into one piece (and, with gzip, one fresh DEFLATE segment).
-	var plain, deflated [][]byte
+// nameFilter is the set of family names the request's name[] parameters
+// ask for (as promhttp reads them); nil keeps every family.
+func nameFilter(r *http.Request) map[string]bool {
+	if r.URL == nil {
+		return nil
+	}
+	names := r.URL.Query()["name[]"]
+	if len(names) == 0 {
+		return nil
+	}
+	filter := map[string]bool{}
+	for _, n := range names {
+		filter[n] = true
+	}
+	return filter
+}
+
+// merge interleaves the cached families of enc with the live ones, both
+// sorted by name, keeping those filter allows (nil: all), and returns the
+// body's pieces and, for gzip, their DEFLATE segments. Consecutive live
+// families are encoded into one piece and one fresh segment.
+func (e *Exposition) merge(k encodingKey, enc *encoding, live []*dto.MetricFamily, filter map[string]bool) (plain, deflated [][]byte) {
+	keep := func(name string) bool { return filter == nil || filter[name] }
 	var run bytes.Buffer
 	endRun := func() {
 		if run.Len() == 0 {
@@ -305,41 +336,19 @@ func (e *Exposition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	run.Write(enc.trailer)
 	endRun()
+	return plain, deflated
+}
 
-	h := w.Header()
-	h.Set("Content-Type", string(k.format))
-	h.Add("Vary", "Accept")
-	h.Add("Vary", "Accept-Encoding")
-	n := 0
-	if !k.gzip {
-		for _, b := range plain {
-			n += len(b)
-		}
-		h.Set("Content-Length", strconv.Itoa(n))
-		for _, b := range plain {
-			if _, err := w.Write(b); err != nil {
-				return
-			}
-		}
-		return
-	}
+// gzipMember is one gzip member of the DEFLATE segments: header, segments,
+// an empty final block, and the CRC-32 and size of the plain pieces.
+func gzipMember(plain, deflated [][]byte) [][]byte {
 	crc, size := uint32(0), 0
 	for _, b := range plain {
 		crc = crc32.Update(crc, crc32.IEEETable, b)
 		size += len(b)
 	}
-	var tail [8]byte
+	tail := make([]byte, 8)
 	binary.LittleEndian.PutUint32(tail[:4], crc)
 	binary.LittleEndian.PutUint32(tail[4:], uint32(size))
-	pieces := append(append([][]byte{gzipHeader}, deflated...), deflateEnd, tail[:])
-	for _, b := range pieces {
-		n += len(b)
-	}
-	h.Set("Content-Encoding", "gzip")
-	h.Set("Content-Length", strconv.Itoa(n))
-	for _, b := range pieces {
-		if _, err := w.Write(b); err != nil {
-			return
-		}
-	}
+	return append(append([][]byte{gzipHeader}, deflated...), deflateEnd, tail)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // maxLine is the longest mount table line handed to mountinfo, whose scanner
@@ -146,7 +148,7 @@ func readTable(r io.Reader, maxBytes int64) (string, error) {
 		total += int64(n)
 		chunks = append(chunks, c[:n])
 		if total > maxBytes {
-			return "", fmt.Errorf("%w: more than %d bytes (--mountinfo.max-bytes)", ErrTableTooLarge, maxBytes)
+			return "", fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -20,6 +17,7 @@ const (
 	DefaultScanBudget   = 100_000 // entries per scan run of the daemon
 	DefaultOnceBudget   = 5_000_000
 	DefaultScanMaxDepth = 128
+	DefaultScanRate     = 20_000 // entries per second (--scan.rate)
 )
 
 // Stats is the progress of the budgeted tree scans.
@@ -72,7 +70,7 @@ func (w *Walker) TooDeepErr() error {
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
 
-// walkRoot is one tree a pass walks.
+// Root is one tree a pass walks.
 type Root struct {
 	// Path is the directory as the inspected namespace sees it.
 	Path string
@@ -84,7 +82,7 @@ type Root struct {
 	InRoot bool
 }
 
-// rootError is a root of a pass that could not be walked.
+// RootError is a root of a pass that could not be walked.
 type RootError struct {
 	Index int // into the pass's roots
 	Err   error
@@ -100,7 +98,7 @@ type cursorLevel struct {
 	child string
 }
 
-// walker is a budgeted, resumable, read-only tree walk that:
+// Walker is a budgeted, resumable, read-only tree walk that:
 //   - never follows a symlink: every directory is opened relative to its
 //     parent's descriptor with O_NOFOLLOW, xattrs are read with
 //     AT_SYMLINK_NOFOLLOW, and no path through the tree is ever resolved;
@@ -131,9 +129,9 @@ type Walker struct {
 
 	// per run
 	snap      *mounts.Snapshot // the table of this run: its mount-point and id indexes
-	hostFD    int
-	left      int // entries left in this run's budget; <0 unlimited
-	Done      int // entries this run
+	root      *mounts.Root     // the inspected root of this run, the caller's
+	left      int              // entries left in this run's budget; <0 unlimited
+	Done      int              // entries this run
 	started   time.Time
 	ctx       context.Context
 	procfs    string
@@ -142,16 +140,6 @@ type Walker struct {
 	cursorSet bool    // the cursor of this stop is being recorded
 	xbuf      []byte  // listxattr buffer, reused
 	shared    *shared // the run's workers' common budget, if parallel
-}
-
-// shared is what the workers of a parallel run (runParallel) share: the
-// budget left (<0: unlimited), the entries done, for the rate, and the
-// signal that one of them stopped.
-type shared struct {
-	limited bool
-	left    atomic.Int64
-	done    atomic.Int64
-	stop    atomic.Bool
 }
 
 // Entry is one directory entry: handed to the visitor of Run, or made with
@@ -178,7 +166,7 @@ func (w *Walker) Entry(dirfd, mnt int, name string, typ uint8) *Entry {
 	return &Entry{w: w, Dirfd: dirfd, Mnt: mnt, Name: name, Typ: typ}
 }
 
-// guard decides, once, whether the entry may be touched by name: not the
+// Guard decides, once, whether the entry may be touched by name: not the
 // mount point of a mount the walk must not enter. The snapshot decides first,
 // without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
 // or NFS server) catches a mount made after the snapshot. Every xattr read
@@ -218,9 +206,13 @@ func (e *Entry) Guard() error {
 // with what it walks and not with the size of the table (a test counts it).
 func (w *Walker) MountLookups() uint64 { return w.mountLookups }
 
-// begin starts a run over snapshot s: it opens the inspected root and
-// indexes the mounts. Every begin is followed by end.
-func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
+// Begin starts a run over snapshot s, resolving every root below root (the
+// inspected namespace's, open; the caller closes it after End). Every
+// Begin is followed by End.
+func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot, root *mounts.Root) error {
+	if root == nil {
+		return fmt.Errorf("%w: no inspected root to walk from", mounts.ErrNamespaceUnreachable)
+	}
 	w.snap = s
 	w.left = -1
 	if w.Limits.Budget > 0 {
@@ -232,23 +224,17 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
 	w.Done, w.started, w.ctx, w.stopErr, w.tooDeep = 0, time.Now(), ctx, nil, 0
 	w.host = s.Host
 	w.procfs = w.host.WithDefaults().Procfs
-	fd, err := w.host.OpenRoot()
-	if err != nil {
-		return err
-	}
-	w.hostFD = fd
+	w.root = root
 	return nil
 }
 
+// End ends the run Begin started.
 func (w *Walker) End() {
-	if w.hostFD > 0 {
-		unix.Close(w.hostFD)
-	}
-	w.hostFD = -1
+	w.root = nil
 	w.snap = nil // a walker kept between runs holds no table
 }
 
-// run walks on from the cursor until the budget or the rate's deadline
+// Run walks on from the cursor until the budget or the rate's deadline
 // runs out or the pass completes; call it between begin and end. newPass
 // supplies the roots when a pass starts. It returns whether a pass completed
 // in this run and errors for roots that could not be opened.
@@ -282,87 +268,6 @@ func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed 
 		w.next, w.cursor = w.next+1, nil
 	}
 	w.InPass = false
-	w.Stats.Passes++
-	w.Stats.Complete = true
-	return true, rootErrs, nil
-}
-
-// runParallel is Run of a whole pass by Limits.Workers workers, each a
-// copy of w for the run (its own counters, xattr buffer and root index,
-// the same snapshot, inspected root and visit), that take the roots in
-// order. Their counters are summed into w at the end; root errors come in
-// root order, as from a sequential pass.
-func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
-	sh := &shared{limited: w.left >= 0}
-	sh.left.Store(int64(w.left))
-	var next atomic.Int64
-	workers := make([]*Walker, min(w.Limits.Workers, len(w.Roots)))
-	errs := make([][]*RootError, len(workers))
-	stopped := make([]bool, len(workers))
-	var wg sync.WaitGroup
-	for i := range workers {
-		c := &Walker{Limits: w.Limits, host: w.host, Roots: w.Roots, snap: w.snap, hostFD: w.hostFD, left: -1,
-			started: w.started, ctx: w.ctx, procfs: w.procfs, visit: w.visit, shared: sh}
-		workers[i] = c
-		wg.Go(func() {
-			for !sh.stop.Load() {
-				r := int(next.Add(1) - 1)
-				if r >= len(w.Roots) {
-					return
-				}
-				c.next, c.cursorSet = r, false
-				fd, mnt, err := c.OpenRoot(w.Roots[r])
-				if err != nil {
-					errs[i] = append(errs[i], &RootError{Index: r, Err: err})
-					continue
-				}
-				stop := c.walkDir(fd, mnt, path.Clean(w.Roots[r].Path), "", 0, nil)
-				unix.Close(fd)
-				if stop {
-					stopped[i] = true
-					sh.stop.Store(true)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	anyStopped := false
-	var byRoot []*RootError
-	for i, c := range workers {
-		w.Done += c.Done
-		w.Stats.Entries += c.Stats.Entries
-		w.SkippedMounts += c.SkippedMounts
-		w.tooDeep += c.tooDeep
-		w.walkErrors += c.walkErrors
-		w.mountLookups += c.mountLookups
-		if c.lastErr != "" {
-			w.lastErr = c.lastErr
-		}
-		if c.stopErr != nil && w.stopErr == nil {
-			w.stopErr = c.stopErr
-		}
-		byRoot = append(byRoot, errs[i]...)
-		anyStopped = anyStopped || stopped[i]
-	}
-	slices.SortFunc(byRoot, func(a, b *RootError) int { return a.Index - b.Index })
-	for _, e := range byRoot {
-		rootErrs = append(rootErrs, e)
-	}
-	if w.left > 0 {
-		w.left = int(max(sh.left.Load(), 0))
-	}
-	w.cursor = nil
-	w.InPass = false // a parallel pass is walked whole or not resumed
-	if anyStopped {
-		w.Stats.Complete = false
-		if w.stopErr != nil {
-			return false, rootErrs, w.stopErr
-		}
-		w.Stats.BudgetExhausted++
-		return false, rootErrs, nil
-	}
-	w.next = len(w.Roots)
 	w.Stats.Passes++
 	w.Stats.Complete = true
 	return true, rootErrs, nil
@@ -412,62 +317,13 @@ func (w *Walker) spend() bool {
 	return true
 }
 
-// spendShared is spend for a worker of a parallel run: the budget is the
-// workers' together, the rate counts every worker's entries, and any
-// worker's stop stops them all.
-func (w *Walker) spendShared() bool {
-	sh := w.shared
-	if sh.stop.Load() {
-		return false
-	}
-	if w.Done&255 == 0 {
-		if w.ctx.Err() != nil {
-			w.stopErr = context.Cause(w.ctx)
-			return false
-		}
-		if w.Limits.Rate > 0 {
-			due := w.started.Add(time.Duration(float64(sh.done.Load()) / w.Limits.Rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-				case <-w.ctx.Done():
-					t.Stop()
-					w.stopErr = context.Cause(w.ctx)
-					return false
-				}
-			}
-		}
-	}
-	if sh.limited && sh.left.Add(-1) < 0 {
-		return false
-	}
-	sh.done.Add(1)
-	w.Done++
-	w.Stats.Entries++
-	return true
-}
-
 // walkDir walks the open directory fd (logical path p, relative path rel
 // below root) from resume, and closes nothing: the caller owns fd. It
 // returns true when the walk stopped and w.cursor says where.
 func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (stopped bool) {
-	var pos int64
-	if len(resume) > 0 {
-		cur := resume[0]
-		if cur.child != "" {
-			if w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
-				w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
-				return true
-			}
-		}
-		if cur.off != 0 {
-			if _, err := unix.Seek(fd, cur.off, 0); err != nil {
-				w.noteErr(p, err)
-				return false
-			}
-			pos = cur.off
-		}
+	pos, stopped, ok := w.resumeDir(fd, mnt, p, rel, depth, resume)
+	if stopped || !ok {
+		return stopped
 	}
 	buf := make([]byte, 32<<10)
 	for {
@@ -499,32 +355,57 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 				w.setCursor(depth, cursorLevel{off: pos})
 				return true
 			}
-			cp := p + "/" + name
-			if p == "/" {
-				cp = "/" + name
-			}
-			crel := name
-			if rel != "" {
-				crel = rel + "/" + name
-			}
-			typ := d.Type
-			if typ == unix.DT_UNKNOWN {
-				var st unix.Statx_t
-				if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
-					unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-					typ = unix.DT_DIR
-				}
-			}
-			e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
-			if w.visit(&e) && typ == unix.DT_DIR {
-				if w.descend(fd, mnt, p, rel, depth, name, nil) {
-					w.setCursor(depth, cursorLevel{off: d.Off, child: name})
-					return true
-				}
+			if w.visitEntry(fd, mnt, p, rel, depth, name, d.Type) {
+				w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+				return true
 			}
 			pos = d.Off
 		}
 	}
+}
+
+// resumeDir walks on from the cursor level resume[0] in fd: into the
+// subdirectory the last run stopped in, then to the position it had read
+// to. It returns that position, whether the walk stopped again, and false
+// when the position cannot be reached.
+func (w *Walker) resumeDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (pos int64, stopped, ok bool) {
+	if len(resume) == 0 {
+		return 0, false, true
+	}
+	cur := resume[0]
+	if cur.child != "" && w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
+		w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
+		return 0, true, false
+	}
+	if cur.off != 0 {
+		if _, err := unix.Seek(fd, cur.off, 0); err != nil {
+			w.noteErr(p, err)
+			return 0, false, false
+		}
+	}
+	return cur.off, false, true
+}
+
+// visitEntry hands entry name of fd to the visitor and descends into it when
+// the visitor asks and it is a directory; true when the walk stopped inside.
+func (w *Walker) visitEntry(fd, mnt int, p, rel string, depth int, name string, typ uint8) bool {
+	cp := p + "/" + name
+	if p == "/" {
+		cp = "/" + name
+	}
+	crel := name
+	if rel != "" {
+		crel = rel + "/" + name
+	}
+	if typ == unix.DT_UNKNOWN {
+		var st unix.Statx_t
+		if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+			unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			typ = unix.DT_DIR
+		}
+	}
+	e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
+	return w.visit(&e) && typ == unix.DT_DIR && w.descend(fd, mnt, p, rel, depth, name, nil)
 }
 
 // descend walks subdirectory name of fd; true when the walk stopped inside.
