@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -256,7 +257,12 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 	cfg.volumes.apply(cc)
 	cc.Once = once
 	if once {
+		// --once's pass completes in one run: its roots are walked on
+		// every core the process may use (GOMAXPROCS follows the CPU
+		// affinity and cgroup limit), under the same budget and rate.
+		// The daemon's runs stay one root at a time and resumable.
 		cc.ScanLimits.Budget = sc.onceBudget
+		cc.ScanLimits.Workers = runtime.GOMAXPROCS(0)
 	}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {

@@ -157,6 +157,8 @@ func (c *OpaquePropagationCheck) visit(e *walk.Entry) bool {
 	}
 	r := c.roots[e.Root]
 	if v, err := e.GetXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
+		c.hits.Lock()
+		defer c.hits.Unlock()
 		set := c.pending[r.key()]
 		if set == nil {
 			set = map[string]bool{}

@@ -19,6 +19,9 @@ import (
 type scanner struct {
 	mu sync.Mutex
 	w  walk.Walker
+	// hits guards what a visit records: with Limits.Workers > 1 the walker
+	// calls visit from several goroutines at once.
+	hits sync.Mutex
 }
 
 // Stats is the progress of the check's scan since the check value was made

@@ -142,7 +142,9 @@ func (c *StrayOverlayXattrCheck) visit(e *walk.Entry, live map[string]bool, snap
 	}
 	if len(ovl) > 0 {
 		slices.Sort(ovl)
+		c.hits.Lock()
 		c.found[e.Path] = strayHit{path: e.Path, names: ovl, mnt: e.Mnt, root: c.w.Roots[e.Root].Path}
+		c.hits.Unlock()
 	}
 	return true
 }

@@ -137,7 +137,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if st == nil {
 		st = &State{}
 	}
-	m.collectProblems(ch, st)
+	dropped := m.collectState(ch, st)
+	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
+}
+
+// collectState writes every metric that is a function of st alone (all
+// but mountwatchd_problem_series_dropped_total, which sums over scrapes)
+// and returns how many problem series the cap left out.
+func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped int) {
+	dropped = m.collectProblems(ch, st)
 
 	counter(ch, descReads, st.TableReads)
 	counter(ch, descReadErrs, st.TableReadErrors)
@@ -167,7 +175,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 	rep := st.Report
 	if rep == nil {
-		return
+		return dropped
 	}
 	if s := rep.Snapshot; s != nil {
 		byType := map[string]int{}
@@ -213,12 +221,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(ch, descScanDone, done)
 	}
+	return dropped
 }
 
 // collectProblems writes the counts (always, for every check and severity)
 // and one series per active problem, most severe first, deduplicated by
-// label set and capped.
-func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
+// label set and capped; it returns how many series the cap left out.
+func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 	type key struct{ check, sev string }
 	counts := map[key]int{}
 	var findings []check.Finding
@@ -277,7 +286,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
 		gauge(ch, descFirstSeen, unix(s.firstSeen), s.labels...)
 	}
 	gauge(ch, descDroppedNow, float64(dropped))
-	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
+	return dropped
 }
 
 func joinKey(labels []string) string {
