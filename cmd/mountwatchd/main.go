@@ -37,6 +37,9 @@ const (
 )
 
 func main() {
+	if isProbeHelper() {
+		os.Exit(probe.ServeHelper(os.Stdin, os.Stdout))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -48,13 +51,15 @@ type config struct {
 	logLevel  string
 	logFormat string
 
-	probe        probe.Config
-	probeFSTypes string
-	fusectl      string
-	mountFusectl bool
-	scan         scanConfig
-	daemon       daemonConfig
-	installTo    string
+	probe          probe.Config
+	probeFSTypes   string
+	shallowFSTypes string
+	stateDir       string
+	fusectl        string
+	mountFusectl   bool
+	scan           scanConfig
+	daemon         daemonConfig
+	installTo      string
 
 	pidFlag *intValue // to tell --target.pid given from its default
 
@@ -109,6 +114,13 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
 		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
 		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.shallow-fstypes", "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
+		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
+		"object stores, whose listing is costly. Empty: read every probed type's root.").
+		Default(strings.Join(probe.DefaultShallowFSTypes, ",")).StringVar(&cfg.shallowFSTypes)
+	app.Flag("probe.state-dir", "Where probes still stuck in the kernel are recorded, so that a later --once or a restarted daemon reports their connections hung without probing them again "+
+		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
+		PlaceHolder("DIR").StringVar(&cfg.stateDir)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -152,6 +164,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
 		}
+	}
+	cfg.probe.ShallowFSTypes = []string{}
+	for _, t := range strings.Split(cfg.shallowFSTypes, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.probe.ShallowFSTypes = append(cfg.probe.ShallowFSTypes, t)
+		}
+	}
+	if cfg.stateDir == "" {
+		cfg.stateDir = probe.DefaultStateDir()
 	}
 	if cfg.host.PID < 0 {
 		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
@@ -234,7 +255,7 @@ func (sc scanConfig) validate() error {
 // shadowed_mount, which reads the prober's latest round. once gives the
 // scanning checks the budget of one full pass.
 func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
-	prober := probe.NewProber(cfg.probe, probe.SysFS{})
+	prober := probe.NewProber(cfg.probe, newProbeFS(cfg, log, live))
 	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {

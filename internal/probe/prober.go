@@ -20,25 +20,84 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
-// FS is the syscall side of probing. Probe may block in the kernel for as
-// long as a FUSE server does not answer; the Prober runs it on a goroutine of
-// its own and never waits for it past its deadline. Tests replace FS to make
-// a probe block on a channel.
+// FS is the syscall side of probing. Probe may block for as long as a FUSE
+// server does not answer; the Prober runs it on a goroutine of its own and
+// never waits for it past its deadline. HelperFS makes the syscalls in
+// helper processes, so that no thread of the caller can be held by a
+// server; tests replace FS to make a probe block on a channel.
 type FS interface {
 	// Probe checks the filesystem mounted at path, resolved under root
 	// without following any symlink, and returns the device it reached.
 	Probe(root, path string) (dev uint64, err error)
 }
 
+// RequestFS is an FS that takes the whole Request (SysFS, HelperFS): the
+// connection it probes, and whether to make the deep request. The Prober
+// uses it when the FS has it.
+type RequestFS interface {
+	FS
+	ProbeRequest(req Request) (dev uint64, err error)
+}
+
+func probeOne(fs FS, req Request) (uint64, error) {
+	if rfs, ok := fs.(RequestFS); ok {
+		return rfs.ProbeRequest(req)
+	}
+	return fs.Probe(req.Root, req.Path)
+}
+
+// Request is one probe of one mount point.
+type Request struct {
+	Root string // the inspected namespace's root (<procfs>/<pid>/root, or /)
+	Path string // the mount point, as the inspected namespace sees it
+	// Conn is the connection probed (major:minor): at most one probe of a
+	// connection is in the kernel at a time.
+	Conn string
+	// Deep asks for one request the client cannot answer from its caches
+	// besides statfs and stat: the first getdents64 buffer of the root
+	// directory (see SysFS).
+	Deep bool
+}
+
+// remote is implemented by an FS whose Probe makes no syscall on the
+// calling thread (HelperFS). The Prober locks the probes of every other FS
+// (SysFS, the tests' fakes) to their threads, so that a thread a hung
+// probe pinned exits with it.
+type remote interface{ remote() }
+
+// StuckKeeper is implemented by an FS that remembers probes still stuck in
+// the kernel beyond the life of the Prober that sent them (HelperFS, across
+// runs of --once): a connection with one is reported hung since that probe
+// began, and never probed again until it returns.
+type StuckKeeper interface {
+	// Stuck returns when the stuck probe of connection conn began.
+	Stuck(conn string) (since time.Time, ok bool)
+	// Abandoned says nobody waits any more for the probe in progress of
+	// connection conn: it passed its deadline, or its round was
+	// cancelled.
+	Abandoned(conn string)
+}
+
 // SysFS probes with openat2(O_PATH, RESOLVE_NO_SYMLINKS), fstatfs and
 // fstat (openat2 through package resolve, which still resolves where a
 // system call filter refuses openat2, as systemd's does under the unit). fstatfs is the request a FUSE server must answer (the kernel may
 // answer stat from its attribute cache); fstat gives the device, which tells
-// whether the path still leads to the mount that was meant.
+// whether the path still leads to the mount that was meant. A deep request
+// then reads the root directory's first entries (readDir).
+//
+// SysFS makes its syscalls on the calling thread, which a FUSE server that
+// read the request and never answers holds in uninterruptible sleep: only
+// a helper process (HelperFS, ServeHelper) should use it.
 type SysFS struct{}
 
-// Probe implements FS.
-func (SysFS) Probe(root, p string) (uint64, error) {
+// Probe implements FS: a probe without the deep request.
+func (s SysFS) Probe(root, path string) (uint64, error) {
+	return s.ProbeRequest(Request{Root: root, Path: path})
+}
+
+// ProbeRequest implements RequestFS.
+func (SysFS) ProbeRequest(req Request) (uint64, error) {
+	root, p := req.Root, req.Path
 	// Opening the namespace's root is our part of the path: its failure
 	// (no CAP_SYS_PTRACE, the process exited) says nothing of the mount.
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -66,6 +125,11 @@ func (SysFS) Probe(root, p string) (uint64, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", p, err)
 	}
+	if req.Deep && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := readDir(fd); err != nil {
+			return 0, fmt.Errorf("readdir %s: %w", p, err)
+		}
+	}
 	return st.Dev, nil
 }
 
@@ -80,7 +144,16 @@ type Config struct {
 	// FSTypes are the filesystem types probed; "fuse.*" matches every FUSE
 	// subtype.
 	FSTypes []string
+	// ShallowFSTypes are the probed types whose probe stops at statfs and
+	// stat, without the deep request (Request.Deep): servers for which
+	// listing a directory is costly, such as object stores. nil means
+	// DefaultShallowFSTypes; an empty slice, none.
+	ShallowFSTypes []string
 }
+
+// DefaultShallowFSTypes are the object-store FUSE clients, whose directory
+// listing is a bucket listing (s3fs also sends a HEAD per entry).
+var DefaultShallowFSTypes = []string{"fuse.s3fs", "fuse.gcsfuse", "fuse.goofys", "fuse.mountpoint-s3", "fuse.blobfuse2", "fuse.blobfuse", "fuse.rclone"}
 
 // DefaultProbeFSTypes are FUSE and the remote filesystems, whose server
 // lives in another process or on another machine (mounts.DefaultProbedFSTypes).
@@ -168,12 +241,20 @@ func NewProber(cfg Config, fs FS) *Prober {
 	if cfg.FSTypes == nil {
 		cfg.FSTypes = DefaultProbeFSTypes
 	}
+	if cfg.ShallowFSTypes == nil {
+		cfg.ShallowFSTypes = DefaultShallowFSTypes
+	}
 	return &Prober{cfg: cfg, fs: fs, flights: map[string]*flight{}}
 }
 
 // Probes reports whether mounts of this type are probed.
 func (p *Prober) Probes(m *mounts.Mount) bool {
 	return mounts.MatchFSType(p.cfg.FSTypes, m.FSType)
+}
+
+// Deep reports whether probes of mounts of this type make the deep request.
+func (p *Prober) Deep(m *mounts.Mount) bool {
+	return !mounts.MatchFSType(p.cfg.ShallowFSTypes, m.FSType)
 }
 
 // Timeout is how long a probe may take before its connection is reported
@@ -298,6 +379,7 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 		active  []running
 		results = make(chan *flight, len(conns))
 	)
+	keeper, _ := p.fs.(StuckKeeper)
 	p.mu.Lock()
 	for _, c := range conns {
 		switch f := p.flights[c.dev]; {
@@ -308,6 +390,19 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 			setAll(c, Result{State: Hung, Since: f.start, Path: c.targets[0].Mountpoint,
 				Reason: "an earlier probe is still blocked"})
 		default:
+			if keeper != nil {
+				// Nor to one whose probe by an earlier process is.
+				if since, ok := keeper.Stuck(c.dev); ok {
+					res := Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
+						Reason: "an earlier run's probe is still blocked"}
+					if time.Since(since) < p.cfg.Timeout {
+						res = Result{State: NotProbed, Reason: "an earlier run's probe is still in progress"}
+						r.Stats.NotProbed++
+					}
+					setAll(c, res)
+					continue
+				}
+			}
 			queue = append(queue, c)
 		}
 	}
@@ -366,12 +461,18 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 				default:
 				}
 				p.timeouts.Add(1)
+				if keeper != nil {
+					keeper.Abandoned(a.c.dev)
+				}
 				setAll(a.c, Result{State: Hung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
 					Reason: fmt.Sprintf("no answer within %s", p.cfg.Timeout)})
 				return true
 			})
 		case <-ctx.Done():
 			for _, a := range active {
+				if keeper != nil {
+					keeper.Abandoned(a.c.dev)
+				}
 				setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 			}
 			for _, c := range queue {
@@ -398,9 +499,15 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 	// goroutine, a thread whose probe outlived the deadline exits with the
 	// goroutine instead of joining the runtime's idle pool, so once a hung
 	// server answers again the process is back to its thread count.
-	runtime.LockOSThread()
-	f.res = probeConn(p.fs, root, c)
-	if time.Since(f.start) < p.cfg.Timeout {
+	// A probe made by a helper process pins nothing of ours: it waits on a
+	// channel.
+	_, remote := p.fs.(remote)
+	pin := !remote
+	if pin {
+		runtime.LockOSThread()
+	}
+	f.res = probeConn(p.fs, root, c, p.Deep)
+	if pin && time.Since(f.start) < p.cfg.Timeout {
 		runtime.UnlockOSThread()
 	}
 	p.mu.Lock()
@@ -410,11 +517,12 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 	results <- f // buffered for every flight of its round
 }
 
-func probeConn(fs FS, root string, c *conn) map[int]Result {
+func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[int]Result {
 	res := map[int]Result{}
 	var connResult *Result
 	for _, m := range c.targets {
-		dev, err := fs.Probe(root, m.Mountpoint)
+		// One deep request per connection: by the mount that answers for it.
+		dev, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
 		pr := classifyProbe(m, dev, err)
 		if pr.State == NotProbed { // our failure: nothing of this connection is known
 			for _, mm := range c.mounts {
@@ -485,6 +593,10 @@ func classifyProbe(m *mounts.Mount, dev uint64, err error) Result {
 	pr := Result{Path: m.Mountpoint}
 	if errors.Is(err, mounts.ErrNamespaceUnreachable) {
 		pr.State, pr.Err, pr.Reason = NotProbed, err, "the inspected namespace could not be reached"
+		return pr
+	}
+	if errors.Is(err, ErrHelper) {
+		pr.State, pr.Err, pr.Reason = NotProbed, err, "the probe helper process failed"
 		return pr
 	}
 	if err != nil {
