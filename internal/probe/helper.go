@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrHelper means a probe could not be made because its helper process
@@ -315,6 +319,7 @@ func (f *HelperFS) spawn() (*helper, error) {
 }
 
 func (f *HelperFS) startHelper() (*helper, error) {
+	cloexecInherited()
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -381,4 +386,23 @@ func (f *HelperFS) read(h *helper, out *os.File, cmd *exec.Cmd) {
 		c.done <- helperReply{ID: id, Err: &helperErr{Msg: h.dead.Error(), Helper: true}}
 	}
 	h.mu.Unlock()
+}
+
+// cloexecInherited marks every descriptor above stderr close-on-exec.
+// Ours are already (Go opens everything O_CLOEXEC), but one our caller
+// passed down without the flag (a pipe of a supervisor's) would reach the
+// helper, and a stuck helper would hold it open after we exit.
+func cloexecInherited() {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	entries, err := os.ReadDir("/proc/self/fd") // kernels before 5.11
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
 }

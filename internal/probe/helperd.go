@@ -78,21 +78,63 @@ func newHelperErr(err error) *helperErr {
 // owned by others on the way to a mount point.
 var helperCaps = []int{unix.CAP_SYS_PTRACE, unix.CAP_DAC_READ_SEARCH}
 
+// maxIdleWorkers caps the helper's threads kept waiting for the next
+// probe: as many as the Prober's default cap on probes in flight, so that
+// a probe run reuses threads instead of making one per probe.
+const maxIdleWorkers = 32
+
 // ServeHelper is the probe helper's main: it answers the probes read from
-// in, each on a thread of its own that exits after its syscalls, and
-// writes the answers to out. At the end of in (the caller retired it, or
-// exited) it takes no more and returns once the probes in progress have:
-// a probe held by a FUSE server keeps the helper, never its caller.
+// in, each on a thread of its own (kept, with only the capabilities a
+// probe needs, for later probes), and writes the answers to out. At the
+// end of in (the caller retired it, or exited) it takes no more: idle
+// threads exit, busy ones exit once their probe returns, and it returns
+// once the last has. A probe held by a FUSE server keeps the helper, never
+// its caller; and in a retired helper, a probe thread that lives is a
+// probe that has not returned (what HelperFS's records rely on).
 func ServeHelper(in io.Reader, out io.Writer) int {
 	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
+		outMu sync.Mutex
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards retired and idle
+		// retired: the end of in was read
+		retired bool
+		idle    []chan helperRequest
 	)
 	enc := json.NewEncoder(out)
 	send := func(r helperReply) {
-		mu.Lock()
-		defer mu.Unlock()
+		outMu.Lock()
+		defer outMu.Unlock()
 		_ = enc.Encode(r) // the caller is gone: nothing to tell
+	}
+	worker := func(req helperRequest) {
+		defer wg.Done()
+		// Never unlocked: the thread exits with the worker, so that a
+		// capability-reduced thread never runs other code, and a retired
+		// helper's live probe thread is a probe in progress.
+		runtime.LockOSThread()
+		// Capabilities are a thread's: this one keeps only what a probe
+		// needs.
+		if err := dropCaps(helperCaps); err != nil {
+			send(helperReply{ID: req.ID, Err: &helperErr{Msg: err.Error(), Helper: true}})
+			return
+		}
+		next := make(chan helperRequest)
+		for {
+			send(helperReply{ID: req.ID, Started: true, TID: unix.Gettid()})
+			dev, err := SysFS{}.ProbeRequest(req.Request)
+			send(helperReply{ID: req.ID, Dev: dev, Err: newHelperErr(err)})
+			mu.Lock()
+			if retired || len(idle) >= maxIdleWorkers {
+				mu.Unlock()
+				return
+			}
+			idle = append(idle, next)
+			mu.Unlock()
+			var ok bool
+			if req, ok = <-next; !ok {
+				return
+			}
+		}
 	}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -101,23 +143,25 @@ func ServeHelper(in io.Reader, out io.Writer) int {
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 			break // not our caller
 		}
+		mu.Lock()
+		if n := len(idle); n > 0 {
+			w := idle[n-1]
+			idle = idle[:n-1]
+			mu.Unlock()
+			w <- req
+			continue
+		}
+		mu.Unlock()
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Never unlocked: the thread a probe used exits with it, so
-			// a thread that lives is a probe that has not returned.
-			runtime.LockOSThread()
-			// Capabilities are a thread's: this one keeps only what a
-			// probe needs, and dies with them.
-			if err := dropCaps(helperCaps); err != nil {
-				send(helperReply{ID: req.ID, Err: &helperErr{Msg: err.Error(), Helper: true}})
-				return
-			}
-			send(helperReply{ID: req.ID, Started: true, TID: unix.Gettid()})
-			dev, err := SysFS{}.ProbeRequest(req.Request)
-			send(helperReply{ID: req.ID, Dev: dev, Err: newHelperErr(err)})
-		}()
+		go worker(req)
 	}
+	mu.Lock()
+	retired = true
+	for _, w := range idle {
+		close(w)
+	}
+	idle = nil
+	mu.Unlock()
 	wg.Wait()
 	return 0
 }

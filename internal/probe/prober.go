@@ -393,13 +393,10 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 			if keeper != nil {
 				// Nor to one whose probe by an earlier process is.
 				if since, ok := keeper.Stuck(c.dev); ok {
-					res := Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
-						Reason: "an earlier run's probe is still blocked"}
-					if time.Since(since) < p.cfg.Timeout {
-						res = Result{State: NotProbed, Reason: "an earlier run's probe is still in progress"}
-						r.Stats.NotProbed++
-					}
-					setAll(c, res)
+					// Recorded once abandoned: past its deadline, or
+					// its run ended before it.
+					setAll(c, Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
+						Reason: "an earlier run's probe is still blocked"})
 					continue
 				}
 			}
