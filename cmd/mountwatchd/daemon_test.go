@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -362,7 +363,9 @@ func startJournald(t *testing.T) (string, *os.Process) {
 	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Env = cleanEnv()
+	// Not TestMain's RUNTIME_DIRECTORY (the binaries' state directory):
+	// journald would put its sockets there.
+	cmd.Env = slices.DeleteFunc(cleanEnv(), func(e string) bool { return strings.HasPrefix(e, "RUNTIME_DIRECTORY=") })
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
