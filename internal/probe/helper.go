@@ -34,7 +34,15 @@ type HelperConfig struct {
 	// Stuck), so that later runs of the binary do not probe its
 	// connection again. Empty: nothing survives the process.
 	StateDir string
+	// IdleExit retires the helper once no probe has been in progress for
+	// this long (default DefaultHelperIdleExit; negative: never), so that
+	// between the daemon's probe runs no helper costs memory or threads.
+	IdleExit time.Duration
 }
+
+// DefaultHelperIdleExit is how long a helper with nothing to do lives: past
+// one probe run, well below the daemon's default --probe.interval (30s).
+const DefaultHelperIdleExit = 5 * time.Second
 
 // HelperFS makes probes in helper processes, so that no thread of ours
 // ever waits on a FUSE or network server: a server that has read a
@@ -60,6 +68,7 @@ type HelperFS struct {
 	mu    sync.Mutex
 	cur   *helper
 	calls map[string]*call // by connection: the probes in progress
+	idle  *time.Timer      // retires cur once nothing is in progress
 
 	spawnOnce sync.Once
 	spawnReq  chan chan spawned
@@ -77,6 +86,9 @@ func NewHelperFS(cfg HelperConfig) *HelperFS {
 	}
 	if cfg.Args == nil {
 		cfg.Args = []string{HelperArg}
+	}
+	if cfg.IdleExit == 0 {
+		cfg.IdleExit = DefaultHelperIdleExit
 	}
 	return &HelperFS{cfg: cfg, calls: map[string]*call{}}
 }
@@ -132,7 +144,7 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 	for range 2 { // a helper that died since the last probe: once more with a new one
 		var h *helper
 		if h, err = f.current(); err != nil {
-			return 0, fmt.Errorf("%w: start: %v", ErrHelper, err)
+			return 0, fmt.Errorf("%w: start: %w", ErrHelper, err)
 		}
 		if c, err = f.send(h, req); err == nil {
 			break
@@ -140,7 +152,7 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 		f.retire(h)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrHelper, err)
+		return 0, fmt.Errorf("%w: %w", ErrHelper, err)
 	}
 	r := <-c.done
 	f.mu.Lock()
@@ -148,6 +160,13 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 		delete(f.calls, c.conn)
 	}
 	record := c.record
+	if len(f.calls) == 0 && f.cur != nil && f.cfg.IdleExit > 0 {
+		if f.idle == nil {
+			f.idle = time.AfterFunc(f.cfg.IdleExit, f.retireIdle)
+		} else {
+			f.idle.Reset(f.cfg.IdleExit)
+		}
+	}
 	f.mu.Unlock()
 	if record != "" {
 		_ = os.Remove(record) // it returned: no longer stuck
@@ -256,6 +275,19 @@ func (f *HelperFS) Close() {
 	for _, conn := range conns {
 		f.Abandoned(conn)
 	}
+	if h != nil {
+		f.retire(h)
+	}
+}
+
+// retireIdle retires the current helper if no probe is in progress.
+func (f *HelperFS) retireIdle() {
+	f.mu.Lock()
+	h := f.cur
+	if len(f.calls) > 0 || h == nil {
+		h = nil
+	}
+	f.mu.Unlock()
 	if h != nil {
 		f.retire(h)
 	}
@@ -380,7 +412,10 @@ func (f *HelperFS) read(h *helper, out *os.File, cmd *exec.Cmd) {
 	f.retire(h)
 	err := cmd.Wait()
 	h.mu.Lock()
-	h.dead = fmt.Errorf("helper %d exited (%v)", h.pid, err)
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	h.dead = fmt.Errorf("helper %d exited: %w", h.pid, err)
 	for id, c := range h.calls {
 		delete(h.calls, id)
 		c.done <- helperReply{ID: id, Err: &helperErr{Msg: h.dead.Error(), Helper: true}}
