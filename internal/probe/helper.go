@@ -69,6 +69,7 @@ type HelperFS struct {
 	cur   *helper
 	calls map[string]*call // by connection: the probes in progress
 	idle  *time.Timer      // retires cur once nothing is in progress
+	live  map[*helper]bool // helpers not yet exited, retired or not
 
 	spawnOnce sync.Once
 	spawnReq  chan chan spawned
@@ -90,7 +91,7 @@ func NewHelperFS(cfg HelperConfig) *HelperFS {
 	if cfg.IdleExit == 0 {
 		cfg.IdleExit = DefaultHelperIdleExit
 	}
-	return &HelperFS{cfg: cfg, calls: map[string]*call{}}
+	return &HelperFS{cfg: cfg, calls: map[string]*call{}, live: map[*helper]bool{}}
 }
 
 // HelperStats counts helpers started and retired since start.
@@ -383,6 +384,7 @@ func (f *HelperFS) startHelper() (*helper, error) {
 	f.started.Add(1)
 	h := &helper{pid: cmd.Process.Pid, in: inW, calls: map[uint64]*call{}}
 	h.start, _ = procStart(fmt.Sprintf("/proc/%d/stat", h.pid))
+	f.live[h] = true // f.mu is held: spawn is called from current
 	go f.read(h, outR, cmd)
 	return h, nil
 }
@@ -411,6 +413,9 @@ func (f *HelperFS) read(h *helper, out *os.File, cmd *exec.Cmd) {
 	out.Close()
 	f.retire(h)
 	err := cmd.Wait()
+	f.mu.Lock()
+	delete(f.live, h)
+	f.mu.Unlock()
 	h.mu.Lock()
 	if err == nil {
 		err = errors.New("exit status 0")
@@ -440,4 +445,15 @@ func cloexecInherited() {
 			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 		}
 	}
+}
+
+// pids are the PIDs of the helpers that have not exited.
+func (f *HelperFS) pids() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for h := range f.live {
+		out = append(out, h.pid)
+	}
+	return out
 }

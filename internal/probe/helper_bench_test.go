@@ -98,18 +98,6 @@ func costOf(pids []int) procCost {
 	return c
 }
 
-// helperPIDs are our children running this binary: the probe helpers.
-func helperPIDs() []int {
-	self, _ := os.Readlink("/proc/self/exe")
-	var out []int
-	for _, pid := range testenv.Descendants(os.Getpid()) {
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == self {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // BenchmarkProberStalled50 is one probe run (Round) over 50 healthy and 50
 // stalled connections, after the first run left the stalled ones stuck:
 // the prober in helper processes beside the in-process one it replaced
@@ -119,12 +107,13 @@ func helperPIDs() []int {
 func BenchmarkProberStalled50(b *testing.B) {
 	s := stalledBenchNode(b)
 	const ticksPerMs = 0.1 // USER_HZ 100
-	run := func(b *testing.B, fs FS, helpers bool) {
-		p := NewProber(Config{Timeout: 200 * time.Millisecond, MaxBlocked: 64}, fs)
+	run := func(b *testing.B, fs FS) {
+		hfs, helpers := fs.(*HelperFS)
+		p := NewProber(Config{Timeout: 500 * time.Millisecond, MaxBlocked: 128}, fs)
 		p.Round(context.Background(), s) // the stalled connections get stuck
 		pids := func() []int {
 			if helpers {
-				return append([]int{os.Getpid()}, helperPIDs()...)
+				return append([]int{os.Getpid()}, hfs.pids()...)
 			}
 			return []int{os.Getpid()}
 		}
@@ -132,7 +121,15 @@ func BenchmarkProberStalled50(b *testing.B) {
 		for b.Loop() {
 			r := p.Round(context.Background(), s)
 			if r.Results[100].State != OK || r.Results[200].State != Hung {
-				b.Fatalf("healthy %+v, stalled %+v", r.Results[100], r.Results[200])
+				var dump []string
+				for _, pid := range pids()[1:] {
+					tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+					for _, t := range tasks {
+						w, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", pid, t.Name()))
+						dump = append(dump, fmt.Sprintf("%d/%s:%s", pid, t.Name(), w))
+					}
+				}
+				b.Fatalf("healthy %+v, stalled %+v; helper threads %v", r.Results[100], r.Results[200], dump)
 			}
 		}
 		after := costOf(pids())
@@ -141,6 +138,6 @@ func BenchmarkProberStalled50(b *testing.B) {
 		b.ReportMetric(float64(after.threads), "threads")
 		b.ReportMetric(float64(after.n-1), "helpers")
 	}
-	b.Run("helpers", func(b *testing.B) { run(b, NewHelperFS(HelperConfig{}), true) })
-	b.Run("in-process-baseline", func(b *testing.B) { run(b, SysFS{}, false) })
+	b.Run("helpers", func(b *testing.B) { run(b, NewHelperFS(HelperConfig{})) })
+	b.Run("in-process-baseline", func(b *testing.B) { run(b, SysFS{}) })
 }
