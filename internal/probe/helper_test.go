@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe/probetest"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -234,3 +236,17 @@ const (
 	unixCapSysPtrace     = unix.CAP_SYS_PTRACE
 	unixCapDacReadSearch = unix.CAP_DAC_READ_SEARCH
 )
+
+// A helper that cannot start is our failure, named, never a finding: the
+// connection is not probed and the round's error says why.
+func TestHelperFSCannotStart(t *testing.T) {
+	fs := NewHelperFS(HelperConfig{Exe: filepath.Join(t.TempDir(), "missing")})
+	s := probetest.Table(t, probetest.NewFS(), probetest.FuseLine(10, 40, "/", "/mnt/cephfs"))
+	r := NewProber(Config{Timeout: time.Second}, fs).Round(context.Background(), s)
+	if res := r.Results[10]; res.State != NotProbed || !errors.Is(res.Err, ErrHelper) {
+		t.Errorf("result %+v, want not probed with ErrHelper", res)
+	}
+	if err := r.NamespaceErr(); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("round error %v, want the helper's start error naming the binary", err)
+	}
+}

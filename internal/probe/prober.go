@@ -574,12 +574,13 @@ func rootPID(root string) int {
 	return pid
 }
 
-// NamespaceErr is the error of a round some of whose probes could not reach
-// the inspected namespace (its root could not be opened): those mounts were
-// not probed, and the probing checks report it as their error.
+// NamespaceErr is the error of a round some of whose probes could not be
+// made for a reason of ours: the inspected namespace could not be reached
+// (its root could not be opened), or the probe helper failed. Those mounts
+// were not probed, and the probing checks report it as their error.
 func (r *Round) NamespaceErr() error {
 	for _, res := range r.Results {
-		if res.State == NotProbed && errors.Is(res.Err, mounts.ErrNamespaceUnreachable) {
+		if res.State == NotProbed && (errors.Is(res.Err, mounts.ErrNamespaceUnreachable) || errors.Is(res.Err, ErrHelper)) {
 			return res.Err
 		}
 	}
