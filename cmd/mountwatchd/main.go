@@ -54,6 +54,7 @@ type config struct {
 	probe          probe.Config
 	probeFSTypes   string
 	shallowFSTypes string
+	shallowSet     bool
 	stateDir       string
 	fusectl        string
 	mountFusectl   bool
@@ -116,8 +117,9 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
 	app.Flag("probe.shallow-fstypes", "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
 		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
-		"object stores, whose listing is costly. Empty: read every probed type's root.").
-		Default(strings.Join(probe.DefaultShallowFSTypes, ",")).StringVar(&cfg.shallowFSTypes)
+		"object stores, whose listing is costly. Empty: read every probed type's root. "+
+		"Default: "+strings.Join(probe.DefaultShallowFSTypes, ", ")+".").
+		PlaceHolder("TYPES").IsSetByUser(&cfg.shallowSet).StringVar(&cfg.shallowFSTypes)
 	app.Flag("probe.state-dir", "Where probes still stuck in the kernel are recorded, so that a later --once or a restarted daemon reports their connections hung without probing them again "+
 		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
 		PlaceHolder("DIR").StringVar(&cfg.stateDir)
@@ -164,6 +166,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
 		}
+	}
+	if !cfg.shallowSet {
+		cfg.shallowFSTypes = strings.Join(probe.DefaultShallowFSTypes, ",")
 	}
 	cfg.probe.ShallowFSTypes = []string{}
 	for _, t := range strings.Split(cfg.shallowFSTypes, ",") {
