@@ -55,7 +55,7 @@ func TestDaemonMountChurn(t *testing.T) {
 	}
 	d := startDaemon(t, nil, "--path.kubelet", kubelet, "--path.pod-logs", dir+"/logs", "--interval=1s",
 		"--probe.interval=300ms", "--probe.timeout=2s", "--scan.interval=2s", "--log.target=stderr")
-	prom := startPrometheus(t, strings.TrimPrefix(d.base, "http://"))
+	prom := testenv.StartPrometheus(t, strings.TrimPrefix(d.base, "http://"))
 
 	vol := func(i int) string {
 		return fmt.Sprintf("%s/pods/u%d/volumes/kubernetes.io~csi/pvc-%d/mount", kubelet, i%20, i)
@@ -146,10 +146,10 @@ func TestDaemonMountChurn(t *testing.T) {
 		t.Errorf("not flat: start %+v, end %+v", base, last)
 	}
 	// Only the volumes broken on purpose were ever a problem.
-	if problems := prom.query(t, `max_over_time(mountwatchd_problem{mountpoint!~".*/pvc-broken-[0-9]+/mount"}[1h])`); len(problems) > 0 {
+	if problems := prom.Query(t, `max_over_time(mountwatchd_problem{mountpoint!~".*/pvc-broken-[0-9]+/mount"}[1h])`); len(problems) > 0 {
 		t.Errorf("a mount that went away was reported: %v", problems)
 	}
-	if n := prom.query(t, `max_over_time(mountwatchd_problems{severity="critical",check!="stale_mount"}[1h]) > 0`); len(n) > 0 {
+	if n := prom.Query(t, `max_over_time(mountwatchd_problems{severity="critical",check!="stale_mount"}[1h]) > 0`); len(n) > 0 {
 		t.Errorf("critical problems other than the killed FUSE volumes during the churn: %v", n)
 	}
 	if code, body := d.get("/healthz"); code != 200 {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/daemon"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 )
 
@@ -42,16 +43,16 @@ type daemonConfig struct {
 
 func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 	c.web = kingpinflag.AddFlags(app, defaultListen)
-	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
-	intFlag(app, "metrics.max-problem-series", "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
+	app.Flag(flagname.TelemetryPath, "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
+	intFlag(app, flagname.MaxProblemSeries, "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
 		fmt.Sprint(export.DefaultMaxProblemSeries), &c.maxProblemSeries)
-	app.Flag("interval", "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
+	app.Flag(flagname.Interval, "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
 		Default(daemon.DefaultInterval.String()).DurationVar(&c.interval)
-	app.Flag("probe.interval", "Run the checks that probe mounts (stat, statfs) this often.").
+	app.Flag(flagname.ProbeInterval, "Run the checks that probe mounts (stat, statfs) this often.").
 		Default(daemon.DefaultProbeInterval.String()).DurationVar(&c.probeInterval)
-	app.Flag("scan.interval", "Run the checks that scan trees inside mounts this often.").
+	app.Flag(flagname.ScanInterval, "Run the checks that scan trees inside mounts this often.").
 		Default(daemon.DefaultScanInterval.String()).DurationVar(&c.scanInterval)
-	enumFlag(app, "log.target", "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
+	enumFlag(app, flagname.LogTarget, "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
 		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
 }
 
@@ -62,7 +63,7 @@ func runDaemon(cfg config, stderr io.Writer) int {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--interval", dc.interval}, {"--probe.interval", dc.probeInterval}, {"--scan.interval", dc.scanInterval}} {
+	}{{"--" + flagname.Interval, dc.interval}, {"--" + flagname.ProbeInterval, dc.probeInterval}, {"--" + flagname.ScanInterval, dc.scanInterval}} {
 		if d.v <= 0 {
 			fmt.Fprintf(stderr, "mountwatchd: %s=%s: want a positive duration\n", d.name, d.v)
 			return exitUnknown
@@ -88,8 +89,9 @@ func runDaemon(cfg config, stderr io.Writer) int {
 		_, err := sddaemon.SdNotify(false, state)
 		return err
 	}
+	cs, prober := checks(cfg, log, true, false)
 	d := daemon.New(daemon.Config{
-		Host: cfg.host, Checks: checks(cfg, log, true, false),
+		Host: cfg.host, Checks: cs, Prober: prober,
 		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
 		Log: log, Notify: notify, Watchdog: watchdog,
 	})

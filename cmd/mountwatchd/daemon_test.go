@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,17 +9,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,21 +38,6 @@ type daemonProc struct {
 	stderr *testenv.SyncBuffer
 }
 
-// cleanEnv is the test's environment without systemd's variables, so the
-// daemon only sees the ones a test sets.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID":
-			continue
-		}
-		env = append(env, e)
-	}
-	return append(env, extra...)
-}
-
 // startDaemon runs the built binary as a daemon on a loopback port and waits
 // until /healthz answers 200. When the test ends it sends SIGTERM and
 // expects a clean exit 0.
@@ -74,7 +54,7 @@ func launchDaemon(t testing.TB, env []string, ready func(code int) bool, args ..
 	cmd := exec.Command(binary(t), append([]string{"--web.listen-address", addr}, args...)...)
 	cmd.Env = env
 	if cmd.Env == nil {
-		cmd.Env = cleanEnv()
+		cmd.Env = testenv.CleanEnv()
 	}
 	d := &daemonProc{t: t, cmd: cmd, base: "http://" + addr, stderr: &testenv.SyncBuffer{}}
 	cmd.Stderr = d.stderr
@@ -201,88 +181,6 @@ func criticalDeletedBaseline(t *testing.T) int {
 	return n
 }
 
-// --- Prometheus -------------------------------------------------------------
-
-type promServer struct {
-	base string
-}
-
-func startPrometheus(t *testing.T, target string) *promServer {
-	t.Helper()
-	bin := testenv.RequireCommand(t, "prometheus", "prometheus")
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 500ms
-  scrape_timeout: 400ms
-scrape_configs:
-  - job_name: mountwatchd
-    static_configs:
-      - targets: [%q]
-`, target)
-	if err := os.WriteFile(dir+"/prometheus.yml", []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := testenv.FreeLoopbackAddr(t)
-	var logs testenv.SyncBuffer
-	cmd := exec.Command(bin, "--config.file="+dir+"/prometheus.yml", "--storage.tsdb.path="+dir+"/data",
-		"--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	p := &promServer{base: "http://" + addr}
-	testenv.WaitUntil(t, 60*time.Second, "prometheus ready", func() bool {
-		resp, err := http.Get(p.base + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return p
-}
-
-type promSample struct {
-	Metric map[string]string `json:"metric"`
-	Value  [2]any            `json:"value"`
-}
-
-func (p *promServer) query(t *testing.T, q string) []promSample {
-	t.Helper()
-	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Data   struct {
-			Result []promSample `json:"result"`
-		} `json:"data"`
-		Error string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || r.Status != "success" {
-		t.Fatalf("query %s: %v %s", q, err, r.Error)
-	}
-	return r.Data.Result
-}
-
-func sampleValue(s promSample) float64 {
-	v, _ := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
-	return v
-}
-
 // A real Prometheus scrapes the daemon on a node with a broken FUSE-backed
 // pod volume: its API returns the problem series with the pod's labels and
 // the count; after the mount is repaired the series is gone and the count
@@ -293,12 +191,12 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 	const uid = "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11"
 	b := newBrokenPodVolume(t, t.TempDir(), uid)
 	d := startDaemon(t, nil, append(b.flags(), "--interval=200ms", "--log.target=stderr")...)
-	prom := startPrometheus(t, strings.TrimPrefix(d.base, "http://"))
+	prom := testenv.StartPrometheus(t, strings.TrimPrefix(d.base, "http://"))
 
 	series := fmt.Sprintf(`mountwatchd_problem{mountpoint=%q}`, b.mnt)
-	var got []promSample
+	var got []testenv.PromSample
 	testenv.WaitUntil(t, 60*time.Second, "the problem series in Prometheus", func() bool {
-		got = prom.query(t, series)
+		got = prom.Query(t, series)
 		return len(got) == 1
 	})
 	want := map[string]string{"check": "deleted_root", "severity": "critical", "fstype": "fuse.ceph-fuse", "pod_uid": uid,
@@ -309,23 +207,23 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 		}
 	}
 	count := `mountwatchd_problems{check="deleted_root",severity="critical"}`
-	if c := prom.query(t, count); len(c) != 1 || sampleValue(c[0]) != float64(base+1) {
+	if c := prom.Query(t, count); len(c) != 1 || c[0].Float() != float64(base+1) {
 		t.Errorf("%s = %v, want %d", count, c, base+1)
 	}
-	if c := prom.query(t, `mountwatchd_problem_first_seen_timestamp_seconds{mountpoint="`+b.mnt+`"}`); len(c) != 1 ||
-		sampleValue(c[0]) < float64(time.Now().Add(-5*time.Minute).Unix()) {
+	if c := prom.Query(t, `mountwatchd_problem_first_seen_timestamp_seconds{mountpoint="`+b.mnt+`"}`); len(c) != 1 ||
+		c[0].Float() < float64(time.Now().Add(-5*time.Minute).Unix()) {
 		t.Errorf("first seen: %v", c)
 	}
 	for _, healthy := range []string{`mountwatchd_problems{check="deleted_root",severity="info"}`, `up{job="mountwatchd"}`} {
-		if c := prom.query(t, healthy); len(c) != 1 {
+		if c := prom.Query(t, healthy); len(c) != 1 {
 			t.Errorf("%s: %v", healthy, c)
 		}
 	}
 
 	b.repair(t)
 	testenv.WaitUntil(t, 60*time.Second, "the series to go and the count to drop", func() bool {
-		c := prom.query(t, count)
-		return len(prom.query(t, series)) == 0 && len(c) == 1 && sampleValue(c[0]) == float64(base)
+		c := prom.Query(t, count)
+		return len(prom.Query(t, series)) == 0 && len(c) == 1 && c[0].Float() == float64(base)
 	})
 
 	// promtool accepts the live exposition too.
@@ -339,87 +237,13 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 
 // --- journald ---------------------------------------------------------------
 
-// startJournald runs a standalone systemd-journald in this test binary's
-// private mount namespace, with tmpfs on /run/systemd and /run/log (and on
-// /var/log/journal, so nothing persists), and returns its journal directory
-// and process.
-func startJournald(t *testing.T) (string, *os.Process) {
-	t.Helper()
-	bin := "/lib/systemd/systemd-journald"
-	_, err := os.Stat(bin)
-	testenv.Require(t, err == nil, "%s (apt package systemd)", bin)
-	testenv.RequireCommand(t, "journalctl", "systemd")
-	for _, dir := range []string{"/run/systemd", "/run/log", "/var/log/journal"} {
-		if dir == "/var/log/journal" {
-			if _, err := os.Stat(dir); err != nil {
-				continue
-			}
-		}
-		testenv.Tmpfs(t, dir)
-	}
-	if err := os.MkdirAll("/run/systemd/journal", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var logs testenv.SyncBuffer
-	cmd := exec.Command(bin)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	// Not TestMain's RUNTIME_DIRECTORY (the binaries' state directory):
-	// journald would put its sockets there.
-	cmd.Env = slices.DeleteFunc(cleanEnv(), func(e string) bool { return strings.HasPrefix(e, "RUNTIME_DIRECTORY=") })
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	testenv.WaitUntil(t, 20*time.Second, "the journal socket", func() bool {
-		_, err := os.Stat("/run/systemd/journal/socket")
-		return err == nil
-	})
-	var dir string
-	testenv.WaitUntil(t, 20*time.Second, "the journal directory", func() bool {
-		m, _ := filepath.Glob("/run/log/journal/*")
-		if len(m) > 0 {
-			dir = m[0]
-		}
-		return dir != ""
-	})
-	return dir, cmd.Process
-}
-
-func journalEntries(t *testing.T, dir string, match ...string) []map[string]any {
-	t.Helper()
-	out, err := exec.Command("journalctl", append([]string{"--directory=" + dir, "-o", "json", "--no-pager"}, match...)...).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("journalctl: %v\n%s", err, ee.Stderr)
-		}
-		t.Fatal(err)
-	}
-	var entries []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var e map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("journalctl line %q: %v", sc.Text(), err)
-		}
-		entries = append(entries, e)
-	}
-	return entries
-}
-
 // A real journald receives exactly one "appeared" and one "cleared" entry
 // for a problem, with its fields, priority and MESSAGE_ID, while the daemon
 // read the table many times in between. When journald dies, entries go to
 // stderr as JSON and the daemon keeps running.
 func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 	testenv.RequireRoot(t)
-	journalDir, journald := startJournald(t)
+	journalDir, journald := testenv.StartJournald(t)
 	const uid = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 	b := newBrokenPodVolume(t, t.TempDir(), uid)
 	d := startDaemon(t, nil, append(b.flags(), "--interval=50ms")...) // --log.target=auto: stderr is a pipe, the journal answers
@@ -440,7 +264,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 
 	var entries []map[string]any
 	testenv.WaitUntil(t, 20*time.Second, "two journal entries", func() bool {
-		entries = journalEntries(t, journalDir, "MOUNT_POINT="+b.mnt)
+		entries = testenv.JournalEntries(t, journalDir, "MOUNT_POINT="+b.mnt)
 		return len(entries) >= 2
 	})
 	if len(entries) != 2 {
@@ -463,7 +287,7 @@ func TestDaemonJournaldOneEntryPerChange(t *testing.T) {
 			t.Errorf("entry %d MESSAGE %q", i, msg)
 		}
 	}
-	if ids := journalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[check.DeletedRoot], "MOUNT_POINT="+b.mnt); len(ids) != 2 {
+	if ids := testenv.JournalEntries(t, journalDir, "MESSAGE_ID="+export.MessageIDs[check.DeletedRoot], "MOUNT_POINT="+b.mnt); len(ids) != 2 {
 		t.Errorf("journalctl MESSAGE_ID=... finds %d entries, want 2", len(ids))
 	}
 	if strings.Contains(d.stderr.String(), "mount problem") {
@@ -528,7 +352,7 @@ func TestDaemonSystemdNotify(t *testing.T) {
 		defer mu.Unlock()
 		return strings.Join(got, "\n")
 	}
-	startDaemon(t, cleanEnv("NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000"), "--log.target=stderr", "--interval=1h")
+	startDaemon(t, testenv.CleanEnv("NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000"), "--log.target=stderr", "--interval=1h")
 	testenv.WaitUntil(t, 30*time.Second, "READY=1, STATUS= and 3 WATCHDOG=1", func() bool {
 		s := all()
 		return strings.Contains(s, "READY=1") && strings.Contains(s, "STATUS=") && strings.Count(s, "WATCHDOG=1") >= 3
@@ -787,7 +611,7 @@ func TestDaemonWebConfigTLSBasicAuth(t *testing.T) {
 
 	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--web.config.file", dir+"/web.yml", "--log.target=stderr", "--interval=1h")
-	cmd.Env = cleanEnv()
+	cmd.Env = testenv.CleanEnv()
 	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

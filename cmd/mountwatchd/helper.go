@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
@@ -32,7 +33,7 @@ func newProbeFS(cfg config, log *zap.Logger, live bool) probe.FS {
 	hc := probe.HelperConfig{}
 	if live {
 		if err := probe.PrepareStateDir(cfg.stateDir); err != nil {
-			log.Warn("stuck probes will not be remembered across runs (--probe.state-dir)", zap.Error(err))
+			log.Warn("stuck probes will not be remembered across runs (--"+flagname.ProbeStateDir+")", zap.Error(err))
 		} else {
 			hc.StateDir = cfg.stateDir
 		}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // installTo copies the running binary to dir/mountwatchd (mode 0755,
@@ -15,12 +17,12 @@ import (
 func installTo(dir string) error {
 	self, err := os.Open("/proc/self/exe")
 	if err != nil {
-		return fmt.Errorf("--install-to: %w", err)
+		return fmt.Errorf("--"+flagname.InstallTo+": %w", err)
 	}
 	defer self.Close()
 	tmp, err := os.CreateTemp(dir, ".mountwatchd-*")
 	if err != nil {
-		return fmt.Errorf("--install-to: %w", err)
+		return fmt.Errorf("--"+flagname.InstallTo+": %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err = io.Copy(tmp, self); err == nil {
@@ -36,7 +38,7 @@ func installTo(dir string) error {
 		err = os.Rename(tmp.Name(), filepath.Join(dir, "mountwatchd"))
 	}
 	if err != nil {
-		return fmt.Errorf("--install-to: %w", err)
+		return fmt.Errorf("--"+flagname.InstallTo+": %w", err)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
@@ -59,6 +59,7 @@ type config struct {
 	fusectl        string
 	mountFusectl   bool
 	scan           scanConfig
+	volumes        volumeConfig
 	daemon         daemonConfig
 	installTo      string
 
@@ -92,46 +93,47 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.HelpFlag.Short('h')
 	app.Version(version.Print("mountwatchd"))
 
-	app.Flag("once", "Check the node once, print a report and exit: 0 healthy, 1 problems found, 2 could not check.").
+	app.Flag(flagname.Once, "Check the node once, print a report and exit: 0 healthy, 1 problems found, 2 could not check.").
 		BoolVar(&cfg.once)
-	enumFlag(app, "output", "Report format of --once: text or json.", "text", &cfg.output, "text", "json")
-	app.Flag("mountinfo", "Analyse a captured mountinfo FILE instead of the live system (implies --once; - reads standard input); "+
-		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: "mountinfo"})
-	app.Flag("path.procfs", "procfs mount point.").Default(mounts.DefaultProcfs).StringVar(&cfg.host.Procfs)
-	app.Flag("mountinfo.max-bytes", "Most bytes read from a mount table (live or --mountinfo); a longer one is an error. A live table of 20,000 mounts is about 4MiB.").
-		Default("64MiB").BytesVar(&cfg.maxTableBytes)
-	cfg.pidFlag = intFlag(app, "target.pid", "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
+	enumFlag(app, flagname.Output, "Report format of --"+flagname.Once+": text or json.", "text", &cfg.output, "text", "json")
+	app.Flag(flagname.Mountinfo, "Analyse a captured mountinfo FILE instead of the live system (implies --"+flagname.Once+"; - reads standard input); "+
+		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: flagname.Mountinfo})
+	app.Flag(flagname.Procfs, "procfs mount point.").Default(mounts.DefaultProcfs).StringVar(&cfg.host.Procfs)
+	app.Flag(flagname.MaxTableBytes, "Most bytes read from a mount table (live or --"+flagname.Mountinfo+"); a longer one is an error. A live table of 20,000 mounts is about 4MiB.").
+		Default(units.Base2Bytes(mounts.DefaultMaxTableBytes).String()).BytesVar(&cfg.maxTableBytes)
+	cfg.pidFlag = intFlag(app, flagname.TargetPID, "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
 		"0", &cfg.host.PID)
-	app.Flag("path.kubelet", "kubelet root directory, as the inspected namespace sees it.").
-		Default(mounts.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
-	app.Flag("path.pod-logs", "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
+	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it (default: found from the mount table and the running kubelet's --root-dir, else "+
+		mounts.DefaultKubeletRoot+"; see README.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
+	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
-	app.Flag("probe.timeout", "How long a probe of a FUSE or network mount may take before the mount is reported hung (--once: at most half of --once.timeout unless given).").
-		Default("5s").IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
-	app.Flag("once.timeout", "Time budget of --once, below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
+	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
+		Default(probe.DefaultTimeout.String()).IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
+	app.Flag(flagname.OnceTimeout, "Time budget of --"+flagname.Once+", below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
 		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
-	intFlag(app, "probe.max-blocked", "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
-		"32", &cfg.probe.MaxBlocked)
-	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
+	intFlag(app, flagname.ProbeMaxBlocked, "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
+		strconv.Itoa(probe.DefaultMaxBlocked), &cfg.probe.MaxBlocked)
+	app.Flag(flagname.ProbeFSTypes, "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
 		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
 		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
-	app.Flag("probe.shallow-fstypes", "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
+	app.Flag(flagname.ProbeShallowFSTypes, "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
 		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
 		"object stores, whose listing is costly. Empty: read every probed type's root. "+
 		"Default: "+strings.Join(probe.DefaultShallowFSTypes, ", ")+".").
 		PlaceHolder("TYPES").IsSetByUser(&cfg.shallowSet).StringVar(&cfg.shallowFSTypes)
-	app.Flag("probe.state-dir", "Where probes still stuck in the kernel are recorded, so that a later --once or a restarted daemon reports their connections hung without probing them again "+
+	app.Flag(flagname.ProbeStateDir, "Where probes still stuck in the kernel are recorded, so that a later --"+flagname.Once+" or a restarted daemon reports their connections hung without probing them again "+
 		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
 		PlaceHolder("DIR").StringVar(&cfg.stateDir)
-	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
+	app.Flag(flagname.Fusectl, "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
-	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
+	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
 		BoolVar(&cfg.mountFusectl)
 	addScanFlags(app, &cfg.scan)
-	enumFlag(app, "log.level", "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
-	enumFlag(app, "log.format", "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
+	addVolumeFlags(app, &cfg.volumes)
+	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
+	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
-	app.Flag("install-to", "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
+	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
 }
@@ -155,9 +157,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
-		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
+	}
+	if err := cfg.volumes.validate(); err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+		return exitUnknown
+	}
+	defer func() { _ = log.Sync() }()
+
+	if cfg.once || cfg.mountinfo != "" {
+		if err := cfg.forOnce(); err != nil {
+			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
+			return exitUnknown
+		}
+		return runOnce(context.Background(), cfg, log, stdout)
+	}
+	return runDaemon(cfg, stderr)
+}
+
+// validate checks the flags that kingpin cannot and fills in what follows
+// from them (the probed types, the table cap).
+func (cfg *config) validate() error {
+	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
+		return errors.New("--" + flagname.ProbeTimeout + " and --" + flagname.ProbeMaxBlocked + " must be positive")
 	}
 	if cfg.probeFSTypes == "" {
 		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
@@ -180,112 +209,93 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.stateDir = probe.DefaultStateDir()
 	}
 	if cfg.host.PID < 0 {
-		fmt.Fprintf(stderr, "mountwatchd: --target.pid=%d: want a PID, or 0 for our own namespace\n", cfg.host.PID)
-		return exitUnknown
+		return fmt.Errorf("--"+flagname.TargetPID+"=%d: want a PID, or 0 for our own namespace", cfg.host.PID)
 	}
 	if cfg.maxTableBytes <= 0 {
-		fmt.Fprintf(stderr, "mountwatchd: --mountinfo.max-bytes=%s: want a positive size\n", cfg.maxTableBytes)
-		return exitUnknown
+		return fmt.Errorf("--"+flagname.MaxTableBytes+"=%s: want a positive size", cfg.maxTableBytes)
 	}
 	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
 	if cfg.mountinfo != "" && cfg.pidFlag.set {
-		fmt.Fprintln(stderr, "mountwatchd: --mountinfo and --target.pid: a captured table has no process to inspect; give one or the other")
-		return exitUnknown
+		return errors.New("--" + flagname.Mountinfo + " and --" + flagname.TargetPID + ": a captured table has no process to inspect; give one or the other")
 	}
-	if err := cfg.scan.validate(); err != nil {
-		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-		return exitUnknown
-	}
-	log, err := newLogger(cfg, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-		return exitUnknown
-	}
-	defer func() { _ = log.Sync() }()
-
-	if cfg.once || cfg.mountinfo != "" {
-		// --once answers within its budget: probes get half of it, and
-		// the scan is not rate limited unless asked (the rate protects a
-		// node from a daemon scanning all day, not from one pass).
-		if cfg.onceTimeout <= 0 {
-			fmt.Fprintf(stderr, "mountwatchd: --once.timeout=%s: want a positive duration\n", cfg.onceTimeout)
-			return exitUnknown
-		}
-		if !cfg.probeTimeoutSet {
-			cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
-		} else if cfg.probe.Timeout >= cfg.onceTimeout {
-			fmt.Fprintf(stderr, "mountwatchd: --probe.timeout=%s must be shorter than --once.timeout=%s\n", cfg.probe.Timeout, cfg.onceTimeout)
-			return exitUnknown
-		}
-		if !cfg.scan.rateSet {
-			cfg.scan.rate = 0
-		}
-		return runOnce(context.Background(), cfg, log, stdout)
-	}
-	return runDaemon(cfg, stderr)
+	// Empty: found by package layout when the table is read.
+	cfg.host.ContainerdRoot, cfg.host.ContainerdSnapshots = cfg.scan.containerdRoot, cfg.scan.snapshots
+	return cfg.scan.validate()
 }
 
-func addScanFlags(app *kingpin.Application, sc *scanConfig) {
-	intFlag(app, "scan.budget", "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).",
-		strconv.Itoa(walk.DefaultScanBudget), &sc.budget)
-	intFlag(app, "scan.once-budget", "Most directory entries the full scan pass of --once examines; a pass cut short is an error.",
-		strconv.Itoa(walk.DefaultOnceBudget), &sc.onceBudget)
-	app.Flag("scan.rate", "Most directory entries scanned per second by the daemon (and by --once when given); 0 for no limit.").
-		Default("20000").IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
-	app.Flag("scan.root", "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
-		PlaceHolder("DIR").StringsVar(&sc.roots)
-	app.Flag("path.containerd-root", "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
-		Default(containerd.DefaultRoot).StringVar(&sc.containerdRoot)
-	app.Flag("path.containerd-snapshots", "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it (default <path.containerd-root>/"+containerd.OverlayfsDir+"/snapshots).").
-		PlaceHolder(mounts.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
-}
-
-// snapshotsDir is --path.containerd-snapshots, or the one under
-// --path.containerd-root.
-func (sc scanConfig) snapshotsDir() string {
-	if sc.snapshots != "" {
-		return sc.snapshots
+// forOnce sets the budgets of --once: it answers within its budget, probes
+// get half of it, and the scan is not rate limited unless asked (the rate
+// protects a node from a daemon scanning all day, not from one pass).
+func (cfg *config) forOnce() error {
+	if cfg.onceTimeout <= 0 {
+		return fmt.Errorf("--"+flagname.OnceTimeout+"=%s: want a positive duration", cfg.onceTimeout)
 	}
-	return path.Join(sc.containerdRoot, containerd.OverlayfsDir, "snapshots")
-}
-
-func (sc scanConfig) validate() error {
-	if sc.budget < 0 || sc.onceBudget < 0 || sc.rate < 0 {
-		return errors.New("--scan.budget, --scan.once-budget and --scan.rate must not be negative")
+	if !cfg.probeTimeoutSet {
+		cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
+	} else if cfg.probe.Timeout >= cfg.onceTimeout {
+		return fmt.Errorf("--"+flagname.ProbeTimeout+"=%s must be shorter than --"+flagname.OnceTimeout+"=%s", cfg.probe.Timeout, cfg.onceTimeout)
+	}
+	if !cfg.scan.rateSet {
+		cfg.scan.rate = 0
 	}
 	return nil
 }
 
-// checks is the catalogue, in report order. The probing checks come before
-// shadowed_mount, which reads the prober's latest round. once gives the
-// scanning checks the budget of one full pass.
-func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
+func addScanFlags(app *kingpin.Application, sc *scanConfig) {
+	intFlag(app, flagname.ScanBudget, "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).",
+		strconv.Itoa(walk.DefaultScanBudget), &sc.budget)
+	intFlag(app, flagname.ScanOnceBudget, "Most directory entries the full scan pass of --"+flagname.Once+" examines; a pass cut short is an error.",
+		strconv.Itoa(walk.DefaultOnceBudget), &sc.onceBudget)
+	app.Flag(flagname.ScanRate, "Most directory entries scanned per second by the daemon (and by --"+flagname.Once+" when given); 0 for no limit.").
+		Default(strconv.Itoa(walk.DefaultScanRate)).IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
+	app.Flag(flagname.ScanRoot, "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
+		PlaceHolder("DIR").StringsVar(&sc.roots)
+	app.Flag(flagname.ContainerdRoot, "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers "+
+		"(default: the running containerd's --root or config file, else the overlay layers in the mount table, else "+containerd.DefaultRoot+").").
+		PlaceHolder(containerd.DefaultRoot).SetValue(&stringValue{p: &sc.containerdRoot, name: flagname.ContainerdRoot})
+	app.Flag(flagname.ContainerdSnapshots, "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it "+
+		"(default <"+flagname.ContainerdRoot+">/"+containerd.OverlayfsDir+"/snapshots when that root is given or named by containerd, else the overlay layers in the mount table show it).").
+		PlaceHolder(mounts.DefaultContainerdSnapshots).SetValue(&stringValue{p: &sc.snapshots, name: flagname.ContainerdSnapshots})
+}
+
+func (sc scanConfig) validate() error {
+	if sc.budget < 0 || sc.onceBudget < 0 || sc.rate < 0 {
+		return errors.New("--" + flagname.ScanBudget + ", --" + flagname.ScanOnceBudget + " and --" + flagname.ScanRate + " must not be negative")
+	}
+	return nil
+}
+
+// checks builds the catalogue (every registered check, in report order)
+// and the prober that makes their probe rounds. once gives the scanning
+// checks the budget of one full pass.
+func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe.Prober) {
 	prober := probe.NewProber(cfg.probe, newProbeFS(cfg, log, live))
-	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
+	sc := cfg.scan
+	cc := &check.Config{
+		Fusectl:    cfg.fusectl,
+		ScanLimits: walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
+		FullPass:   once,
+		ScanRoots:  sc.roots,
+		// SnapshotRoot and ContainerdRoot are left to each snapshot's
+		// layout, which the flags decide when given (cfg.host).
+	}
+	cfg.volumes.apply(cc)
+	cc.Once = once
+	if once {
+		cc.ScanLimits.Budget = sc.onceBudget
+	}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
-			hung.FusectlErr = err
+			cc.FusectlErr = err
 			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
 		}
 	}
-	sc := cfg.scan
-	limits := walk.ScanLimits{Budget: sc.budget, Rate: sc.rate}
-	if once {
-		limits.Budget = sc.onceBudget
-	}
-	return []check.Check{
-		check.DeletedRootCheck{},
-		check.StaleMountCheck{Prober: prober},
-		hung,
-		check.ShadowedMountCheck{Prober: prober},
-		&check.OpaquePropagationCheck{SnapshotRoot: sc.snapshotsDir(), ContainerdRoot: sc.containerdRoot, Limits: limits, FullPass: once},
-		&check.StrayOverlayXattrCheck{Roots: sc.roots, SnapshotRoot: sc.snapshotsDir(), Limits: limits, FullPass: once},
-	}
+	return check.Catalogue(cc), prober
 }
 
 // errOnceTimeout is the cause of --once's deadline: what a check cut short
 // by it says.
-var errOnceTimeout = errors.New("--once.timeout reached")
+var errOnceTimeout = errors.New("--" + flagname.OnceTimeout + " reached")
 
 func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer) int {
 	// Keep a tenth of the budget (at most 250ms) to write the report.
@@ -304,14 +314,16 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 
+	export.LogLayout(log, zapcore.DebugLevel, snap.Layout)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}
 	if more := snap.ParseErrorTotal() - len(snap.ParseErrors); more > 0 {
 		log.Warn("more mount table lines not parsed", zap.String("table", snap.Path), zap.Int("more", more))
 	}
-	runner := &check.Runner{Checks: checks(cfg, log, snap.Live, true)}
-	rep := runner.Run(ctx, snap)
+	cs, prober := checks(cfg, log, snap.Live, true)
+	rep := (&check.Runner{Checks: cs, Prober: prober}).Run(ctx, snap)
+	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
 		if c.Status == check.StatusError {
 			log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
@@ -367,7 +379,7 @@ func readOnce(ctx context.Context, cfg config) (*mounts.Snapshot, error) {
 func newLogger(cfg config, stderr io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.logLevel)
 	if err != nil {
-		return nil, fmt.Errorf("--log.level: %w", err)
+		return nil, fmt.Errorf("--"+flagname.LogLevel+": %w", err)
 	}
 	core, err := logging.StderrCore(level, cfg.logFormat, stderr)
 	if err != nil {

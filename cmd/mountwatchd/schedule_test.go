@@ -280,7 +280,7 @@ func TestDaemonProbesUnchangedTableOtherNamespace(t *testing.T) {
 // server answers again.
 func TestDaemonProbeChaos(t *testing.T) {
 	testenv.RequireRoot(t)
-	journalDir, _ := startJournald(t)
+	journalDir, _ := testenv.StartJournald(t)
 	dir := t.TempDir()
 	kubelet := filepath.Join(dir, "kubelet")
 	var conns []*fuseConn
@@ -349,7 +349,7 @@ func TestDaemonProbeChaos(t *testing.T) {
 			for _, check := range []string{"stale_mount", "hung_mount"} {
 				n := breakages[check+" "+mp]
 				testenv.WaitUntil(t, 10*time.Second, "journal entries of "+mp, func() bool {
-					entries = journalEntries(t, journalDir, "MOUNT_POINT="+mp, "CHECK="+check)
+					entries = testenv.JournalEntries(t, journalDir, "MOUNT_POINT="+mp, "CHECK="+check)
 					return len(entries) >= 2*n
 				})
 				for _, e := range entries {
@@ -371,7 +371,7 @@ func TestDaemonProbeChaos(t *testing.T) {
 	}
 
 	if t.Failed() {
-		for _, e := range journalEntries(t, journalDir, "SYSLOG_IDENTIFIER=mountwatchd") {
+		for _, e := range testenv.JournalEntries(t, journalDir, "SYSLOG_IDENTIFIER=mountwatchd") {
 			t.Logf("journal: %v %v", e["__REALTIME_TIMESTAMP"], e["MESSAGE"])
 		}
 	}

@@ -249,7 +249,7 @@ func daemonStopsWithProbeStuck(t *testing.T, mnt, state string) {
 	addr := testenv.FreeLoopbackAddr(t)
 	cmd := exec.Command(binary(t), "--web.listen-address", addr, "--log.target=stderr", "--interval=1h",
 		"--probe.interval=500ms", "--probe.timeout=300ms", "--probe.state-dir="+state)
-	cmd.Env = cleanEnv()
+	cmd.Env = testenv.CleanEnv()
 	stderr := &testenv.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -1,7 +1,6 @@
 package check
 
 import (
-	"context"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +43,7 @@ func BenchmarkScanStray(b *testing.B) {
 	s := snapshotFor(b, mounts.Host{KubeletRoot: "/nonexistent"})
 	c := &StrayOverlayXattrCheck{Roots: []string{root}}
 	for b.Loop() {
-		if _, err := c.Run(context.Background(), s); err != nil {
+		if _, err := runOne(c, s); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -16,13 +16,19 @@ type fakeCheck struct {
 	panic bool
 }
 
-func (c fakeCheck) ID() ID     { return c.id }
-func (c fakeCheck) Kind() Kind { return c.kind }
-func (c fakeCheck) Run(context.Context, *mounts.Snapshot) ([]Finding, error) {
+func (c fakeCheck) Decl() Decl {
+	d := Decl{ID: c.id, Kind: c.kind}
+	if c.kind != TableCheck {
+		d.Needs = NeedsLive
+	}
+	return d
+}
+
+func (c fakeCheck) Run(context.Context, *Env) Outcome {
 	if c.panic {
 		panic("boom")
 	}
-	return c.found, c.err
+	return Outcome{Findings: c.found, Err: c.err}
 }
 
 func TestRunnerIsolatesChecks(t *testing.T) {

@@ -8,8 +8,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
-	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
+
+// DeletedRoot is the ID of DeletedRootCheck.
+const DeletedRoot ID = "deleted_root"
+
+var deletedRootDecl = Decl{
+	ID: DeletedRoot, Kind: TableCheck, Needs: UsesRoot, Order: 10,
+	MessageID:  "faa7a0350bc2426cb8b19c486849983b",
+	Severities: []Severity{Critical, Warning},
+	New:        func(*Config) Check { return DeletedRootCheck{} },
+}
+
+func init() { Register(deletedRootDecl) }
 
 // DeletedRootCheck finds mounts whose source directory (root field) or mount
 // point was deleted. It needs only the mount table.
@@ -30,14 +41,12 @@ import (
 // a captured table does not say which.
 type DeletedRootCheck struct{}
 
-// ID implements Check.
-func (DeletedRootCheck) ID() ID { return DeletedRoot }
-
-// Kind implements Check.
-func (DeletedRootCheck) Kind() Kind { return TableCheck }
+// Decl implements Check.
+func (DeletedRootCheck) Decl() Decl { return deletedRootDecl }
 
 // Run implements Check.
-func (DeletedRootCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, error) {
+func (DeletedRootCheck) Run(_ context.Context, env *Env) Outcome {
+	s := env.Snapshot
 	var out []Finding
 	for _, m := range s.Mounts {
 		rootGone := strings.HasSuffix(m.Root, mounts.DeletedRootSuffix) && !procMask(s, m)
@@ -50,8 +59,8 @@ func (DeletedRootCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, e
 			sev = Critical
 		}
 		kind := ""
-		if rootGone && !mpGone && s.Live {
-			kind = mountPointKind(s, m)
+		if rootGone && !mpGone && s.Live && env.Root != nil {
+			kind = mountPointKind(s, env.Root, m)
 		}
 		f := newFinding(DeletedRoot, sev, m, deletedMessage(m, rootGone, mpGone, kind))
 		if kind != "" {
@@ -59,7 +68,7 @@ func (DeletedRootCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, e
 		}
 		out = append(out, f)
 	}
-	return out, nil
+	return Outcome{Findings: out}
 }
 
 // procMask reports whether m is a bind mount over an entry of a proc or
@@ -78,20 +87,11 @@ func procMask(s *mounts.Snapshot, m *mounts.Mount) bool {
 // risk: a mount on the way could hang (FUSE, network), or the lookup fails.
 // It follows no symlink and reads the type from the cache (a FUSE server is
 // not asked).
-func mountPointKind(s *mounts.Snapshot, m *mounts.Mount) string {
+func mountPointKind(s *mounts.Snapshot, root *mounts.Root, m *mounts.Mount) string {
 	if o, _ := s.HangsOnTheWay(m.Mountpoint, m); o != nil {
 		return ""
 	}
-	root, err := unix.Open(s.Host.Path("/"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(root)
-	rel := strings.TrimPrefix(m.Mountpoint, "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := resolve.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+	fd, err := root.Open(m.Mountpoint, unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
 		return ""

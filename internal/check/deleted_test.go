@@ -23,7 +23,7 @@ func snapshotOf(t *testing.T, name string) *mounts.Snapshot {
 
 func TestDeletedRootOnBriefNode(t *testing.T) {
 	s := snapshotOf(t, "k8s-node-brief.mountinfo")
-	found, err := DeletedRootCheck{}.Run(context.Background(), s)
+	found, err := runOne(DeletedRootCheck{}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestDeletedRootOnBriefNode(t *testing.T) {
 
 func TestDeletedRootHealthyTables(t *testing.T) {
 	for _, name := range []string{"host-vm-6.18.mountinfo"} {
-		found, err := DeletedRootCheck{}.Run(context.Background(), snapshotOf(t, name))
+		found, err := runOne(DeletedRootCheck{}, snapshotOf(t, name))
 		if err != nil || len(found) != 0 {
 			t.Errorf("%s: %v %v", name, found, err)
 		}
@@ -88,7 +88,7 @@ func TestDeletedRootCapturedBindfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found, _ := DeletedRootCheck{}.Run(context.Background(), s)
+	found, _ := runOne(DeletedRootCheck{}, s)
 	if len(found) != 2 {
 		t.Fatalf("got %d findings, want 2 (FUSE pod volume and tmpfs bind): %+v", len(found), found)
 	}
@@ -109,7 +109,7 @@ func BenchmarkDeletedRoot20000(b *testing.B) {
 	s := &mounts.Snapshot{Mounts: ms}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := (DeletedRootCheck{}).Run(context.Background(), s); err != nil {
+		if _, err := runOne(DeletedRootCheck{}, s); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -147,7 +147,7 @@ func TestDeletedRootLiveFileOrDirectory(t *testing.T) {
 	}
 
 	s := liveSnapshot(t, mounts.Host{})
-	found, err := DeletedRootCheck{}.Run(context.Background(), s)
+	found, err := runOne(DeletedRootCheck{}, s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,68 @@
-// Package check finds broken mounts: one Check per file, each a function of a
-// mounts.Snapshot (and, for the live checks, of the prober's rounds or the
-// walker's scans) that returns Findings. The Runner runs them so that one
-// failing check never stops the others; the Tracker stamps when each problem
-// was first seen and what appeared, changed or cleared.
+// Package check finds broken mounts. A check is a value with two methods:
+// Decl, its declaration, and Run(ctx, *Env) Outcome, a function of its
+// inputs (the snapshot, the inspected root, the run's probe round) to its
+// outputs (findings, error, notes, scan progress). The Runner runs the
+// checks one after another, gives each the Env its declaration asks for,
+// never lets one failing or panicking check stop the others, and turns the
+// Outcomes into a Report. The Tracker, and only the Tracker, stamps when each
+// problem was first seen and what appeared, changed or cleared.
 //
-// The exporters (package export) consume Findings and Reports and never reach
-// back into the checks. Nothing here writes to a watched filesystem.
+// The exporters (package export) consume Findings and Reports and never
+// reach back into the checks. Nothing here writes to a watched filesystem.
+//
+// # Adding a check
+//
+// A new check touches its own file, its test, its alert rule and two rows
+// of README.md; nothing else needs editing. Its file,
+// internal/check/<name>.go, holds the ID, the declaration and its
+// registration, the check type and its Run (copy the shape of deleted.go
+// for a table check, stale.go for a probe check, stray.go for a scan
+// check):
+//
+//	// MyCheck is the ID of MyCheckCheck.
+//	const MyCheck ID = "my_check" // stable: JSON, metric labels, journal
+//
+//	var myCheckDecl = Decl{
+//		ID: MyCheck, Kind: TableCheck, Needs: UsesRoot, Order: 70,
+//		MessageID:  "0123456789abcdef0123456789abcdef", // uuidgen | tr -d -
+//		Severities: []Severity{Warning},
+//		New:        func(cfg *Config) Check { return MyCheckCheck{} },
+//	}
+//
+//	func init() { Register(myCheckDecl) }
+//
+//	// Decl implements Check.
+//	func (MyCheckCheck) Decl() Decl { return myCheckDecl }
+//
+//	// Run implements Check.
+//	func (MyCheckCheck) Run(ctx context.Context, env *Env) Outcome { ... }
+//
+// Kind is the schedule (table: every read of the mount table; probe; scan).
+// Needs says what the Env must carry: NeedsLive (skipped on a captured
+// table), NeedsRoot or UsesRoot (Env.Root, the one way to reach a path of
+// the inspected namespace), NeedsProbes or UsesProbes (Env.Probes). A
+// dependency on another check is a need, never the order of the catalogue.
+// Settings come from Config: add a field there and set it in
+// cmd/mountwatchd, where the flags and their defaults are. Order places the
+// check in reports (the first six use 10 to 60). Registration is all that
+// the catalogue, --once, the daemon's schedule, the journal's MESSAGE_ID and
+// the per-check metric series need.
+//
+// Then:
+//
+//  1. Its test, internal/check/<name>_test.go: the failure on a real mount
+//     (internal/testenv) and on captured tables (internal/mounts/testdata),
+//     and a healthy node that stays clean; runOne(c, snapshot) runs one
+//     check as the Runner does.
+//  2. Its alert rule: one alert per declared severity in
+//     packaging/prometheus/mountwatchd.rules.yml, with a promtool test in
+//     packaging/prometheus/mountwatchd.rules.test.yml that fires it; make
+//     manifests copies the rules into the chart
+//     (packaging/helm/mountwatchd/files) and renders
+//     packaging/prometheus/prometheusrule.yaml from it.
+//  3. Its rows in README.md: the table of checks (id, severity, kind, what
+//     it finds) and the MESSAGE_ID table.
+//
+// TestEveryCheckInREADME, TestEveryCheckAlerted and
+// TestDashboardCoversEveryCheck fail until 2 and 3 are done.
 package check

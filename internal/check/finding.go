@@ -7,19 +7,10 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// ID is the stable, documented name of a check.
+// ID is the stable, documented name of a check. IDs appear in JSON
+// reports, metric labels and journal fields; never rename one. Each is
+// declared in its check's file.
 type ID string
-
-// The checks. These ids appear in JSON reports, metric labels and journal
-// fields; never rename one.
-const (
-	DeletedRoot       ID = "deleted_root"
-	StaleMount        ID = "stale_mount"
-	HungMount         ID = "hung_mount"
-	ShadowedMount     ID = "shadowed_mount"
-	OpaquePropagation ID = "opaque_propagation"
-	StrayOverlayXattr ID = "stray_overlay_xattr"
-)
 
 // Severity of a finding.
 type Severity string
@@ -89,7 +80,13 @@ func newFinding(check ID, sev Severity, m *mounts.Mount, msg string) Finding {
 }
 
 // Key identifies a problem across checks: the same key in two runs is the
-// same problem, whose FirstSeen carries over.
+// same problem, whose FirstSeen carries over. A finding about no one mount
+// (MountID 0: mount_leak's growing source, the table's size) is identified
+// by the filesystem, source and root it names.
 func (f *Finding) Key() string {
-	return string(f.Check) + "\x00" + strconv.Itoa(f.MountID) + "\x00" + f.MountPoint + "\x00" + f.Path
+	k := string(f.Check) + "\x00" + strconv.Itoa(f.MountID) + "\x00" + f.MountPoint + "\x00" + f.Path
+	if f.MountID == 0 {
+		k += "\x00" + f.Dev + "\x00" + f.FSType + "\x00" + f.Source + "\x00" + f.Root
+	}
+	return k
 }

@@ -11,31 +11,39 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
+// HungMount is the ID of HungMountCheck.
+const HungMount ID = "hung_mount"
+
+var hungMountDecl = Decl{
+	ID: HungMount, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 30,
+	MessageID:  "0b3bc3277687449192a2a991a8da58f0",
+	Severities: []Severity{Critical},
+	New: func(cfg *Config) Check {
+		return HungMountCheck{Fusectl: cfg.Fusectl, FusectlErr: cfg.FusectlErr}
+	},
+}
+
+func init() { Register(hungMountDecl) }
+
 // HungMountCheck finds mounts whose filesystem does not answer a probe by
 // the deadline: a FUSE server alive but stuck (or stopped), an unreachable
 // hard-mounted NFS server. The blocked probe stays parked in the kernel
 // (one per connection, at most --probe.max-blocked) and the finding clears
-// once it returns and a new probe answers.
+// once it returns and a new probe answers. It reads the run's probe round
+// (Env.Probes).
 type HungMountCheck struct {
-	Prober *probe.Prober
 	// Fusectl is where fusectl is mounted (DefaultFusectl when empty);
 	// FusectlErr, when set, says why the waiting count cannot be read.
 	Fusectl    string
 	FusectlErr error
 }
 
-// ID implements Check.
-func (HungMountCheck) ID() ID { return HungMount }
-
-// Kind implements Check.
-func (HungMountCheck) Kind() Kind { return ProbeCheck }
-
-// ProbeStats reports the prober's state for the Report.
-func (c HungMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
+// Decl implements Check.
+func (HungMountCheck) Decl() Decl { return hungMountDecl }
 
 // Run implements Check.
-func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
-	r := c.Prober.Round(ctx, s)
+func (c HungMountCheck) Run(_ context.Context, env *Env) Outcome {
+	s, r := env.Snapshot, env.Probes
 	var out []Finding
 	waiting := map[string]string{} // by connection, read once
 	conns := newConnIndex(s)
@@ -56,10 +64,10 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 			}
 			f.Details["fuse_waiting"] = w
 		}
-		f.Message = hungMessage(conns, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
+		f.Message = hungMessage(conns, m, res, r.Timeout, f.Details["fuse_waiting"], c.fusectl())
 		out = append(out, f)
 	}
-	return out, r.NamespaceErr()
+	return Outcome{Findings: out, Err: r.NamespaceErr()}
 }
 
 func (c HungMountCheck) fusectl() string {

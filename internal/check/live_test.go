@@ -71,7 +71,7 @@ func TestLiveStaleBindfsKilled(t *testing.T) {
 
 	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
 	s := liveSnapshot(t, mounts.Host{})
-	found, err := StaleMountCheck{Prober: p}.Run(context.Background(), s)
+	found, err := runProbed(p, StaleMountCheck{}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +115,10 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 	t.Cleanup(func() { _ = server.Signal(syscall.SIGCONT) })
 
 	p := probe.NewProber(probe.Config{Timeout: time.Second}, probe.SysFS{})
-	hung := HungMountCheck{Prober: p, Fusectl: probe.DefaultFusectl}
+	hung := HungMountCheck{Fusectl: probe.DefaultFusectl}
 	done := make(chan []Finding, 1)
 	go func() {
-		found, _ := hung.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+		found, _ := runProbed(p, hung, liveSnapshot(t, mounts.Host{}))
 		done <- found
 	}()
 	var found []Finding
@@ -145,7 +145,7 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUnblocked(t, p)
-	found, _ = hung.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	found, _ = runProbed(p, hung, liveSnapshot(t, mounts.Host{}))
 	if f, ok := byMountpoint(found)[dir+"/fuse"]; ok {
 		t.Errorf("hung_mount did not clear after SIGCONT: %+v", f)
 	}
@@ -243,7 +243,7 @@ func TestLiveCephFuseDiesThenShadowed(t *testing.T) {
 	h := mounts.Host{KubeletRoot: kubelet, PodLogDir: dir + "/logs"}
 
 	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
-	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}, ShadowedMountCheck{Prober: p}}}
+	runner := &Runner{Checks: []Check{StaleMountCheck{}, HungMountCheck{}, ShadowedMountCheck{}}, Prober: p}
 	if rep := runner.Run(context.Background(), liveSnapshot(t, h)); len(rep.Findings) != 0 {
 		t.Fatalf("healthy ceph-fuse reported: %+v", rep.Findings)
 	}
@@ -320,8 +320,8 @@ func TestLiveHealthyFUSEAndTmpfs(t *testing.T) {
 	testenv.Bind(t, dir+"/fuse/a", dir+"/bind")
 	testenv.Tmpfs(t, dir+"/tmp")
 	p := probe.NewProber(probe.Config{Timeout: 5 * time.Second}, probe.SysFS{})
-	rep := (&Runner{Checks: []Check{DeletedRootCheck{}, StaleMountCheck{Prober: p}, HungMountCheck{Prober: p},
-		ShadowedMountCheck{Prober: p}}}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	rep := (&Runner{Checks: []Check{DeletedRootCheck{}, StaleMountCheck{}, HungMountCheck{},
+		ShadowedMountCheck{}}, Prober: p}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
 	for _, f := range rep.Findings {
 		if strings.HasPrefix(f.MountPoint, dir) {
 			t.Errorf("healthy mount reported: %+v", f)
@@ -353,7 +353,7 @@ func TestLiveStaleInOtherNamespace(t *testing.T) {
 	}, "\n"))
 
 	h := mounts.Host{PID: node.PID}
-	found, err := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, h))
+	found, err := runProbed(probe.NewProber(probe.Config{}, probe.SysFS{}), StaleMountCheck{}, liveSnapshot(t, h))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestLiveStaleInOtherNamespace(t *testing.T) {
 			}
 		}
 	}
-	own, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, probe.SysFS{})}.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	own, _ := runProbed(probe.NewProber(probe.Config{}, probe.SysFS{}), StaleMountCheck{}, liveSnapshot(t, mounts.Host{}))
 	if _, ok := byMountpoint(own)[dir+"/bind"]; ok {
 		t.Error("our own namespace reports the other namespace's mount")
 	}

@@ -1,14 +1,13 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -16,6 +15,21 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
+
+// OpaquePropagation is the ID of OpaquePropagationCheck.
+const OpaquePropagation ID = "opaque_propagation"
+
+var opaquePropagationDecl = Decl{
+	ID: OpaquePropagation, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 50,
+	MessageID:  "7aac74898c294e34ac64c74e85f8b140",
+	Severities: []Severity{Critical, Warning},
+	New: func(cfg *Config) Check {
+		return &OpaquePropagationCheck{SnapshotRoot: cfg.SnapshotRoot, ContainerdRoot: cfg.ContainerdRoot,
+			Limits: cfg.ScanLimits, FullPass: cfg.FullPass}
+	},
+}
+
+func init() { Register(opaquePropagationDecl) }
 
 // maxDirList bounds how many entries of one directory are read to count the
 // entries an opaque marker hides.
@@ -60,15 +74,8 @@ type OpaquePropagationCheck struct {
 	pending map[string]map[string]bool // pass in progress
 	users   map[string]string          // layer dir -> a mount using it, for errors
 	ver     *containerd.Verifier       // remembers what layer blobs said
+	verKey  string                     // the containerd root and snapshots directory ver reads
 	notes   []string                   // overlays the last Run left out, and why
-}
-
-// Notes implements Noter: the overlays whose layers the inspected root
-// cannot reach, which the last Run did not scan.
-func (c *OpaquePropagationCheck) Notes() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.notes)
 }
 
 // layerRoot is a layer directory walked with one xattr prefix.
@@ -78,19 +85,16 @@ type layerRoot struct {
 
 func (r layerRoot) key() string { return r.prefix + "\x00" + r.dir }
 
-// ID implements Check.
-func (*OpaquePropagationCheck) ID() ID { return OpaquePropagation }
+// Decl implements Check.
+func (*OpaquePropagationCheck) Decl() Decl { return opaquePropagationDecl }
 
-// Kind implements Check.
-func (*OpaquePropagationCheck) Kind() Kind { return ScanCheck }
-
-// Run implements Check.
-func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
+// Run implements Check. Its notes are the overlays whose layers the
+// inspected root cannot reach, which the run did not scan.
+func (c *OpaquePropagationCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.w.Limits = c.Limits
-	snapRoot := snapshotRoot(c.SnapshotRoot)
-
+	s := env.Snapshot
+	snapRoot := snapshotRoot(c.SnapshotRoot, s)
 	chains, perrs := s.OverlayChains(snapRoot)
 	errs := slices.Clone(perrs)
 	trustedHidden := false
@@ -102,85 +106,88 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, s *mounts.Snapshot) ([
 	}
 	if len(chains) == 0 && !c.w.InPass {
 		c.w.Stats.Complete = true
-		return nil, errors.Join(errs...)
+		st := c.w.Stats
+		return Outcome{Err: errors.Join(errs...), Notes: slices.Clone(c.notes), Scan: &st}
 	}
-
-	if err := c.w.Begin(ctx, s); err != nil {
-		return nil, errors.Join(append(errs, err)...)
-	}
-	defer c.w.End()
-	chains, c.notes = c.reachableChains(chains)
-
 	if c.known == nil {
 		c.known = map[string]map[string]bool{}
 	}
-	newPass := func() []walk.Root {
-		c.pending = map[string]map[string]bool{}
-		c.roots = layerRoots(chains)
-		c.users = map[string]string{}
-		for _, ch := range chains {
-			for _, l := range ch.Layers {
-				if c.users[l.Dir] == "" {
-					c.users[l.Dir] = fmt.Sprintf("%s (mount %d)", ch.Mount.Mountpoint, ch.Mount.ID)
-				}
+	out := c.scan(ctx, env, scanPass{
+		id: OpaquePropagation, limits: c.Limits, fullPass: c.FullPass, errs: errs,
+		prepare: func() { chains, c.notes = c.reachableChains(chains) },
+		roots:   func() []walk.Root { return c.newPass(chains) },
+		visit:   c.visit,
+		rootErr: func(r *walk.RootError) error {
+			if r.Index >= len(c.roots) {
+				return r
 			}
-		}
-		out := make([]walk.Root, len(c.roots))
-		for i, r := range c.roots {
-			out[i] = walk.Root{Path: r.dir, InRoot: true}
-		}
-		return out
-	}
-	visit := func(e *walk.Entry) bool {
-		if e.Typ != unix.DT_DIR {
-			return false
-		}
-		r := c.roots[e.Root]
-		if v, err := e.GetXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
-			set := c.pending[r.key()]
-			if set == nil {
-				set = map[string]bool{}
-				c.pending[r.key()] = set
-			}
-			set[e.Rel] = true
-		}
-		return true
-	}
-	completed, rootErrs, err := c.w.Run(newPass, visit)
-	for _, re := range rootErrs {
-		var r *walk.RootError
-		if errors.As(re, &r) && r.Index < len(c.roots) {
-			errs = append(errs, fmt.Errorf("overlay %s: layer %s not scanned: %w", c.users[c.roots[r.Index].dir], c.roots[r.Index].dir, r.Err))
-			continue
-		}
-		errs = append(errs, re)
-	}
-	if err != nil {
-		errs = append(errs, fmt.Errorf("opaque_propagation: scan stopped: %w", err))
-	}
-	if completed {
-		c.known, c.pending = c.pending, nil
-	} else if c.FullPass && err == nil {
-		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", walk.ErrScanIncomplete, c.w.Done))
-	}
-	if err := c.w.TooDeepErr(); err != nil && c.FullPass {
-		errs = append(errs, err)
-	}
+			l := c.roots[r.Index].dir
+			return fmt.Errorf("overlay %s: layer %s not scanned: %w", c.users[l], l, r.Err)
+		},
+		passDone: func() { c.known, c.pending = c.pending, nil },
+		findings: func() ([]Finding, error) { return c.findings(s, snapRoot, chains) },
+	})
+	out.Notes = slices.Clone(c.notes)
+	return out
+}
 
-	if c.ver == nil {
-		root := c.ContainerdRoot
-		if root == "" {
-			root = containerd.DefaultRoot
+// newPass starts a pass over the layers of chains.
+func (c *OpaquePropagationCheck) newPass(chains []*mounts.OverlayChain) []walk.Root {
+	c.pending = map[string]map[string]bool{}
+	c.roots = layerRoots(chains)
+	c.users = map[string]string{}
+	for _, ch := range chains {
+		for _, l := range ch.Layers {
+			if c.users[l.Dir] == "" {
+				c.users[l.Dir] = fmt.Sprintf("%s (mount %d)", ch.Mount.Mountpoint, ch.Mount.ID)
+			}
 		}
+	}
+	out := make([]walk.Root, len(c.roots))
+	for i, r := range c.roots {
+		out[i] = walk.Root{Path: r.dir, InRoot: true}
+	}
+	return out
+}
+
+// visit records the opaque directories of a layer.
+func (c *OpaquePropagationCheck) visit(e *walk.Entry) bool {
+	if e.Typ != unix.DT_DIR {
+		return false
+	}
+	r := c.roots[e.Root]
+	if v, err := e.GetXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
+		set := c.pending[r.key()]
+		if set == nil {
+			set = map[string]bool{}
+			c.pending[r.key()] = set
+		}
+		set[e.Rel] = true
+	}
+	return true
+}
+
+// findings checks every pair of opaque layers known so far on the live
+// layers and against their layer tars.
+func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, chains []*mounts.OverlayChain) ([]Finding, error) {
+	ctrRoot := c.ContainerdRoot
+	if ctrRoot == "" {
+		ctrRoot = cmp.Or(s.Host.ContainerdRoot, containerd.DefaultRoot)
+	}
+	if c.ver == nil || c.verKey != ctrRoot+"\x00"+snapRoot { // the layout found may change
+		c.verKey = ctrRoot + "\x00" + snapRoot
 		c.ver = containerd.NewVerifier(containerd.Config{
-			Root:        s.Host.Path(root),
+			Root:        s.Host.Path(ctrRoot),
 			Snapshotter: s.Host.Path(path.Dir(snapRoot)),
 			MaxEntries:  int64(c.Limits.Budget),
 		})
 	}
 	v := &verification{pass: c.ver.Pass(), snapRoot: snapRoot}
 	defer v.pass.Close()
-	var out []Finding
+	var (
+		out  []Finding
+		errs []error
+	)
 	for _, ch := range chains {
 		found, err := c.chainFindings(ch, v)
 		out = append(out, found...)
@@ -283,279 +290,3 @@ func (c *OpaquePropagationCheck) chainFindings(ch *mounts.OverlayChain, v *verif
 	}
 	return out, errors.Join(errs...)
 }
-
-// layerDir is one layer's copy of a directory, read live.
-type layerDir struct {
-	exists, opaque bool
-	entries        []walk.Dirent
-	whiteout       map[string]bool
-	truncated      bool
-}
-
-func (c *OpaquePropagationCheck) readLayerDir(layer, rel, prefix string) (layerDir, error) {
-	var ld layerDir
-	fd, err := c.w.OpenRel(walk.Root{Path: layer, InRoot: true}, rel)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-		return ld, nil // not a directory in this layer
-	}
-	if err != nil {
-		return ld, err
-	}
-	defer unix.Close(fd)
-	ld.exists = true
-	mnt, err := walk.MountID(fd)
-	if err != nil {
-		return ld, err
-	}
-	// The directory's own marker, read like every other xattr: through the
-	// walker's guard and its syscall fallback.
-	if v, err := c.w.Entry(fd, mnt, ".", unix.DT_DIR).GetXattr(prefix + "opaque"); err == nil && string(v) == "y" {
-		ld.opaque = true
-	}
-	ld.entries, err = walk.ReadDir(fd, maxDirList)
-	if err != nil {
-		return ld, err
-	}
-	ld.truncated = len(ld.entries) >= maxDirList
-	ld.whiteout = map[string]bool{}
-	for _, d := range ld.entries {
-		if isWhiteout(c.w.Entry(fd, mnt, d.Name, d.Typ), prefix) {
-			ld.whiteout[d.Name] = true
-		}
-	}
-	return ld, nil
-}
-
-// isWhiteout: a 0/0 character device, or (kernel 6.7+) a file carrying the
-// overlay whiteout xattr.
-func isWhiteout(e *walk.Entry, prefix string) bool {
-	switch e.Typ {
-	case unix.DT_CHR:
-		if e.Guard() != nil {
-			return false
-		}
-		var st unix.Statx_t
-		err := unix.Statx(e.Dirfd, e.Name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &st)
-		return err == nil && st.Rdev_major == 0 && st.Rdev_minor == 0
-	case unix.DT_REG:
-		v, err := e.GetXattr(prefix + "whiteout")
-		return err == nil && v != nil
-	}
-	return false
-}
-
-// verification is one Run's verification of markers against layer tars.
-type verification struct {
-	pass     *containerd.Pass
-	snapRoot string
-}
-
-// verify says whether layer l's opaque marker on dir is its image's intent.
-func (v *verification) verify(l mounts.Layer, dir string) containerd.Result {
-	id, ok := containerd.SnapshotID(v.snapRoot, l.Dir)
-	switch {
-	case l.Role == mounts.UpperLayer && copyUpKeepsOpaque():
-		return containerd.Result{SnapshotID: id, Verdict: containerd.Unverified, Active: true,
-			Reason: "it is the mount's writable upper layer, which no image layer describes, and this kernel (before 4.8) copies opaque markers up"}
-	case l.Role == mounts.UpperLayer:
-		// Overlay marks a directory opaque in the upper layer when the
-		// container removes and recreates it through the mount, which is
-		// what the container asked for; since Linux 4.8 ("ovl: don't copy
-		// up opaqueness") the kernel never puts a marker there otherwise.
-		return containerd.Result{SnapshotID: id, Verdict: containerd.Intended, Active: true,
-			Reason: "it is the mount's writable upper layer: the container removed and recreated the directory"}
-	case !ok:
-		return containerd.Result{Verdict: containerd.Unverified,
-			Reason: fmt.Sprintf("%s is not a snapshot of containerd's overlayfs snapshotter (%s/<id>/fs), so there is no image layer to check it against", l.Dir, v.snapRoot)}
-	}
-	return v.pass.Verify(id, dir)
-}
-
-// pairFinding checks layers i and i+1 of ch at dir on the live system, and
-// the run of opaque layers below, against their layer tars.
-func (c *OpaquePropagationCheck) pairFinding(ch *mounts.OverlayChain, i int, dir string, v *verification) (Finding, bool, error) {
-	prefix := ch.XattrPrefix()
-	top, err := c.readLayerDir(ch.Layers[i].Dir, dir, prefix)
-	if err != nil || !top.opaque {
-		return Finding{}, false, err
-	}
-	below, err := c.readLayerDir(ch.Layers[i+1].Dir, dir, prefix)
-	if err != nil || !below.opaque {
-		return Finding{}, false, err
-	}
-	// The run of consecutive opaque layers from i down.
-	run := []layerDir{top, below}
-	for k := i + 2; k < len(ch.Layers); k++ {
-		ld, err := c.readLayerDir(ch.Layers[k].Dir, dir, prefix)
-		if err != nil {
-			return Finding{}, false, err
-		}
-		if !ld.exists || !ld.opaque {
-			break
-		}
-		run = append(run, ld)
-	}
-	// Each marker that hides a marker below it is suspect; the run's last
-	// marker hides only non-opaque copies and is taken as real.
-	res := make([]containerd.Result, len(run)-1)
-	firstProp, firstUnver := -1, -1
-	for m := range res {
-		res[m] = v.verify(ch.Layers[i+m], dir)
-		switch res[m].Verdict {
-		case containerd.Propagated:
-			if firstProp < 0 {
-				firstProp = m
-			}
-		case containerd.Unverified:
-			if firstUnver < 0 {
-				firstUnver = m
-			}
-		}
-	}
-	if firstProp < 0 && firstUnver < 0 {
-		return Finding{}, false, nil // every marker is the image's intent
-	}
-	// What the container would see were the markers what the image says:
-	// layers contribute from the top down to the first marker that is not
-	// propagated (unverified markers taken as propagated when nothing is
-	// known to be, to say what is at stake). Everything in that but the
-	// top layer's own entries is hidden.
-	end := len(run) - 1
-	for m := range res {
-		if res[m].Verdict == containerd.Intended || (firstProp >= 0 && res[m].Verdict == containerd.Unverified) {
-			end = m
-			break
-		}
-	}
-	seen := map[string]bool{}
-	for _, d := range top.entries {
-		seen[d.Name] = true
-	}
-	hidden, truncated := 0, top.truncated
-	for _, ld := range run[1 : end+1] {
-		truncated = truncated || ld.truncated
-		for _, d := range ld.entries {
-			if seen[d.Name] {
-				continue
-			}
-			seen[d.Name] = true
-			if !ld.whiteout[d.Name] {
-				hidden++
-			}
-		}
-	}
-	sev := Warning
-	if firstProp >= 0 && hidden > 0 {
-		sev = Critical
-	}
-	image := ""
-	if ch.Container != "" {
-		image = v.pass.ContainerImage(ch.ContainerNamespace, ch.Container)
-	}
-	f := newFinding(OpaquePropagation, sev, ch.Mount, "")
-	f.Path = "/" + dir
-	f.Details = map[string]string{
-		"directory":      "/" + dir,
-		"upper_layer":    ch.Layers[i].Dir,
-		"upper_role":     string(ch.Layers[i].Role),
-		"lower_layer":    ch.Layers[i+1].Dir,
-		"layer_index":    strconv.Itoa(i),
-		"opaque_layers":  strconv.Itoa(len(run)),
-		"hidden_entries": strconv.Itoa(hidden),
-		"xattr":          prefix + "opaque",
-	}
-	if truncated {
-		f.Details["hidden_entries"] += "+"
-	}
-	m := firstUnver
-	if firstProp >= 0 {
-		m = firstProp
-		f.Details["verification"] = string(containerd.Propagated)
-		f.Details["propagated_layer"] = ch.Layers[i+m].Dir
-		f.Details["propagated_layers"] = strconv.Itoa(countVerdicts(res, containerd.Propagated))
-	} else {
-		f.Details["verification"] = string(containerd.Unverified)
-		f.Details["unverified_layer"] = ch.Layers[i+m].Dir
-		f.Details["unverified_reason"] = res[m].Reason
-	}
-	r := res[m]
-	for k, val := range map[string]string{"layer_digest": r.Layer, "snapshot_id": r.SnapshotID, "chain_id": r.ChainID} {
-		if val != "" {
-			f.Details[k] = val
-		}
-	}
-	if image == "" {
-		image = strings.Join(r.Images, ",")
-	}
-	if image != "" {
-		f.Details["image"] = image
-	}
-	if ch.Container != "" {
-		f.Details["container"] = ch.Container
-		f.Details["container_namespace"] = ch.ContainerNamespace
-	}
-	f.Message = opaqueMessage(ch, i, i+m, dir, hidden, r, image)
-	return f, true, nil
-}
-
-func countVerdicts(rs []containerd.Result, v containerd.Verdict) int {
-	n := 0
-	for _, r := range rs {
-		if r.Verdict == v {
-			n++
-		}
-	}
-	return n
-}
-
-// opaqueMessage explains a finding; m is the layer the verdict names.
-func opaqueMessage(ch *mounts.OverlayChain, i, m int, dir string, hidden int, r containerd.Result, image string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Directory /%s is opaque (%sopaque=y) in layer %s and in the layer below it, %s",
-		dir, ch.XattrPrefix(), ch.Layers[i].Dir, ch.Layers[i+1].Dir)
-	if image != "" {
-		fmt.Fprintf(&b, " (image %s)", image)
-	}
-	b.WriteString(". ")
-	who := "this overlay shows"
-	if ch.Container != "" {
-		who = "container " + ch.Container + " sees"
-	}
-	if r.Verdict != containerd.Propagated {
-		fmt.Fprintf(&b, "The marker in %s could not be verified against its image layer: %s. ", ch.Layers[m].Dir, r.Reason)
-		if hidden > 0 {
-			fmt.Fprintf(&b, "If the image did not put it there, it hides %d entries of the lower layers. ", hidden)
-		}
-		b.WriteString("An image whose consecutive layers each replace the directory looks the same; " +
-			"check that layer's tar for /" + dir + "/.wh..wh..opq (give mountwatchd read access to containerd's root to have it checked).")
-		return b.String()
-	}
-	layer := r.Layer
-	if layer == "" {
-		layer = "its layer"
-	}
-	fmt.Fprintf(&b, "The marker in %s was not put there by the image: layer %s has no /%s/.wh..wh..opq. ", ch.Layers[m].Dir, layer, dir)
-	if hidden > 0 {
-		fmt.Fprintf(&b, "It hides %d entries the image puts there, so %s only the upper layers' files. ", hidden, who)
-	} else {
-		b.WriteString("It hides nothing here today, but it hides the layer below from every image built on that layer. ")
-	}
-	b.WriteString("This is the shape left by the overlay copy-up bug fixed in Linux 4.8 (containerd <= 1.2 unpacking " +
-		"layers through an overlay mount) or by a tool that copied overlay xattrs between trees. " +
-		"Fix: re-pull the image on a fixed node (remove the image and its snapshots first) or rebuild it; do not copy " + ch.XattrPrefix() + "* xattrs into layers.")
-	return b.String()
-}
-
-// copyUpKeepsOpaque reports whether the running kernel is older than 4.8,
-// whose overlay copied a directory's opaque marker up with the directory.
-var copyUpKeepsOpaque = sync.OnceValue(func() bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major < 4 || (major == 4 && minor < 8)
-})

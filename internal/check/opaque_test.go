@@ -109,7 +109,7 @@ func TestOpaqueHiddenEntries(t *testing.T) {
 				top = dir + "/" + c.upperDir
 			}
 			overlay(t, dir+"/merged", opts)
-			found, err := (&OpaquePropagationCheck{}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+			found, err := runOne(&OpaquePropagationCheck{}, liveSnapshot(t, mounts.Host{}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +181,7 @@ func TestOpaqueRelativeLowerdirs(t *testing.T) {
 		t.Fatalf("the kernel did not print the relative lowerdirs: %q", line)
 	}
 
-	found, err := (&OpaquePropagationCheck{SnapshotRoot: snap}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	found, err := runOne(&OpaquePropagationCheck{SnapshotRoot: snap}, liveSnapshot(t, mounts.Host{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestOpaqueRelativeLowerdirs(t *testing.T) {
 	layers(t, other, map[string][]string{"A": {"func/min"}, "B": {"func/max"}, "C": {"func/"}},
 		map[string]string{"B/func": "y", "C/func": "y"})
 	overlay(t, other+"/merged", "lowerdir="+other+"/C:"+other+"/B:"+other+"/A")
-	found, err = (&OpaquePropagationCheck{SnapshotRoot: dir + "/wrong"}).Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+	found, err = runOne(&OpaquePropagationCheck{SnapshotRoot: dir + "/wrong"}, liveSnapshot(t, mounts.Host{}))
 	if err == nil || !strings.Contains(err.Error(), rootfs) || !strings.Contains(err.Error(), dir+"/wrong/3/fs") {
 		t.Errorf("error %v, want one naming %s and the missing layer", err, rootfs)
 	}
@@ -227,7 +227,7 @@ func TestOpaqueBudgetedPasses(t *testing.T) {
 	check := &OpaquePropagationCheck{Limits: walk.ScanLimits{Budget: 1000}}
 	runs := 0
 	for ; runs < 50; runs++ {
-		found, err := check.Run(context.Background(), s)
+		found, err := runOne(check, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +240,7 @@ func TestOpaqueBudgetedPasses(t *testing.T) {
 		t.Errorf("found after %d runs with stats %+v: the budget was not applied", runs, st)
 	}
 	for i := 0; i < 10; i++ {
-		found, _ := check.Run(context.Background(), s)
+		found, _ := runOne(check, s)
 		if len(findingsAt(found, OpaquePropagation, dir+"/merged")) != 1 {
 			t.Fatalf("run %d of a later pass lost the finding (stats %+v)", i, check.Stats())
 		}

@@ -1,7 +1,6 @@
 package check
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,7 +130,7 @@ func TestOpaquePropagationReal(t *testing.T) {
 			}
 
 			check := &OpaquePropagationCheck{}
-			found, err := check.Run(context.Background(), liveSnapshot(t, mounts.Host{}))
+			found, err := runOne(check, liveSnapshot(t, mounts.Host{}))
 			if err != nil {
 				t.Fatalf("check error: %v", err)
 			}

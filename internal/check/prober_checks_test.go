@@ -27,7 +27,7 @@ func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 		probetest.FuseLine(10, 40, "/", "/mnt/cephfs"),
 		probetest.FuseLine(11, 40, "/volumes/a", "/pods/a"))
 	p := probe.NewProber(probe.Config{Timeout: time.Second}, fs)
-	runner := &Runner{Checks: []Check{StaleMountCheck{Prober: p}, HungMountCheck{Prober: p}}}
+	runner := &Runner{Checks: []Check{StaleMountCheck{}, HungMountCheck{}}, Prober: p}
 
 	if rep := runner.Run(context.Background(), s); len(rep.Findings) != 0 {
 		t.Fatalf("healthy: %+v", rep.Findings)
@@ -53,11 +53,6 @@ func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 	if a, b := p.Round(ctx, s), p.Round(ctx, s); a == b {
 		t.Error("two Rounds outside a run returned the same round")
 	}
-	// Inside one, they share.
-	rctx := probe.WithRun(ctx)
-	if a, b := p.Round(rctx, s), p.Round(rctx, s); a != b {
-		t.Error("two Rounds of one run probed twice")
-	}
 }
 
 // On a healthy connection, each bind mount's own root is checked too: an
@@ -71,13 +66,13 @@ func TestProberChecksEachBindRoot(t *testing.T) {
 		"13 1 0:50 /exports/b /pods/b rw - nfs4 srv:/ rw")
 	fs.Errs["/pods/b"] = fmt.Errorf("statfs: %w", syscall.ESTALE)
 	p := probe.NewProber(probe.Config{}, fs)
-	ctx := probe.WithRun(context.Background()) // one run: the check below shares the round
-	r := p.Round(ctx, s)
+	ctx := context.Background()
+	r := p.Round(ctx, s) // one run: the check below shares the round
 	want := map[int]probe.State{10: probe.OK, 11: probe.OK, 12: probe.OK, 13: probe.Failed}
 	if r.Results[13].Connection || !r.Results[10].Connection {
 		t.Errorf("a bind mount's own failure is taken for the connection's, or the reverse: %+v", r.Results)
 	}
-	found, _ := StaleMountCheck{Prober: p}.Run(ctx, s) // the same round
+	found := StaleMountCheck{}.Run(ctx, &Env{Snapshot: s, Probes: r}).Findings // the same round
 	if len(found) != 1 || found[0].MountID != 13 || !strings.Contains(found[0].Message, "root (connection 0:50) answers") {
 		t.Errorf("stale subdirectory: %+v", found)
 	}
@@ -109,7 +104,7 @@ func TestProberUnreachableIsNotStale(t *testing.T) {
 	if fs.Count("/mnt/a") != 1 { // only the top mount, 0:43
 		t.Errorf("/mnt/a probed %d times", fs.Count("/mnt/a"))
 	}
-	found, _ := StaleMountCheck{Prober: probe.NewProber(probe.Config{}, fs)}.Run(context.Background(), s)
+	found, _ := runProbed(probe.NewProber(probe.Config{}, fs), StaleMountCheck{}, s)
 	if len(found) != 0 {
 		t.Errorf("unreachable mounts reported stale: %+v", found)
 	}
@@ -128,14 +123,15 @@ func TestProberNamespaceUnreachableIsNotStale(t *testing.T) {
 	fs.Errs["/mnt/a"] = fs.Errs[kube]
 	fs.Errs["/mnt/b"] = fmt.Errorf("open /mnt/b: %w", syscall.EACCES) // the mount's own answer
 	p := probe.NewProber(probe.Config{}, fs)
-	ctx := probe.WithRun(context.Background())
-	r := p.Round(ctx, s)
+	ctx := context.Background()
+	r := p.Round(ctx, s) // one run: the checks below share the round
 	for _, id := range []int{10, 11} {
 		if res := r.Results[id]; res.State != probe.NotProbed {
 			t.Errorf("mount %d: %+v, want not probed", id, res)
 		}
 	}
-	stale, err := StaleMountCheck{Prober: p}.Run(ctx, s)
+	out := StaleMountCheck{}.Run(ctx, &Env{Snapshot: s, Probes: r})
+	stale, err := out.Findings, out.Err
 	if err == nil || !errors.Is(err, mounts.ErrNamespaceUnreachable) || !strings.Contains(err.Error(), "CAP_SYS_PTRACE") {
 		t.Errorf("stale_mount error %v, want one naming CAP_SYS_PTRACE", err)
 	}
@@ -144,7 +140,8 @@ func TestProberNamespaceUnreachableIsNotStale(t *testing.T) {
 			t.Errorf("a mount whose probe never reached it is stale: %+v", f)
 		}
 	}
-	hung, err := HungMountCheck{Prober: p}.Run(ctx, s)
+	out = HungMountCheck{}.Run(ctx, &Env{Snapshot: s, Probes: r})
+	hung, err := out.Findings, out.Err
 	if len(hung) != 0 || !errors.Is(err, mounts.ErrNamespaceUnreachable) {
 		t.Errorf("hung_mount: %d findings, error %v", len(hung), err)
 	}

@@ -19,25 +19,31 @@ import (
 // mounts.Mount.Pseudo); a hidden tmpfs with no other mount of it (runtimes
 // stack /dev/shm); and a mount covered by the same directory of the same
 // filesystem (mount --bind /x /x twice), which hides nothing.
-type ShadowedMountCheck struct {
-	// Prober, when set, tells whether the hidden mount's connection is
-	// dead, from its latest round.
-	Prober *probe.Prober
+//
+// It is a function of the table; on a live system it also says whether the
+// hidden mount's connection is dead from the latest probe results
+// (UsesProbes: the run's round, or the probe lane's latest), without
+// probing.
+type ShadowedMountCheck struct{}
+
+// ShadowedMount is the ID of ShadowedMountCheck.
+const ShadowedMount ID = "shadowed_mount"
+
+var shadowedMountDecl = Decl{
+	ID: ShadowedMount, Kind: TableCheck, Needs: UsesProbes, Order: 40,
+	MessageID:  "b54f1f2dd8154b68baf59c4299f22c7d",
+	Severities: []Severity{Critical, Warning},
+	New:        func(*Config) Check { return ShadowedMountCheck{} },
 }
 
-// ID implements Check.
-func (ShadowedMountCheck) ID() ID { return ShadowedMount }
+func init() { Register(shadowedMountDecl) }
 
-// Kind implements Check. The check is a function of the table; on a live
-// system it also uses the prober's latest results without probing.
-func (ShadowedMountCheck) Kind() Kind { return TableCheck }
+// Decl implements Check.
+func (ShadowedMountCheck) Decl() Decl { return shadowedMountDecl }
 
 // Run implements Check.
-func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Finding, error) {
-	var latest *probe.Round
-	if c.Prober != nil && s.Live {
-		latest = c.Prober.Latest()
-	}
+func (ShadowedMountCheck) Run(_ context.Context, env *Env) Outcome {
+	s, latest := env.Snapshot, env.Probes
 	var out []Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
@@ -75,7 +81,7 @@ func (c ShadowedMountCheck) Run(_ context.Context, s *mounts.Snapshot) ([]Findin
 		}
 		out = append(out, f)
 	}
-	return out, nil
+	return Outcome{Findings: out}
 }
 
 func shadowMessage(conns *connIndex, m, top *mounts.Mount, others int, stale string) string {

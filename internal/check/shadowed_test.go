@@ -1,7 +1,6 @@
 package check
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -44,7 +43,7 @@ func TestShadowedMountTable(t *testing.T) {
 		m.Kube = mounts.ParseKubePath(mounts.DefaultKubeletRoot, m.Mountpoint)
 	}
 	s := mounts.IndexSnapshot(&mounts.Snapshot{Mounts: ms})
-	found, err := ShadowedMountCheck{}.Run(context.Background(), s)
+	found, err := runOne(ShadowedMountCheck{}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,7 @@ func TestShadowedMountTable(t *testing.T) {
 }
 
 func TestShadowedVMTableIsQuiet(t *testing.T) {
-	found, err := ShadowedMountCheck{}.Run(context.Background(), snapshotOf(t, "host-vm-6.18.mountinfo"))
+	found, err := runOne(ShadowedMountCheck{}, snapshotOf(t, "host-vm-6.18.mountinfo"))
 	if err != nil || len(found) != 0 {
 		t.Errorf("this VM's own stacked /dev/shm and /dev/pts are reported: %+v %v", found, err)
 	}

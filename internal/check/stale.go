@@ -35,23 +35,30 @@ func isStale(m *mounts.Mount, errno syscall.Errno) bool {
 	return ok
 }
 
+// StaleMount is the ID of StaleMountCheck.
+const StaleMount ID = "stale_mount"
+
+var staleMountDecl = Decl{
+	ID: StaleMount, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 20,
+	MessageID:  "2a3f10996b9740bebc72984411f7b637",
+	Severities: []Severity{Critical, Warning},
+	New:        func(*Config) Check { return StaleMountCheck{} },
+}
+
+func init() { Register(staleMountDecl) }
+
 // StaleMountCheck finds mounts whose filesystem answers a probe with an
 // error that means it is dead, such as ENOTCONN after a FUSE server died.
 // The mount table does not change when that happens; only a probe shows it.
-type StaleMountCheck struct{ Prober *probe.Prober }
+// It reads the run's probe round (Env.Probes).
+type StaleMountCheck struct{}
 
-// ID implements Check.
-func (StaleMountCheck) ID() ID { return StaleMount }
-
-// Kind implements Check.
-func (StaleMountCheck) Kind() Kind { return ProbeCheck }
-
-// ProbeStats reports the prober's state for the Report.
-func (c StaleMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
+// Decl implements Check.
+func (StaleMountCheck) Decl() Decl { return staleMountDecl }
 
 // Run implements Check.
-func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
-	r := c.Prober.Round(ctx, s)
+func (StaleMountCheck) Run(_ context.Context, env *Env) Outcome {
+	s, r := env.Snapshot, env.Probes
 	var out []Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
@@ -69,7 +76,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		f.Details["probed"] = res.Path
 		out = append(out, f)
 	}
-	return out, r.NamespaceErr()
+	return Outcome{Findings: out, Err: r.NamespaceErr()}
 }
 
 func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {

@@ -13,6 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// StrayOverlayXattr is the ID of StrayOverlayXattrCheck.
+const StrayOverlayXattr ID = "stray_overlay_xattr"
+
+var strayOverlayXattrDecl = Decl{
+	ID: StrayOverlayXattr, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 60,
+	MessageID:  "2e99fe2d89da4cda87a3051b0f19042e",
+	Severities: []Severity{Warning},
+	New: func(cfg *Config) Check {
+		return &StrayOverlayXattrCheck{Roots: cfg.ScanRoots, SnapshotRoot: cfg.SnapshotRoot, Limits: cfg.ScanLimits,
+			FullPass: cfg.FullPass}
+	},
+}
+
+func init() { Register(strayOverlayXattrDecl) }
+
 // StrayOverlayXattrCheck finds files and directories under the kubelet pod
 // volume trees (<kubelet>/pods/*/volumes/**) and under Roots that carry
 // trusted.overlay.* or user.overlay.* xattrs while not being inside a layer,
@@ -48,97 +63,88 @@ type strayHit struct {
 	root  string
 }
 
-// ID implements Check.
-func (*StrayOverlayXattrCheck) ID() ID { return StrayOverlayXattr }
-
-// Kind implements Check.
-func (*StrayOverlayXattrCheck) Kind() Kind { return ScanCheck }
+// Decl implements Check.
+func (*StrayOverlayXattrCheck) Decl() Decl { return strayOverlayXattrDecl }
 
 // Run implements Check.
-func (c *StrayOverlayXattrCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
+func (c *StrayOverlayXattrCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.w.Limits = c.Limits
-	snapRoot := snapshotRoot(c.SnapshotRoot)
+	s := env.Snapshot
+	snapRoot := snapshotRoot(c.SnapshotRoot, s)
 	live := liveOverlayDirs(s, snapRoot)
-
 	var errs []error
 	if !walk.TrustedXattrsVisible() {
 		errs = append(errs, ErrNoTrustedXattrs)
 	}
-	if err := c.w.Begin(ctx, s); err != nil {
-		return nil, err
-	}
-	defer c.w.End()
-
-	newPass := func() []walk.Root {
-		c.found = map[string]strayHit{}
-		var roots []walk.Root
-		c.generated = nil
-		for _, v := range c.podVolumeDirs(s.Host.WithDefaults().KubeletRoot) {
-			roots = append(roots, walk.Root{Path: v})
-			c.generated = append(c.generated, true)
-		}
-		for _, r := range c.Roots {
-			roots = append(roots, walk.Root{Path: r})
-			c.generated = append(c.generated, false)
-		}
-		return roots
-	}
-	visit := func(e *walk.Entry) bool {
-		if e.Typ == unix.DT_DIR && live[e.Path] {
-			return false // a live layer: its xattrs are overlay's own
-		}
-		if e.Typ == unix.DT_DIR && (e.Path == snapRoot || path.Dir(e.Path) == snapRoot) {
-			return false // containerd's snapshots, mounted or not, are layers
-		}
-		names, err := e.ListXattrs()
-		if errors.Is(err, walk.ErrNotScannable) {
-			return false // a mount point the walk does not enter
-		}
-		if err != nil {
-			return true
-		}
-		var ovl []string
-		for _, n := range names {
-			if strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "user.overlay.") {
-				ovl = append(ovl, n)
+	return c.scan(ctx, env, scanPass{
+		id: StrayOverlayXattr, limits: c.Limits, fullPass: c.FullPass, errs: errs,
+		roots: func() []walk.Root { return c.newPass(s) },
+		visit: func(e *walk.Entry) bool { return c.visit(e, live, snapRoot) },
+		rootErr: func(r *walk.RootError) error {
+			if r.Index < len(c.generated) && c.generated[r.Index] && errors.Is(r.Err, unix.ENOENT) {
+				return nil // a pod without volumes, or deleted since
 			}
-		}
-		if len(ovl) > 0 {
-			slices.Sort(ovl)
-			c.found[e.Path] = strayHit{path: e.Path, names: ovl, mnt: e.Mnt, root: c.w.Roots[e.Root].Path}
-		}
-		return true
+			return fmt.Errorf("stray_overlay_xattr: root not scanned: %w", r)
+		},
+		passDone: func() { c.last, c.found = c.found, nil },
+		findings: func() ([]Finding, error) {
+			hits := map[string]strayHit{}
+			for p, h := range c.last {
+				hits[p] = h
+			}
+			for p, h := range c.found {
+				hits[p] = h
+			}
+			return c.findings(s, hits, live), nil
+		},
+	})
+}
+
+// newPass starts a pass: the pod volume trees of the kubelet root, then
+// Roots.
+func (c *StrayOverlayXattrCheck) newPass(s *mounts.Snapshot) []walk.Root {
+	c.found = map[string]strayHit{}
+	var roots []walk.Root
+	c.generated = nil
+	for _, v := range c.podVolumeDirs(s.Host.WithDefaults().KubeletRoot) {
+		roots = append(roots, walk.Root{Path: v})
+		c.generated = append(c.generated, true)
 	}
-	completed, rootErrs, err := c.w.Run(newPass, visit)
-	for _, re := range rootErrs {
-		var r *walk.RootError
-		if errors.As(re, &r) && r.Index < len(c.generated) && c.generated[r.Index] && errors.Is(r.Err, unix.ENOENT) {
-			continue // a pod without volumes, or deleted since
-		}
-		errs = append(errs, fmt.Errorf("stray_overlay_xattr: root not scanned: %w", re))
+	for _, r := range c.Roots {
+		roots = append(roots, walk.Root{Path: r})
+		c.generated = append(c.generated, false)
+	}
+	return roots
+}
+
+// visit records e's overlay xattrs; it does not descend into live layers
+// and containerd's snapshots.
+func (c *StrayOverlayXattrCheck) visit(e *walk.Entry, live map[string]bool, snapRoot string) bool {
+	if e.Typ == unix.DT_DIR && live[e.Path] {
+		return false // a live layer: its xattrs are overlay's own
+	}
+	if e.Typ == unix.DT_DIR && (e.Path == snapRoot || path.Dir(e.Path) == snapRoot) {
+		return false // containerd's snapshots, mounted or not, are layers
+	}
+	names, err := e.ListXattrs()
+	if errors.Is(err, walk.ErrNotScannable) {
+		return false // a mount point the walk does not enter
 	}
 	if err != nil {
-		errs = append(errs, fmt.Errorf("stray_overlay_xattr: scan stopped: %w", err))
+		return true
 	}
-	if completed {
-		c.last, c.found = c.found, nil
-	} else if c.FullPass && err == nil {
-		errs = append(errs, fmt.Errorf("%w (%d entries); raise --scan.once-budget", walk.ErrScanIncomplete, c.w.Done))
+	var ovl []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "trusted.overlay.") || strings.HasPrefix(n, "user.overlay.") {
+			ovl = append(ovl, n)
+		}
 	}
-	if err := c.w.TooDeepErr(); err != nil && c.FullPass {
-		errs = append(errs, err)
+	if len(ovl) > 0 {
+		slices.Sort(ovl)
+		c.found[e.Path] = strayHit{path: e.Path, names: ovl, mnt: e.Mnt, root: c.w.Roots[e.Root].Path}
 	}
-
-	hits := map[string]strayHit{}
-	for p, h := range c.last {
-		hits[p] = h
-	}
-	for p, h := range c.found {
-		hits[p] = h
-	}
-	return c.findings(s, hits, live), errors.Join(errs...)
+	return true
 }
 
 // podVolumeDirs lists <kubelet>/pods/*/volumes, read without following

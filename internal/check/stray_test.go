@@ -65,7 +65,7 @@ func TestStrayOverlayXattrKubeletVolume(t *testing.T) {
 	setxattr(t, h.KubeletRoot+"/pods/"+podUID+"/containers/app/layer", "trusted.overlay.opaque", "y")
 
 	check := &StrayOverlayXattrCheck{}
-	found, err := check.Run(context.Background(), snapshotFor(t, h))
+	found, err := runOne(check, snapshotFor(t, h))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestStrayOverlayXattrKubeletVolume(t *testing.T) {
 	if v := getxattr(t, vol+"/layers/2/fs/func", "trusted.overlay.opaque"); v != "y" {
 		t.Fatalf("upper func not opaque: %q", v)
 	}
-	found, err = (&StrayOverlayXattrCheck{}).Run(context.Background(), snapshotFor(t, h))
+	found, err = runOne(&StrayOverlayXattrCheck{}, snapshotFor(t, h))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestStrayOverlayXattrExtraRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	check := &StrayOverlayXattrCheck{Roots: []string{dir + "/link", dir + "/srv", dir + "/missing"}}
-	found, err := check.Run(context.Background(), snapshotFor(t, mounts.Host{KubeletRoot: dir + "/nokubelet"}))
+	found, err := runOne(check, snapshotFor(t, mounts.Host{KubeletRoot: dir + "/nokubelet"}))
 	if err == nil || !strings.Contains(err.Error(), dir+"/link: a component is a symlink") ||
 		!strings.Contains(err.Error(), dir+"/missing") {
 		t.Errorf("error %v", err)
@@ -138,12 +138,17 @@ func walkAll(t *testing.T, w *walk.Walker, s *mounts.Snapshot, roots []walk.Root
 	t.Helper()
 	var visited []string
 	for run := 1; run <= maxRuns; run++ {
-		if err := w.Begin(context.Background(), s); err != nil {
+		root, err := s.Host.OpenRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Begin(context.Background(), s, root); err != nil {
 			t.Fatal(err)
 		}
 		done, rerrs, err := w.Run(func() []walk.Root { return roots },
 			func(e *walk.Entry) bool { visited = append(visited, e.Path); return true })
 		w.End()
+		root.Close()
 		if err != nil || len(rerrs) > 0 {
 			t.Fatalf("run %d: %v %v", run, err, rerrs)
 		}
@@ -219,7 +224,7 @@ func TestWalkerHostileTree(t *testing.T) {
 	// FUSE mount, and it returns.
 	got := make(chan []Finding, 1)
 	go func() {
-		f, _ := (&StrayOverlayXattrCheck{}).Run(context.Background(), s)
+		f, _ := runOne(&StrayOverlayXattrCheck{}, s)
 		got <- f
 	}()
 	select {
@@ -274,7 +279,7 @@ func TestWalkerBudgetResume200k(t *testing.T) {
 	var found []Finding
 	for i := 0; i < 3; i++ {
 		var err error
-		found, err = check.Run(context.Background(), s)
+		found, err = runOne(check, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,14 +295,14 @@ func TestWalkerBudgetResume200k(t *testing.T) {
 		t.Errorf("findings %+v", found)
 	}
 	// The next run starts a new pass and still reports the finding.
-	found, _ = check.Run(context.Background(), s)
+	found, _ = runOne(check, s)
 	if len(found) != 1 {
 		t.Errorf("finding lost when a new pass started: %+v", found)
 	}
 
 	// --once: an incomplete pass is an error that names the budget.
 	once := &StrayOverlayXattrCheck{Roots: []string{root}, Limits: walk.ScanLimits{Budget: 1000}, FullPass: true}
-	if _, err := once.Run(context.Background(), s); err == nil || !strings.Contains(err.Error(), "--scan.once-budget") {
+	if _, err := runOne(once, s); err == nil || !strings.Contains(err.Error(), "--scan.once-budget") {
 		t.Errorf("incomplete --once pass: %v", err)
 	}
 }

@@ -13,12 +13,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // Paths under containerd's root.
 const (
-	DefaultRoot        = "/var/lib/containerd"
-	OverlayfsDir       = "io.containerd.snapshotter.v1.overlayfs"
+	DefaultRoot        = mounts.DefaultContainerdRoot
+	OverlayfsDir       = mounts.ContainerdOverlayfsDir
 	contentBlobsDir    = "io.containerd.content.v1.content/blobs"
 	metaDBPath         = "io.containerd.metadata.v1.bolt/meta.db"
 	snapshotterDBName  = "metadata.db"

@@ -18,6 +18,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 const (
@@ -61,9 +62,15 @@ type fakeCheck struct {
 	err   error // returned by Run
 }
 
-func (c *fakeCheck) ID() check.ID     { return c.id }
-func (c *fakeCheck) Kind() check.Kind { return c.kind }
-func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Finding, error) {
+func (c *fakeCheck) Decl() check.Decl {
+	d := check.Decl{ID: c.id, Kind: c.kind}
+	if c.kind != check.TableCheck {
+		d.Needs = check.NeedsLive | check.NeedsRoot
+	}
+	return d
+}
+
+func (c *fakeCheck) Run(ctx context.Context, env *check.Env) check.Outcome {
 	c.mu.Lock()
 	c.runs++
 	block := c.block
@@ -72,16 +79,16 @@ func (c *fakeCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]check.Findin
 		select {
 		case <-block:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return check.Outcome{Err: ctx.Err()}
 		}
 	}
 	c.mu.Lock()
 	err := c.err
 	c.mu.Unlock()
 	if c.find == nil {
-		return nil, err
+		return check.Outcome{Err: err}
 	}
-	return c.find(s), err
+	return check.Outcome{Findings: c.find(env.Snapshot), Err: err}
 }
 
 func (c *fakeCheck) setErr(err error) {
@@ -130,18 +137,6 @@ func start(t *testing.T, cfg Config) (*Daemon, context.CancelFunc) {
 	return d, cancel
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func count(st *export.State, id check.ID) int {
 	n := 0
 	if st.Report != nil {
@@ -164,11 +159,11 @@ func TestLoopSchedulesByKindAndMerges(t *testing.T) {
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale, scan},
 		Interval: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, ScanInterval: time.Hour})
 
-	waitFor(t, "every kind reported", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "every kind reported", func() bool {
 		st := d.State()
 		return count(st, check.DeletedRoot) == 1 && count(st, check.StaleMount) == 1 && count(st, check.OpaquePropagation) == 1
 	})
-	waitFor(t, "several table reads and probe runs", func() bool { return d.State().TableReads >= 5 && stale.Runs() >= 3 })
+	testenv.WaitUntil(t, 10*time.Second, "several table reads and probe runs", func() bool { return d.State().TableReads >= 5 && stale.Runs() >= 3 })
 	if n := scan.Runs(); n != 1 {
 		t.Errorf("scan ran %d times with a 1h interval, want once (at start)", n)
 	}
@@ -196,9 +191,9 @@ func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, hung},
 		Interval: 20 * time.Millisecond, ProbeInterval: time.Hour})
 
-	waitFor(t, "the probe run to start", func() bool { return hung.Runs() == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the probe run to start", func() bool { return hung.Runs() == 1 })
 	write(brokenTable)
-	waitFor(t, "the deleted root found while the probe is blocked", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the deleted root found while the probe is blocked", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy while a probe run is within its interval: %s", why)
 	}
@@ -226,22 +221,22 @@ func TestChangesLoggedOnce(t *testing.T) {
 
 	reads := func() uint64 { return d.State().TableReads }
 	write(brokenTable)
-	waitFor(t, "the problem", func() bool { return count(d.State(), check.StaleMount) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the problem", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	r := reads()
-	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 more reads", func() bool { return reads() >= r+10 })
 	mu.Lock()
 	sev = check.Critical
 	mu.Unlock()
-	waitFor(t, "the severity change", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "the severity change", func() bool {
 		st := d.State()
 		return count(st, check.StaleMount) == 1 && st.Report.Findings[0].Severity == check.Critical
 	})
 	r = reads()
-	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 more reads", func() bool { return reads() >= r+10 })
 	write(healthyTable)
-	waitFor(t, "the problem to clear", func() bool { return count(d.State(), check.StaleMount) == 0 })
+	testenv.WaitUntil(t, 10*time.Second, "the problem to clear", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	r = reads()
-	waitFor(t, "10 more reads", func() bool { return reads() >= r+10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 more reads", func() bool { return reads() >= r+10 })
 
 	var events []string
 	for _, e := range logs.FilterField(zap.String("check", "stale_mount")).All() {
@@ -266,9 +261,9 @@ func TestFindingsOfGoneMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
 	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
-	waitFor(t, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
-	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
+	testenv.WaitUntil(t, 10*time.Second, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	if stale.Runs() != 1 {
 		t.Errorf("probe ran %d times, want 1", stale.Runs())
 	}
@@ -283,12 +278,12 @@ func TestFindingsOfRemadeMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
 	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
-	waitFor(t, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
-	waitFor(t, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
+	testenv.WaitUntil(t, 10*time.Second, "the finding to go with its mount", func() bool { return count(d.State(), check.StaleMount) == 0 })
 	reads := d.State().TableReads
 	write(brokenTable) // the same mount id and mount point again
-	waitFor(t, "two more reads of the table", func() bool { return d.State().TableReads >= reads+2 })
+	testenv.WaitUntil(t, 10*time.Second, "two more reads of the table", func() bool { return d.State().TableReads >= reads+2 })
 	if n := count(d.State(), check.StaleMount); n != 0 {
 		t.Errorf("%d stale findings on a mount made again after the probe: the old mount's result stuck to the new one", n)
 	}
@@ -324,12 +319,12 @@ func TestNotify(t *testing.T) {
 	probeCheck := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, block: block}
 	start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, probeCheck},
 		Interval: time.Hour, ProbeInterval: time.Hour, Notify: n.notify, Watchdog: 40 * time.Millisecond})
-	waitFor(t, "watchdog pets", func() bool { return strings.Count(n.all(), "WATCHDOG=1") >= 3 })
+	testenv.WaitUntil(t, 10*time.Second, "watchdog pets", func() bool { return strings.Count(n.all(), "WATCHDOG=1") >= 3 })
 	if strings.Contains(n.all(), "READY=1") {
 		t.Errorf("READY before the probe checks ran:\n%s", n.all())
 	}
 	close(block)
-	waitFor(t, "READY", func() bool { return strings.Contains(n.all(), "READY=1") })
+	testenv.WaitUntil(t, 10*time.Second, "READY", func() bool { return strings.Contains(n.all(), "READY=1") })
 	if !strings.Contains(n.all(), "STATUS=1 mount problem (1 critical): deleted_root /mnt/broken") {
 		t.Errorf("no STATUS with the summary:\n%s", n.all())
 	}
@@ -365,16 +360,16 @@ func TestUnreadableTable(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	core, logs := observer.New(zapcore.DebugLevel)
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: 5 * time.Millisecond, Log: zap.New(core)})
-	waitFor(t, "a read", func() bool { return d.State().TableReads > 0 })
+	testenv.WaitUntil(t, 10*time.Second, "a read", func() bool { return d.State().TableReads > 0 })
 	if err := os.Remove(host.Procfs + "/self/mountinfo"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "10 failed reads", func() bool { return d.State().TableReadErrors >= 10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 failed reads", func() bool { return d.State().TableReadErrors >= 10 })
 	if n := logs.FilterMessageSnippet("cannot read the mount table").Len(); n != 1 {
 		t.Errorf("read error logged %d times, want once", n)
 	}
 	write(brokenTable)
-	waitFor(t, "recovery", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "recovery", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy: %s", why)
 	}
@@ -392,7 +387,7 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	inFlight, maxInFlight := 0, 0
 	release := make(chan struct{})
 	var hang bool
-	d.read = func(h mounts.Host) (*mounts.Snapshot, error) {
+	d.table.read = func(h mounts.Host) (*mounts.Snapshot, error) {
 		mu.Lock()
 		block := hang
 		inFlight++
@@ -409,11 +404,11 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, "the problem", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the problem", func() bool { return count(d.State(), check.DeletedRoot) == 1 })
 	mu.Lock()
 	hang = true
 	mu.Unlock()
-	waitFor(t, "10 failed reads while one is blocked", func() bool { return d.State().TableReadErrors >= 10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 failed reads while one is blocked", func() bool { return d.State().TableReadErrors >= 10 })
 	// The loop goes on, but the table cannot be read: unhealthy for that
 	// reason, not for a stuck loop.
 	if ok, why := d.Healthy(time.Now()); ok || !strings.Contains(why, "mount table cannot be read") {
@@ -428,7 +423,7 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	close(release)
 	ok := func() uint64 { st := d.State(); return st.TableReads - st.TableReadErrors }
 	before := ok()
-	waitFor(t, "reads to succeed again", func() bool { return ok() >= before+3 })
+	testenv.WaitUntil(t, 10*time.Second, "reads to succeed again", func() bool { return ok() >= before+3 })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy once reads succeed again: %s", why)
 	}
@@ -452,8 +447,8 @@ func TestRereadDelay(t *testing.T) {
 		{60 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond},
 		{60 * time.Millisecond, time.Second, 0},
 	} {
-		d.lastRead, d.readCost = t0, c.cost
-		if got := d.rereadDelay(t0.Add(c.since)); got != c.want {
+		d.table.lastRead, d.table.readCost = t0, c.cost
+		if got := d.table.rereadDelay(t0.Add(c.since)); got != c.want {
 			t.Errorf("read took %s, %s ago: delay %s, want %s", c.cost, c.since, got, c.want)
 		}
 	}
@@ -472,7 +467,7 @@ func TestUnreadableTableIsUnhealthy(t *testing.T) {
 	n := &notes{}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}}, Interval: 5 * time.Millisecond,
 		Notify: n.notify, Watchdog: 40 * time.Millisecond})
-	waitFor(t, "5 failed reads", func() bool { return d.State().TableReadErrors >= 5 })
+	testenv.WaitUntil(t, 10*time.Second, "5 failed reads", func() bool { return d.State().TableReadErrors >= 5 })
 	if ok, why := d.Healthy(time.Now()); ok || !strings.Contains(why, "mount table cannot be read") || !strings.Contains(why, "mountinfo") {
 		t.Errorf("healthy=%v %q, want unhealthy naming the table", ok, why)
 	}
@@ -484,11 +479,11 @@ func TestUnreadableTableIsUnhealthy(t *testing.T) {
 		t.Errorf("petted the watchdog while the table cannot be read:\n%s", n.all())
 	}
 	write(healthyTable)
-	waitFor(t, "a successful read", func() bool { return d.State().TableReadOK })
+	testenv.WaitUntil(t, 10*time.Second, "a successful read", func() bool { return d.State().TableReadOK })
 	if ok, why := d.Healthy(time.Now()); !ok {
 		t.Errorf("unhealthy after the table came back: %s", why)
 	}
-	waitFor(t, "the watchdog petted again", func() bool { return strings.Contains(n.all(), "WATCHDOG=1") })
+	testenv.WaitUntil(t, 10*time.Second, "the watchdog petted again", func() bool { return strings.Contains(n.all(), "WATCHDOG=1") })
 
 	// Before the first read succeeded: healthy during the grace period,
 	// not after it, even though no read has failed (one still running).
@@ -512,7 +507,7 @@ func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
 	skipping := &fakeCheck{id: check.StrayOverlayXattr, kind: check.ScanCheck, err: check.ErrNoTrustedXattrs}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{failing, skipping}, Interval: time.Hour,
 		ProbeInterval: 5 * time.Millisecond, ScanInterval: 5 * time.Millisecond, Log: zap.New(core)})
-	waitFor(t, "10 runs of each", func() bool { return failing.Runs() >= 10 && skipping.Runs() >= 10 })
+	testenv.WaitUntil(t, 10*time.Second, "10 runs of each", func() bool { return failing.Runs() >= 10 && skipping.Runs() >= 10 })
 	if n := logs.FilterMessage("check failed").Len(); n != 1 {
 		t.Errorf("check error logged %d times, want once", n)
 	}
@@ -525,5 +520,5 @@ func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
 		}
 	}
 	failing.setErr(nil)
-	waitFor(t, "the check to run again", func() bool { return logs.FilterMessage("check runs again").Len() == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "the check to run again", func() bool { return logs.FilterMessage("check runs again").Len() == 1 })
 }

@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // watcher reports changes of a mount namespace's table: the kernel marks an
@@ -111,7 +113,7 @@ type tableWatch struct {
 
 	w              *watcher
 	changed, ended <-chan struct{}
-	lastErr        string
+	lastErr        said
 }
 
 func (t *tableWatch) open() {
@@ -120,13 +122,12 @@ func (t *tableWatch) open() {
 	}
 	w, err := watch(t.path)
 	if err != nil {
-		if err.Error() != t.lastErr {
-			t.log.Warn("cannot watch the mount table for changes; re-reading every --interval only", zap.Error(err))
-			t.lastErr = err.Error()
+		if _, changed := t.lastErr.update(err.Error()); changed {
+			t.log.Warn("cannot watch the mount table for changes; re-reading every --"+flagname.Interval+" only", zap.Error(err))
 		}
 		return
 	}
-	t.lastErr = ""
+	t.lastErr.update("")
 	t.w, t.changed, t.ended = w, w.C, w.Done()
 }
 
@@ -139,6 +140,6 @@ func (t *tableWatch) close() {
 
 // lost handles a watch that ended on its own.
 func (t *tableWatch) lost() {
-	t.log.Warn("mount table watch ended; re-reading every --interval until it is re-established", zap.Error(t.w.Err()))
+	t.log.Warn("mount table watch ended; re-reading every --"+flagname.Interval+" until it is re-established", zap.Error(t.w.Err()))
 	t.close()
 }

@@ -2,20 +2,23 @@ package export
 
 import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
-// MessageIDs are the journal MESSAGE_IDs of problem entries, one per check,
-// fixed forever so that `journalctl MESSAGE_ID=<id>` finds every appearance,
-// severity change and clearing of one kind of problem. README.md lists them.
-var MessageIDs = map[check.ID]string{
-	check.DeletedRoot:       "faa7a0350bc2426cb8b19c486849983b",
-	check.StaleMount:        "2a3f10996b9740bebc72984411f7b637",
-	check.HungMount:         "0b3bc3277687449192a2a991a8da58f0",
-	check.ShadowedMount:     "b54f1f2dd8154b68baf59c4299f22c7d",
-	check.OpaquePropagation: "7aac74898c294e34ac64c74e85f8b140",
-	check.StrayOverlayXattr: "2e99fe2d89da4cda87a3051b0f19042e",
+// MessageIDs are the journal MESSAGE_IDs of problem entries, one per
+// registered check (check.Decl.MessageID), fixed forever so that
+// `journalctl MESSAGE_ID=<id>` finds every appearance, severity change and
+// clearing of one kind of problem. README.md lists them.
+var MessageIDs = messageIDs()
+
+func messageIDs() map[check.ID]string {
+	ids := map[check.ID]string{}
+	for _, d := range check.Declared() {
+		ids[d.ID] = d.MessageID
+	}
+	return ids
 }
 
 // Journal priorities (syslog levels) of problem entries.
@@ -96,6 +99,32 @@ func LogChange(log *zap.Logger, c check.Change) {
 		}
 	}
 	msg := "mount problem " + c.Event + ": " + string(f.Check) + " " + Printable(f.MountPoint)
+	if ce := log.Check(level, msg); ce != nil {
+		ce.Write(fields...)
+	}
+}
+
+// LogLayout logs, in one entry, where kubelet and containerd keep their
+// state and what decided each directory (a flag, their command lines or
+// config, the mount table, the default), at level (a kubelet root the
+// table left ambiguous is a warning whatever level says). The daemon logs
+// it at info when it changes; --once at debug, its report says it.
+func LogLayout(log *zap.Logger, level zapcore.Level, l layout.Layout) {
+	fields := []zap.Field{}
+	for _, d := range []struct {
+		name string
+		dir  layout.Dir
+	}{{"kubelet_root", l.Kubelet}, {"containerd_root", l.ContainerdRoot}, {"containerd_snapshots", l.ContainerdSnapshots}} {
+		fields = append(fields, zap.String(d.name, d.dir.Path), zap.String(d.name+"_source", string(d.dir.Source)))
+		if d.dir.Evidence != "" {
+			fields = append(fields, zap.String(d.name+"_evidence", d.dir.Evidence))
+		}
+	}
+	msg := "layout found"
+	if len(l.Kubelet.Candidates) > 1 && l.Kubelet.Source == layout.FromDefault {
+		msg = "layout found; kubelet root ambiguous, the default kept (give --path.kubelet)"
+		level = zapcore.WarnLevel
+	}
 	if ce := log.Check(level, msg); ce != nil {
 		ce.Write(fields...)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,12 +58,12 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descProblems = desc("problems", "Active problems by check and severity; every registered check and severity is always present (0 when healthy).",
 		"check", "severity")
-	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --metrics.max-problem-series.",
+	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --"+flagname.MaxProblemSeries+".",
 		problemLabels...)
 	descFirstSeen = desc("problem_first_seen_timestamp_seconds", "When this process first saw the active problem (Unix time).",
 		problemLabels...)
-	descDroppedNow = desc("problem_series_dropped", "Active problems left out of mountwatchd_problem in this scrape because of --metrics.max-problem-series.")
-	descDropped    = desc("problem_series_dropped_total", "Problem series left out because of --metrics.max-problem-series, summed over scrapes.")
+	descDroppedNow = desc("problem_series_dropped", "Active problems left out of mountwatchd_problem in this scrape because of --"+flagname.MaxProblemSeries+".")
+	descDropped    = desc("problem_series_dropped_total", "Problem series left out because of --"+flagname.MaxProblemSeries+", summed over scrapes.")
 	descMounts     = desc("mounts", "Mounts in the current mount table by filesystem type.", "fstype")
 	descParseErrs  = desc("mount_table_parse_errors", "Lines of the current mount table that could not be parsed (and were left out).")
 	descReads      = desc("mount_table_reads_total", "Mount table reads since start.")
@@ -84,11 +86,17 @@ var (
 	descScanPasses = desc("scan_passes_total", "Complete scan passes over every root since start.")
 	descScanBudget = desc("scan_budget_exhausted_total", "Scan runs that stopped at the budget, to resume on the next run, since start.")
 	descScanDone   = desc("scan_complete", "1 if the last scan run finished a pass, 0 if it stopped at the budget.")
+	descTableSize  = desc("mount_table_size", "Mounts in the current mount table (lines, parsed or not), as mount_leak counts them.")
+	descTableMax   = desc("mount_table_max", "The inspected host's fs.mount-max: at it, every new mount in the namespace fails; absent when not known.")
+	descTableGrow  = desc("mount_table_growth", "Mounts in the current table less those in the first table this process read (negative when it shrank).")
+	descLayout     = desc("layout_info", "Where kubelet and containerd keep their state as the current table was checked (value 1): dir is kubelet_root, containerd_root "+
+		"or containerd_snapshots; source says what decided it (flag, command line, config file, mount table, derived, default).", "dir", "path", "source")
+	descLayoutCand = desc("layout_candidates", "How many different directories the mount table showed for dir when it showed more than one (0 otherwise); with source default, none was chosen.", "dir")
 
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
 		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
-		descScanBudget, descScanDone}
+		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow, descLayout, descLayoutCand}
 )
 
 // Metrics is a prometheus.Collector built from the latest State on each
@@ -170,6 +178,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, descMounts, float64(n), Printable(t))
 		}
 		gauge(ch, descParseErrs, float64(s.ParseErrorTotal()))
+		for _, d := range []struct {
+			name string
+			dir  layout.Dir
+		}{{"kubelet_root", s.Layout.Kubelet}, {"containerd_root", s.Layout.ContainerdRoot}, {"containerd_snapshots", s.Layout.ContainerdSnapshots}} {
+			if d.dir.Path == "" {
+				continue
+			}
+			gauge(ch, descLayout, 1, d.name, Printable(d.dir.Path), string(d.dir.Source))
+			gauge(ch, descLayoutCand, float64(len(d.dir.Candidates)), d.name)
+		}
 	}
 	if p := rep.Probe; p != nil {
 		gauge(ch, descProbeConns, float64(p.Connections))
@@ -177,6 +195,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descNotProbed, float64(p.NotProbed))
 		counter(ch, descProbes, p.Probes)
 		counter(ch, descTimeouts, p.Timeouts)
+	}
+	if t := rep.Table; t != nil {
+		gauge(ch, descTableSize, float64(t.Size))
+		gauge(ch, descTableGrow, float64(t.Growth))
+		if t.MountMax > 0 {
+			gauge(ch, descTableMax, float64(t.MountMax))
+		}
 	}
 	if s := rep.Scan; s != nil {
 		counter(ch, descScanEnts, s.Entries)

@@ -27,13 +27,15 @@ func fixedState(t *testing.T) *State {
 	rep.Probe = &probe.Stats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
 	rep.Scan = &walk.Stats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
+	rep.Table = &check.TableStats{Size: 14, MountMax: 100000, Growth: 3, FirstSize: 11, FirstTaken: at}
 	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, TableReadOK: true, LastComplete: at}
 	kinds := map[check.ID]check.Kind{
 		check.DeletedRoot: check.TableCheck, check.StaleMount: check.ProbeCheck, check.HungMount: check.ProbeCheck,
 		check.ShadowedMount: check.TableCheck, check.OpaquePropagation: check.ScanCheck, check.StrayOverlayXattr: check.ScanCheck,
+		check.UnmountedVolume: check.ProbeCheck, check.MountLeak: check.TableCheck,
 	}
 	for _, id := range []check.ID{check.DeletedRoot, check.StaleMount, check.HungMount, check.ShadowedMount,
-		check.OpaquePropagation, check.StrayOverlayXattr} {
+		check.OpaquePropagation, check.StrayOverlayXattr, check.UnmountedVolume, check.MountLeak} {
 		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: check.StatusOK}
 		if id == check.DeletedRoot {
 			cs.Status = check.StatusProblems

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -51,6 +52,14 @@ func WriteText(w io.Writer, r *check.Report) error {
 			}
 		}
 	}
+	l := s.Layout
+	ew.printf("Layout (what was found, and from what):\n")
+	for _, d := range []struct {
+		name string
+		dir  layout.Dir
+	}{{"kubelet root", l.Kubelet}, {"containerd root", l.ContainerdRoot}, {"containerd snapshots", l.ContainerdSnapshots}} {
+		ew.printf("  %-20s %s\n", d.name, Printable(d.dir.String()))
+	}
 	if p := r.Probe; p != nil {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
@@ -62,6 +71,9 @@ func WriteText(w io.Writer, r *check.Report) error {
 		}
 		ew.printf("Scanned %d entries, %s (%d passes, budget reached %d times since start).\n",
 			sc.Entries, state, sc.Passes, sc.BudgetExhausted)
+	}
+	if t := r.Table; t != nil && t.MountMax > 0 {
+		ew.printf("Mount table: %d mounts, %.1f%% of fs.mount-max (%d).\n", t.Size, 100*float64(t.Size)/float64(t.MountMax), t.MountMax)
 	}
 	if len(s.ParseErrors) > 0 {
 		ew.printf("\nMount table lines that could not be parsed (left out of the checks):\n")

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // Targets of --log.target.
@@ -62,7 +64,7 @@ func (l *Logger) Close() {
 func New(o Options) (*Logger, error) {
 	level, err := zapcore.ParseLevel(o.Level)
 	if err != nil {
-		return nil, fmt.Errorf("--log.level: %w", err)
+		return nil, fmt.Errorf("--"+flagname.LogLevel+": %w", err)
 	}
 	stderr := o.Stderr
 	if stderr == nil {
@@ -80,7 +82,7 @@ func New(o Options) (*Logger, error) {
 	case TargetAuto, "":
 		useJournal = journalAuto()
 	default:
-		return nil, fmt.Errorf("--log.target: want auto, journald or stderr, not %q", o.Target)
+		return nil, fmt.Errorf("--"+flagname.LogTarget+": want auto, journald or stderr, not %q", o.Target)
 	}
 	if !useJournal {
 		return &Logger{Logger: zap.New(fallback)}, nil
@@ -115,7 +117,7 @@ func StderrCore(level zapcore.LevelEnabler, format string, w io.Writer) (zapcore
 	case FormatConsole:
 		encoder = zapcore.NewConsoleEncoder(enc)
 	default:
-		return nil, fmt.Errorf("--log.format=%q: want json, logfmt or console", format)
+		return nil, fmt.Errorf("--"+flagname.LogFormat+"=%q: want json, logfmt or console", format)
 	}
 	return zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level), nil
 }

@@ -26,17 +26,26 @@ const (
 // A DaemonSet running with the host PID namespace inspects the node through
 // PID 1: the node's table is /proc/1/mountinfo and a node path p is reachable
 // as /proc/1/root/p. With PID 0 the process inspects its own namespace.
-// KubeletRoot and PodLogDir are paths as the inspected namespace sees them.
+// KubeletRoot, PodLogDir, ContainerdRoot and ContainerdSnapshots are paths
+// as the inspected namespace sees them. An empty KubeletRoot,
+// ContainerdRoot or ContainerdSnapshots is found by package layout when the
+// table is read (Snapshot.Layout says what was found and from what); one
+// given always wins.
 type Host struct {
 	Procfs      string
 	PID         int
 	KubeletRoot string
 	PodLogDir   string
+	// ContainerdRoot and ContainerdSnapshots are containerd's root and its
+	// overlayfs snapshots directory.
+	ContainerdRoot      string
+	ContainerdSnapshots string
 	// MaxTableBytes is the most bytes read from the mount table
 	// (0: DefaultMaxTableBytes).
 	MaxTableBytes int64
 }
 
+// WithDefaults is h with the default of every field left empty.
 func (h Host) WithDefaults() Host {
 	if h.Procfs == "" {
 		h.Procfs = DefaultProcfs
@@ -69,26 +78,18 @@ func (h Host) Path(p string) string {
 	return filepath.Join(h.proc(), "root", p)
 }
 
-// OpenRoot opens the inspected namespace's root (O_PATH): the start of every
-// path the probing and scanning checks resolve. Its error wraps
-// ErrNamespaceUnreachable and names what is missing.
-func (h Host) OpenRoot() (int, error) {
-	root := h.Path("/")
-	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, NamespaceRootError(root, h.PID, err)
-	}
-	return fd, nil
-}
-
 // NamespaceRootError explains a failure to open root (the inspected namespace's
 // root, as <procfs>/<pid>/root for pid != 0).
-func NamespaceRootError(root string, pid int, err error) error {
+func NamespaceRootError(root string, pid int, err error) error { return rootError(root, pid != 0, err) }
+
+// rootError explains a failure to open root, another process's root when
+// other is set.
+func rootError(root string, other bool, err error) error {
 	hint := ""
 	switch {
-	case pid != 0 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
+	case other && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
 		hint = "; reaching another process's files (" + root + ") needs CAP_SYS_PTRACE"
-	case pid != 0 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
+	case other && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
 		hint = "; the process has exited"
 	}
 	return fmt.Errorf("%w: open %s: %w%s", ErrNamespaceUnreachable, root, err, hint)

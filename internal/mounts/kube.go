@@ -33,6 +33,7 @@ type Kube struct {
 	VolumeHandle string     `json:"volume_handle,omitempty"`
 }
 
+// CsiPlugin is the volume plugin directory of CSI volumes under a pod.
 const CsiPlugin = "kubernetes.io~csi"
 
 // kubeletRel is p relative to the kubelet root, and whether p is below it.
@@ -40,7 +41,7 @@ func kubeletRel(kubeletRoot, p string) (string, bool) {
 	return strings.CutPrefix(p, strings.TrimSuffix(path.Clean(kubeletRoot), "/")+"/")
 }
 
-// parseKubePath reads the Kubernetes context out of a mount point below the
+// ParseKubePath reads the Kubernetes context out of a mount point below the
 // kubelet root. It only looks at the path; it returns nil for any other path.
 func ParseKubePath(kubeletRoot, mountpoint string) *Kube {
 	rel, ok := kubeletRel(kubeletRoot, mountpoint)
@@ -76,7 +77,7 @@ type volData struct {
 	SpecVolID    string `json:"specVolID"`
 }
 
-// kubeFiles enriches Kube contexts from kubelet's files on a live host. It
+// KubeFiles enriches Kube contexts from kubelet's files on a live host. It
 // reads through os.Root, so no symlink in a pod's directory can lead it out
 // of the kubelet root, and it caches what it read for one snapshot.
 type KubeFiles struct {
@@ -84,6 +85,8 @@ type KubeFiles struct {
 	pods    map[string][2]string // pod uid -> namespace, name
 }
 
+// OpenKubeFiles opens h's kubelet root and lists its pod log directory; what
+// cannot be read is left out (nothing is enriched from it).
 func OpenKubeFiles(h Host) *KubeFiles {
 	kf := &KubeFiles{pods: map[string][2]string{}}
 	if r, err := os.OpenRoot(h.Path(h.KubeletRoot)); err == nil {
@@ -111,13 +114,14 @@ func parsePodLogDir(dir string) (ns, name, uid string, ok bool) {
 	return parts[0], parts[1], parts[2], true
 }
 
+// Close releases the directories.
 func (kf *KubeFiles) Close() {
 	if kf.kubelet != nil {
 		kf.kubelet.Close()
 	}
 }
 
-// enrich fills in the pod name and the CSI driver and volume handle.
+// Enrich fills in the pod name and the CSI driver and volume handle.
 // Missing or unreadable files leave the fields empty.
 func (kf *KubeFiles) Enrich(k *Kube, kubeletRoot, mountpoint string) {
 	if nn, ok := kf.pods[k.PodUID]; ok && k.PodUID != "" {
@@ -176,7 +180,7 @@ func parseVolData(data []byte) (volData, bool) {
 	return vd, true
 }
 
-// parseKubeFilePath is parseKubePath for any file inside a pod volume or a
+// ParseKubeFilePath is parseKubePath for any file inside a pod volume or a
 // subpath: it names the pod and the volume the file belongs to, or returns
 // nil.
 func ParseKubeFilePath(kubeletRoot, p string) *Kube {

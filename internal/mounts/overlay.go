@@ -8,10 +8,19 @@ import (
 	"strings"
 )
 
-// DefaultContainerdSnapshots is where containerd's overlayfs snapshotter
-// keeps its snapshots (<id>/fs); containerd mounts with lowerdirs relative to
-// it when the option string would be too long.
-const DefaultContainerdSnapshots = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+// containerd's directories, defined once: package containerd and the flags
+// use these.
+const (
+	// DefaultContainerdRoot is containerd's root directory on most nodes.
+	DefaultContainerdRoot = "/var/lib/containerd"
+	// ContainerdOverlayfsDir is the overlayfs snapshotter's directory
+	// under containerd's root.
+	ContainerdOverlayfsDir = "io.containerd.snapshotter.v1.overlayfs"
+	// DefaultContainerdSnapshots is where containerd's overlayfs
+	// snapshotter keeps its snapshots (<id>/fs); containerd mounts with
+	// lowerdirs relative to it when the option string would be too long.
+	DefaultContainerdSnapshots = DefaultContainerdRoot + "/" + ContainerdOverlayfsDir + "/snapshots"
+)
 
 // LayerRole says what a directory is to an overlay mount.
 type LayerRole string
@@ -97,99 +106,112 @@ func ParseOverlayChain(m *Mount, snapshotRoot string) (*OverlayChain, error) {
 }
 
 func parseOverlayOptions(vfsOptions, snapshotRoot string) (*OverlayChain, error) {
-	c := &OverlayChain{}
-	var (
-		upper, work    string
-		legacy, newAPI bool
-		lowers, datas  []string
-	)
+	var o overlayOptions
 	// Commas inside values are written as \054, so a raw split is exact.
 	for _, raw := range strings.Split(vfsOptions, ",") {
 		opt, err := unescapeOctal(raw)
 		if err != nil {
 			return nil, fmt.Errorf("%w: option %q: %w", ErrOverlayOptions, raw, err)
 		}
-		key, val, hasVal := strings.Cut(opt, "=")
-		switch key {
-		case "lowerdir":
-			if legacy {
-				return nil, fmt.Errorf("%w: lowerdir given twice", ErrOverlayOptions)
-			}
-			legacy = true
-			l, d, err := splitLowerdir(val)
-			if err != nil {
-				return nil, fmt.Errorf("%w: lowerdir=%q: %w", ErrOverlayOptions, val, err)
-			}
-			lowers, datas = append(lowers, l...), append(datas, d...)
-		case "lowerdir+", "datadir+":
-			// One path per option, taken as is: the kernel does not apply
-			// overlay's backslash escapes to these.
-			if val == "" {
-				return nil, fmt.Errorf("%w: empty %s", ErrOverlayOptions, key)
-			}
-			newAPI = true
-			if key == "lowerdir+" {
-				if len(datas) > 0 {
-					return nil, fmt.Errorf("%w: lowerdir+=%q after datadir+", ErrOverlayOptions, val)
-				}
-				lowers = append(lowers, val)
-			} else {
-				datas = append(datas, val)
-			}
-		case "upperdir", "workdir":
-			v, err := unescapeOverlay(val)
-			if err != nil || v == "" {
-				return nil, fmt.Errorf("%w: %s=%q: empty or bad escape", ErrOverlayOptions, key, val)
-			}
-			if key == "upperdir" {
-				upper = v
-			} else {
-				work = v
-			}
-		case "userxattr":
-			c.UserXattr = !hasVal
+		if err := o.add(opt); err != nil {
+			return nil, err
 		}
 	}
-	if legacy && newAPI {
+	if o.legacy && o.newAPI {
 		return nil, fmt.Errorf("%w: both lowerdir and lowerdir+/datadir+", ErrOverlayOptions)
 	}
-	if len(lowers) == 0 {
+	if len(o.lowers) == 0 {
 		return nil, fmt.Errorf("%w: no lowerdir", ErrOverlayOptions)
 	}
-	resolve := func(role LayerRole, opt string) (Layer, error) {
-		dir, err := resolveLayer(opt, snapshotRoot)
-		if err != nil {
-			return Layer{}, fmt.Errorf("%s layer %q: %w", role, opt, err)
+	return o.chain(snapshotRoot)
+}
+
+// overlayOptions are the layer options of one overlay mount, as given.
+type overlayOptions struct {
+	upper, work    string
+	legacy, newAPI bool // lowerdir=; lowerdir+= and datadir+=
+	lowers, datas  []string
+	userXattr      bool
+}
+
+// add takes one option, unescaped.
+func (o *overlayOptions) add(opt string) error {
+	key, val, hasVal := strings.Cut(opt, "=")
+	switch key {
+	case "lowerdir":
+		if o.legacy {
+			return fmt.Errorf("%w: lowerdir given twice", ErrOverlayOptions)
 		}
-		return Layer{Role: role, Dir: dir, Option: opt}, nil
+		o.legacy = true
+		l, d, err := splitLowerdir(val)
+		if err != nil {
+			return fmt.Errorf("%w: lowerdir=%q: %w", ErrOverlayOptions, val, err)
+		}
+		o.lowers, o.datas = append(o.lowers, l...), append(o.datas, d...)
+	case "lowerdir+", "datadir+":
+		// One path per option, taken as is: the kernel does not apply
+		// overlay's backslash escapes to these.
+		if val == "" {
+			return fmt.Errorf("%w: empty %s", ErrOverlayOptions, key)
+		}
+		o.newAPI = true
+		if key == "datadir+" {
+			o.datas = append(o.datas, val)
+		} else if len(o.datas) > 0 {
+			return fmt.Errorf("%w: lowerdir+=%q after datadir+", ErrOverlayOptions, val)
+		} else {
+			o.lowers = append(o.lowers, val)
+		}
+	case "upperdir", "workdir":
+		v, err := unescapeOverlay(val)
+		if err != nil || v == "" {
+			return fmt.Errorf("%w: %s=%q: empty or bad escape", ErrOverlayOptions, key, val)
+		}
+		if key == "upperdir" {
+			o.upper = v
+		} else {
+			o.work = v
+		}
+	case "userxattr":
+		o.userXattr = !hasVal
 	}
-	if upper != "" {
-		l, err := resolve(UpperLayer, upper)
+	return nil
+}
+
+// chain resolves the layers against snapshotRoot, top first.
+func (o *overlayOptions) chain(snapshotRoot string) (*OverlayChain, error) {
+	c := &OverlayChain{UserXattr: o.userXattr}
+	resolve := func(role LayerRole, opts ...string) ([]Layer, error) {
+		var out []Layer
+		for _, opt := range opts {
+			dir, err := resolveLayer(opt, snapshotRoot)
+			if err != nil {
+				return nil, fmt.Errorf("%s layer %q: %w", role, opt, err)
+			}
+			out = append(out, Layer{Role: role, Dir: dir, Option: opt})
+		}
+		return out, nil
+	}
+	var err error
+	if o.upper != "" {
+		if c.Layers, err = resolve(UpperLayer, o.upper); err != nil {
+			return nil, err
+		}
+	}
+	lowers, err := resolve(LowerLayer, o.lowers...)
+	if err != nil {
+		return nil, err
+	}
+	c.Layers = append(c.Layers, lowers...)
+	if c.Data, err = resolve(DataLayer, o.datas...); err != nil {
+		return nil, err
+	}
+	if o.work != "" {
+		work, err := resolve(WorkDir, o.work)
 		if err != nil {
 			return nil, err
 		}
-		c.Layers = append(c.Layers, l)
-	}
-	for _, o := range lowers {
-		l, err := resolve(LowerLayer, o)
-		if err != nil {
-			return nil, err
-		}
-		c.Layers = append(c.Layers, l)
-	}
-	for _, o := range datas {
-		l, err := resolve(DataLayer, o)
-		if err != nil {
-			return nil, err
-		}
-		c.Data = append(c.Data, l)
-	}
-	if work != "" {
-		l, err := resolve(WorkDir, work)
-		if err != nil {
-			return nil, err
-		}
-		c.Work = l.Dir
+		c.Work = work[0].Dir
 	}
 	return c, nil
 }

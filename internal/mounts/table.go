@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // maxLine is the longest mount table line handed to mountinfo, whose scanner
@@ -72,7 +74,7 @@ func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, 
 		return nil, nil, 0, err
 	}
 	if int64(len(raw)) > maxBytes {
-		return nil, nil, 0, fmt.Errorf("%w: more than %d bytes (--mountinfo.max-bytes)", ErrTableTooLarge, maxBytes)
+		return nil, nil, 0, fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
 	}
 	data := string(raw) // one copy; every line below is a substring of it
 

@@ -11,6 +11,9 @@
 // exit. SysFS makes them on the calling thread; only a helper should use
 // it.
 //
-// The checks that report dead and hung mounts (package check) read its
-// Rounds; nothing else should make syscalls on a mount that can block.
+// check.Runner makes one Round per run of the checks and hands it to the
+// checks that need it (stale_mount and hung_mount read it; shadowed_mount
+// reads the latest); nothing else should make syscalls on a mount that can
+// block. SysFS resolves each probed path below the inspected root
+// (mounts.Root).
 package probe

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
 // DefaultFusectl is where the FUSE control filesystem is mounted.
@@ -31,7 +33,7 @@ func EnsureFusectl(dir string, mount bool) error {
 		return nil
 	}
 	if !mount {
-		return fmt.Errorf("%w at %s (mount -t fusectl none %s, or run with --probe.mount-fusectl)", ErrNoFusectl, dir, dir)
+		return fmt.Errorf("%w at %s (mount -t fusectl none %s, or run with --"+flagname.ProbeMountFusectl+")", ErrNoFusectl, dir, dir)
 	}
 	if err := unix.Mount("none", dir, "fusectl", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount fusectl on %s: %w", dir, err)
@@ -39,7 +41,7 @@ func EnsureFusectl(dir string, mount bool) error {
 	return nil
 }
 
-// fuseWaiting reads how many requests of FUSE connection minor are waiting
+// FuseWaiting reads how many requests of FUSE connection minor are waiting
 // for an answer. Reading fusectl never blocks.
 func FuseWaiting(dir string, minor int) (int, error) {
 	data, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(minor), "waiting"))

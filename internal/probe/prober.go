@@ -4,20 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
-	"golang.org/x/sys/unix"
-
-	"github.com/mountwatchd/mountwatchd/internal/resolve"
 )
 
 // FS is the syscall side of probing. Probe may block for as long as a FUSE
@@ -78,60 +73,11 @@ type StuckKeeper interface {
 	Abandoned(conn string)
 }
 
-// SysFS probes with openat2(O_PATH, RESOLVE_NO_SYMLINKS), fstatfs and
-// fstat (openat2 through package resolve, which still resolves where a
-// system call filter refuses openat2, as systemd's does under the unit). fstatfs is the request a FUSE server must answer (the kernel may
-// answer stat from its attribute cache); fstat gives the device, which tells
-// whether the path still leads to the mount that was meant. A deep request
-// then reads the root directory's first entries (readDir).
-//
-// SysFS makes its syscalls on the calling thread, which a FUSE server that
-// read the request and never answers holds in uninterruptible sleep: only
-// a helper process (HelperFS, ServeHelper) should use it.
-type SysFS struct{}
-
-// Probe implements FS: a probe without the deep request.
-func (s SysFS) Probe(root, path string) (uint64, error) {
-	return s.ProbeRequest(Request{Root: root, Path: path})
-}
-
-// ProbeRequest implements RequestFS.
-func (SysFS) ProbeRequest(req Request) (uint64, error) {
-	root, p := req.Root, req.Path
-	// Opening the namespace's root is our part of the path: its failure
-	// (no CAP_SYS_PTRACE, the process exited) says nothing of the mount.
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, mounts.NamespaceRootError(root, rootPID(root), err)
-	}
-	defer unix.Close(rfd)
-	rel := strings.TrimPrefix(path.Clean(p), "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := resolve.Openat2(rfd, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", p, err)
-	}
-	defer unix.Close(fd)
-	var sfs unix.Statfs_t
-	if err := unix.Fstatfs(fd, &sfs); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", p, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return 0, fmt.Errorf("stat %s: %w", p, err)
-	}
-	if req.Deep && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		if err := readDir(fd); err != nil {
-			return 0, fmt.Errorf("readdir %s: %w", p, err)
-		}
-	}
-	return st.Dev, nil
-}
+// Defaults for Config (and so for --probe.timeout and --probe.max-blocked).
+const (
+	DefaultTimeout    = 5 * time.Second
+	DefaultMaxBlocked = 32
+)
 
 // Config says what to probe and how patiently.
 type Config struct {
@@ -206,6 +152,9 @@ type Round struct {
 	Snapshot *mounts.Snapshot
 	Results  map[int]Result
 	Stats    Stats
+	// Timeout is how long each probe of the round could take before its
+	// connection was reported hung.
+	Timeout time.Duration
 }
 
 // Prober probes connections (filesystems, by major:minor), at most one probe
@@ -233,10 +182,10 @@ type flight struct {
 // NewProber returns a prober using fs (SysFS on a real system).
 func NewProber(cfg Config, fs FS) *Prober {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.MaxBlocked <= 0 {
-		cfg.MaxBlocked = 32
+		cfg.MaxBlocked = DefaultMaxBlocked
 	}
 	if cfg.FSTypes == nil {
 		cfg.FSTypes = DefaultProbeFSTypes
@@ -276,51 +225,18 @@ func (p *Prober) Stats() Stats {
 	return st
 }
 
-// Round probes every probed connection of s anew and returns the result.
-// The probing checks of one run of the checks share one round: inside a
-// context made by WithRun, a second Round of the same snapshot returns the
-// round already made in that run. Without one, every call probes: a FUSE
-// server that dies, hangs or recovers changes nothing in the mount table,
-// so a round must never be reused just because the table is unchanged.
-// Round returns within the probe timeout of the last probe started,
-// whatever the mounts do.
+// Round probes every probed connection of s anew and returns the result:
+// a FUSE server that dies, hangs or recovers changes nothing in the mount
+// table, so a round is never reused because the table is unchanged. The
+// probing checks of one run of the checks share one round, which the
+// check.Runner makes and passes to them. Round returns within the probe
+// timeout of the last probe started, whatever the mounts do.
 func (p *Prober) Round(ctx context.Context, s *mounts.Snapshot) *Round {
-	if run, ok := ctx.Value(runKey{}).(*run); ok {
-		run.mu.Lock()
-		defer run.mu.Unlock()
-		if r := run.rounds[p]; r != nil && r.Snapshot == s {
-			return r
-		}
-		r := p.newRound(ctx, s)
-		run.rounds[p] = r
-		return r
-	}
-	return p.newRound(ctx, s)
-}
-
-func (p *Prober) newRound(ctx context.Context, s *mounts.Snapshot) *Round {
 	p.roundMu.Lock()
 	defer p.roundMu.Unlock()
 	r := p.round(ctx, s)
 	p.last.Store(r)
 	return r
-}
-
-// run is one run of the checks: the rounds its probing checks share.
-type run struct {
-	mu     sync.Mutex
-	rounds map[*Prober]*Round
-}
-
-type runKey struct{}
-
-// WithRun returns a context for one run of the checks (the Runner makes
-// one per Run): the probing checks run with it share one round of each
-// prober, so stale_mount and hung_mount of the same run see the same
-// answers and no connection is probed twice in a run. The next run makes a
-// new context and so probes anew.
-func WithRun(ctx context.Context) context.Context {
-	return context.WithValue(ctx, runKey{}, &run{rounds: map[*Prober]*Round{}})
 }
 
 // conn is one connection to probe: its reachable mounts, the one to probe
@@ -359,133 +275,168 @@ func (p *Prober) connections(s *mounts.Snapshot) []*conn {
 }
 
 func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
-	r := &Round{Snapshot: s, Results: map[int]Result{}}
+	r := &Round{Snapshot: s, Results: map[int]Result{}, Timeout: p.cfg.Timeout}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
-	root := s.Host.Path("/")
-
-	setAll := func(c *conn, res Result) {
-		for _, m := range c.mounts {
-			r.Results[m.ID] = res
-		}
-	}
-	type running struct {
-		c        *conn
-		f        *flight
-		deadline time.Time
-	}
-	var (
-		queue   []*conn
-		active  []running
-		results = make(chan *flight, len(conns))
-	)
-	keeper, _ := p.fs.(StuckKeeper)
-	p.mu.Lock()
-	for _, c := range conns {
-		switch f := p.flights[c.dev]; {
-		case len(c.targets) == 0:
-			setAll(c, Result{State: Unreachable, Reason: "every mount of this connection is shadowed by another mount"})
-		case f != nil:
-			// Never a second probe to a connection whose first is blocked.
-			setAll(c, Result{State: Hung, Since: f.start, Path: c.targets[0].Mountpoint,
-				Reason: "an earlier probe is still blocked"})
-		default:
-			if keeper != nil {
-				// Nor to one whose probe by an earlier process is.
-				if since, ok := keeper.Stuck(c.dev); ok {
-					// Recorded once abandoned: past its deadline, or
-					// its run ended before it.
-					setAll(c, Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
-						Reason: "an earlier run's probe is still blocked"})
-					continue
-				}
-			}
-			queue = append(queue, c)
-		}
-	}
-	p.mu.Unlock()
-
-	for len(queue) > 0 || len(active) > 0 {
-		// Start probes while the cap allows.
-		p.mu.Lock()
-		for len(queue) > 0 && len(p.flights) < p.cfg.MaxBlocked {
-			c := queue[0]
-			queue = queue[1:]
-			f := &flight{dev: c.dev, start: time.Now(), done: make(chan struct{})}
-			p.flights[c.dev] = f
-			p.probes.Add(1)
-			go p.fly(f, root, c, results)
-			active = append(active, running{c, f, f.start.Add(p.cfg.Timeout)})
-		}
-		capped := len(active) == 0 && len(queue) > 0
-		p.mu.Unlock()
-		if capped {
-			for _, c := range queue {
-				setAll(c, Result{State: NotProbed,
-					Reason: fmt.Sprintf("%d probes are blocked, the cap (--probe.max-blocked)", p.cfg.MaxBlocked)})
-			}
-			r.Stats.NotProbed += len(queue)
+	x := &roundRun{p: p, r: r, root: s.Host.Path("/"), results: make(chan *flight, len(conns))}
+	x.triage(conns)
+	for len(x.queue) > 0 || len(x.active) > 0 {
+		if !x.start() {
 			break
 		}
-
-		next := active[0].deadline
-		for _, a := range active {
-			if a.deadline.Before(next) {
-				next = a.deadline
-			}
-		}
-		timer := time.NewTimer(time.Until(next))
-		select {
-		case f := <-results:
-			for i, a := range active {
-				if a.f == f {
-					for id, res := range f.res {
-						r.Results[id] = res
-					}
-					active = slices.Delete(active, i, i+1)
-					break
-				}
-			}
-		case <-timer.C:
-			now := time.Now()
-			active = slices.DeleteFunc(active, func(a running) bool {
-				if now.Before(a.deadline) {
-					return false
-				}
-				select {
-				case <-a.f.done: // answered just now; its result is in results
-					return false
-				default:
-				}
-				p.timeouts.Add(1)
-				if keeper != nil {
-					keeper.Abandoned(a.c.dev)
-				}
-				setAll(a.c, Result{State: Hung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
-					Reason: fmt.Sprintf("no answer within %s", p.cfg.Timeout)})
-				return true
-			})
-		case <-ctx.Done():
-			for _, a := range active {
-				if keeper != nil {
-					keeper.Abandoned(a.c.dev)
-				}
-				setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
-			}
-			for _, c := range queue {
-				setAll(c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
-			}
-			r.Stats.NotProbed += len(active) + len(queue)
-			active, queue = nil, nil
-		}
-		timer.Stop()
+		x.wait(ctx)
 	}
-
 	p.mu.Lock()
 	r.Stats.Blocked = len(p.flights)
 	p.mu.Unlock()
 	r.Stats.Probes, r.Stats.Timeouts = p.probes.Load(), p.timeouts.Load()
 	return r
+}
+
+// roundRun is a round in progress: the connections still to probe and the
+// probes in flight.
+type roundRun struct {
+	p       *Prober
+	r       *Round
+	root    string
+	queue   []*conn
+	active  []running
+	results chan *flight // buffered for every flight of the round
+}
+
+type running struct {
+	c        *conn
+	f        *flight
+	deadline time.Time
+}
+
+func (x *roundRun) setAll(c *conn, res Result) {
+	for _, m := range c.mounts {
+		x.r.Results[m.ID] = res
+	}
+}
+
+// triage queues the connections to probe; the others get their result now.
+func (x *roundRun) triage(conns []*conn) {
+	keeper, _ := x.p.fs.(StuckKeeper)
+	x.p.mu.Lock()
+	defer x.p.mu.Unlock()
+	for _, c := range conns {
+		switch f := x.p.flights[c.dev]; {
+		case len(c.targets) == 0:
+			x.setAll(c, Result{State: Unreachable, Reason: "every mount of this connection is shadowed by another mount"})
+		case f != nil:
+			// Never a second probe to a connection whose first is blocked.
+			x.setAll(c, Result{State: Hung, Since: f.start, Path: c.targets[0].Mountpoint,
+				Reason: "an earlier probe is still blocked"})
+		default:
+			if keeper != nil {
+				// Nor to one whose probe by an earlier process is,
+				// recorded once abandoned: past its deadline, or its
+				// run ended before it.
+				if since, ok := keeper.Stuck(c.dev); ok {
+					x.setAll(c, Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
+						Reason: "an earlier run's probe is still blocked"})
+					continue
+				}
+			}
+			x.queue = append(x.queue, c)
+		}
+	}
+}
+
+// start starts probes while the cap allows. It returns false when none is
+// in flight and the cap is reached: the queue is then not probed.
+func (x *roundRun) start() bool {
+	p := x.p
+	p.mu.Lock()
+	for len(x.queue) > 0 && len(p.flights) < p.cfg.MaxBlocked {
+		c := x.queue[0]
+		x.queue = x.queue[1:]
+		f := &flight{dev: c.dev, start: time.Now(), done: make(chan struct{})}
+		p.flights[c.dev] = f
+		p.probes.Add(1)
+		go p.fly(f, x.root, c, x.results)
+		x.active = append(x.active, running{c, f, f.start.Add(p.cfg.Timeout)})
+	}
+	capped := len(x.active) == 0 && len(x.queue) > 0
+	p.mu.Unlock()
+	if capped {
+		for _, c := range x.queue {
+			x.setAll(c, Result{State: NotProbed,
+				Reason: fmt.Sprintf("%d probes are blocked, the cap (--"+flagname.ProbeMaxBlocked+")", p.cfg.MaxBlocked)})
+		}
+		x.r.Stats.NotProbed += len(x.queue)
+		return false
+	}
+	return true
+}
+
+// wait waits for a probe to answer, the next deadline or ctx.
+func (x *roundRun) wait(ctx context.Context) {
+	next := x.active[0].deadline
+	for _, a := range x.active {
+		if a.deadline.Before(next) {
+			next = a.deadline
+		}
+	}
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	select {
+	case f := <-x.results:
+		x.answered(f)
+	case <-timer.C:
+		x.timeouts(time.Now())
+	case <-ctx.Done():
+		for _, a := range x.active {
+			x.abandoned(a.c)
+			x.setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
+		}
+		for _, c := range x.queue {
+			x.setAll(c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
+		}
+		x.r.Stats.NotProbed += len(x.active) + len(x.queue)
+		x.active, x.queue = nil, nil
+	}
+}
+
+// answered takes the results of flight f.
+func (x *roundRun) answered(f *flight) {
+	for i, a := range x.active {
+		if a.f == f {
+			for id, res := range f.res {
+				x.r.Results[id] = res
+			}
+			x.active = slices.Delete(x.active, i, i+1)
+			return
+		}
+	}
+}
+
+// timeouts reports the probes past their deadline at now as hung.
+func (x *roundRun) timeouts(now time.Time) {
+	x.active = slices.DeleteFunc(x.active, func(a running) bool {
+		if now.Before(a.deadline) {
+			return false
+		}
+		select {
+		case <-a.f.done: // answered just now; its result is in results
+			return false
+		default:
+		}
+		x.p.timeouts.Add(1)
+		x.abandoned(a.c)
+		x.setAll(a.c, Result{State: Hung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
+			Reason: fmt.Sprintf("no answer within %s", x.p.cfg.Timeout)})
+		return true
+	})
+}
+
+// abandoned tells a StuckKeeper FS that nobody waits for c's probe any more.
+func (x *roundRun) abandoned(c *conn) {
+	if keeper, ok := x.p.fs.(StuckKeeper); ok {
+		keeper.Abandoned(c.dev)
+	}
 }
 
 // fly runs one connection's probes. It may block in the kernel for ever;
@@ -561,19 +512,6 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 	return res
 }
 
-// rootPID is the PID of a <procfs>/<pid>/root path, 0 for any other root.
-func rootPID(root string) int {
-	dir, base := path.Split(path.Clean(root))
-	if base != "root" {
-		return 0
-	}
-	pid, err := strconv.Atoi(path.Base(path.Clean(dir)))
-	if err != nil {
-		return 0
-	}
-	return pid
-}
-
 // NamespaceErr is the error of a round some of whose probes could not be
 // made for a reason of ours: the inspected namespace could not be reached
 // (its root could not be opened), or the probe helper failed. Those mounts
@@ -585,34 +523,4 @@ func (r *Round) NamespaceErr() error {
 		}
 	}
 	return nil
-}
-
-func classifyProbe(m *mounts.Mount, dev uint64, err error) Result {
-	pr := Result{Path: m.Mountpoint}
-	if errors.Is(err, mounts.ErrNamespaceUnreachable) {
-		pr.State, pr.Err, pr.Reason = NotProbed, err, "the inspected namespace could not be reached"
-		return pr
-	}
-	if errors.Is(err, ErrHelper) {
-		pr.State, pr.Err, pr.Reason = NotProbed, err, "the probe helper process failed"
-		return pr
-	}
-	if err != nil {
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			switch errno {
-			case syscall.ENOENT, syscall.ENOTDIR, syscall.ELOOP, syscall.EXDEV:
-				pr.State, pr.Err, pr.Reason = Unreachable, err, "the mount point no longer leads to this mount"
-				return pr
-			}
-		}
-		pr.State, pr.Errno, pr.Err = Failed, errno, err
-		return pr
-	}
-	if unix.Major(dev) != uint32(m.Major) || unix.Minor(dev) != uint32(m.Minor) {
-		pr.State, pr.Reason = Unreachable, fmt.Sprintf("the mount point leads to device %d:%d, not this mount", unix.Major(dev), unix.Minor(dev))
-		return pr
-	}
-	pr.State = OK
-	return pr
 }

@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -143,10 +145,15 @@ func TestProbeFSTypes(t *testing.T) {
 	}
 }
 
-func TestRootPID(t *testing.T) {
-	for root, want := range map[string]int{"/proc/4242/root": 4242, "/proc/self/root": 0, "/": 0, "/proc/1/root/": 1} {
-		if got := rootPID(root); got != want {
-			t.Errorf("rootPID(%q) = %d, want %d", root, got, want)
-		}
+// A root SysFS cannot open is the inspected namespace's failure, never the
+// mount's, and its error says why from the root alone: another process's
+// root needs CAP_SYS_PTRACE, or the process exited.
+func TestSysFSRootError(t *testing.T) {
+	_, err := SysFS{}.Probe("/proc/2147483647/root", "/mnt/a")
+	if !errors.Is(err, mounts.ErrNamespaceUnreachable) || !strings.Contains(err.Error(), "the process has exited") {
+		t.Errorf("another process's missing root: %v", err)
+	}
+	if _, err := (SysFS{}).Probe("/", "/proc"); err != nil {
+		t.Errorf("our own root: %v", err)
 	}
 }

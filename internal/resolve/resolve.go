@@ -60,91 +60,31 @@ func canFallBack(how *unix.OpenHow) bool {
 // resolved below the root (an absolute target from the root). A magic link
 // of /proc is read as the path it shows, never jumped through.
 func fallback(dirfd int, path string, how *unix.OpenHow) (int, error) {
-	inRoot := how.Resolve&unix.RESOLVE_IN_ROOT != 0
-	noSymlinks := how.Resolve&unix.RESOLVE_NO_SYMLINKS != 0
-	const pathFlags = unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	if path == "" {
 		return -1, unix.ENOENT // as openat2 without AT_EMPTY_PATH
 	}
-
+	w := walker{inRoot: how.Resolve&unix.RESOLVE_IN_ROOT != 0, noSymlinks: how.Resolve&unix.RESOLVE_NO_SYMLINKS != 0,
+		noFollowLast: how.Flags&unix.O_NOFOLLOW != 0}
 	root, err := unix.Openat(dirfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	stack := []int{root} // stack[0] is the root; the last is where we are
-	defer func() {
-		for _, fd := range stack {
-			unix.Close(fd)
-		}
-	}()
-	if strings.HasPrefix(path, "/") && !inRoot {
+	w.stack = []int{root} // stack[0] is the root; the last is where we are
+	defer w.close()
+	if strings.HasPrefix(path, "/") && !w.inRoot {
 		abs, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return -1, err
 		}
-		stack = append(stack, abs)
+		w.stack = append(w.stack, abs)
 	}
-	todo := splitPath(path)
-	links := 0
-	for len(todo) > 0 {
-		name := todo[0]
-		todo = todo[1:]
-		cur := stack[len(stack)-1]
-		switch name {
-		case ".":
-			continue
-		case "..":
-			if len(stack) > 1 {
-				unix.Close(cur)
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			if inRoot {
-				continue // ".." of the root is the root
-			}
-		}
-		fd, err := unix.Openat(cur, name, pathFlags, 0)
-		if err != nil {
+	w.todo = splitPath(path)
+	for len(w.todo) > 0 {
+		if err := w.step(); err != nil {
 			return -1, err
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		switch {
-		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
-			last := len(todo) == 0
-			if last && how.Flags&unix.O_NOFOLLOW != 0 {
-				stack = append(stack, fd) // O_PATH|O_NOFOLLOW: the link itself
-				continue
-			}
-			target, err := readlink(fd)
-			unix.Close(fd)
-			if err != nil {
-				return -1, err
-			}
-			links++
-			if noSymlinks || !inRoot || links > maxSymlinks {
-				// Without RESOLVE_IN_ROOT, following a link could leave
-				// the tree: only the two modes callers use are emulated.
-				return -1, unix.ELOOP
-			}
-			if strings.HasPrefix(target, "/") {
-				for _, fd := range stack[1:] {
-					unix.Close(fd)
-				}
-				stack = stack[:1]
-			}
-			todo = append(splitPath(target), todo...)
-		case len(todo) > 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR:
-			unix.Close(fd)
-			return -1, unix.ENOTDIR
-		default:
-			stack = append(stack, fd)
-		}
 	}
-	out := stack[len(stack)-1]
+	out := w.stack[len(w.stack)-1]
 	if how.Flags&unix.O_DIRECTORY != 0 {
 		var st unix.Stat_t
 		if err := unix.Fstat(out, &st); err != nil {
@@ -160,6 +100,88 @@ func fallback(dirfd int, path string, how *unix.OpenHow) (int, error) {
 		flags = unix.F_DUPFD_CLOEXEC
 	}
 	return unix.FcntlInt(uintptr(out), flags, 0)
+}
+
+// walker is one fallback resolution: the directories on the way, held
+// open, and the components still to resolve.
+type walker struct {
+	inRoot, noSymlinks, noFollowLast bool
+
+	stack []int    // stack[0] is the root; the last is where we are
+	todo  []string // components still to resolve
+	links int      // symlinks followed
+}
+
+func (w *walker) close() {
+	for _, fd := range w.stack {
+		unix.Close(fd)
+	}
+}
+
+// step resolves the next component.
+func (w *walker) step() error {
+	name := w.todo[0]
+	w.todo = w.todo[1:]
+	cur := w.stack[len(w.stack)-1]
+	switch name {
+	case ".":
+		return nil
+	case "..":
+		if len(w.stack) > 1 {
+			unix.Close(cur)
+			w.stack = w.stack[:len(w.stack)-1]
+			return nil
+		}
+		if w.inRoot {
+			return nil // ".." of the root is the root
+		}
+	}
+	fd, err := unix.Openat(cur, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		if len(w.todo) == 0 && w.noFollowLast {
+			w.stack = append(w.stack, fd) // O_PATH|O_NOFOLLOW: the link itself
+			return nil
+		}
+		return w.follow(fd)
+	case len(w.todo) > 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		unix.Close(fd)
+		return unix.ENOTDIR
+	}
+	w.stack = append(w.stack, fd)
+	return nil
+}
+
+// follow reads the symlink open as fd (and closes it) and puts its target
+// before the components still to resolve.
+func (w *walker) follow(fd int) error {
+	target, err := readlink(fd)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	w.links++
+	if w.noSymlinks || !w.inRoot || w.links > maxSymlinks {
+		// Without RESOLVE_IN_ROOT, following a link could leave
+		// the tree: only the two modes callers use are emulated.
+		return unix.ELOOP
+	}
+	if strings.HasPrefix(target, "/") {
+		for _, fd := range w.stack[1:] {
+			unix.Close(fd)
+		}
+		w.stack = w.stack[:1]
+	}
+	w.todo = append(splitPath(target), w.todo...)
+	return nil
 }
 
 func splitPath(p string) []string {

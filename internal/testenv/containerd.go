@@ -358,10 +358,16 @@ type LayerEntry struct {
 	Name, Data, Link string
 }
 
-// Dir, File, Opaque and Whiteout build LayerEntries.
-func Dir(name string) LayerEntry        { return LayerEntry{Name: strings.TrimSuffix(name, "/") + "/"} }
+// Dir is a layer entry for directory name.
+func Dir(name string) LayerEntry { return LayerEntry{Name: strings.TrimSuffix(name, "/") + "/"} }
+
+// File is a layer entry for file name holding data.
 func File(name, data string) LayerEntry { return LayerEntry{Name: name, Data: data} }
-func Opaque(dir string) LayerEntry      { return LayerEntry{Name: filepath.Join(dir, ".wh..wh..opq")} }
+
+// Opaque is the opaque whiteout of dir (dir/.wh..wh..opq).
+func Opaque(dir string) LayerEntry { return LayerEntry{Name: filepath.Join(dir, ".wh..wh..opq")} }
+
+// Whiteout is the whiteout that deletes name (.wh.<base>).
 func Whiteout(name string) LayerEntry {
 	return LayerEntry{Name: filepath.Join(filepath.Dir(name), ".wh."+filepath.Base(name))}
 }

@@ -6,13 +6,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// dirent is a directory entry read by readDir.
+// Dirent is a directory entry read by readDir.
 type Dirent struct {
 	Name string
 	Typ  uint8
 }
 
-// readDir reads at most max entries of the open directory fd from its
+// ReadDir reads at most max entries of the open directory fd from its
 // start, without "." and "..".
 func ReadDir(fd, max int) ([]Dirent, error) {
 	if _, err := unix.Seek(fd, 0, 0); err != nil {

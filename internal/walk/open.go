@@ -6,13 +6,12 @@ import (
 	"path"
 	"strings"
 
-	"github.com/mountwatchd/mountwatchd/internal/resolve"
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// openRel opens directory rel (slash separated) below root r, one
+// OpenRel opens directory rel (slash separated) below root r, one
 // component at a time with O_NOFOLLOW, entering no other mount.
 func (w *Walker) OpenRel(r Root, rel string) (int, error) {
 	fd, mnt, err := w.OpenRoot(r)
@@ -60,7 +59,7 @@ func (w *Walker) hangsOnTheWay(p string) *mounts.Mount {
 	return m
 }
 
-// openRoot opens a root directory for reading after checking, from the
+// OpenRoot opens a root directory for reading after checking, from the
 // snapshot, that no mount on the way may hang.
 func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	p := path.Clean(r.Path)
@@ -76,11 +75,7 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	} else {
 		how.Resolve |= unix.RESOLVE_NO_SYMLINKS
 	}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	pfd, err := resolve.Openat2(w.hostFD, rel, &how)
+	pfd, err := w.root.Open(p, how)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) && !r.InRoot {
 			return -1, 0, fmt.Errorf("scan root %s: a component is a symlink; give the real path (mount points are real paths): %w", p, err)
@@ -106,7 +101,7 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	return fd, mnt, nil
 }
 
-// mountID reads the mount id of an open descriptor without asking the
+// MountID reads the mount id of an open descriptor without asking the
 // filesystem (AT_STATX_DONT_SYNC: FUSE and NFS answer from their cache).
 func MountID(fd int) (int, error) {
 	var st unix.Statx_t
@@ -171,11 +166,7 @@ func (w *Walker) Unreachable(dir string, overlayID int) string {
 	if w.hangsOnTheWay(p) != nil {
 		return ""
 	}
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := resolve.Openat2(w.hostFD, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+	fd, err := w.root.Open(p, unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):

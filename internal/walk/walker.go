@@ -17,6 +17,7 @@ const (
 	DefaultScanBudget   = 100_000 // entries per scan run of the daemon
 	DefaultOnceBudget   = 5_000_000
 	DefaultScanMaxDepth = 128
+	DefaultScanRate     = 20_000 // entries per second (--scan.rate)
 )
 
 // Stats is the progress of the budgeted tree scans.
@@ -61,7 +62,7 @@ func (w *Walker) TooDeepErr() error {
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
 
-// walkRoot is one tree a pass walks.
+// Root is one tree a pass walks.
 type Root struct {
 	// Path is the directory as the inspected namespace sees it.
 	Path string
@@ -73,7 +74,7 @@ type Root struct {
 	InRoot bool
 }
 
-// rootError is a root of a pass that could not be walked.
+// RootError is a root of a pass that could not be walked.
 type RootError struct {
 	Index int // into the pass's roots
 	Err   error
@@ -89,7 +90,7 @@ type cursorLevel struct {
 	child string
 }
 
-// walker is a budgeted, resumable, read-only tree walk that:
+// Walker is a budgeted, resumable, read-only tree walk that:
 //   - never follows a symlink: every directory is opened relative to its
 //     parent's descriptor with O_NOFOLLOW, xattrs are read with
 //     AT_SYMLINK_NOFOLLOW, and no path through the tree is ever resolved;
@@ -120,9 +121,9 @@ type Walker struct {
 
 	// per run
 	snap      *mounts.Snapshot // the table of this run: its mount-point and id indexes
-	hostFD    int
-	left      int // entries left in this run's budget; <0 unlimited
-	Done      int // entries this run
+	root      *mounts.Root     // the inspected root of this run, the caller's
+	left      int              // entries left in this run's budget; <0 unlimited
+	Done      int              // entries this run
 	started   time.Time
 	ctx       context.Context
 	procfs    string
@@ -156,7 +157,7 @@ func (w *Walker) Entry(dirfd, mnt int, name string, typ uint8) *Entry {
 	return &Entry{w: w, Dirfd: dirfd, Mnt: mnt, Name: name, Typ: typ}
 }
 
-// guard decides, once, whether the entry may be touched by name: not the
+// Guard decides, once, whether the entry may be touched by name: not the
 // mount point of a mount the walk must not enter. The snapshot decides first,
 // without a syscall; then statx with AT_STATX_DONT_SYNC (which asks no FUSE
 // or NFS server) catches a mount made after the snapshot. Every xattr read
@@ -196,9 +197,13 @@ func (e *Entry) Guard() error {
 // with what it walks and not with the size of the table (a test counts it).
 func (w *Walker) MountLookups() uint64 { return w.mountLookups }
 
-// begin starts a run over snapshot s: it opens the inspected root and
-// indexes the mounts. Every begin is followed by end.
-func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
+// Begin starts a run over snapshot s, resolving every root below root (the
+// inspected namespace's, open; the caller closes it after End). Every
+// Begin is followed by End.
+func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot, root *mounts.Root) error {
+	if root == nil {
+		return fmt.Errorf("%w: no inspected root to walk from", mounts.ErrNamespaceUnreachable)
+	}
 	w.snap = s
 	w.left = -1
 	if w.Limits.Budget > 0 {
@@ -210,23 +215,17 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot) error {
 	w.Done, w.started, w.ctx, w.stopErr, w.tooDeep = 0, time.Now(), ctx, nil, 0
 	w.host = s.Host
 	w.procfs = w.host.WithDefaults().Procfs
-	fd, err := w.host.OpenRoot()
-	if err != nil {
-		return err
-	}
-	w.hostFD = fd
+	w.root = root
 	return nil
 }
 
+// End ends the run Begin started.
 func (w *Walker) End() {
-	if w.hostFD > 0 {
-		unix.Close(w.hostFD)
-	}
-	w.hostFD = -1
+	w.root = nil
 	w.snap = nil // a walker kept between runs holds no table
 }
 
-// run walks on from the cursor until the budget or the rate's deadline
+// Run walks on from the cursor until the budget or the rate's deadline
 // runs out or the pass completes; call it between begin and end. newPass
 // supplies the roots when a pass starts. It returns whether a pass completed
 // in this run and errors for roots that could not be opened.
@@ -307,22 +306,9 @@ func (w *Walker) spend() bool {
 // below root) from resume, and closes nothing: the caller owns fd. It
 // returns true when the walk stopped and w.cursor says where.
 func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (stopped bool) {
-	var pos int64
-	if len(resume) > 0 {
-		cur := resume[0]
-		if cur.child != "" {
-			if w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
-				w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
-				return true
-			}
-		}
-		if cur.off != 0 {
-			if _, err := unix.Seek(fd, cur.off, 0); err != nil {
-				w.noteErr(p, err)
-				return false
-			}
-			pos = cur.off
-		}
+	pos, stopped, ok := w.resumeDir(fd, mnt, p, rel, depth, resume)
+	if stopped || !ok {
+		return stopped
 	}
 	buf := make([]byte, 32<<10)
 	for {
@@ -354,32 +340,57 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 				w.setCursor(depth, cursorLevel{off: pos})
 				return true
 			}
-			cp := p + "/" + name
-			if p == "/" {
-				cp = "/" + name
-			}
-			crel := name
-			if rel != "" {
-				crel = rel + "/" + name
-			}
-			typ := d.Type
-			if typ == unix.DT_UNKNOWN {
-				var st unix.Statx_t
-				if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
-					unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-					typ = unix.DT_DIR
-				}
-			}
-			e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
-			if w.visit(&e) && typ == unix.DT_DIR {
-				if w.descend(fd, mnt, p, rel, depth, name, nil) {
-					w.setCursor(depth, cursorLevel{off: d.Off, child: name})
-					return true
-				}
+			if w.visitEntry(fd, mnt, p, rel, depth, name, d.Type) {
+				w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+				return true
 			}
 			pos = d.Off
 		}
 	}
+}
+
+// resumeDir walks on from the cursor level resume[0] in fd: into the
+// subdirectory the last run stopped in, then to the position it had read
+// to. It returns that position, whether the walk stopped again, and false
+// when the position cannot be reached.
+func (w *Walker) resumeDir(fd, mnt int, p, rel string, depth int, resume []cursorLevel) (pos int64, stopped, ok bool) {
+	if len(resume) == 0 {
+		return 0, false, true
+	}
+	cur := resume[0]
+	if cur.child != "" && w.descend(fd, mnt, p, rel, depth, cur.child, resume[1:]) {
+		w.setCursor(depth, cursorLevel{off: cur.off, child: cur.child})
+		return 0, true, false
+	}
+	if cur.off != 0 {
+		if _, err := unix.Seek(fd, cur.off, 0); err != nil {
+			w.noteErr(p, err)
+			return 0, false, false
+		}
+	}
+	return cur.off, false, true
+}
+
+// visitEntry hands entry name of fd to the visitor and descends into it when
+// the visitor asks and it is a directory; true when the walk stopped inside.
+func (w *Walker) visitEntry(fd, mnt int, p, rel string, depth int, name string, typ uint8) bool {
+	cp := p + "/" + name
+	if p == "/" {
+		cp = "/" + name
+	}
+	crel := name
+	if rel != "" {
+		crel = rel + "/" + name
+	}
+	if typ == unix.DT_UNKNOWN {
+		var st unix.Statx_t
+		if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT,
+			unix.STATX_TYPE, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			typ = unix.DT_DIR
+		}
+	}
+	e := Entry{w: w, Dirfd: fd, Mnt: mnt, Name: name, Typ: typ, Path: cp, Root: w.next, Rel: crel, depth: depth + 1}
+	return w.visit(&e) && typ == unix.DT_DIR && w.descend(fd, mnt, p, rel, depth, name, nil)
 }
 
 // descend walks subdirectory name of fd; true when the walk stopped inside.

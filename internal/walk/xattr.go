@@ -33,7 +33,7 @@ func (e *Entry) procPath() string {
 	return e.w.procfs + "/self/fd/" + strconv.Itoa(e.Dirfd) + "/" + e.Name
 }
 
-// listXattrs returns the entry's xattr names.
+// ListXattrs returns the entry's xattr names.
 func (e *Entry) ListXattrs() ([]string, error) {
 	if len(e.w.xbuf) == 0 {
 		e.w.xbuf = make([]byte, 4096)
@@ -99,7 +99,7 @@ type xattrArgs struct {
 	flags uint32
 }
 
-// getXattr returns the value of xattr attr, or nil when it is not set.
+// GetXattr returns the value of xattr attr, or nil when it is not set.
 func (e *Entry) GetXattr(attr string) ([]byte, error) {
 	buf := make([]byte, 64)
 	n, err := e.getxattr(attr, buf)
@@ -143,7 +143,7 @@ func (e *Entry) getxattr(attr string, buf []byte) (int, error) {
 	return unix.Lgetxattr(e.procPath(), attr, buf)
 }
 
-// trustedXattrsVisible reports whether this process can read trusted.*
+// TrustedXattrsVisible reports whether this process can read trusted.*
 // xattrs: CAP_SYS_ADMIN in its effective set.
 func TrustedXattrsVisible() bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}

@@ -1,0 +1,201 @@
+package check
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/walk"
+)
+
+// Runner runs checks over snapshots, one after another, so that one failing
+// or panicking check never stops the others. It gives each check the Env
+// its Decl.Needs asks for: the inspected root, opened once per run, and the
+// run's probe round, made once per run by Prober.
+type Runner struct {
+	Checks []Check
+	// Prober makes the probe round of a run with NeedsProbes checks and
+	// has the latest results for UsesProbes checks; nil when no check
+	// needs one.
+	Prober *probe.Prober
+}
+
+// Run runs every check over s and returns the report. Findings have no
+// FirstSeen: a Tracker stamps them (the daemon's, across runs; --once's,
+// with the snapshot's time).
+func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
+	rep := &Report{Snapshot: s}
+	x := &run{Runner: r, s: s}
+	defer x.close()
+	for _, c := range r.Checks {
+		res, out := x.execute(ctx, c)
+		rep.Checks = append(rep.Checks, res)
+		rep.Findings = append(rep.Findings, out.Findings...)
+		if out.Scan != nil {
+			if rep.Scan == nil {
+				rep.Scan = &walk.Stats{Complete: true}
+			}
+			rep.Scan.Add(*out.Scan)
+		}
+		if out.Table != nil {
+			rep.Table = out.Table
+		}
+	}
+	rep.Probe = x.probeStats
+	SortFindings(rep.Findings)
+	return rep
+}
+
+// run is one Runner.Run: the root and the probe round its checks share.
+type run struct {
+	*Runner
+	s *mounts.Snapshot
+
+	root       *mounts.Root
+	rootErr    error
+	rootTried  bool
+	round      *probe.Round
+	probeStats *probe.Stats
+}
+
+const needsLiveSystem = NeedsLive | NeedsRoot | NeedsProbes
+
+// execute runs one check with the Env it needs and judges its Outcome.
+func (x *run) execute(ctx context.Context, c Check) (Result, Outcome) {
+	d := c.Decl()
+	res := Result{Check: d.ID}
+	if d.Needs&needsLiveSystem != 0 && !x.s.Live {
+		res.Status, res.Reason = StatusSkipped, "needs the live system; the mount table is a captured file"
+		return res, Outcome{}
+	}
+	env := &Env{Snapshot: x.s}
+	if d.Needs&(NeedsRoot|UsesRoot) != 0 && x.s.Live {
+		root, err := x.openRoot()
+		if err != nil && d.Needs&NeedsRoot != 0 {
+			res.Status, res.Error = StatusError, err.Error()
+			return res, Outcome{Err: err}
+		}
+		env.Root = root
+	}
+	start := time.Now()
+	var out Outcome
+	env.Probes, out.Err = x.probes(ctx, d.Needs)
+	if out.Err == nil {
+		out = runCheck(ctx, c, env)
+	}
+	res.Duration = time.Since(start)
+	res.Findings = len(out.Findings)
+	judge(&res, out)
+	return res, out
+}
+
+// openRoot opens the inspected root once per run.
+func (x *run) openRoot() (*mounts.Root, error) {
+	if !x.rootTried {
+		x.rootTried = true
+		x.root, x.rootErr = x.s.Host.OpenRoot()
+	}
+	return x.root, x.rootErr
+}
+
+// probes is Env.Probes for a check with these needs. The round is made
+// once, by the first check of the run that needs it or uses it while a
+// check of the run needs it; a check that only uses probe results gets the
+// prober's latest otherwise.
+func (x *run) probes(ctx context.Context, needs Needs) (*probe.Round, error) {
+	switch {
+	case needs&NeedsProbes != 0 && x.Prober == nil:
+		return nil, errors.New("no prober to probe with")
+	case needs&NeedsProbes != 0:
+		return x.makeRound(ctx), nil
+	case needs&UsesProbes == 0 || !x.s.Live || x.Prober == nil:
+		return nil, nil
+	case x.round != nil:
+		return x.round, nil
+	case x.roundComing():
+		return x.makeRound(ctx), nil
+	}
+	return x.Prober.Latest(), nil
+}
+
+func (x *run) makeRound(ctx context.Context) *probe.Round {
+	if x.round == nil {
+		x.round = x.Prober.Round(ctx, x.s)
+		st := x.Prober.Stats()
+		x.probeStats = &st
+	}
+	return x.round
+}
+
+// roundComing reports whether a check of this run will make a probe round.
+func (x *run) roundComing() bool {
+	for _, c := range x.Checks {
+		if c.Decl().Needs&NeedsProbes != 0 {
+			_, err := x.openRoot()
+			return err == nil
+		}
+	}
+	return false
+}
+
+func (x *run) close() {
+	if x.root != nil {
+		x.root.Close()
+	}
+}
+
+func runCheck(ctx context.Context, c Check, env *Env) (out Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			out = Outcome{Err: fmt.Errorf("check %s panicked: %v", c.Decl().ID, p)}
+		}
+	}()
+	return c.Run(ctx, env)
+}
+
+// judge sets the status, reason and error of res from out.
+func judge(res *Result, out Outcome) {
+	reason, cause, skipped := "", "", false
+	if out.Err != nil {
+		reason, cause, skipped = skipReason(out.Err)
+	}
+	switch {
+	case skipped && len(out.Findings) == 0:
+		res.Status, res.Reason, res.Cause = StatusSkipped, reason, cause
+	case skipped: // found something with what it could see
+		res.Status, res.Reason = StatusProblems, reason
+	case out.Err != nil:
+		res.Status, res.Error = StatusError, out.Err.Error()
+	case len(out.Findings) > 0:
+		res.Status = StatusProblems
+	default:
+		res.Status = StatusOK
+	}
+	if len(out.Notes) > 0 {
+		notes := out.Notes
+		if res.Reason != "" { // a skip reason stays first
+			notes = append([]string{res.Reason}, notes...)
+		}
+		res.Reason = strings.Join(notes, "; ")
+	}
+}
+
+// SortFindings orders findings most severe first, then by check, mount point
+// and path, so reports and golden files are stable.
+func SortFindings(fs []Finding) {
+	slices.SortStableFunc(fs, func(a, b Finding) int {
+		return cmp.Or(
+			cmp.Compare(b.Severity.Rank(), a.Severity.Rank()),
+			cmp.Compare(a.Check, b.Check),
+			cmp.Compare(a.MountPoint, b.MountPoint),
+			cmp.Compare(a.Path, b.Path),
+			cmp.Compare(a.MountID, b.MountID),
+		)
+	})
+}
