@@ -223,7 +223,11 @@ func (f *HelperFS) Abandoned(conn string) {
 	if c == nil {
 		return // it returned meanwhile
 	}
-	f.retire(c.h)
+	if f.retire(c.h) {
+		// The next probe run's probes should not spend their deadline
+		// waiting for a new helper to start: start it now.
+		go f.warm()
+	}
 	if f.cfg.StateDir == "" {
 		return
 	}
@@ -281,6 +285,11 @@ func (f *HelperFS) Close() {
 	}
 }
 
+// warm starts the current helper if there is none (the Prober calls it
+// before a round's deadlines start); a failure is the first probe's to
+// report.
+func (f *HelperFS) warm() { _, _ = f.current() }
+
 // retireIdle retires the current helper if no probe is in progress.
 func (f *HelperFS) retireIdle() {
 	f.mu.Lock()
@@ -294,10 +303,12 @@ func (f *HelperFS) retireIdle() {
 	}
 }
 
-func (f *HelperFS) retire(h *helper) {
+// retire retires h, and reports whether it was the current helper.
+func (f *HelperFS) retire(h *helper) (current bool) {
 	f.mu.Lock()
 	if f.cur == h {
 		f.cur = nil
+		current = true
 	}
 	f.mu.Unlock()
 	h.mu.Lock()
@@ -308,6 +319,7 @@ func (f *HelperFS) retire(h *helper) {
 		f.retired.Add(1)
 		_ = h.in.Close() // the helper's end of input: it exits once its probes return
 	}
+	return current
 }
 
 // current returns the helper new probes go to, starting one if needed.

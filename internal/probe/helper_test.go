@@ -98,8 +98,10 @@ func TestHelperFSStuckProbeHoldsOnlyItsHelper(t *testing.T) {
 	if n := dThreads(t); n != 0 {
 		t.Errorf("%d of our threads in uninterruptible sleep: the probe ran in our process", n)
 	}
-	if st := fs.Stats(); st.Started != 1 || st.Retired != 1 {
-		t.Errorf("helpers %+v, want 1 started and retired once its probe was abandoned", st)
+	// Retired once its probe was abandoned; its successor may be started
+	// already, for the next run.
+	if st := fs.Stats(); st.Retired != 1 || st.Started < 1 || st.Started > 2 {
+		t.Errorf("helpers %+v, want the one retired once its probe was abandoned (and at most its successor started)", st)
 	}
 
 	files, _ := filepath.Glob(filepath.Join(state, "stuck-*.json"))

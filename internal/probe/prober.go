@@ -60,6 +60,11 @@ type Request struct {
 // probe pinned exits with it.
 type remote interface{ remote() }
 
+// warmer is implemented by an FS that has something to start before it can
+// probe (HelperFS: its helper process), so that the start is not charged
+// to the first probes' deadlines.
+type warmer interface{ warm() }
+
 // StuckKeeper is implemented by an FS that remembers probes still stuck in
 // the kernel beyond the life of the Prober that sent them (HelperFS, across
 // runs of --once): a connection with one is reported hung since that probe
@@ -278,8 +283,12 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 	r := &Round{Snapshot: s, Results: map[int]Result{}, Timeout: p.cfg.Timeout}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
+
 	x := &roundRun{p: p, r: r, root: s.Host.Path("/"), results: make(chan *flight, len(conns))}
 	x.triage(conns)
+	if w, ok := p.fs.(warmer); ok && len(x.queue) > 0 {
+		w.warm() // before any deadline runs
+	}
 	for len(x.queue) > 0 || len(x.active) > 0 {
 		if !x.start() {
 			break
