@@ -538,9 +538,77 @@ func TestDebUnderSystemd(t *testing.T) {
 		t.Errorf("systemd logged no watchdog timeout:\n%s", m.mustSh("journalctl --no-pager -u mountwatchd | tail -30"))
 	}
 
+	// Issue 18: a FUSE server that reads each request and blocks in its
+	// handler holds a probe helper in the kernel, unkillable. The unit
+	// still restarts, the restarted daemon does not probe the connection
+	// again (the record in RuntimeDirectory=), and it stops.
+	stuckProbeRestartsAndStops(t, m, props)
+
 	// A clean stop: SIGTERM answered, no SIGKILL.
 	m.mustSh("systemctl stop mountwatchd")
 	if st := m.show("mountwatchd.service", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus"); st["ActiveState"] != "inactive" || st["Result"] != "success" {
 		t.Errorf("after systemctl stop: %v\n%s", st, m.mustSh("journalctl --no-pager -u mountwatchd | tail -20"))
+	}
+}
+
+// stuckHelpers counts, inside the booted system, the probe helpers with a
+// thread waiting for a FUSE server's answer (request_wait_answer), from
+// /proc/<pid>/comm and /proc/<pid>/task/*/wchan only (never a blocked
+// task's cmdline, which ps reads and would hang on).
+const stuckHelpers = `n=0; for d in /proc/[0-9]*; do
+  [ "$(cat $d/comm 2>/dev/null)" = mountwatchd-prb ] || continue
+  for w in $d/task/*/wchan; do
+    if [ "$(cat $w 2>/dev/null)" = request_wait_answer ]; then n=$((n+1)); break; fi
+  done
+done; echo $n`
+
+func stuckProbeRestartsAndStops(t *testing.T, m *machine, props []string) {
+	t.Helper()
+	bin, err := os.ReadFile(testenv.FakeCephFuseBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m.root, "root/fakecephfuse"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const mnt = "/root/stalled"
+	m.mustSh("mkdir -p /root/stalled-src/a " + mnt + " && setsid /root/fakecephfuse /root/stalled-src " + mnt +
+		" </dev/null >/root/fakecephfuse.out 2>&1 & for i in $(seq 100); do grep -q ready /root/fakecephfuse.out && break; sleep 0.1; done; grep -q ready /root/fakecephfuse.out")
+	server := strings.TrimSpace(m.mustSh("pgrep -n -x fakecephfuse"))
+	t.Cleanup(func() { m.sh(30*time.Second, "kill -USR2 "+server+"; umount -l "+mnt+"; kill "+server) })
+	time.Sleep(testProbeEvery + time.Second) // the table settles, then the server stalls
+	m.mustSh("kill -USR1 " + server)
+	testenv.WaitUntil(t, 5*testProbeEvery+10*time.Second, "hung_mount of "+mnt+" in the journal", func() bool {
+		for _, e := range m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=hung_mount EVENT=appeared") {
+			if e["MOUNT_POINT"] == mnt {
+				return true
+			}
+		}
+		return false
+	})
+	if n := strings.TrimSpace(m.mustSh(stuckHelpers)); n != "1" {
+		t.Errorf("%s probe helpers stuck in the kernel once the hang was found, want 1", n)
+	}
+
+	before := m.show("mountwatchd.service", props...)
+	if code, out := m.sh(time.Minute, "systemctl restart mountwatchd"); code != 0 {
+		t.Fatalf("systemctl restart with a probe stuck: exit %d\n%s\n%s", code, out, m.mustSh("journalctl --no-pager -u mountwatchd | tail -20"))
+	}
+	st := m.show("mountwatchd.service", props...)
+	if st["ActiveState"] != "active" || st["SubState"] != "running" || st["MainPID"] == before["MainPID"] {
+		t.Fatalf("after restart with a probe stuck: %v (before %v)", st, before)
+	}
+	// A few probe rounds of the new daemon: it reports the connection
+	// hung from the record and adds no second stuck helper.
+	time.Sleep(3 * testProbeEvery)
+	if n := strings.TrimSpace(m.mustSh(stuckHelpers)); n != "1" {
+		t.Errorf("%s probe helpers stuck after the restart, want still 1: the restarted daemon probed the stuck connection again", n)
+	}
+	found := false
+	for _, e := range m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=hung_mount EVENT=appeared _PID=" + st["MainPID"]) {
+		found = found || e["MOUNT_POINT"] == mnt
+	}
+	if !found {
+		t.Errorf("the restarted daemon did not report %s hung:\n%s", mnt, m.mustSh("journalctl --no-pager -u mountwatchd | tail -20"))
 	}
 }

@@ -300,6 +300,16 @@ func TestOnceAsOrdinaryUser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
 		"--bounding-set=-all", bin, "--once")
 	cmd.Dir = dir
+	// nobody's own state directory (stuck probes), as systemd's
+	// RUNTIME_DIRECTORY would be, not the test's.
+	state := dir + "/state"
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "RUNTIME_DIRECTORY="+state)
 	out, err := cmd.CombinedOutput()
 	first, _, _ := strings.Cut(string(out), "\n")
 	if err != nil || !strings.HasPrefix(first, "OK: ") {

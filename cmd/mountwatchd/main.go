@@ -38,6 +38,9 @@ const (
 )
 
 func main() {
+	if isProbeHelper() {
+		os.Exit(probe.ServeHelper(os.Stdin, os.Stdout))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -49,14 +52,17 @@ type config struct {
 	logLevel  string
 	logFormat string
 
-	probe        probe.Config
-	probeFSTypes string
-	fusectl      string
-	mountFusectl bool
-	scan         scanConfig
-	volumes      volumeConfig
-	daemon       daemonConfig
-	installTo    string
+	probe          probe.Config
+	probeFSTypes   string
+	shallowFSTypes string
+	shallowSet     bool
+	stateDir       string
+	fusectl        string
+	mountFusectl   bool
+	scan           scanConfig
+	volumes        volumeConfig
+	daemon         daemonConfig
+	installTo      string
 
 	pidFlag *intValue // to tell --target.pid given from its default
 
@@ -111,6 +117,14 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag(flagname.ProbeFSTypes, "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
 		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
 		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
+	app.Flag(flagname.ProbeShallowFSTypes, "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
+		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
+		"object stores, whose listing is costly. Empty: read every probed type's root. "+
+		"Default: "+strings.Join(probe.DefaultShallowFSTypes, ", ")+".").
+		PlaceHolder("TYPES").IsSetByUser(&cfg.shallowSet).StringVar(&cfg.shallowFSTypes)
+	app.Flag(flagname.ProbeStateDir, "Where probes still stuck in the kernel are recorded, so that a later --"+flagname.Once+" or a restarted daemon reports their connections hung without probing them again "+
+		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
+		PlaceHolder("DIR").StringVar(&cfg.stateDir)
 	app.Flag(flagname.Fusectl, "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -183,6 +197,18 @@ func (cfg *config) validate() error {
 			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
 		}
 	}
+	if !cfg.shallowSet {
+		cfg.shallowFSTypes = strings.Join(probe.DefaultShallowFSTypes, ",")
+	}
+	cfg.probe.ShallowFSTypes = []string{}
+	for _, t := range strings.Split(cfg.shallowFSTypes, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.probe.ShallowFSTypes = append(cfg.probe.ShallowFSTypes, t)
+		}
+	}
+	if cfg.stateDir == "" {
+		cfg.stateDir = probe.DefaultStateDir()
+	}
 	if cfg.host.PID < 0 {
 		return fmt.Errorf("--"+flagname.TargetPID+"=%d: want a PID, or 0 for our own namespace", cfg.host.PID)
 	}
@@ -244,7 +270,7 @@ func (sc scanConfig) validate() error {
 // and the prober that makes their probe rounds. once gives the scanning
 // checks the budget of one full pass.
 func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe.Prober) {
-	prober := probe.NewProber(cfg.probe, probe.SysFS{})
+	prober := probe.NewProber(cfg.probe, newProbeFS(cfg, log, live))
 	sc := cfg.scan
 	cc := &check.Config{
 		Fusectl:    cfg.fusectl,

@@ -20,7 +20,17 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain runs the tests in a private mount namespace, and gives the
+// binaries they run a state directory of their own (probes left stuck),
+// not the host's /run/mountwatchd.
+func TestMain(m *testing.M) {
+	if os.Getenv("RUNTIME_DIRECTORY") == "" {
+		if dir, err := os.MkdirTemp("", "mountwatchd-state"); err == nil {
+			os.Setenv("RUNTIME_DIRECTORY", dir)
+		}
+	}
+	testenv.Main(m)
+}
 
 var (
 	buildOnce sync.Once

@@ -24,6 +24,9 @@ const (
 	Fusectl           = "path.fusectl"
 	ProbeMountFusectl = "probe.mount-fusectl"
 
+	ProbeShallowFSTypes = "probe.shallow-fstypes"
+	ProbeStateDir       = "probe.state-dir"
+
 	ScanBudget          = "scan.budget"
 	ScanOnceBudget      = "scan.once-budget"
 	ScanRate            = "scan.rate"

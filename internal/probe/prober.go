@@ -15,14 +15,67 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
-// FS is the syscall side of probing. Probe may block in the kernel for as
-// long as a FUSE server does not answer; the Prober runs it on a goroutine of
-// its own and never waits for it past its deadline. Tests replace FS to make
-// a probe block on a channel.
+// FS is the syscall side of probing. Probe may block for as long as a FUSE
+// server does not answer; the Prober runs it on a goroutine of its own and
+// never waits for it past its deadline. HelperFS makes the syscalls in
+// helper processes, so that no thread of the caller can be held by a
+// server; tests replace FS to make a probe block on a channel.
 type FS interface {
 	// Probe checks the filesystem mounted at path, resolved under root
 	// without following any symlink, and returns the device it reached.
 	Probe(root, path string) (dev uint64, err error)
+}
+
+// RequestFS is an FS that takes the whole Request (SysFS, HelperFS): the
+// connection it probes, and whether to make the deep request. The Prober
+// uses it when the FS has it.
+type RequestFS interface {
+	FS
+	ProbeRequest(req Request) (dev uint64, err error)
+}
+
+func probeOne(fs FS, req Request) (uint64, error) {
+	if rfs, ok := fs.(RequestFS); ok {
+		return rfs.ProbeRequest(req)
+	}
+	return fs.Probe(req.Root, req.Path)
+}
+
+// Request is one probe of one mount point.
+type Request struct {
+	Root string // the inspected namespace's root (<procfs>/<pid>/root, or /)
+	Path string // the mount point, as the inspected namespace sees it
+	// Conn is the connection probed (major:minor): at most one probe of a
+	// connection is in the kernel at a time.
+	Conn string
+	// Deep asks for one request the client cannot answer from its caches
+	// besides statfs and stat: the first getdents64 buffer of the root
+	// directory (see SysFS).
+	Deep bool
+}
+
+// remote is implemented by an FS whose Probe makes no syscall on the
+// calling thread (HelperFS). The Prober locks the probes of every other FS
+// (SysFS, the tests' fakes) to their threads, so that a thread a hung
+// probe pinned exits with it.
+type remote interface{ remote() }
+
+// warmer is implemented by an FS that has something to start before it can
+// probe (HelperFS: its helper process), so that the start is not charged
+// to the first probes' deadlines.
+type warmer interface{ warm() }
+
+// StuckKeeper is implemented by an FS that remembers probes still stuck in
+// the kernel beyond the life of the Prober that sent them (HelperFS, across
+// runs of --once): a connection with one is reported hung since that probe
+// began, and never probed again until it returns.
+type StuckKeeper interface {
+	// Stuck returns when the stuck probe of connection conn began.
+	Stuck(conn string) (since time.Time, ok bool)
+	// Abandoned says nobody waits any more for the probe in progress of
+	// connection conn: it passed its deadline, or its round was
+	// cancelled.
+	Abandoned(conn string)
 }
 
 // Defaults for Config (and so for --probe.timeout and --probe.max-blocked).
@@ -42,7 +95,16 @@ type Config struct {
 	// FSTypes are the filesystem types probed; "fuse.*" matches every FUSE
 	// subtype.
 	FSTypes []string
+	// ShallowFSTypes are the probed types whose probe stops at statfs and
+	// stat, without the deep request (Request.Deep): servers for which
+	// listing a directory is costly, such as object stores. nil means
+	// DefaultShallowFSTypes; an empty slice, none.
+	ShallowFSTypes []string
 }
+
+// DefaultShallowFSTypes are the object-store FUSE clients, whose directory
+// listing is a bucket listing (s3fs also sends a HEAD per entry).
+var DefaultShallowFSTypes = []string{"fuse.s3fs", "fuse.gcsfuse", "fuse.goofys", "fuse.mountpoint-s3", "fuse.blobfuse2", "fuse.blobfuse", "fuse.rclone"}
 
 // DefaultProbeFSTypes are FUSE and the remote filesystems, whose server
 // lives in another process or on another machine (mounts.DefaultProbedFSTypes).
@@ -133,12 +195,20 @@ func NewProber(cfg Config, fs FS) *Prober {
 	if cfg.FSTypes == nil {
 		cfg.FSTypes = DefaultProbeFSTypes
 	}
+	if cfg.ShallowFSTypes == nil {
+		cfg.ShallowFSTypes = DefaultShallowFSTypes
+	}
 	return &Prober{cfg: cfg, fs: fs, flights: map[string]*flight{}}
 }
 
 // Probes reports whether mounts of this type are probed.
 func (p *Prober) Probes(m *mounts.Mount) bool {
 	return mounts.MatchFSType(p.cfg.FSTypes, m.FSType)
+}
+
+// Deep reports whether probes of mounts of this type make the deep request.
+func (p *Prober) Deep(m *mounts.Mount) bool {
+	return !mounts.MatchFSType(p.cfg.ShallowFSTypes, m.FSType)
 }
 
 // Timeout is how long a probe may take before its connection is reported
@@ -213,8 +283,12 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 	r := &Round{Snapshot: s, Results: map[int]Result{}, Timeout: p.cfg.Timeout}
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
+
 	x := &roundRun{p: p, r: r, root: s.Host.Path("/"), results: make(chan *flight, len(conns))}
 	x.triage(conns)
+	if w, ok := p.fs.(warmer); ok && len(x.queue) > 0 {
+		w.warm() // before any deadline runs
+	}
 	for len(x.queue) > 0 || len(x.active) > 0 {
 		if !x.start() {
 			break
@@ -253,6 +327,7 @@ func (x *roundRun) setAll(c *conn, res Result) {
 
 // triage queues the connections to probe; the others get their result now.
 func (x *roundRun) triage(conns []*conn) {
+	keeper, _ := x.p.fs.(StuckKeeper)
 	x.p.mu.Lock()
 	defer x.p.mu.Unlock()
 	for _, c := range conns {
@@ -264,6 +339,16 @@ func (x *roundRun) triage(conns []*conn) {
 			x.setAll(c, Result{State: Hung, Since: f.start, Path: c.targets[0].Mountpoint,
 				Reason: "an earlier probe is still blocked"})
 		default:
+			if keeper != nil {
+				// Nor to one whose probe by an earlier process is,
+				// recorded once abandoned: past its deadline, or its
+				// run ended before it.
+				if since, ok := keeper.Stuck(c.dev); ok {
+					x.setAll(c, Result{State: Hung, Since: since, Path: c.targets[0].Mountpoint,
+						Reason: "an earlier run's probe is still blocked"})
+					continue
+				}
+			}
 			x.queue = append(x.queue, c)
 		}
 	}
@@ -313,6 +398,7 @@ func (x *roundRun) wait(ctx context.Context) {
 		x.timeouts(time.Now())
 	case <-ctx.Done():
 		for _, a := range x.active {
+			x.abandoned(a.c)
 			x.setAll(a.c, Result{State: NotProbed, Reason: "check cancelled: " + context.Cause(ctx).Error()})
 		}
 		for _, c := range x.queue {
@@ -348,10 +434,18 @@ func (x *roundRun) timeouts(now time.Time) {
 		default:
 		}
 		x.p.timeouts.Add(1)
+		x.abandoned(a.c)
 		x.setAll(a.c, Result{State: Hung, Since: a.f.start, Path: a.c.targets[0].Mountpoint,
 			Reason: fmt.Sprintf("no answer within %s", x.p.cfg.Timeout)})
 		return true
 	})
+}
+
+// abandoned tells a StuckKeeper FS that nobody waits for c's probe any more.
+func (x *roundRun) abandoned(c *conn) {
+	if keeper, ok := x.p.fs.(StuckKeeper); ok {
+		keeper.Abandoned(c.dev)
+	}
 }
 
 // fly runs one connection's probes. It may block in the kernel for ever;
@@ -362,9 +456,15 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 	// goroutine, a thread whose probe outlived the deadline exits with the
 	// goroutine instead of joining the runtime's idle pool, so once a hung
 	// server answers again the process is back to its thread count.
-	runtime.LockOSThread()
-	f.res = probeConn(p.fs, root, c)
-	if time.Since(f.start) < p.cfg.Timeout {
+	// A probe made by a helper process pins nothing of ours: it waits on a
+	// channel.
+	_, remote := p.fs.(remote)
+	pin := !remote
+	if pin {
+		runtime.LockOSThread()
+	}
+	f.res = probeConn(p.fs, root, c, p.Deep)
+	if pin && time.Since(f.start) < p.cfg.Timeout {
 		runtime.UnlockOSThread()
 	}
 	p.mu.Lock()
@@ -374,11 +474,12 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 	results <- f // buffered for every flight of its round
 }
 
-func probeConn(fs FS, root string, c *conn) map[int]Result {
+func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[int]Result {
 	res := map[int]Result{}
 	var connResult *Result
 	for _, m := range c.targets {
-		dev, err := fs.Probe(root, m.Mountpoint)
+		// One deep request per connection: by the mount that answers for it.
+		dev, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
 		pr := classifyProbe(m, dev, err)
 		if pr.State == NotProbed { // our failure: nothing of this connection is known
 			for _, mm := range c.mounts {
@@ -420,12 +521,13 @@ func probeConn(fs FS, root string, c *conn) map[int]Result {
 	return res
 }
 
-// NamespaceErr is the error of a round some of whose probes could not reach
-// the inspected namespace (its root could not be opened): those mounts were
-// not probed, and the probing checks report it as their error.
+// NamespaceErr is the error of a round some of whose probes could not be
+// made for a reason of ours: the inspected namespace could not be reached
+// (its root could not be opened), or the probe helper failed. Those mounts
+// were not probed, and the probing checks report it as their error.
 func (r *Round) NamespaceErr() error {
 	for _, res := range r.Results {
-		if res.State == NotProbed && errors.Is(res.Err, mounts.ErrNamespaceUnreachable) {
+		if res.State == NotProbed && (errors.Is(res.Err, mounts.ErrNamespaceUnreachable) || errors.Is(res.Err, ErrHelper)) {
 			return res.Err
 		}
 	}

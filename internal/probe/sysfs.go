@@ -16,11 +16,22 @@ import (
 // openat2, as systemd's does under the unit). fstatfs is the request a FUSE
 // server must answer (the kernel may answer stat from its attribute cache);
 // fstat gives the device, which tells whether the path still leads to the
-// mount that was meant.
+// mount that was meant. A deep request then reads the root directory's
+// first entries (readDir).
+//
+// SysFS makes its syscalls on the calling thread, which a FUSE server that
+// read the request and never answers holds in uninterruptible sleep: only
+// a helper process (HelperFS, ServeHelper) should use it.
 type SysFS struct{}
 
-// Probe implements FS.
-func (SysFS) Probe(root, p string) (uint64, error) {
+// Probe implements FS: a probe without the deep request.
+func (s SysFS) Probe(root, path string) (uint64, error) {
+	return s.ProbeRequest(Request{Root: root, Path: path})
+}
+
+// ProbeRequest implements RequestFS.
+func (SysFS) ProbeRequest(req Request) (uint64, error) {
+	root, p := req.Root, req.Path
 	// Opening the namespace's root is our part of the path: its failure
 	// (no CAP_SYS_PTRACE, the process exited) says nothing of the mount.
 	r, err := mounts.OpenRootAt(root)
@@ -44,6 +55,11 @@ func (SysFS) Probe(root, p string) (uint64, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", p, err)
 	}
+	if req.Deep && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := readDir(fd); err != nil {
+			return 0, fmt.Errorf("readdir %s: %w", p, err)
+		}
+	}
 	return st.Dev, nil
 }
 
@@ -52,6 +68,10 @@ func classifyProbe(m *mounts.Mount, dev uint64, err error) Result {
 	pr := Result{Path: m.Mountpoint}
 	if errors.Is(err, mounts.ErrNamespaceUnreachable) {
 		pr.State, pr.Err, pr.Reason = NotProbed, err, "the inspected namespace could not be reached"
+		return pr
+	}
+	if errors.Is(err, ErrHelper) {
+		pr.State, pr.Err, pr.Reason = NotProbed, err, "the probe helper process failed"
 		return pr
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,9 @@ func StartJournald(t *testing.T) (string, *os.Process) {
 	var logs SyncBuffer
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Env = CleanEnv()
+	// Not a RUNTIME_DIRECTORY a test binary set for the binaries it runs
+	// (their state directory): journald would put its sockets there.
+	cmd.Env = slices.DeleteFunc(CleanEnv(), func(e string) bool { return strings.HasPrefix(e, "RUNTIME_DIRECTORY=") })
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -114,8 +114,10 @@ var (
 
 // FakeCephFuse mounts backing on dir with the project's ceph-fuse stand-in
 // (fstype fuse.ceph-fuse, source ceph-fuse) and returns its process:
-// SIGUSR1 makes it stop answering, SIGUSR2 answer again, SIGTERM die
-// without unmounting, as an OOM-killed ceph-fuse does.
+// SIGUSR1 makes it take each request and block in its handler, SIGHUP
+// answer only statfs and getattr (a ceph-fuse whose MDS is down), SIGUSR2
+// answer again, SIGTERM die without unmounting, as an OOM-killed ceph-fuse
+// does.
 func FakeCephFuse(t testing.TB, backing, dir string) *os.Process {
 	t.Helper()
 	return fakeCephFuse(t, backing, dir, nil)
@@ -130,7 +132,10 @@ func FakeCephFuseOver(t testing.TB, backing string, over *os.File) *os.Process {
 	return fakeCephFuse(t, backing, "", over)
 }
 
-func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process {
+// FakeCephFuseBinary builds the ceph-fuse stand-in once per test binary
+// and returns its path, for tests that run it elsewhere (in a booted
+// system).
+func FakeCephFuseBinary(t testing.TB) string {
 	t.Helper()
 	fakeCephOnce.Do(func() {
 		d, err := os.MkdirTemp("", "fakecephfuse")
@@ -148,6 +153,12 @@ func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process 
 	if fakeCephErr != nil {
 		t.Fatal(fakeCephErr)
 	}
+	return fakeCephBin
+}
+
+func fakeCephFuse(t testing.TB, backing, dir string, over *os.File) *os.Process {
+	t.Helper()
+	fakeCephBin := FakeCephFuseBinary(t)
 	// The mount point may be a dead FUSE mount, whose stat fails: EEXIST
 	// is enough.
 	target := dir

@@ -2,7 +2,11 @@
 // "fuse.ceph-fuse" with source "ceph-fuse", like ceph-fuse does, and breaks
 // on cue:
 //
-//	SIGUSR1  stop answering: every request blocks (a hung ceph-fuse)
+//	SIGUSR1  stop answering: every request is read and blocks in its
+//	         handler (a ceph-fuse whose monitors are unreachable)
+//	SIGHUP   answer statfs and getattr, block every other request in its
+//	         handler (a ceph-fuse whose MDS is down: statfs goes to the
+//	         monitor, getattr is answered from its caches)
 //	SIGUSR2  answer again
 //	SIGTERM  die without unmounting (an OOM-killed ceph-fuse: ENOTCONN)
 //
@@ -22,24 +26,42 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// gate blocks requests while the server plays hung.
+// mode is what the server answers.
+type mode int
+
+const (
+	answer  mode = iota // everything
+	hung                // nothing: every request blocks in its handler
+	mdsDown             // statfs and getattr only
+)
+
+// gate blocks requests while the server plays hung. A request that waits
+// here has been read from /dev/fuse: the task that made it sleeps in
+// request_wait_answer, uninterruptibly once signalled, until it opens.
 type gate struct {
 	mu   sync.Mutex
 	cond *sync.Cond
-	hung bool
+	mode mode
 }
 
-func (g *gate) wait() {
+// wait blocks a request other than statfs or getattr while the server is
+// hung or its MDS down.
+func (g *gate) wait() { g.block(mdsDown) }
+
+// waitMeta blocks statfs and getattr while the server is hung.
+func (g *gate) waitMeta() { g.block(hung) }
+
+func (g *gate) block(mode mode) {
 	g.mu.Lock()
-	for g.hung {
+	for g.mode == hung || g.mode == mode {
 		g.cond.Wait()
 	}
 	g.mu.Unlock()
 }
 
-func (g *gate) set(hung bool) {
+func (g *gate) set(m mode) {
 	g.mu.Lock()
-	g.hung = hung
+	g.mode = m
 	g.mu.Unlock()
 	g.cond.Broadcast()
 }
@@ -65,17 +87,17 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	theGate.wait()
+	theGate.waitMeta()
 	return n.LoopbackNode.Statfs(ctx, out)
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	theGate.wait()
+	theGate.waitMeta()
 	return n.LoopbackNode.Getattr(ctx, f, out)
 }
 
 func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
-	theGate.wait()
+	theGate.waitMeta()
 	return n.LoopbackNode.Statx(ctx, f, flags, mask, out)
 }
 
@@ -189,18 +211,20 @@ func main() {
 		os.Exit(1)
 	}
 	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		for s := range sig {
 			switch s {
 			case syscall.SIGUSR1:
-				theGate.set(true)
+				theGate.set(hung)
+			case syscall.SIGHUP:
+				theGate.set(mdsDown)
 			case syscall.SIGUSR2:
-				theGate.set(false)
+				theGate.set(answer)
 			case syscall.SIGTERM:
 				os.Exit(137) // die holding the mount, like the OOM killer's victim
 			case syscall.SIGINT:
-				theGate.set(false)
+				theGate.set(answer)
 				_ = server.Unmount()
 			}
 		}
