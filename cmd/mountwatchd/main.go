@@ -26,6 +26,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -50,6 +51,7 @@ type config struct {
 
 	probe        probe.Config
 	probeFSTypes string
+	stuckAfter   time.Duration
 	fusectl      string
 	mountFusectl bool
 	scan         scanConfig
@@ -109,6 +111,11 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag("probe.fstypes", "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
 		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
 		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
+	app.Flag("probe.stuck-after", "Report a connection hung, even when its probe is answered, once one of the node's tasks has waited on it "+
+		"this long (0: never). Long enough for a healthy but slow server: s3fs and gcsfuse answer close() or fsync() only once the "+
+		"whole object is uploaded (5GiB at 10MB/s is 8.5 minutes). Measured from when mountwatchd first saw the task waiting, "+
+		"so --once, which sees each task once, never reaches it.").
+		Default(check.DefaultStuckAfter.String()).DurationVar(&cfg.stuckAfter)
 	app.Flag("path.fusectl", "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag("probe.mount-fusectl", "Mount fusectl at --path.fusectl in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -143,6 +150,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
 		fmt.Fprintln(stderr, "mountwatchd: --probe.timeout and --probe.max-blocked must be positive")
+		return exitUnknown
+	}
+	if cfg.stuckAfter < 0 {
+		fmt.Fprintf(stderr, "mountwatchd: --probe.stuck-after=%s: want a duration, or 0 for never\n", cfg.stuckAfter)
 		return exitUnknown
 	}
 	if cfg.probeFSTypes == "" {
@@ -235,7 +246,9 @@ func (sc scanConfig) validate() error {
 // scanning checks the budget of one full pass.
 func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
 	prober := probe.NewProber(cfg.probe, probe.SysFS{})
-	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl}
+	// One scan of the node's tasks per probe round, shared by both probing checks.
+	stuck := tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl})
+	hung := check.HungMountCheck{Prober: prober, Fusectl: cfg.fusectl, Tasks: stuck, StuckAfter: cfg.stuckAfter}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
 			hung.FusectlErr = err
@@ -249,7 +262,7 @@ func checks(cfg config, log *zap.Logger, live, once bool) []check.Check {
 	}
 	return []check.Check{
 		check.DeletedRootCheck{},
-		check.StaleMountCheck{Prober: prober},
+		check.StaleMountCheck{Prober: prober, Tasks: stuck},
 		hung,
 		check.ShadowedMountCheck{Prober: prober},
 		&check.OpaquePropagationCheck{SnapshotRoot: sc.snapshotsDir(), ContainerdRoot: sc.containerdRoot, Limits: limits, FullPass: once},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 	"golang.org/x/sys/unix"
 )
@@ -144,6 +145,9 @@ type Report struct {
 	Probe *probe.Stats
 	// Scan is the progress of the tree scans; nil when no scan ran.
 	Scan *walk.Stats
+	// Tasks is the scan of the node's tasks stuck on FUSE and network
+	// filesystems that the probing checks used; nil when none ran.
+	Tasks *tasks.Report
 }
 
 // ProbeStatser is implemented by probing checks (StaleMountCheck,
@@ -266,6 +270,9 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 				rep.Scan = &walk.Stats{Complete: true}
 			}
 			rep.Scan.Add(ss.Stats())
+		}
+		if tr, ok := c.(TaskReporter); ok && rep.Tasks == nil {
+			rep.Tasks = tr.TaskReport()
 		}
 		if ps, ok := c.(ProbeStatser); ok && rep.Probe == nil { // the checks share one prober
 			st := ps.ProbeStats()

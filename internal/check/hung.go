@@ -9,6 +9,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
 
 // HungMountCheck finds mounts whose filesystem does not answer a probe by
@@ -22,6 +23,12 @@ type HungMountCheck struct {
 	// FusectlErr, when set, says why the waiting count cannot be read.
 	Fusectl    string
 	FusectlErr error
+	// Tasks, when set, counts the node's tasks stuck on each connection
+	// (shared with StaleMountCheck: one scan per probe round); a
+	// connection with one stuck longer than StuckAfter is hung even when
+	// its probe was answered (StuckAfter 0: never).
+	Tasks      *tasks.Scanner
+	StuckAfter time.Duration
 }
 
 // ID implements Check.
@@ -33,9 +40,18 @@ func (HungMountCheck) Kind() Kind { return ProbeCheck }
 // ProbeStats reports the prober's state for the Report.
 func (c HungMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
 
+// TaskReport implements TaskReporter.
+func (c HungMountCheck) TaskReport() *tasks.Report {
+	if c.Tasks == nil {
+		return nil
+	}
+	return c.Tasks.Last()
+}
+
 // Run implements Check.
 func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	r := c.Prober.Round(ctx, s)
+	tr := scanTasks(ctx, c.Tasks, r, s)
 	var out []Finding
 	waiting := map[string]string{} // by connection, read once
 	conns := newConnIndex(s)
@@ -57,8 +73,12 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 			f.Details["fuse_waiting"] = w
 		}
 		f.Message = hungMessage(conns, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
+		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
+			f.Message += " " + strings.ToUpper(stuck[:1]) + stuck[1:]
+		}
 		out = append(out, f)
 	}
+	out = append(out, stuckFindings(conns, s, r, tr, c.StuckAfter, c.fusectl())...)
 	return out, r.NamespaceErr()
 }
 

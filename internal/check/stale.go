@@ -8,6 +8,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +39,12 @@ func isStale(m *mounts.Mount, errno syscall.Errno) bool {
 // StaleMountCheck finds mounts whose filesystem answers a probe with an
 // error that means it is dead, such as ENOTCONN after a FUSE server died.
 // The mount table does not change when that happens; only a probe shows it.
-type StaleMountCheck struct{ Prober *probe.Prober }
+type StaleMountCheck struct {
+	Prober *probe.Prober
+	// Tasks, when set, says how many of the node's tasks are stuck on a
+	// stale connection (a server that died holding requests).
+	Tasks *tasks.Scanner
+}
 
 // ID implements Check.
 func (StaleMountCheck) ID() ID { return StaleMount }
@@ -52,6 +58,7 @@ func (c StaleMountCheck) ProbeStats() probe.Stats { return c.Prober.Stats() }
 // Run implements Check.
 func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding, error) {
 	r := c.Prober.Round(ctx, s)
+	tr := scanTasks(ctx, c.Tasks, r, s)
 	var out []Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
@@ -67,6 +74,9 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		f.Details = connDetails(conns, m)
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
+		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
+			f.Message += " " + strings.ToUpper(stuck[:1]) + stuck[1:]
+		}
 		out = append(out, f)
 	}
 	return out, r.NamespaceErr()

@@ -517,6 +517,9 @@ func (d *Daemon) merge() *check.Report {
 			s := *l.last.Scan
 			rep.Scan = &s
 		}
+		if l.last.Tasks != nil {
+			rep.Tasks = l.last.Tasks // immutable once made
+		}
 		for _, f := range l.last.Findings {
 			if l.lastSeq != d.snapSeq {
 				if n, ok := d.since[mountKey{f.MountID, f.MountPoint}]; !ok || n > l.lastSeq {

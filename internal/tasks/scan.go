@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"cmp"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -123,6 +125,19 @@ type Report struct {
 	Err error `json:"-"`
 }
 
+// MarshalJSON writes Err as "error".
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	e := ""
+	if r.Err != nil {
+		e = r.Err.Error()
+	}
+	return json.Marshal(struct {
+		*plain
+		Error string `json:"error,omitempty"`
+	}{(*plain)(r), e})
+}
+
 // Conn returns what is stuck on connection dev, or nil.
 func (r *Report) Conn(dev string) *Conn {
 	if r == nil {
@@ -174,11 +189,11 @@ func NewScanner(cfg Config) *Scanner {
 
 // ScanFor returns the scan made for key (the probe round the checks of one
 // run share), making it if none was: the checks of a run see one scan. It
-// waits at most Config.Timeout; a scan that has not returned by then is
+// waits at most Config.Timeout, and not past ctx; a scan that has not returned by then is
 // left to finish on its own, and until it does every call returns a report
 // whose Err says so instead of starting another (at most one is ever in
 // flight).
-func (sc *Scanner) ScanFor(key any, s *mounts.Snapshot) *Report {
+func (sc *Scanner) ScanFor(ctx context.Context, key any, s *mounts.Snapshot) *Report {
 	sc.mu.Lock()
 	if key != nil && sc.lastKey == key && sc.last != nil {
 		r := sc.last
@@ -198,6 +213,7 @@ func (sc *Scanner) ScanFor(key any, s *mounts.Snapshot) *Report {
 		r := sc.Scan(s)
 		sc.mu.Lock()
 		sc.flying = time.Time{}
+		sc.lastKey, sc.last = key, r
 		sc.mu.Unlock()
 		done <- r
 	}()
@@ -205,12 +221,11 @@ func (sc *Scanner) ScanFor(key any, s *mounts.Snapshot) *Report {
 	defer timer.Stop()
 	select {
 	case r := <-done:
-		sc.mu.Lock()
-		sc.lastKey, sc.last = key, r
-		sc.mu.Unlock()
 		return r
 	case <-timer.C:
 		return &Report{Taken: time.Now(), Err: fmt.Errorf("the scan of the tasks did not finish within %s", sc.cfg.Timeout)}
+	case <-ctx.Done():
+		return &Report{Taken: time.Now(), Err: fmt.Errorf("the scan of the tasks did not finish: %w", context.Cause(ctx))}
 	}
 }
 
@@ -690,4 +705,11 @@ func (x *scan) readErr(err error) {
 	if len(x.rep.Errors) < 5 && !slices.Contains(x.rep.Errors, err.Error()) {
 		x.rep.Errors = append(x.rep.Errors, err.Error())
 	}
+}
+
+// Last returns the report of the last scan ScanFor finished, or nil.
+func (sc *Scanner) Last() *Report {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.last
 }

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -248,17 +249,17 @@ func TestScanForSharesAndBounds(t *testing.T) {
 	sc := NewScanner(fixtureConfig(t, "testdata/proc", "testdata/fusectl-two"))
 	snap := fixtureSnapshot(t)
 	key := new(int)
-	a := sc.ScanFor(key, snap)
-	if b := sc.ScanFor(key, snap); a != b {
+	a := sc.ScanFor(context.Background(), key, snap)
+	if b := sc.ScanFor(context.Background(), key, snap); a != b {
 		t.Error("a second ScanFor with the same key scanned again")
 	}
-	if c := sc.ScanFor(new(int), snap); c == a {
+	if c := sc.ScanFor(context.Background(), new(int), snap); c == a {
 		t.Error("ScanFor with a new key returned the old scan")
 	}
 	sc.mu.Lock()
 	sc.flying = time.Now()
 	sc.mu.Unlock()
-	if r := sc.ScanFor(new(int), snap); r.Err == nil || !strings.Contains(r.Err.Error(), "has not returned") {
+	if r := sc.ScanFor(context.Background(), new(int), snap); r.Err == nil || !strings.Contains(r.Err.Error(), "has not returned") {
 		t.Errorf("with a scan in flight: %v, want an error saying an earlier scan has not returned", r.Err)
 	}
 }

@@ -3,9 +3,13 @@ package testenv
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -14,7 +18,8 @@ import (
 // StallFUSE is a FUSE server in the test process that behaves like
 // ceph-fuse with its MDS frozen: while stalled it answers statfs and the
 // root's getattr (and opens the root directory), but takes every lookup and
-// directory read and does not answer until Resume. A task that lists the
+// directory read and does not answer until Resume (StallAll holds statfs
+// and getattr too, as with its monitors down). A task that lists the
 // root then waits in the kernel for an answer (request_wait_answer), as a
 // pod's ls does in the field, while a statfs/stat probe is answered.
 type StallFUSE struct {
@@ -22,6 +27,7 @@ type StallFUSE struct {
 
 	mu      sync.Mutex
 	stalled bool
+	all     bool // statfs and getattr are held too
 	resume  chan struct{}
 	taken   chan struct{} // receives one value per request held
 }
@@ -60,12 +66,21 @@ func (s *StallFUSE) Stall() {
 	}
 }
 
+// StallAll makes the server take every request without answering it,
+// statfs and getattr too (a probe of the mount then hangs).
+func (s *StallFUSE) StallAll() {
+	s.Stall()
+	s.mu.Lock()
+	s.all = true
+	s.mu.Unlock()
+}
+
 // Resume answers the held requests and every later one.
 func (s *StallFUSE) Resume() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stalled {
-		s.stalled = false
+		s.stalled, s.all = false, false
 		close(s.resume)
 	}
 }
@@ -75,10 +90,11 @@ func (s *StallFUSE) Resume() {
 // kernel for the answer.
 func (s *StallFUSE) Taken() <-chan struct{} { return s.taken }
 
-// hold blocks a request while the server is stalled.
-func (s *StallFUSE) hold(ctx context.Context) {
+// hold blocks a request while the server is stalled (for statfs and
+// getattr, only while it stalls everything).
+func (s *StallFUSE) hold(ctx context.Context, always bool) {
 	s.mu.Lock()
-	stalled, resume := s.stalled, s.resume
+	stalled, resume := s.stalled && (always || s.all), s.resume
 	s.mu.Unlock()
 	if !stalled {
 		return
@@ -105,11 +121,13 @@ var (
 )
 
 func (n *stallNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	n.s.hold(ctx, false)
 	out.Blocks, out.Bfree, out.Bavail, out.Bsize, out.NameLen = 1024, 512, 512, 4096, 255
 	return 0
 }
 
 func (n *stallNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.s.hold(ctx, false)
 	out.Mode = syscall.S_IFDIR | 0o755
 	out.Nlink = 2
 	return 0
@@ -118,16 +136,68 @@ func (n *stallNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.Attr
 func (n *stallNode) Opendir(ctx context.Context) syscall.Errno { return 0 }
 
 func (n *stallNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.s.hold(ctx)
+	n.s.hold(ctx, true)
 	return nil, syscall.ENOENT
 }
 
 func (n *stallNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	n.s.hold(ctx)
+	n.s.hold(ctx, true)
 	return fs.NewListDirStream(nil), 0
 }
 
 func (n *stallNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	n.s.hold(ctx)
+	n.s.hold(ctx, true)
 	return 0, syscall.ENODATA
 }
+
+// StuckPodVolume is a CSI pod volume of pod VolumePodUID (namespace team-a,
+// name web-0, volume pvc-1) on a StallFUSE, and a stand-in pod (team-a/
+// stand-in, cgroupfs driver, burstable) whose ls of the volume the stalled
+// server has taken and holds: its task waits in the kernel, with the
+// volume's directory open (getdents64).
+type StuckPodVolume struct {
+	FUSE                  *StallFUSE
+	Mnt                   string
+	KubeletRoot, PodLogs  string
+	VolumePodUID, PodName string
+	Pod                   *StandInPod
+}
+
+// NewStuckPodVolume makes a StuckPodVolume under dir, with fusectl mounted
+// in the test's mount namespace. The server answers statfs and getattr
+// (a probe of the mount is answered) unless stallAll.
+func NewStuckPodVolume(t testing.TB, dir string, stallAll bool) *StuckPodVolume {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "ls", "coreutils")
+	v := &StuckPodVolume{KubeletRoot: filepath.Join(dir, "kubelet"), PodLogs: filepath.Join(dir, "log", "pods"),
+		VolumePodUID: NewPodUID(t), PodName: "web-0"}
+	v.Mnt = KubeletPodVolume(t, v.KubeletRoot, v.VolumePodUID, "pvc-1", "cephfs.csi.ceph.com", "vol-1")
+	v.FUSE = NewStallFUSE(t, v.Mnt, "ceph-fuse", "ceph-fuse")
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(fusectlDir, &sfs); err != nil || sfs.Type != fusectlMagic {
+		Mount(t, "none", fusectlDir, "fusectl", 0, "")
+	}
+	v.FUSE.Stall()
+	v.Pod = StartStandInPod(t, CgroupfsDriver, "burstable", "ls", v.Mnt)
+	t.Cleanup(v.FUSE.Resume) // first: lets the stand-in exit
+	select {
+	case <-v.FUSE.Taken():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stand-in pod's directory read did not reach the FUSE server")
+	}
+	for _, d := range []string{"team-a_" + v.PodName + "_" + v.VolumePodUID, "team-a_stand-in_" + v.Pod.UID} {
+		if err := os.MkdirAll(filepath.Join(v.PodLogs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stallAll {
+		v.FUSE.StallAll()
+	}
+	return v
+}
+
+const (
+	fusectlDir   = "/sys/fs/fuse/connections"
+	fusectlMagic = 0x65735543
+)
