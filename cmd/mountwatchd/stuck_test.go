@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,4 +119,57 @@ func TestDaemonHungByStuckTasks(t *testing.T) {
 		body = d.metrics()
 		return !hungAt(body) && !strings.Contains(body, `mountwatchd_connection_stuck_tasks{connection="`+conn+`"`)
 	})
+}
+
+// What the scan of stuck tasks needs: a pod's task of another user (uid
+// 65534) is counted and named with the DaemonSet's capabilities; without
+// CAP_SYS_PTRACE the kernel hides its wait channel, and the report says
+// the task could not be read and why instead of counting nothing silently.
+func TestStuckTasksLeastPrivilege(t *testing.T) {
+	setpriv := testenv.RequireCommand(t, "setpriv", "util-linux")
+	v := testenv.NewStuckPodVolume(t, t.TempDir(), false, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+	args := []string{"--once", "--output=json", "--path.kubelet", v.KubeletRoot, "--path.pod-logs", v.PodLogs}
+	type scan struct {
+		Tasks *struct {
+			Stuck      int      `json:"stuck"`
+			Unreadable int      `json:"unreadable"`
+			Errors     []string `json:"errors"`
+			Tasks      []struct {
+				PID int `json:"pid"`
+				Pod *struct {
+					UID string `json:"pod_uid"`
+				} `json:"pod"`
+			} `json:"tasks"`
+		} `json:"stuck_tasks"`
+	}
+	run := func(caps []string) scan {
+		t.Helper()
+		// Exit 0: the probe is answered, and --once never reaches --probe.stuck-after.
+		out, err := exec.Command(setpriv, append(append(slices.Clone(caps), binary(t)), args...)...).Output()
+		if err != nil {
+			t.Fatalf("setpriv %v mountwatchd: %v\n%s", caps, err, out)
+		}
+		var s scan
+		if err := json.Unmarshal(out, &s); err != nil || s.Tasks == nil {
+			t.Fatalf("setpriv %v: no stuck_tasks (%v):\n%s", caps, err, out)
+		}
+		return s
+	}
+	s := run(capsOnly(keptCaps...))
+	found := false
+	for _, task := range s.Tasks.Tasks {
+		found = found || (task.PID == v.Pod.Cmd.Process.Pid && task.Pod != nil && task.Pod.UID == v.Pod.UID)
+	}
+	if !found {
+		t.Errorf("with %v: the stand-in's task (uid 65534) is not counted with its pod: %+v", keptCaps, s.Tasks)
+	}
+	s = run(capsOnly(without("sys_ptrace")...))
+	for _, task := range s.Tasks.Tasks {
+		if task.PID == v.Pod.Cmd.Process.Pid {
+			t.Errorf("without CAP_SYS_PTRACE the stand-in's task was counted: %+v", task)
+		}
+	}
+	if s.Tasks.Unreadable == 0 || !strings.Contains(strings.Join(s.Tasks.Errors, "\n"), "needs CAP_SYS_PTRACE") {
+		t.Errorf("without CAP_SYS_PTRACE: unreadable %d, errors %q; want the hidden wait channel named", s.Tasks.Unreadable, s.Tasks.Errors)
+	}
 }

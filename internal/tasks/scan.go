@@ -320,9 +320,8 @@ func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
 }
 
 // ourselves is our own PID as the inspected procfs numbers it, and our
-// command name: our own probes, and the helper processes they run in (the
-// same binary, so the same name), are the probe's hang, reported by the
-// probe, not stuck users.
+// command name: our own probes, and the helper processes they run in, are
+// the probe's hang, reported by the probe, not stuck users (see ours).
 func (x *scan) ourselves() (int, string) {
 	link, err := os.Readlink(filepath.Join(x.proc, "self"))
 	if err != nil {
@@ -339,6 +338,13 @@ func (x *scan) ourselves() (int, string) {
 		}
 	}
 	return pid, comm
+}
+
+// ours says whether a task of this name is one of ours: this process, or a
+// helper process it started (the same binary, named like us or
+// <our name>-<role>, as the probe helpers are).
+func (x *scan) ours(comm string) bool {
+	return x.selfComm != "" && (comm == x.selfComm || strings.HasPrefix(comm, x.selfComm+"-"))
 }
 
 // task reads one task and reports whether it is stuck on a FUSE or network
@@ -358,7 +364,7 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 	if st.State != 'D' && !(st.State == 'S' && readS) {
 		return Task{}, taskKey{}, false
 	}
-	if st.Flags&pfKthread != 0 || (x.selfComm != "" && st.Comm == x.selfComm) {
+	if st.Flags&pfKthread != 0 || x.ours(st.Comm) {
 		return Task{}, taskKey{}, false
 	}
 	data, err = x.read(filepath.Join(dir, "wchan"))
@@ -367,6 +373,12 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 		return Task{}, taskKey{}, false
 	}
 	wchan := strings.TrimSpace(string(data))
+	if wchan == "0" {
+		// The kernel hides the wait channel from a reader that may not
+		// ptrace the task (no CAP_SYS_PTRACE, another user's task).
+		x.readErr(fmt.Errorf("%s: hidden (reading another user's task needs CAP_SYS_PTRACE)", filepath.Join(dir, "wchan")))
+		return Task{}, taskKey{}, false
+	}
 	if !stuckState(st.State, wchan) {
 		return Task{}, taskKey{}, false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -165,21 +166,33 @@ type StuckPodVolume struct {
 
 // NewStuckPodVolume makes a StuckPodVolume under dir, with fusectl mounted
 // in the test's mount namespace. The server answers statfs and getattr
-// (a probe of the mount is answered) unless stallAll.
-func NewStuckPodVolume(t testing.TB, dir string, stallAll bool) *StuckPodVolume {
+// (a probe of the mount is answered) unless stallAll. The stand-in runs
+// wrap ls (wrap: a command prefix such as setpriv's, or none).
+func NewStuckPodVolume(t testing.TB, dir string, stallAll bool, wrap ...string) *StuckPodVolume {
 	t.Helper()
 	RequireRoot(t)
 	RequireCommand(t, "ls", "coreutils")
 	v := &StuckPodVolume{KubeletRoot: filepath.Join(dir, "kubelet"), PodLogs: filepath.Join(dir, "log", "pods"),
 		VolumePodUID: NewPodUID(t), PodName: "web-0"}
 	v.Mnt = KubeletPodVolume(t, v.KubeletRoot, v.VolumePodUID, "pvc-1", "cephfs.csi.ceph.com", "vol-1")
+	if len(wrap) > 0 {
+		// The stand-in may run as another user: it must reach the mount
+		// point through the test's (0700) directories.
+		tmp := filepath.Clean(os.TempDir())
+		for d := filepath.Dir(v.Mnt); d != tmp && d != "/" && strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	v.FUSE = NewStallFUSE(t, v.Mnt, "ceph-fuse", "ceph-fuse")
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(fusectlDir, &sfs); err != nil || sfs.Type != fusectlMagic {
 		Mount(t, "none", fusectlDir, "fusectl", 0, "")
 	}
 	v.FUSE.Stall()
-	v.Pod = StartStandInPod(t, CgroupfsDriver, "burstable", "ls", v.Mnt)
+	argv := append(append([]string{}, wrap...), "ls", v.Mnt)
+	v.Pod = StartStandInPod(t, CgroupfsDriver, "burstable", argv[0], argv[1:]...)
 	t.Cleanup(v.FUSE.Resume) // first: lets the stand-in exit
 	select {
 	case <-v.FUSE.Taken():
