@@ -16,7 +16,12 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if n, err := strconv.Atoi(os.Getenv(threadsEnv)); err == nil {
+		sleepThreads(n) // BenchmarkTaskScan's busy process
+	}
+	testenv.Main(m)
+}
 
 const fusectlMagic = 0x65735543
 

@@ -266,3 +266,40 @@ func TestScanForSharesAndBounds(t *testing.T) {
 		t.Errorf("with a scan in flight: %v, want an error saying an earlier scan has not returned", r.Err)
 	}
 }
+
+// With no FUSE request waiting and no network filesystem mounted nothing
+// can be stuck, and the node's tasks are not read; with an NFS mount they
+// are, and its stuck task is found.
+func TestScanSkipsAnIdleNode(t *testing.T) {
+	data, err := os.ReadFile("testdata/host-mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for l := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+		if !strings.Contains(l, " - nfs4 ") {
+			lines = append(lines, l)
+		}
+	}
+	local := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(local, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noNet, err := mounts.ReadSnapshotFile(local, mounts.DefaultKubeletRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewScanner(fixtureConfig(t, "testdata/proc", "testdata/fusectl-idle")).Scan(noNet)
+	if r.Skipped == "" || r.Examined != 0 || r.Stuck != 0 || r.Err != nil {
+		t.Errorf("idle FUSE-only node: skipped %q, examined %d, stuck %d, err %v; want skipped, nothing read", r.Skipped, r.Examined, r.Stuck, r.Err)
+	}
+	r = NewScanner(fixtureConfig(t, "testdata/proc", "testdata/fusectl-idle")).Scan(fixtureSnapshot(t))
+	if r.Skipped != "" || byTID(r)[9011].Family != FamilyNFS {
+		t.Errorf("with an NFS mount: skipped %q, tasks %+v; want the NFS reader found", r.Skipped, r.Tasks)
+	}
+	// With FUSE idle only D tasks are read: the S waiters of the fixtures
+	// (8603, 8618), which cannot exist without a request waiting, are not.
+	if _, ok := byTID(r)[8603]; ok {
+		t.Error("an S task's wait channel was read with no FUSE request waiting")
+	}
+}
