@@ -30,7 +30,7 @@ func sleepThreads(n int) {
 		go func() {
 			runtime.LockOSThread()
 			ready.Done()
-			var ts unix.Timespec = unix.NsecToTimespec(int64(time.Hour))
+			ts := unix.NsecToTimespec(int64(time.Hour))
 			for {
 				_ = unix.Nanosleep(&ts, nil)
 			}

@@ -113,12 +113,7 @@ func isUID(s string) bool {
 	if len(s) < 32 || len(s) > 36 {
 		return false
 	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, "0123456789abcdef-") == ""
 }
 
 // isID accepts a container id: hex digits, at most 64 of them (runtimes use
@@ -127,10 +122,5 @@ func isID(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, "0123456789abcdef") == ""
 }

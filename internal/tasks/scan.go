@@ -388,7 +388,7 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 		x.readErr(fmt.Errorf("%s: %w", filepath.Join(dir, "stat"), err))
 		return Task{}, taskKey{}, false
 	}
-	if st.State != 'D' && !(st.State == 'S' && readS) {
+	if st.State != 'D' && (st.State != 'S' || !readS) {
 		return Task{}, taskKey{}, false
 	}
 	if st.Flags&pfKthread != 0 || x.ours(st.Comm) {
@@ -456,7 +456,7 @@ func (x *scan) attributeFD(t *Task, dir string, sc syscallLine) {
 	switch {
 	case t.Family != "" && fam != t.Family:
 		return // e.g. a read from a local file into a buffer mapped from FUSE
-	case t.Family == "" && (dirfd || !(m.FUSE || m.Network)):
+	case t.Family == "" && (dirfd || !m.FUSE && !m.Network):
 		return
 	case t.Family == "":
 		t.Family = cmp.Or(fam, m.FSType)
