@@ -18,7 +18,7 @@ import (
 const (
 	// CgroupfsDriver names the cgroup kubepods/<qos>/pod<uid>/<container id>
 	// (kubepods/pod<uid>/... for a guaranteed pod); the stand-in uses the
-	// cgroup v1 pids hierarchy.
+	// cgroup v1 pids hierarchy where there is one.
 	CgroupfsDriver = "cgroupfs"
 	// SystemdDriver names it kubepods.slice/kubepods-<qos>.slice/
 	// kubepods-<qos>-pod<uid with _ for ->.slice/cri-containerd-<id>.scope;
@@ -26,11 +26,22 @@ const (
 	SystemdDriver = "systemd"
 )
 
-// Cgroup hierarchies of these machines (TESTING.md).
-const (
-	cgroupV1Pids = "/sys/fs/cgroup/pids"
-	cgroupV2     = "/sys/fs/cgroup/unified"
-)
+// cgroupRoot is where a stand-in of driver's pods is made: for the
+// cgroupfs driver the cgroup v1 pids hierarchy (these machines have v1
+// controllers and v2 at /sys/fs/cgroup/unified, TESTING.md), for the
+// systemd driver cgroup v2; on a machine with v2 only, v2 for both.
+func cgroupRoot(driver string) string {
+	v2 := "/sys/fs/cgroup/unified"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		v2 = "/sys/fs/cgroup" // the unified hierarchy alone
+	}
+	if driver == CgroupfsDriver {
+		if _, err := os.Stat("/sys/fs/cgroup/pids/cgroup.procs"); err == nil {
+			return "/sys/fs/cgroup/pids"
+		}
+	}
+	return v2
+}
 
 // StandInPod is a process in a cgroup named as kubelet names a pod's
 // container.
@@ -84,10 +95,7 @@ func PodCgroupPath(driver, qos, uid, containerID string) string {
 func StartStandInPod(t testing.TB, driver, qos, name string, args ...string) *StandInPod {
 	t.Helper()
 	RequireRoot(t)
-	root := cgroupV2
-	if driver == CgroupfsDriver {
-		root = cgroupV1Pids
-	}
+	root := cgroupRoot(driver)
 	_, err := os.Stat(filepath.Join(root, "cgroup.procs"))
 	Require(t, err == nil, "a cgroup hierarchy at %s", root)
 	p := &StandInPod{UID: NewPodUID(t), QoS: qos, ContainerID: NewContainerID(t)}
