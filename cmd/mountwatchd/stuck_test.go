@@ -15,7 +15,9 @@ import (
 )
 
 // These tests read the report as a script does (plain JSON, the exposition
-// text), so they build and run against any version of the binary.
+// text), so they build and run against any version of the binary. They
+// assert counts per connection: other tests on the machine may leave tasks
+// stuck on servers of their own.
 
 func connectionOf(t *testing.T, mnt string) string {
 	t.Helper()
@@ -29,10 +31,23 @@ func connectionOf(t *testing.T, mnt string) string {
 // --once on a pod volume whose server answers the probe (statfs, getattr)
 // and holds a pod's directory read: the report counts the stuck task, on
 // the volume's connection, and names the stand-in pod and its container.
+//
+// Then as a DaemonSet sees the node (--target.pid of a process in another
+// mount namespace, made after the volume was mounted): the stand-in's
+// descriptor is on a mount of our namespace, not in the node's table, and
+// is found in the task's own mount table; the pod is named through
+// /proc/<pid>/root.
 func TestOnceCountsStuckPodTasks(t *testing.T) {
 	v := testenv.NewStuckPodVolume(t, t.TempDir(), false)
+	node := testenv.NewNode(t, "true")
+	for _, target := range []string{"0", strconv.Itoa(node.PID)} {
+		t.Run("target.pid="+target, func(t *testing.T) { onceCountsStuckPodTasks(t, v, target) })
+	}
+}
+
+func onceCountsStuckPodTasks(t *testing.T, v *testenv.StuckPodVolume, target string) {
 	conn := connectionOf(t, v.Mnt)
-	r := mountwatchd(t, "--once", "--output=json", "--path.kubelet", v.KubeletRoot, "--path.pod-logs", v.PodLogs)
+	r := mountwatchd(t, "--once", "--output=json", "--target.pid", target, "--path.kubelet", v.KubeletRoot, "--path.pod-logs", v.PodLogs)
 	var doc struct {
 		Tasks *struct {
 			Stuck int `json:"stuck"`
@@ -80,8 +95,8 @@ func TestOnceCountsStuckPodTasks(t *testing.T) {
 	if !found {
 		t.Errorf("stand-in's task %d not listed: %+v", v.Pod.Cmd.Process.Pid, doc.Tasks.Tasks)
 	}
-	text := mountwatchd(t, "--once", "--path.kubelet", v.KubeletRoot, "--path.pod-logs", v.PodLogs)
-	if !strings.Contains(text.stdout, "Stuck tasks: ") {
+	text := mountwatchd(t, "--once", "--target.pid", target, "--path.kubelet", v.KubeletRoot, "--path.pod-logs", v.PodLogs)
+	if !strings.Contains(text.stdout, "Stuck tasks: ") || !strings.Contains(text.stdout, "  connection "+conn+" (fuse.ceph-fuse): 1 task") {
 		t.Errorf("the text report does not count the stuck tasks:\n%s", text.stdout)
 	}
 }
