@@ -74,7 +74,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 		}
 		f.Message = hungMessage(conns, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
 		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
-			f.Message += " " + strings.ToUpper(stuck[:1]) + stuck[1:]
+			f.Message += " " + strings.TrimSpace(stuck)
 		}
 		out = append(out, f)
 	}

@@ -75,7 +75,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
 		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
-			f.Message += " " + strings.ToUpper(stuck[:1]) + stuck[1:]
+			f.Message += " " + strings.TrimSpace(stuck)
 		}
 		out = append(out, f)
 	}

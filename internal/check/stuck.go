@@ -145,7 +145,7 @@ func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tas
 		}
 		fmt.Fprintf(&b, "a task waiting on it for longer than %s (--probe.stuck-after): the server answers some requests and not others "+
 			"(ceph-fuse with its MDS down still answers statfs and cached attributes). ", after)
-		b.WriteString(strings.ToUpper(stuck[:1]) + stuck[1:])
+		b.WriteString(stuck)
 		if m.Kube != nil && m.Kube.PodUID != "" {
 			fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), m.Kube.Volume)
 		}

@@ -3,7 +3,6 @@ package tasks
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,105 +49,6 @@ type Config struct {
 	Timeout time.Duration
 }
 
-// Task is one task stuck on a FUSE or network filesystem.
-type Task struct {
-	PID   int    `json:"pid"`
-	TID   int    `json:"tid"`
-	Comm  string `json:"comm"` // from stat, never cmdline
-	State string `json:"state"`
-	Wchan string `json:"wchan"`
-	// Syscall is the system call it is blocked in ("none" outside one:
-	// a page fault).
-	Syscall string `json:"syscall"`
-	// Family is the kind of filesystem it waits on (FamilyFUSE, ...).
-	Family string `json:"family"`
-	// Conn is the connection (major:minor) it waits on, "" when the
-	// kernel does not say which.
-	Conn string `json:"connection,omitempty"`
-	// MountID is the mount of the descriptor it works on, when that mount
-	// is in the inspected mount table; FSType its filesystem type.
-	MountID int    `json:"mount_id,omitempty"`
-	FSType  string `json:"fstype,omitempty"`
-	// By says how Conn was found: "fd" (the descriptor the call works
-	// on), "dirfd" (the directory a relative path started from),
-	// "fusectl" (the only FUSE connection with requests waiting).
-	By  string `json:"attributed_by,omitempty"`
-	Pod *Pod   `json:"pod,omitempty"`
-	// FirstSeen is when this process first saw the task in this wait: the
-	// kernel does not say when a wait began, so it is the first scan that
-	// found it, kept while the task has not run since (its context switch
-	// counts did not change).
-	FirstSeen time.Time `json:"first_seen"`
-}
-
-// PodTasks counts the stuck tasks of one pod (and container).
-type PodTasks struct {
-	Pod
-	Tasks int `json:"tasks"`
-}
-
-// Conn is what is stuck on one connection.
-type Conn struct {
-	Dev   string    `json:"connection"`
-	Tasks int       `json:"tasks"`
-	Since time.Time `json:"since"` // the earliest FirstSeen of its tasks
-	// Pods are the pods with stuck tasks, most tasks first, at most
-	// DefaultMaxPods; NodeTasks counts the tasks in no pod.
-	Pods      []PodTasks `json:"pods,omitempty"`
-	MorePods  int        `json:"more_pods,omitempty"`
-	NodeTasks int        `json:"node_tasks,omitempty"`
-}
-
-// Report is one scan of the node's tasks.
-type Report struct {
-	Taken time.Time `json:"taken"`
-	// Examined counts the tasks looked at; Truncated says the scan stopped
-	// at Config.MaxTasks.
-	Examined  int  `json:"examined"`
-	Truncated bool `json:"truncated,omitempty"`
-	// Stuck counts every stuck task found; Tasks lists the longest stuck,
-	// at most Config.MaxReported.
-	Stuck int    `json:"stuck"`
-	Tasks []Task `json:"tasks,omitempty"`
-	// Conns has the stuck tasks attributed to a connection, by major:minor.
-	Conns map[string]*Conn `json:"connections,omitempty"`
-	// Unattributed counts stuck tasks whose connection the kernel does not
-	// say (several FUSE connections have waiting requests, or an NFS wait
-	// outside a descriptor's call).
-	Unattributed int `json:"unattributed"`
-	// Unreadable counts tasks whose files could not be read for another
-	// reason than the task exiting; Errors holds the first few reasons.
-	Unreadable int      `json:"unreadable,omitempty"`
-	Errors     []string `json:"errors,omitempty"`
-	// Skipped says why no task was examined although nothing failed: no
-	// task can be waiting on a FUSE or network server.
-	Skipped string `json:"skipped,omitempty"`
-	// Err says why there is no scan: procfs could not be listed, or an
-	// earlier scan has not returned.
-	Err error `json:"-"`
-}
-
-// MarshalJSON writes Err as "error".
-func (r *Report) MarshalJSON() ([]byte, error) {
-	type plain Report
-	e := ""
-	if r.Err != nil {
-		e = r.Err.Error()
-	}
-	return json.Marshal(struct {
-		*plain
-		Error string `json:"error,omitempty"`
-	}{(*plain)(r), e})
-}
-
-// Conn returns what is stuck on connection dev, or nil.
-func (r *Report) Conn(dev string) *Conn {
-	if r == nil {
-		return nil
-	}
-	return r.Conns[dev]
-}
-
 type taskKey struct {
 	tid   int
 	start uint64
@@ -165,11 +65,12 @@ type seenTask struct {
 type Scanner struct {
 	cfg Config
 
-	mu      sync.Mutex
-	seen    map[taskKey]seenTask
-	lastKey any
-	last    *Report
-	flying  time.Time // start of a scan that has not returned; zero when none
+	mu       sync.Mutex
+	seen     map[taskKey]seenTask
+	lastKey  any
+	last     *Report   // the last scan finished, made for lastKey
+	returned *Report   // what the last ScanFor returned
+	flying   time.Time // start of a scan that has not returned; zero when none
 }
 
 // NewScanner returns a scanner with cfg's zero fields set to the defaults.
@@ -192,11 +93,19 @@ func NewScanner(cfg Config) *Scanner {
 
 // ScanFor returns the scan made for key (the probe round the checks of one
 // run share), making it if none was: the checks of a run see one scan. It
-// waits at most Config.Timeout, and not past ctx; a scan that has not returned by then is
-// left to finish on its own, and until it does every call returns a report
-// whose Err says so instead of starting another (at most one is ever in
-// flight).
+// waits at most Config.Timeout, and not past ctx; a scan that has not
+// returned by then is left to finish on its own, and until it does every
+// call returns a report whose Err says so instead of starting another (at
+// most one is ever in flight).
 func (sc *Scanner) ScanFor(ctx context.Context, key any, s *mounts.Snapshot) *Report {
+	r := sc.scanFor(ctx, key, s)
+	sc.mu.Lock()
+	sc.returned = r
+	sc.mu.Unlock()
+	return r
+}
+
+func (sc *Scanner) scanFor(ctx context.Context, key any, s *mounts.Snapshot) *Report {
 	sc.mu.Lock()
 	if key != nil && sc.lastKey == key && sc.last != nil {
 		r := sc.last
@@ -430,93 +339,6 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 	return t, taskKey{tid, st.StartTime}, true
 }
 
-// attributeFD attributes t to the mount of the descriptor its system call
-// works on, when the mount's family agrees with the wait.
-func (x *scan) attributeFD(t *Task, dir string, sc syscallLine) {
-	fd, dirfd, ok := fdOf(sc)
-	if !ok {
-		return
-	}
-	data, err := x.read(filepath.Join(dir, "fdinfo", strconv.Itoa(fd)))
-	if err != nil {
-		if !vanished(err) {
-			x.readErr(err)
-		}
-		return // closed meanwhile (close(2) drops it before FUSE_FLUSH)
-	}
-	id, err := parseMntID(data)
-	if err != nil {
-		return
-	}
-	m := x.mountByID(t.PID, id)
-	if m == nil {
-		return
-	}
-	fam := fstypeFamily(m.FSType)
-	switch {
-	case t.Family != "" && fam != t.Family:
-		return // e.g. a read from a local file into a buffer mapped from FUSE
-	case t.Family == "" && (dirfd || !m.FUSE && !m.Network):
-		return
-	case t.Family == "":
-		t.Family = cmp.Or(fam, m.FSType)
-	}
-	t.Conn, t.FSType, t.By = m.Dev(), m.FSType, "fd"
-	if dirfd {
-		t.By = "dirfd"
-	}
-	if x.snap != nil && x.snap.ByID[id] == m {
-		t.MountID = id
-	}
-}
-
-// attributeFusectl attributes a FUSE wait to the only FUSE connection with
-// requests waiting, if there is one.
-func (x *scan) attributeFusectl(t *Task) {
-	conn := ""
-	for c, n := range x.waiting {
-		if n == 0 {
-			continue
-		}
-		if conn != "" {
-			return // several: the kernel does not say which
-		}
-		conn = c
-	}
-	if conn != "" {
-		t.Conn, t.By = conn, "fusectl"
-	}
-}
-
-// mountByID finds mount id: in the inspected table, else in the mount table
-// of the task's own mount namespace (a container's mounts are copies, with
-// ids of their own). Mount ids are unique on the node.
-func (x *scan) mountByID(pid, id int) *mounts.Mount {
-	if x.snap != nil {
-		if m := x.snap.ByID[id]; m != nil {
-			return m
-		}
-	}
-	pdir := filepath.Join(x.proc, strconv.Itoa(pid))
-	ns, err := os.Readlink(filepath.Join(pdir, "ns", "mnt"))
-	if err != nil {
-		ns = "pid:" + strconv.Itoa(pid)
-	}
-	table, ok := x.nsTables[ns]
-	if !ok {
-		table = map[int]*mounts.Mount{}
-		if f, err := os.Open(filepath.Join(pdir, "mountinfo")); err == nil {
-			ms, _, _, _ := mounts.ParseMountTableLimit(f, maxMountinfoBytes)
-			f.Close()
-			for _, m := range ms {
-				table[m.ID] = m
-			}
-		}
-		x.nsTables[ns] = table
-	}
-	return table[id]
-}
-
 // track sets t's FirstSeen from the previous scans.
 func (x *scan) track(t *Task, key taskKey, pid, tid int) {
 	cur := seenTask{first: x.now}
@@ -591,123 +413,6 @@ func (x *scan) finish() {
 	x.rep.Tasks = x.tasks
 }
 
-// nameCluster fills in pod namespaces and names (from the mount table's pod
-// volumes, else kubelet's pod log directory) and container names (from
-// kubelet's container log links), reading kubelet's files only when a
-// stuck task is in a pod.
-func (x *scan) nameCluster() {
-	need := false
-	for _, t := range x.tasks {
-		need = need || t.Pod != nil
-	}
-	if !need {
-		return
-	}
-	known := map[string][2]string{}
-	if x.snap != nil {
-		for _, m := range x.snap.Mounts {
-			if k := m.Kube; k != nil && k.PodUID != "" && k.PodName != "" {
-				known[k.PodUID] = [2]string{k.PodNamespace, k.PodName}
-			}
-		}
-	}
-	h := x.sc.cfg.Host
-	var kf *mounts.KubeFiles
-	containers := containerLogNames(h)
-	for i := range x.tasks {
-		p := x.tasks[i].Pod
-		if p == nil {
-			continue
-		}
-		if nn, ok := known[p.UID]; ok {
-			p.Namespace, p.Name = nn[0], nn[1]
-		} else {
-			if kf == nil {
-				kf = mounts.OpenKubeFiles(h)
-				defer kf.Close()
-			}
-			if ns, name, ok := kf.Pod(p.UID); ok {
-				p.Namespace, p.Name = ns, name
-				known[p.UID] = [2]string{ns, name}
-			}
-		}
-		if c, ok := containers[p.ContainerID]; ok {
-			p.Container = c.container
-			if p.Name == "" {
-				p.Namespace, p.Name = c.namespace, c.pod
-			}
-		}
-	}
-}
-
-type containerLog struct{ pod, namespace, container string }
-
-// containerLogNames reads kubelet's container log links,
-// <pod>_<namespace>_<container>-<container id>.log in the containers
-// directory beside the pod log directory (/var/log/containers): the one
-// place on a node that names a container by its runtime id without asking
-// the runtime. Only the names are read; no link is followed.
-func containerLogNames(h mounts.Host) map[string]containerLog {
-	out := map[string]containerLog{}
-	entries, err := os.ReadDir(h.Path(filepath.Join(filepath.Dir(filepath.Clean(h.PodLogDir)), "containers")))
-	if err != nil {
-		return out
-	}
-	for _, e := range entries {
-		if c, id, ok := parseContainerLog(e.Name()); ok {
-			out[id] = c
-		}
-	}
-	return out
-}
-
-// parseContainerLog splits <pod>_<namespace>_<container>-<id>.log. Neither
-// pod, namespace nor container names hold '_'; the id is the part after the
-// container name's last '-'.
-func parseContainerLog(name string) (containerLog, string, bool) {
-	base, ok := strings.CutSuffix(name, ".log")
-	if !ok {
-		return containerLog{}, "", false
-	}
-	parts := strings.Split(base, "_")
-	if len(parts) != 3 {
-		return containerLog{}, "", false
-	}
-	i := strings.LastIndexByte(parts[2], '-')
-	if i <= 0 || !isID(parts[2][i+1:]) || parts[0] == "" || parts[1] == "" {
-		return containerLog{}, "", false
-	}
-	return containerLog{pod: parts[0], namespace: parts[1], container: parts[2][:i]}, parts[2][i+1:], true
-}
-
-// readFusectl reads the waiting count of every FUSE connection, by
-// major:minor. fusectl names a connection by its device number, which for
-// FUSE's anonymous devices (major 0) is the minor.
-func readFusectl(dir string) (map[string]int, bool) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, false
-	}
-	out := map[string]int{}
-	for _, e := range entries {
-		n, err := strconv.ParseUint(e.Name(), 10, 32)
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name(), "waiting"))
-		if err != nil {
-			continue
-		}
-		w, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil {
-			continue
-		}
-		// The kernel's dev_t: major in the top 12 bits, minor in the low 20.
-		out[strconv.FormatUint(n>>20, 10)+":"+strconv.FormatUint(n&0xfffff, 10)] = w
-	}
-	return out, true
-}
-
 // read reads a small /proc file into the scan's buffer; the bytes are valid
 // until the next read.
 func (x *scan) read(path string) ([]byte, error) {
@@ -746,9 +451,10 @@ func (x *scan) readErr(err error) {
 	}
 }
 
-// Last returns the report of the last scan ScanFor finished, or nil.
+// Last returns what the last ScanFor returned (a scan, or a report of why
+// there is none), or nil before the first.
 func (sc *Scanner) Last() *Report {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return sc.last
+	return sc.returned
 }

@@ -262,8 +262,12 @@ func TestScanForSharesAndBounds(t *testing.T) {
 	sc.mu.Lock()
 	sc.flying = time.Now()
 	sc.mu.Unlock()
-	if r := sc.ScanFor(context.Background(), new(int), snap); r.Err == nil || !strings.Contains(r.Err.Error(), "has not returned") {
+	r := sc.ScanFor(context.Background(), new(int), snap)
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "has not returned") {
 		t.Errorf("with a scan in flight: %v, want an error saying an earlier scan has not returned", r.Err)
+	}
+	if sc.Last() != r {
+		t.Error("Last is not what the last ScanFor returned")
 	}
 }
 
