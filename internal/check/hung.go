@@ -73,9 +73,7 @@ func (c HungMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding,
 			f.Details["fuse_waiting"] = w
 		}
 		f.Message = hungMessage(conns, m, res, c.Prober.Timeout(), f.Details["fuse_waiting"], c.fusectl())
-		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
-			f.Message += " " + strings.TrimSpace(stuck)
-		}
+		f.Message = withStuck(f.Message, addStuckDetails(f.Details, tr))
 		out = append(out, f)
 	}
 	out = append(out, stuckFindings(conns, s, r, tr, c.StuckAfter, c.fusectl())...)

@@ -74,9 +74,7 @@ func (c StaleMountCheck) Run(ctx context.Context, s *mounts.Snapshot) ([]Finding
 		f.Details = connDetails(conns, m)
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
-		if stuck := addStuckDetails(f.Details, tr); stuck != "" {
-			f.Message += " " + strings.TrimSpace(stuck)
-		}
+		f.Message = withStuck(f.Message, addStuckDetails(f.Details, tr))
 		out = append(out, f)
 	}
 	return out, r.NamespaceErr()

@@ -57,6 +57,18 @@ func addStuckDetails(d map[string]string, tr *tasks.Report) string {
 	return stuckSentence(c)
 }
 
+// withStuck puts the stuck sentence into a finding's message, before its
+// "Fix:".
+func withStuck(msg, stuck string) string {
+	if stuck == "" {
+		return msg
+	}
+	if i := strings.LastIndex(msg, "Fix: "); i >= 0 {
+		return msg[:i] + stuck + msg[i:]
+	}
+	return msg + " " + strings.TrimSpace(stuck)
+}
+
 // stuckPods lists the pods with stuck tasks: namespace/name (container):
 // count, most first.
 func stuckPods(c *tasks.Conn) string {
