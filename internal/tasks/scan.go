@@ -47,6 +47,10 @@ type Config struct {
 	MaxReported int
 	// Timeout bounds how long ScanFor waits for a scan.
 	Timeout time.Duration
+	// StateFile, when set, keeps what the scanner saw stuck across
+	// processes (see state.go): read before the first scan, written after
+	// each. Its directory must exist.
+	StateFile string
 }
 
 type taskKey struct {
@@ -71,6 +75,7 @@ type Scanner struct {
 	last     *Report   // the last scan finished, made for lastKey
 	returned *Report   // what the last ScanFor returned
 	flying   time.Time // start of a scan that has not returned; zero when none
+	loaded   bool      // StateFile was read
 }
 
 // NewScanner returns a scanner with cfg's zero fields set to the defaults.
@@ -166,6 +171,21 @@ func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
 		nsTables: map[string]map[int]*mounts.Mount{}, seen: map[taskKey]seenTask{}}
 	x.rep = &Report{Taken: x.now, Conns: map[string]*Conn{}}
 	x.self, x.selfComm = x.ourselves()
+	boot := ""
+	if sc.cfg.StateFile != "" {
+		boot = x.bootID()
+		if err := x.loadState(boot); err != nil {
+			x.noteErr(err)
+		}
+		defer func() {
+			if x.rep.Err != nil {
+				return // no scan: keep what the file remembers
+			}
+			if err := x.saveState(boot); err != nil {
+				x.noteErr(err)
+			}
+		}()
+	}
 	x.waiting, x.fusectl = readFusectl(sc.cfg.Fusectl)
 	// A task can sleep interruptibly (S) in request_wait_answer only while
 	// its FUSE connection has a request waiting: with none, only D tasks
@@ -438,6 +458,13 @@ func (x *scan) read(path string) ([]byte, error) {
 // vanished says whether err means the task (or descriptor) is gone.
 func vanished(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+// noteErr keeps an error of the scan's own (its state file) in the report.
+func (x *scan) noteErr(err error) {
+	if len(x.rep.Errors) < 6 {
+		x.rep.Errors = append(x.rep.Errors, err.Error())
+	}
 }
 
 // readErr counts an error reading a task's files, unless the task exited.

@@ -307,3 +307,51 @@ func TestScanSkipsAnIdleNode(t *testing.T) {
 		t.Error("an S task's wait channel was read with no FUSE request waiting")
 	}
 }
+
+// With a state file, a new Scanner (the next --once) keeps the first-seen
+// times of the tasks an earlier one saw stuck, for tasks that did not run
+// since; a file of another boot is ignored, and an unusable one is an error
+// in the report, not a failed scan.
+func TestScanStateFileAcrossProcesses(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "stuck-tasks.json")
+	cfg := fixtureConfig(t, "testdata/proc", "testdata/fusectl-two")
+	cfg.StateFile = state
+	snap := fixtureSnapshot(t)
+	first := byTID(NewScanner(cfg).Scan(snap))
+	time.Sleep(10 * time.Millisecond)
+	r := NewScanner(cfg).Scan(snap)
+	if len(r.Errors) != 1 { // 9030's hidden wait channel only
+		t.Errorf("errors %v", r.Errors)
+	}
+	second := byTID(r)
+	for _, tid := range []int{8603, 8618, 9011} {
+		if !second[tid].FirstSeen.Equal(first[tid].FirstSeen) {
+			t.Errorf("%d: first seen %s by the first scanner, %s by the next; want it kept", tid, first[tid].FirstSeen, second[tid].FirstSeen)
+		}
+	}
+
+	data, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := strings.Replace(string(data), "3f9c2a1e-7b4d-4e8a-9c1f-2d3e4f5a6b7c", "00000000-0000-4000-8000-000000000000", 1)
+	if err := os.WriteFile(state, []byte(other), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third := byTID(NewScanner(cfg).Scan(snap))
+	if !third[8603].FirstSeen.After(first[8603].FirstSeen) {
+		t.Error("a state file of another boot was believed")
+	}
+
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = NewScanner(cfg).Scan(snap)
+	if r.Err != nil || r.Stuck != 6 || !strings.Contains(strings.Join(r.Errors, "\n"), "stuck-task state") {
+		t.Errorf("corrupt state file: err %v, stuck %d, errors %v; want the scan, and the file's error noted", r.Err, r.Stuck, r.Errors)
+	}
+	cfg.StateFile = filepath.Join(t.TempDir(), "missing-dir", "x.json")
+	if r := NewScanner(cfg).Scan(snap); r.Err != nil || r.Stuck != 6 || len(r.Errors) != 2 {
+		t.Errorf("state file in a missing directory: err %v, stuck %d, errors %v", r.Err, r.Stuck, r.Errors)
+	}
+}
