@@ -3,7 +3,6 @@ package export
 import (
 	"bytes"
 	"errors"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
-	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 // stuckState is fixedState with a scan of the node's tasks: two tasks of a
@@ -54,19 +52,7 @@ mountwatchd_task_scan_success 1
 		"mountwatchd_stuck_tasks_unattributed", "mountwatchd_task_scan_success"); err != nil {
 		t.Error(err)
 	}
-	problems, err := testutil.CollectAndLint(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	promtool := testenv.RequireCommand(t, "promtool", "prometheus")
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(exposition(t, m))
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, msg)
-	}
+	lintMetrics(t, m)
 
 	// A scan that failed says so, and exposes no counts that would read as
 	// "nothing stuck".

@@ -58,24 +58,7 @@ func WriteText(w io.Writer, r *check.Report) error {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
 	}
-	if tr := r.Tasks; tr != nil {
-		switch {
-		case tr.Err != nil:
-			ew.printf("Stuck tasks not counted: %s.\n", Printable(tr.Err.Error()))
-		case tr.Stuck > 0:
-			ew.printf("Stuck tasks: %d waiting in the kernel on FUSE or network filesystems (%d tasks examined; %d on a connection the kernel does not name):\n",
-				tr.Stuck, tr.Examined, tr.Unattributed)
-			for _, dev := range slices.Sorted(maps.Keys(tr.Conns)) {
-				c := tr.Conns[dev]
-				fstype := ""
-				if ms := s.ByDev(dev); len(ms) > 0 {
-					fstype = " (" + Printable(ms[0].FSType) + ")"
-				}
-				ew.printf("  connection %s%s: %s, first seen %s%s\n", dev, fstype, plural(c.Tasks, "task"),
-					c.Since.UTC().Format(time.RFC3339), podsLine(c))
-			}
-		}
-	}
+	writeTasks(ew, r.Tasks, s)
 	if sc := r.Scan; sc != nil {
 		state := "pass complete"
 		if !sc.Complete {
@@ -163,6 +146,29 @@ type errWriter struct {
 func (e *errWriter) printf(format string, a ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, a...)
+	}
+}
+
+// writeTasks writes the text report's lines of the stuck tasks: why they
+// were not counted, or the connections they wait on; nothing when the
+// probing checks did not scan or found none.
+func writeTasks(ew *errWriter, tr *tasks.Report, s *mounts.Snapshot) {
+	switch {
+	case tr == nil:
+	case tr.Err != nil:
+		ew.printf("Stuck tasks not counted: %s.\n", Printable(tr.Err.Error()))
+	case tr.Stuck > 0:
+		ew.printf("Stuck tasks: %d waiting in the kernel on FUSE or network filesystems (%d tasks examined; %d on a connection the kernel does not name):\n",
+			tr.Stuck, tr.Examined, tr.Unattributed)
+		for _, dev := range slices.Sorted(maps.Keys(tr.Conns)) {
+			c := tr.Conns[dev]
+			fstype := ""
+			if ms := s.ByDev(dev); len(ms) > 0 {
+				fstype = " (" + Printable(ms[0].FSType) + ")"
+			}
+			ew.printf("  connection %s%s: %s, first seen %s%s\n", dev, fstype, plural(c.Tasks, "task"),
+				c.Since.UTC().Format(time.RFC3339), podsLine(c))
+		}
 	}
 }
 

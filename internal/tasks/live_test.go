@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -30,10 +31,10 @@ const fusectlMagic = 0x65735543
 func ensureFusectl(t *testing.T) {
 	t.Helper()
 	var sfs unix.Statfs_t
-	if err := unix.Statfs(tasks.DefaultFusectl, &sfs); err == nil && sfs.Type == fusectlMagic {
+	if err := unix.Statfs(probe.DefaultFusectl, &sfs); err == nil && sfs.Type == fusectlMagic {
 		return
 	}
-	testenv.Mount(t, "none", tasks.DefaultFusectl, "fusectl", 0, "")
+	testenv.Mount(t, "none", probe.DefaultFusectl, "fusectl", 0, "")
 }
 
 func findTask(r *tasks.Report, pid int) *tasks.Task {

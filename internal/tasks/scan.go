@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // Defaults of Config.
@@ -25,7 +25,6 @@ const (
 	DefaultMaxReported = 100
 	DefaultMaxPods     = 20
 	DefaultTimeout     = 5 * time.Second
-	DefaultFusectl     = "/sys/fs/fuse/connections"
 	maxMountinfoBytes  = 16 << 20
 	maxTracked         = 20000
 	pfKthread          = 0x00200000 // PF_KTHREAD in stat's flags
@@ -37,7 +36,8 @@ type Config struct {
 	// daemon runs with the host PID namespace), and where its pod log
 	// directory is (PodLogDir, read through Host.Path).
 	Host mounts.Host
-	// Fusectl is where fusectl is mounted (DefaultFusectl when empty).
+	// Fusectl is where fusectl is mounted (probe.DefaultFusectl when
+	// empty).
 	Fusectl string
 	// MaxTasks caps the tasks (threads) examined in one scan; past it the
 	// scan stops and its report says Truncated.
@@ -82,7 +82,7 @@ type Scanner struct {
 func NewScanner(cfg Config) *Scanner {
 	cfg.Host = cfg.Host.WithDefaults()
 	if cfg.Fusectl == "" {
-		cfg.Fusectl = DefaultFusectl
+		cfg.Fusectl = probe.DefaultFusectl
 	}
 	if cfg.MaxTasks <= 0 {
 		cfg.MaxTasks = DefaultMaxTasks
@@ -94,56 +94,6 @@ func NewScanner(cfg Config) *Scanner {
 		cfg.Timeout = DefaultTimeout
 	}
 	return &Scanner{cfg: cfg, seen: map[taskKey]seenTask{}}
-}
-
-// ScanFor returns the scan made for key (the probe round the checks of one
-// run share), making it if none was: the checks of a run see one scan. It
-// waits at most Config.Timeout, and not past ctx; a scan that has not
-// returned by then is left to finish on its own, and until it does every
-// call returns a report whose Err says so instead of starting another (at
-// most one is ever in flight).
-func (sc *Scanner) ScanFor(ctx context.Context, key any, s *mounts.Snapshot) *Report {
-	r := sc.scanFor(ctx, key, s)
-	sc.mu.Lock()
-	sc.returned = r
-	sc.mu.Unlock()
-	return r
-}
-
-func (sc *Scanner) scanFor(ctx context.Context, key any, s *mounts.Snapshot) *Report {
-	sc.mu.Lock()
-	if key != nil && sc.lastKey == key && sc.last != nil {
-		r := sc.last
-		sc.mu.Unlock()
-		return r
-	}
-	if !sc.flying.IsZero() {
-		since := sc.flying
-		sc.mu.Unlock()
-		return &Report{Taken: time.Now(), Err: fmt.Errorf("an earlier scan of the tasks has not returned since %s", since.UTC().Format(time.RFC3339))}
-	}
-	sc.flying = time.Now()
-	sc.mu.Unlock()
-
-	done := make(chan *Report, 1)
-	go func() {
-		r := sc.Scan(s)
-		sc.mu.Lock()
-		sc.flying = time.Time{}
-		sc.lastKey, sc.last = key, r
-		sc.mu.Unlock()
-		done <- r
-	}()
-	timer := time.NewTimer(sc.cfg.Timeout)
-	defer timer.Stop()
-	select {
-	case r := <-done:
-		return r
-	case <-timer.C:
-		return &Report{Taken: time.Now(), Err: fmt.Errorf("the scan of the tasks did not finish within %s", sc.cfg.Timeout)}
-	case <-ctx.Done():
-		return &Report{Taken: time.Now(), Err: fmt.Errorf("the scan of the tasks did not finish: %w", context.Cause(ctx))}
-	}
 }
 
 // scan is the state of one Scan.
@@ -215,50 +165,65 @@ func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
 		if err != nil || pid == x.self {
 			continue
 		}
-		tids, err := os.ReadDir(filepath.Join(x.proc, pe.Name(), "task"))
-		if err != nil {
-			x.readErr(err)
-			continue
-		}
-		var cgroup *Pod
-		cgroupRead := false
-		for _, te := range tids {
-			tid, err := strconv.Atoi(te.Name())
-			if err != nil {
-				continue
-			}
-			if x.rep.Examined >= sc.cfg.MaxTasks {
-				x.rep.Truncated = true
-				break
-			}
-			x.rep.Examined++
-			t, key, ok := x.task(pid, tid, readS)
-			if !ok {
-				continue
-			}
-			if !cgroupRead {
-				cgroupRead = true
-				if data, err := x.read(filepath.Join(x.proc, pe.Name(), "cgroup")); err == nil {
-					if p, ok := parseCgroup(data); ok {
-						cgroup = &p
-					}
-				} else {
-					x.readErr(err)
-				}
-			}
-			if cgroup != nil {
-				p := *cgroup
-				t.Pod = &p
-			}
-			x.track(&t, key, pid, tid)
-			x.tasks = append(x.tasks, t)
-		}
+		x.process(pid, readS)
 		if x.rep.Truncated {
 			break
 		}
 	}
 	x.finish()
 	return x.rep
+}
+
+// process examines the tasks (threads) of process pid, reading its
+// cgroup once, for the first of them that is stuck.
+func (x *scan) process(pid int, readS bool) {
+	dir := filepath.Join(x.proc, strconv.Itoa(pid))
+	tids, err := os.ReadDir(filepath.Join(dir, "task"))
+	if err != nil {
+		x.readErr(err)
+		return
+	}
+	var pod *Pod
+	podRead := false
+	for _, te := range tids {
+		tid, err := strconv.Atoi(te.Name())
+		if err != nil {
+			continue
+		}
+		if x.rep.Examined >= x.sc.cfg.MaxTasks {
+			x.rep.Truncated = true
+			return
+		}
+		x.rep.Examined++
+		t, key, ok := x.task(pid, tid, readS)
+		if !ok {
+			continue
+		}
+		if !podRead {
+			podRead = true
+			pod = x.pod(dir)
+		}
+		if pod != nil {
+			p := *pod
+			t.Pod = &p
+		}
+		x.track(&t, key, pid, tid)
+		x.tasks = append(x.tasks, t)
+	}
+}
+
+// pod is the pod of the process whose /proc directory is dir, from its
+// cgroup; nil for a task of the node itself.
+func (x *scan) pod(dir string) *Pod {
+	data, err := x.read(filepath.Join(dir, "cgroup"))
+	if err != nil {
+		x.readErr(err)
+		return nil
+	}
+	if p, ok := parseCgroup(data); ok {
+		return &p
+	}
+	return nil
 }
 
 // hasNetwork says whether s has a network filesystem (or has no table to
@@ -476,12 +441,4 @@ func (x *scan) readErr(err error) {
 	if len(x.rep.Errors) < 5 && !slices.Contains(x.rep.Errors, err.Error()) {
 		x.rep.Errors = append(x.rep.Errors, err.Error())
 	}
-}
-
-// Last returns what the last ScanFor returned (a scan, or a report of why
-// there is none), or nil before the first.
-func (sc *Scanner) Last() *Report {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	return sc.returned
 }
