@@ -43,11 +43,15 @@ func ValidUID(uid string) bool {
 		return false
 	}
 	for _, c := range uid {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
+		if !uidRune(c) {
 			return false
 		}
 	}
 	return true
+}
+
+func uidRune(c rune) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-'
 }
 
 // PodPath is the cgroup kubelet's driver makes for pod uid of class qos,
@@ -126,10 +130,10 @@ func parseCgroupfs(segs []string, i int, next string) (Pod, bool) {
 		return Pod{}, false
 	}
 	p := Pod{UID: uid}
-	switch prev := segs[i-1]; {
-	case prev == Burstable || prev == BestEffort:
+	switch prev := segs[i-1]; prev {
+	case Burstable, BestEffort:
 		p.QoS = prev
-	case prev == "kubepods":
+	case "kubepods":
 		p.QoS = Guaranteed
 	default:
 		return Pod{}, false
