@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -428,10 +429,19 @@ func TestDebUnderSystemd(t *testing.T) {
 	if e := m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=deleted_root"); len(e) > 0 {
 		t.Errorf("deleted_root reported on the healthy booted system: %s", e[0]["MESSAGE"])
 	}
+	// systemd's mounts over /run, /tmp, /dev and the masks over /proc and
+	// /sys cover what is under them by design: hidden_entries ran (the
+	// unit may call open_tree) and found nothing.
+	if !regexp.MustCompile(`(?m)^  hidden_entries +ok +0 findings`).MatchString(once) {
+		t.Errorf("--once in the booted system: hidden_entries did not run clean:\n%s", once)
+	}
+	if e := m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=hidden_entries"); len(e) > 0 {
+		t.Errorf("hidden_entries on the healthy booted system: %s %s", e[0]["MESSAGE"], e[0]["REASON"])
+	}
 
 	// A short probe interval through the documented ARGS=, a short
 	// watchdog through a runtime drop-in, then restart as a user would.
-	m.write("/etc/default/mountwatchd", fmt.Sprintf("ARGS=\"--probe.interval=%s --probe.timeout=1s\"\n", testProbeEvery))
+	m.write("/etc/default/mountwatchd", fmt.Sprintf("ARGS=\"--probe.interval=%s --probe.timeout=1s --scan.interval=%s\"\n", testProbeEvery, testProbeEvery))
 	m.write("/run/systemd/system/mountwatchd.service.d/test-watchdog.conf", fmt.Sprintf("[Service]\nWatchdogSec=%s\n", testWatchdog))
 	m.mustSh("systemctl daemon-reload && systemctl restart mountwatchd")
 	started := time.Now()
@@ -448,8 +458,26 @@ func TestDebUnderSystemd(t *testing.T) {
 	// settle, then kill its server. Only the probe schedule can find that.
 	const uid = "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11"
 	vol := "/var/lib/kubelet/pods/" + uid + "/volumes/kubernetes.io~csi/pvc-1/mount"
-	m.mustSh("mkdir -p /root/vol " + vol + " && bindfs -o subtype=ceph-fuse /root/vol " + vol)
+	// The pod wrote into its volume directory before the volume was
+	// mounted over it: the unit, in its own namespace (a copy of the
+	// booted system's), finds the file through its copy of /.
+	m.mustSh("mkdir -p /root/vol " + vol + " && touch " + vol + "/written-before-mount && bindfs -o nonempty,subtype=ceph-fuse /root/vol " + vol)
 	bindfsPID := strings.TrimSpace(m.mustSh("pgrep -n -x bindfs"))
+	var hidden map[string]string
+	for deadline := time.Now().Add(5*testProbeEvery + 5*time.Second); hidden == nil; time.Sleep(200 * time.Millisecond) {
+		for _, e := range m.journal("_SYSTEMD_UNIT=mountwatchd.service CHECK=hidden_entries EVENT=appeared") {
+			if e["MOUNT_POINT"] == vol {
+				hidden = e
+			}
+		}
+		if hidden == nil && time.Now().After(deadline) {
+			t.Fatalf("no hidden_entries entry for %s; the journal:\n%s", vol, m.mustSh("journalctl --no-pager -u mountwatchd | tail -30"))
+		}
+	}
+	if hidden["MESSAGE_ID"] != "27d04e4a948e40cc8062c66d24f8581c" || hidden["PRIORITY"] != "4" || hidden["POD_UID"] != uid ||
+		!strings.Contains(hidden["DETAIL"], "written-before-mount") {
+		t.Errorf("hidden_entries journal entry: %v", hidden)
+	}
 	time.Sleep(testProbeEvery + time.Second)
 	m.mustSh("kill -9 " + bindfsPID)
 	killed := time.Now()

@@ -89,27 +89,24 @@ func runDaemon(cfg config, stderr io.Writer) int {
 		_, err := sddaemon.SdNotify(false, state)
 		return err
 	}
-	cs, prober := checks(cfg, log, true, false)
-	d := daemon.New(daemon.Config{
-		Host: cfg.host, Checks: cs, Prober: prober,
-		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
-		Log: log, Notify: notify, Watchdog: watchdog,
-	})
-
+	// /metrics: the published state's series are encoded once per state
+	// (export.Exposition); the runtime's, the process's and promhttp's own
+	// metrics are gathered from reg on each scrape and merged in.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		export.NewMetrics(d.State, dc.maxProblemSeries),
 		versioncollector.NewCollector("mountwatchd"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	expo := export.NewExposition(dc.maxProblemSeries, reg)
+	cs, prober := checks(cfg, log, true, false)
+	d := daemon.New(daemon.Config{
+		Host: cfg.host, Checks: cs, Prober: prober,
+		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
+		Log: log, Notify: notify, Watchdog: watchdog, Publish: expo.Publish,
+	})
 	mux := http.NewServeMux()
-	mux.Handle(dc.telemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorHandling: promhttp.ContinueOnError,
-		// Collection reads a published state and never waits; the timeout
-		// only bounds a pathological scrape.
-		Timeout: 10 * time.Second,
-	}))
+	mux.Handle(dc.telemetryPath, promhttp.InstrumentMetricHandler(reg, expo))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := d.Healthy(time.Now())
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

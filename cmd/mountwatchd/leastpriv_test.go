@@ -22,13 +22,17 @@ import (
 // namespace with two FUSE servers (bindfs), each bound into a CSI pod
 // volume, one killed (SIGKILL: stale) and one stopped (SIGSTOP: hung), and
 // a stray trusted.overlay.opaque in an emptyDir. The table settles before
-// the servers break, as in production.
+// the servers break, as in production. Issue 19 adds a third FUSE server
+// mounted (-o nonempty) over a directory holding a file, on a tmpfs the test's
+// namespace mounts too (as a systemd unit's namespace has the host's
+// filesystems): hidden_entries reaches it through our own mount of it.
 type brokenNode struct {
 	node             *testenv.Node
 	dir, kubelet     string
 	dead, stopped    string // FUSE mount points
 	deadVol, hungVol string // pod volumes bound from them
 	stray            string
+	shared, over     string // a tmpfs of ours and the node's; a FUSE mount over a file in it
 }
 
 func newBrokenNode(t *testing.T) *brokenNode {
@@ -43,19 +47,29 @@ func newBrokenNode(t *testing.T) *brokenNode {
 	b.deadVol, b.hungVol = vols+"/kubernetes.io~csi/pvc-dead/mount", vols+"/kubernetes.io~csi/pvc-hung/mount"
 	b.stray = vols + "/kubernetes.io~empty-dir/cache/copied"
 	pids := t.TempDir() // outside the node's tmpfs, where the test sees it
+	b.shared = t.TempDir()
+	b.over = b.shared + "/over"
+	testenv.Tmpfs(t, b.shared)
+	if err := os.Mkdir(b.over, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.over+"/left-before-remount", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Should setup fail half-way, the servers already started are found
 	// by their unique paths and ended (they are not the shell's to end).
 	t.Cleanup(func() { killByArg(dir + "/src") })
 	b.node = testenv.NewNode(t, fmt.Sprintf(`D=%s P=%s
 mount -t tmpfs node-tmpfs $D
-mkdir -p $D/src1/a $D/src2/a $D/fuse-dead $D/fuse-hung %s %s %s $D/logs
+mkdir -p $D/src1/a $D/src2/a $D/src3 $D/fuse-dead $D/fuse-hung %s %s %s $D/logs
 setfattr -n trusted.overlay.opaque -v y %s
 bindfs -f --no-allow-other -o subtype=ceph-fuse $D/src1 $D/fuse-dead & echo $! > $P/pid-dead
 bindfs -f --no-allow-other -o subtype=s3fs $D/src2 $D/fuse-hung & echo $! > $P/pid-hung
-for i in $(seq 200); do mountpoint -q $D/fuse-dead && mountpoint -q $D/fuse-hung && break; sleep 0.05; done
-mountpoint -q $D/fuse-dead && mountpoint -q $D/fuse-hung
+bindfs -f --no-allow-other -o nonempty,subtype=sshfs $D/src3 %s & echo $! > $P/pid-over
+for i in $(seq 200); do mountpoint -q $D/fuse-dead && mountpoint -q $D/fuse-hung && mountpoint -q %s && break; sleep 0.05; done
+mountpoint -q $D/fuse-dead && mountpoint -q $D/fuse-hung && mountpoint -q %s
 mount --bind $D/fuse-dead/a %s
-mount --bind $D/fuse-hung/a %s`, dir, pids, b.deadVol, b.hungVol, b.stray, b.stray, b.deadVol, b.hungVol))
+mount --bind $D/fuse-hung/a %s`, dir, pids, b.deadVol, b.hungVol, b.stray, b.stray, b.over, b.over, b.over, b.deadVol, b.hungVol))
 	pid := func(name string) int {
 		data, err := os.ReadFile(pids + "/pid-" + name)
 		n, err2 := strconv.Atoi(strings.TrimSpace(string(data)))
@@ -66,11 +80,12 @@ mount --bind $D/fuse-hung/a %s`, dir, pids, b.deadVol, b.hungVol, b.stray, b.str
 	}
 	// Before the node's shell goes (cleanups run last first): resume and
 	// kill the servers, which are not its children's children to kill.
-	dead, hung := pid("dead"), pid("hung")
+	dead, hung, over := pid("dead"), pid("hung"), pid("over")
 	t.Cleanup(func() {
 		_ = syscall.Kill(hung, syscall.SIGCONT)
 		_ = syscall.Kill(hung, syscall.SIGKILL)
 		_ = syscall.Kill(dead, syscall.SIGKILL)
+		_ = syscall.Kill(over, syscall.SIGKILL)
 	})
 	b.node.Run(fmt.Sprintf("kill -KILL %d; wait %d || true; kill -STOP %d", dead, dead, hung))
 	return b
@@ -146,11 +161,12 @@ func TestLeastPrivilegeTable(t *testing.T) {
 		"hung_mount " + b.stopped: 1, "hung_mount " + b.hungVol: 1,
 		"stale_mount " + b.dead: 1, "stale_mount " + b.deadVol: 1,
 		"stray_overlay_xattr " + b.stray: 1,
+		"hidden_entries " + b.over:       1,
 	}
-	noStray := map[string]int{}
+	noAdmin := map[string]int{}
 	for k, v := range all {
-		if !strings.HasPrefix(k, "stray_overlay_xattr") {
-			noStray[k] = v
+		if !strings.HasPrefix(k, "stray_overlay_xattr") && !strings.HasPrefix(k, "hidden_entries") {
+			noAdmin[k] = v
 		}
 	}
 	type row struct {
@@ -164,11 +180,12 @@ func TestLeastPrivilegeTable(t *testing.T) {
 	rows := []row{
 		{"all (root)", nil, 1, all, nil, nil},
 		{"SYS_PTRACE, DAC_READ_SEARCH, SYS_ADMIN (the DaemonSet's set)", capsOnly(keptCaps...), 1, all, nil, nil},
-		{"without SYS_PTRACE", capsOnly(without("sys_ptrace")...), 2, map[string]int{},
+		// hidden_entries reads our own namespace, not /proc/<pid>/root.
+		{"without SYS_PTRACE", capsOnly(without("sys_ptrace")...), 1, map[string]int{"hidden_entries " + b.over: 1},
 			map[string]string{"stale_mount": "CAP_SYS_PTRACE", "hung_mount": "CAP_SYS_PTRACE",
 				"opaque_propagation": "CAP_SYS_PTRACE", "stray_overlay_xattr": "CAP_SYS_PTRACE", "unmounted_volume": "CAP_SYS_PTRACE"}, nil},
-		{"without SYS_ADMIN", capsOnly(without("sys_admin")...), 1, noStray, nil,
-			map[string]string{"stray_overlay_xattr": "invisible without CAP_SYS_ADMIN"}},
+		{"without SYS_ADMIN", capsOnly(without("sys_admin")...), 1, noAdmin, nil,
+			map[string]string{"stray_overlay_xattr": "invisible without CAP_SYS_ADMIN", "hidden_entries": "needs CAP_SYS_ADMIN to clone a mount"}},
 		{"without DAC_READ_SEARCH", capsOnly(without("dac_read_search")...), 1, all, nil, nil},
 	}
 	for _, r := range rows {
@@ -179,7 +196,7 @@ func TestLeastPrivilegeTable(t *testing.T) {
 			if f.Path != "" {
 				p = f.Path
 			}
-			if strings.HasPrefix(p, b.dir+"/") {
+			if strings.HasPrefix(p, b.dir+"/") || strings.HasPrefix(p, b.shared+"/") {
 				got[string(f.Check)+" "+p]++
 				if f.Check == "stale_mount" && f.Severity != "critical" {
 					t.Errorf("%s: %s %s is %s, want critical (a dead server, not our EACCES)", r.name, f.Check, p, f.Severity)

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -100,8 +100,8 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		Default(units.Base2Bytes(mounts.DefaultMaxTableBytes).String()).BytesVar(&cfg.maxTableBytes)
 	cfg.pidFlag = intFlag(app, flagname.TargetPID, "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
 		"0", &cfg.host.PID)
-	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it.").
-		Default(mounts.DefaultKubeletRoot).StringVar(&cfg.host.KubeletRoot)
+	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it (default: found from the mount table and the running kubelet's --root-dir, else "+
+		mounts.DefaultKubeletRoot+"; see README.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
 	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
 	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
@@ -203,6 +203,8 @@ func (cfg *config) validate() error {
 	if cfg.mountinfo != "" && cfg.pidFlag.set {
 		return errors.New("--" + flagname.Mountinfo + " and --" + flagname.TargetPID + ": a captured table has no process to inspect; give one or the other")
 	}
+	// Empty: found by package layout when the table is read.
+	cfg.host.ContainerdRoot, cfg.host.ContainerdSnapshots = cfg.scan.containerdRoot, cfg.scan.snapshots
 	return cfg.scan.validate()
 }
 
@@ -233,19 +235,12 @@ func addScanFlags(app *kingpin.Application, sc *scanConfig) {
 		Default(strconv.Itoa(walk.DefaultScanRate)).IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
 	app.Flag(flagname.ScanRoot, "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
 		PlaceHolder("DIR").StringsVar(&sc.roots)
-	app.Flag(flagname.ContainerdRoot, "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers.").
-		Default(containerd.DefaultRoot).StringVar(&sc.containerdRoot)
-	app.Flag(flagname.ContainerdSnapshots, "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it (default <"+flagname.ContainerdRoot+">/"+containerd.OverlayfsDir+"/snapshots).").
-		PlaceHolder(mounts.DefaultContainerdSnapshots).StringVar(&sc.snapshots)
-}
-
-// snapshotsDir is --path.containerd-snapshots, or the one under
-// --path.containerd-root.
-func (sc scanConfig) snapshotsDir() string {
-	if sc.snapshots != "" {
-		return sc.snapshots
-	}
-	return path.Join(sc.containerdRoot, containerd.OverlayfsDir, "snapshots")
+	app.Flag(flagname.ContainerdRoot, "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers "+
+		"(default: the running containerd's --root or config file, else the overlay layers in the mount table, else "+containerd.DefaultRoot+").").
+		PlaceHolder(containerd.DefaultRoot).SetValue(&stringValue{p: &sc.containerdRoot, name: flagname.ContainerdRoot})
+	app.Flag(flagname.ContainerdSnapshots, "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it "+
+		"(default <"+flagname.ContainerdRoot+">/"+containerd.OverlayfsDir+"/snapshots when that root is given or named by containerd, else the overlay layers in the mount table show it).").
+		PlaceHolder(mounts.DefaultContainerdSnapshots).SetValue(&stringValue{p: &sc.snapshots, name: flagname.ContainerdSnapshots})
 }
 
 func (sc scanConfig) validate() error {
@@ -262,12 +257,12 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 	prober := probe.NewProber(cfg.probe, probe.SysFS{})
 	sc := cfg.scan
 	cc := &check.Config{
-		Fusectl:        cfg.fusectl,
-		ScanLimits:     walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
-		FullPass:       once,
-		ScanRoots:      sc.roots,
-		SnapshotRoot:   sc.snapshotsDir(),
-		ContainerdRoot: sc.containerdRoot,
+		Fusectl:    cfg.fusectl,
+		ScanLimits: walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
+		FullPass:   once,
+		ScanRoots:  sc.roots,
+		// SnapshotRoot and ContainerdRoot are left to each snapshot's
+		// layout, which the flags decide when given (cfg.host).
 		// One scan of the node's tasks per probe round, shared by both
 		// probing checks.
 		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl}),
@@ -279,7 +274,12 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 	cfg.volumes.apply(cc)
 	cc.Once = once
 	if once {
+		// --once's pass completes in one run: its roots are walked on
+		// every core the process may use (GOMAXPROCS follows the CPU
+		// affinity and cgroup limit), under the same budget and rate.
+		// The daemon's runs stay one root at a time and resumable.
 		cc.ScanLimits.Budget = sc.onceBudget
+		cc.ScanLimits.Workers = runtime.GOMAXPROCS(0)
 	}
 	if live {
 		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
@@ -311,6 +311,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 
+	export.LogLayout(log, zapcore.DebugLevel, snap.Layout)
 	for _, pe := range snap.ParseErrors {
 		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
 	}

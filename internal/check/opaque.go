@@ -1,6 +1,7 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +74,7 @@ type OpaquePropagationCheck struct {
 	pending map[string]map[string]bool // pass in progress
 	users   map[string]string          // layer dir -> a mount using it, for errors
 	ver     *containerd.Verifier       // remembers what layer blobs said
+	verKey  string                     // the containerd root and snapshots directory ver reads
 	notes   []string                   // overlays the last Run left out, and why
 }
 
@@ -92,7 +94,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := env.Snapshot
-	snapRoot := snapshotRoot(c.SnapshotRoot)
+	snapRoot := snapshotRoot(c.SnapshotRoot, s)
 	chains, perrs := s.OverlayChains(snapRoot)
 	errs := slices.Clone(perrs)
 	trustedHidden := false
@@ -155,6 +157,8 @@ func (c *OpaquePropagationCheck) visit(e *walk.Entry) bool {
 	}
 	r := c.roots[e.Root]
 	if v, err := e.GetXattr(r.prefix + "opaque"); err == nil && string(v) == "y" {
+		c.hits.Lock()
+		defer c.hits.Unlock()
 		set := c.pending[r.key()]
 		if set == nil {
 			set = map[string]bool{}
@@ -168,13 +172,14 @@ func (c *OpaquePropagationCheck) visit(e *walk.Entry) bool {
 // findings checks every pair of opaque layers known so far on the live
 // layers and against their layer tars.
 func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, chains []*mounts.OverlayChain) ([]Finding, error) {
-	if c.ver == nil {
-		root := c.ContainerdRoot
-		if root == "" {
-			root = containerd.DefaultRoot
-		}
+	ctrRoot := c.ContainerdRoot
+	if ctrRoot == "" {
+		ctrRoot = cmp.Or(s.Host.ContainerdRoot, containerd.DefaultRoot)
+	}
+	if c.ver == nil || c.verKey != ctrRoot+"\x00"+snapRoot { // the layout found may change
+		c.verKey = ctrRoot + "\x00" + snapRoot
 		c.ver = containerd.NewVerifier(containerd.Config{
-			Root:        s.Host.Path(root),
+			Root:        s.Host.Path(ctrRoot),
 			Snapshotter: s.Host.Path(path.Dir(snapRoot)),
 			MaxEntries:  int64(c.Limits.Budget),
 		})

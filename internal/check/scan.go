@@ -19,6 +19,9 @@ import (
 type scanner struct {
 	mu sync.Mutex
 	w  walk.Walker
+	// hits guards what a visit records: with Limits.Workers > 1 the walker
+	// calls visit from several goroutines at once.
+	hits sync.Mutex
 }
 
 // Stats is the progress of the check's scan since the check value was made
@@ -94,10 +97,14 @@ func (s *scanner) walk(ctx context.Context, snap *mounts.Snapshot, root *mounts.
 	return found, append(errs, err)
 }
 
-// snapshotRoot is root, or containerd's default overlayfs snapshot root.
-func snapshotRoot(root string) string {
-	if root == "" {
-		return mounts.DefaultContainerdSnapshots
+// snapshotRoot is root, or the snapshot's containerd overlayfs snapshots
+// directory (as its layout found it), or containerd's default.
+func snapshotRoot(root string, s *mounts.Snapshot) string {
+	switch {
+	case root != "":
+		return root
+	case s.Host.ContainerdSnapshots != "":
+		return s.Host.ContainerdSnapshots
 	}
-	return root
+	return mounts.DefaultContainerdSnapshots
 }

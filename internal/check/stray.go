@@ -71,7 +71,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, env *Env) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := env.Snapshot
-	snapRoot := snapshotRoot(c.SnapshotRoot)
+	snapRoot := snapshotRoot(c.SnapshotRoot, s)
 	live := liveOverlayDirs(s, snapRoot)
 	var errs []error
 	if !walk.TrustedXattrsVisible() {
@@ -142,7 +142,9 @@ func (c *StrayOverlayXattrCheck) visit(e *walk.Entry, live map[string]bool, snap
 	}
 	if len(ovl) > 0 {
 		slices.Sort(ovl)
+		c.hits.Lock()
 		c.found[e.Path] = strayHit{path: e.Path, names: ovl, mnt: e.Mnt, root: c.w.Roots[e.Root].Path}
+		c.hits.Unlock()
 	}
 	return true
 }

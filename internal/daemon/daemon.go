@@ -71,6 +71,11 @@ type Config struct {
 	// Watchdog is the systemd watchdog timeout (WATCHDOG_USEC); 0: none.
 	// The daemon pets it every Watchdog/2 while the loop makes progress.
 	Watchdog time.Duration
+	// Publish, if set, is handed every State the daemon publishes (the
+	// first by New), in order, right after it becomes the one State
+	// returns: export.Exposition.Publish, which serves /metrics from it.
+	// It must not block.
+	Publish func(*export.State)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -122,7 +127,7 @@ func New(cfg Config) *Daemon {
 	d.table = tableReader{host: cfg.Host, timeout: cfg.ReadTimeout, minReread: cfg.MinReread, read: mounts.ReadSnapshot}
 	d.health.start(cfg)
 	d.pub = newPublisher(cfg)
-	d.state.Store(&export.State{Checks: d.pub.checkStates()})
+	d.setState(&export.State{Checks: d.pub.checkStates()})
 	d.health.beat()
 	return d
 }
@@ -213,6 +218,7 @@ func (d *Daemon) readTable(ctx context.Context) error {
 		return err
 	}
 	d.table.logParseErrors(snap, d.cfg.Log)
+	d.table.logLayout(snap, d.cfg.Log)
 	d.store.setSnapshot(snap)
 	for _, l := range d.lanes {
 		if l.interval == 0 {
@@ -249,6 +255,14 @@ func (d *Daemon) laneDone(r laneResult) {
 	d.pub.recordRun(r.rep, r.end)
 }
 
+// setState publishes st: the one place a State is published.
+func (d *Daemon) setState(st *export.State) {
+	d.state.Store(st)
+	if d.cfg.Publish != nil {
+		d.cfg.Publish(st)
+	}
+}
+
 // publish merges, stamps, logs the changes and stores a new State.
 func (d *Daemon) publish() {
 	prev := d.state.Load()
@@ -263,7 +277,7 @@ func (d *Daemon) publish() {
 		st.LastComplete = oldest
 	}
 	st.Checks = d.pub.checkStates()
-	d.state.Store(st)
+	d.setState(st)
 	d.pub.notify(st, complete || len(d.lanes) == 0, complete, d.table.readErr.last)
 }
 

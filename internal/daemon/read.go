@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -27,6 +29,7 @@ type tableReader struct {
 	// when it changes, and said in the systemd status.
 	readErr   said
 	lastParse said // the unparsable lines last logged
+	layout    said // the layout decision last logged
 }
 
 type readResult struct {
@@ -97,6 +100,14 @@ func (t *tableReader) readWithTimeout(ctx context.Context) (*mounts.Snapshot, er
 	case <-ctx.Done():
 		t.blocked = ch
 		return nil, ctx.Err()
+	}
+}
+
+// logLayout logs where kubelet and containerd were found when the decision
+// differs from the last read's (not when only the evidence counts do).
+func (t *tableReader) logLayout(s *mounts.Snapshot, log *zap.Logger) {
+	if _, changed := t.layout.update(s.Layout.Decision()); changed {
+		export.LogLayout(log, zapcore.InfoLevel, s.Layout)
 	}
 }
 

@@ -2,6 +2,7 @@ package export
 
 import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -98,6 +99,32 @@ func LogChange(log *zap.Logger, c check.Change) {
 		}
 	}
 	msg := "mount problem " + c.Event + ": " + string(f.Check) + " " + Printable(f.MountPoint)
+	if ce := log.Check(level, msg); ce != nil {
+		ce.Write(fields...)
+	}
+}
+
+// LogLayout logs, in one entry, where kubelet and containerd keep their
+// state and what decided each directory (a flag, their command lines or
+// config, the mount table, the default), at level (a kubelet root the
+// table left ambiguous is a warning whatever level says). The daemon logs
+// it at info when it changes; --once at debug, its report says it.
+func LogLayout(log *zap.Logger, level zapcore.Level, l layout.Layout) {
+	fields := []zap.Field{}
+	for _, d := range []struct {
+		name string
+		dir  layout.Dir
+	}{{"kubelet_root", l.Kubelet}, {"containerd_root", l.ContainerdRoot}, {"containerd_snapshots", l.ContainerdSnapshots}} {
+		fields = append(fields, zap.String(d.name, d.dir.Path), zap.String(d.name+"_source", string(d.dir.Source)))
+		if d.dir.Evidence != "" {
+			fields = append(fields, zap.String(d.name+"_evidence", d.dir.Evidence))
+		}
+	}
+	msg := "layout found"
+	if len(l.Kubelet.Candidates) > 1 && l.Kubelet.Source == layout.FromDefault {
+		msg = "layout found; kubelet root ambiguous, the default kept (give --path.kubelet)"
+		level = zapcore.WarnLevel
+	}
 	if ce := log.Check(level, msg); ce != nil {
 		ce.Write(fields...)
 	}

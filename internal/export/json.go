@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -22,15 +23,18 @@ const SchemaVersion = 1
 // Document is the JSON report of --once --output json. README.md documents
 // every field.
 type Document struct {
-	SchemaVersion int                 `json:"schema_version"`
-	Status        check.Status        `json:"status"`
-	Summary       string              `json:"summary"`
-	Node          string              `json:"node"`
-	Time          time.Time           `json:"time"`
-	MountTable    *MountTable         `json:"mount_table,omitempty"`
-	Findings      []check.Finding     `json:"findings"`
-	Checks        []check.Result      `json:"checks"`
-	ParseErrors   []mounts.ParseError `json:"parse_errors"`
+	SchemaVersion int          `json:"schema_version"`
+	Status        check.Status `json:"status"`
+	Summary       string       `json:"summary"`
+	Node          string       `json:"node"`
+	Time          time.Time    `json:"time"`
+	MountTable    *MountTable  `json:"mount_table,omitempty"`
+	// Layout is where kubelet and containerd keep their state, and what
+	// said so.
+	Layout      *layout.Layout      `json:"layout,omitempty"`
+	Findings    []check.Finding     `json:"findings"`
+	Checks      []check.Result      `json:"checks"`
+	ParseErrors []mounts.ParseError `json:"parse_errors"`
 	// ParseErrorsTotal counts every unparsable line; parse_errors lists
 	// the first mounts.MaxParseErrorsListed.
 	ParseErrorsTotal int          `json:"parse_errors_total"`
@@ -63,6 +67,7 @@ func NewDocument(r *check.Report) *Document {
 		Node:             hostname(),
 		Time:             s.Taken.UTC(),
 		MountTable:       &MountTable{Source: s.Path, Live: s.Live, Mounts: len(s.Mounts)},
+		Layout:           &s.Layout,
 		Findings:         orEmpty(r.Findings),
 		Checks:           orEmpty(r.Checks),
 		ParseErrors:      orEmpty(s.ParseErrors),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,11 +103,14 @@ var (
 	descTableSize  = desc("mount_table_size", "Mounts in the current mount table (lines, parsed or not), as mount_leak counts them.")
 	descTableMax   = desc("mount_table_max", "The inspected host's fs.mount-max: at it, every new mount in the namespace fails; absent when not known.")
 	descTableGrow  = desc("mount_table_growth", "Mounts in the current table less those in the first table this process read (negative when it shrank).")
+	descLayout     = desc("layout_info", "Where kubelet and containerd keep their state as the current table was checked (value 1): dir is kubelet_root, containerd_root "+
+		"or containerd_snapshots; source says what decided it (flag, command line, config file, mount table, derived, default).", "dir", "path", "source")
+	descLayoutCand = desc("layout_candidates", "How many different directories the mount table showed for dir when it showed more than one (0 otherwise); with source default, none was chosen.", "dir")
 
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
 		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
-		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow,
+		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow, descLayout, descLayoutCand,
 		descStuck, descStuckUnatt, descConnStuck, descConnSince, descTaskScanOK}
 )
 
@@ -148,7 +152,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if st == nil {
 		st = &State{}
 	}
-	m.collectProblems(ch, st)
+	dropped := m.collectState(ch, st)
+	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
+}
+
+// collectState writes every metric that is a function of st alone (all
+// but mountwatchd_problem_series_dropped_total, which sums over scrapes)
+// and returns how many problem series the cap left out.
+func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped int) {
+	dropped = m.collectProblems(ch, st)
 
 	counter(ch, descReads, st.TableReads)
 	counter(ch, descReadErrs, st.TableReadErrors)
@@ -178,7 +190,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 	rep := st.Report
 	if rep == nil {
-		return
+		return dropped
 	}
 	if s := rep.Snapshot; s != nil {
 		byType := map[string]int{}
@@ -189,6 +201,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, descMounts, float64(n), Printable(t))
 		}
 		gauge(ch, descParseErrs, float64(s.ParseErrorTotal()))
+		for _, d := range []struct {
+			name string
+			dir  layout.Dir
+		}{{"kubelet_root", s.Layout.Kubelet}, {"containerd_root", s.Layout.ContainerdRoot}, {"containerd_snapshots", s.Layout.ContainerdSnapshots}} {
+			if d.dir.Path == "" {
+				continue
+			}
+			gauge(ch, descLayout, 1, d.name, Printable(d.dir.Path), string(d.dir.Source))
+			gauge(ch, descLayoutCand, float64(len(d.dir.Candidates)), d.name)
+		}
 	}
 	if p := rep.Probe; p != nil {
 		gauge(ch, descProbeConns, float64(p.Connections))
@@ -217,12 +239,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(ch, descScanDone, done)
 	}
+	return dropped
 }
 
 // collectProblems writes the counts (always, for every check and severity)
 // and one series per active problem, most severe first, deduplicated by
-// label set and capped.
-func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
+// label set and capped; it returns how many series the cap left out.
+func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 	type key struct{ check, sev string }
 	counts := map[key]int{}
 	var findings []check.Finding
@@ -281,7 +304,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) {
 		gauge(ch, descFirstSeen, unix(s.firstSeen), s.labels...)
 	}
 	gauge(ch, descDroppedNow, float64(dropped))
-	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
+	return dropped
 }
 
 func joinKey(labels []string) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
@@ -53,6 +54,14 @@ func WriteText(w io.Writer, r *check.Report) error {
 				ew.printf("  %-20s not checked: %s\n", "", Printable(c.Reason))
 			}
 		}
+	}
+	l := s.Layout
+	ew.printf("Layout (what was found, and from what):\n")
+	for _, d := range []struct {
+		name string
+		dir  layout.Dir
+	}{{"kubelet root", l.Kubelet}, {"containerd root", l.ContainerdRoot}, {"containerd snapshots", l.ContainerdSnapshots}} {
+		ew.printf("  %-20s %s\n", d.name, Printable(d.dir.String()))
 	}
 	if p := r.Probe; p != nil {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",

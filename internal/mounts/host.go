@@ -26,12 +26,20 @@ const (
 // A DaemonSet running with the host PID namespace inspects the node through
 // PID 1: the node's table is /proc/1/mountinfo and a node path p is reachable
 // as /proc/1/root/p. With PID 0 the process inspects its own namespace.
-// KubeletRoot and PodLogDir are paths as the inspected namespace sees them.
+// KubeletRoot, PodLogDir, ContainerdRoot and ContainerdSnapshots are paths
+// as the inspected namespace sees them. An empty KubeletRoot,
+// ContainerdRoot or ContainerdSnapshots is found by package layout when the
+// table is read (Snapshot.Layout says what was found and from what); one
+// given always wins.
 type Host struct {
 	Procfs      string
 	PID         int
 	KubeletRoot string
 	PodLogDir   string
+	// ContainerdRoot and ContainerdSnapshots are containerd's root and its
+	// overlayfs snapshots directory.
+	ContainerdRoot      string
+	ContainerdSnapshots string
 	// MaxTableBytes is the most bytes read from the mount table
 	// (0: DefaultMaxTableBytes).
 	MaxTableBytes int64

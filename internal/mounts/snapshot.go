@@ -3,9 +3,13 @@ package mounts
 import (
 	"fmt"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 )
 
 // Snapshot is one reading of a mount table, classified.
@@ -17,8 +21,13 @@ type Snapshot struct {
 	// not this machine's, so checks that look at files or make syscalls are
 	// skipped.
 	Live bool
-	// Host is the namespace the table belongs to (meaningful when Live).
+	// Host is the namespace the table belongs to (meaningful when Live),
+	// with KubeletRoot, ContainerdRoot and ContainerdSnapshots as Layout
+	// decided them.
 	Host Host
+	// Layout is where kubelet and containerd keep their state, and what
+	// said so (a flag, the processes, the table, the default).
+	Layout layout.Layout
 	// Taken is when the table was read.
 	Taken time.Time
 
@@ -74,7 +83,6 @@ func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error)
 // ReadSnapshot reads and classifies the mount table of h's namespace, with
 // the Kubernetes context of each kubelet mount taken from kubelet's files.
 func ReadSnapshot(h Host) (*Snapshot, error) {
-	h = h.WithDefaults()
 	path := h.MountinfoPath()
 	f, err := os.Open(path)
 	if err != nil {
@@ -103,7 +111,8 @@ func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
-	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, MaxTableBytes: h.MaxTableBytes}.WithDefaults(), false)
+	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot,
+		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
@@ -121,8 +130,14 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		}
 		return nil, fmt.Errorf("%w (a live table always has the root mount): is it a mountinfo file?", ErrEmptyTable)
 	}
-	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Host: h, Taken: time.Now(), Mounts: mounts,
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: time.Now(), Mounts: mounts,
 		ParseErrors: perrs, ParseErrorCount: nerrs})
+	s.Layout = s.findLayout(h)
+	h.KubeletRoot = s.Layout.Kubelet.Path
+	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
+	h.ContainerdSnapshots = s.Layout.ContainerdSnapshots.Path
+	h = h.WithDefaults()
+	s.Host = h
 
 	var kf *KubeFiles
 	for _, m := range mounts {
@@ -136,7 +151,61 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		}
 		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
 	}
+	s.driversFromStaging()
 	return s, nil
+}
+
+// driversFromStaging names the CSI driver of a CSI pod volume that no
+// vol_data.json named (a captured table, or the file unreadable) after the
+// staging mounts of its filesystem: a pod volume published from a staging
+// mount shares its major:minor, and the staging path names the driver.
+// Only when every staging mount of that filesystem names the same one.
+func (s *Snapshot) driversFromStaging() {
+	for _, m := range s.Mounts {
+		k := m.Kube
+		if k == nil || k.Kind != PodVolume || k.VolumePlugin != CsiPlugin || k.CSIDriver != "" {
+			continue
+		}
+		driver := ""
+		for _, o := range s.byDev[m.Dev()] {
+			if o.Kube == nil || o.Kube.Kind != CSIStaging || o.Kube.CSIDriver == "" {
+				continue
+			}
+			if driver != "" && driver != o.Kube.CSIDriver {
+				driver = ""
+				break
+			}
+			driver = o.Kube.CSIDriver
+		}
+		k.CSIDriver = driver
+	}
+}
+
+// findLayout decides the layout from h's given paths, the table and, live,
+// the running kubelet and containerd (package layout).
+func (s *Snapshot) findLayout(h Host) layout.Layout {
+	given := layout.Given{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot, ContainerdSnapshots: h.ContainerdSnapshots}
+	entries := make([]layout.Entry, 0, len(s.Mounts))
+	for _, m := range s.Mounts {
+		e := layout.Entry{Mountpoint: m.Mountpoint}
+		if m.Overlay {
+			// Relative layers say nothing about where the snapshots are.
+			if ch, err := ParseOverlayChain(m, "/"); err == nil {
+				for _, l := range append(slices.Clone(ch.Layers), ch.Data...) {
+					if path.IsAbs(l.Option) {
+						e.Layers = append(e.Layers, l.Dir)
+					}
+				}
+			}
+		}
+		entries = append(entries, e)
+	}
+	var proc layout.ProcessEvidence
+	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "") {
+		proc = layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
+			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }}.ReadCached()
+	}
+	return layout.Decide(given, layout.FromEntries(entries), proc)
 }
 
 // IndexSnapshot builds the lookups every check uses.

@@ -69,14 +69,10 @@ func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, 
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxTableBytes
 	}
-	raw, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
+	data, err := readTable(r, maxBytes) // every line below is a substring of it
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if int64(len(raw)) > maxBytes {
-		return nil, nil, 0, fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
-	}
-	data := string(raw) // one copy; every line below is a substring of it
 
 	var (
 		kept     []string // lines that validate, without "\r"
@@ -128,6 +124,49 @@ func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, 
 		mounts[i] = m
 	}
 	return mounts, perrors, nerrors, nil
+}
+
+// Chunks of a table read: the first is small (a table is usually tens of
+// KiB), each next one twice the last, up to maxTableChunk.
+const (
+	firstTableChunk = 64 << 10
+	maxTableChunk   = 4 << 20
+)
+
+// readTable reads r to its end into one string, or fails with
+// ErrTableTooLarge once it read more than maxBytes. It reads into chunks
+// that it never copies or regrows, and joins them once at the end, so a
+// table that hits the cap (/dev/zero) costs the cap and one chunk, and one
+// under it twice its size; io.ReadAll's doubling and the string copy after
+// it took 176 MB for the 64 MiB cap.
+func readTable(r io.Reader, maxBytes int64) (string, error) {
+	var chunks [][]byte
+	total, size := int64(0), int64(firstTableChunk)
+	for {
+		c := make([]byte, min(size, maxBytes+1-total))
+		n, err := io.ReadFull(r, c)
+		total += int64(n)
+		chunks = append(chunks, c[:n])
+		if total > maxBytes {
+			return "", fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		size = min(2*size, maxTableChunk)
+	}
+	if len(chunks) == 1 {
+		return string(chunks[0]), nil
+	}
+	var b strings.Builder
+	b.Grow(int(total))
+	for _, c := range chunks {
+		b.Write(c)
+	}
+	return b.String(), nil
 }
 
 // validateLine checks the structure that mountinfo.GetMountsFromReader relies

@@ -3,8 +3,10 @@ package mounts
 import (
 	"errors"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -177,5 +179,39 @@ func TestParseTwentyThousandLines(t *testing.T) {
 	}
 	if len(mounts) != 20000 || mounts[19999].Line != 20000 {
 		t.Fatalf("got %d mounts", len(mounts))
+	}
+}
+
+// A table of exactly the cap is read; one byte more is ErrTableTooLarge,
+// also when the reader hands out a byte at a time.
+func TestParseTableCap(t *testing.T) {
+	table := testenv.KubeletMountTable(2000)
+	n := int64(len(table))
+	if mounts, _, _, err := ParseMountTableLimit(iotest.OneByteReader(strings.NewReader(table)), n); err != nil || len(mounts) != 2000 {
+		t.Fatalf("table of the cap's %d bytes: %d mounts, %v", n, len(mounts), err)
+	}
+	if _, _, _, err := ParseMountTableLimit(strings.NewReader(table), n-1); !errors.Is(err, ErrTableTooLarge) {
+		t.Fatalf("table one byte over the cap: %v, want ErrTableTooLarge", err)
+	}
+}
+
+// /dev/zero under the default 64 MiB cap is refused having allocated about
+// the cap once: io.ReadAll's doubling allocated more than twice the cap
+// (and the process peaked at 176 MB); --once's peak RSS is in BENCHMARKS.md.
+func TestParseDevZeroAllocatesTheCapOnce(t *testing.T) {
+	f, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, _, err = ParseMountTableLimit(f, DefaultMaxTableBytes)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTableTooLarge) {
+		t.Fatalf("/dev/zero: %v, want ErrTableTooLarge", err)
+	}
+	if got, most := after.TotalAlloc-before.TotalAlloc, uint64(DefaultMaxTableBytes+2*maxTableChunk); got > most {
+		t.Fatalf("/dev/zero allocated %d bytes for a cap of %d (at most %d)", got, DefaultMaxTableBytes, most)
 	}
 }

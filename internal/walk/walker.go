@@ -46,6 +46,14 @@ type ScanLimits struct {
 	// MaxDepth is how deep below a root the walk goes (default 128): each
 	// level holds one file descriptor while the walk is in it.
 	MaxDepth int
+	// Workers is how many roots a pass walks at once (0 or 1: one at a
+	// time). With more, a Run that starts a pass gives each root to the
+	// next free worker, visit is called from that many goroutines at once,
+	// and Budget and Rate bound the workers together; a Run that stops
+	// before the pass is complete does not resume it, the next Run starts
+	// a new pass. For a pass that must complete in one Run (--once), not
+	// for the daemon's resumable, rate-limited runs.
+	Workers int
 }
 
 // TooDeepErr is the error of a full pass (--once) that left directories
@@ -129,8 +137,9 @@ type Walker struct {
 	procfs    string
 	visit     func(e *Entry) bool
 	stopErr   error
-	cursorSet bool   // the cursor of this stop is being recorded
-	xbuf      []byte // listxattr buffer, reused
+	cursorSet bool    // the cursor of this stop is being recorded
+	xbuf      []byte  // listxattr buffer, reused
+	shared    *shared // the run's workers' common budget, if parallel
 }
 
 // Entry is one directory entry: handed to the visitor of Run, or made with
@@ -234,6 +243,9 @@ func (w *Walker) Run(newPass func() []Root, visit func(*Entry) bool) (completed 
 	if !w.InPass {
 		w.Roots, w.next, w.cursor, w.InPass = newPass(), 0, nil, true
 	}
+	if w.Limits.Workers > 1 && len(w.Roots) > 1 && w.next == 0 && w.cursor == nil {
+		return w.runParallel()
+	}
 	for w.next < len(w.Roots) {
 		r := w.Roots[w.next]
 		w.cursorSet = false
@@ -272,6 +284,9 @@ func (w *Walker) noteErr(p string, err error) {
 // spend accounts for one entry; false means stop here (budget, rate
 // deadline or cancellation).
 func (w *Walker) spend() bool {
+	if w.shared != nil {
+		return w.spendShared()
+	}
 	if w.left == 0 {
 		return false
 	}

@@ -1,0 +1,17 @@
+// Package layout finds where kubelet and containerd keep their state on the
+// inspected node when no flag says so: kubelet's root (pod volumes, CSI
+// staging) and containerd's root and overlayfs snapshots directory.
+//
+// The mount table is the evidence that always exists, live or captured:
+// kubelet's mounts sit at <root>/pods/<uid>/volumes/..., <root>/pods/<uid>/
+// volume-subpaths/... and <root>/plugins/kubernetes.io/csi/.../globalmount,
+// and containerd's overlay layers at <snapshots>/<n>/fs. On a live node the
+// running kubelet's --root-dir and containerd's --root (or the root key of
+// its config file) are believed first. A flag always wins; two candidates
+// in the table and no process to decide, or none at all, keep the default,
+// and Dir.Evidence says so.
+//
+// It does not parse kubelet's KubeletConfiguration file: the root directory
+// is a command-line flag only (files such as /etc/default/kubelet reach
+// kubelet through its command line, which is what is read).
+package layout
