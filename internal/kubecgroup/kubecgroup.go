@@ -35,6 +35,10 @@ var (
 	QoSClasses = []string{Guaranteed, Burstable, BestEffort}
 )
 
+// Roots are the cgroups below which kubelet makes every pod's, one per
+// driver: kubepods (cgroupfs) and kubepods.slice (systemd).
+var Roots = []string{"kubepods", "kubepods.slice"}
+
 // ValidUID reports whether uid can be a pod UID in a cgroup name: letters,
 // digits and '-' only (a UUID, or a static pod's hash), at most 64. Only
 // such a UID is put into a path.

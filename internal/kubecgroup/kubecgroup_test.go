@@ -2,6 +2,7 @@ package kubecgroup
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -29,6 +30,11 @@ func TestPodPath(t *testing.T) {
 	}
 	if got := ContainerPath(Cgroupfs, Guaranteed, uid, cid); got != "kubepods/pod"+uid+"/"+cid {
 		t.Errorf("cgroupfs container path %s", got)
+	}
+	for i, d := range Drivers {
+		if !strings.HasPrefix(PodPath(d, BestEffort, uid), Roots[i]+"/") {
+			t.Errorf("%s's pod path %s is not below its root %s", d, PodPath(d, BestEffort, uid), Roots[i])
+		}
 	}
 	if got := PodPaths(uid); len(got) != 6 || got[0] != "kubepods/pod"+uid || !slices.Contains(got, PodPath(Systemd, BestEffort, uid)) {
 		t.Errorf("PodPaths: %v", got)

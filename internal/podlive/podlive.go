@@ -132,7 +132,7 @@ func (r *Reader) open() {
 		}
 		h := hierarchy{root: root, name: name, v2: v2}
 		r.hierarchies = append(r.hierarchies, h)
-		for _, kp := range []string{"kubepods", "kubepods.slice"} {
+		for _, kp := range kubecgroup.Roots {
 			if fi, err := root.Lstat(kp); err == nil && fi.IsDir() {
 				r.kubepods = true
 			}
