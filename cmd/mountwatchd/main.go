@@ -27,6 +27,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -57,6 +58,7 @@ type config struct {
 	shallowFSTypes string
 	shallowSet     bool
 	stateDir       string
+	stuckAfter     time.Duration
 	fusectl        string
 	mountFusectl   bool
 	scan           scanConfig
@@ -125,6 +127,11 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag(flagname.ProbeStateDir, "Where probes still stuck in the kernel are recorded, so that a later --"+flagname.Once+" or a restarted daemon reports their connections hung without probing them again "+
 		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
 		PlaceHolder("DIR").StringVar(&cfg.stateDir)
+	app.Flag(flagname.ProbeStuckAfter, "Report a connection hung, even when its probe is answered, once one of the node's tasks has waited on it "+
+		"this long (0: never). Long enough for a healthy but slow server: s3fs and gcsfuse answer close() or fsync() only once the "+
+		"whole object is uploaded (5GiB at 10MB/s is 8.5 minutes). Measured from when mountwatchd first saw the task waiting, "+
+		"so --"+flagname.Once+", which sees each task once, never reaches it.").
+		Default(check.DefaultStuckAfter.String()).DurationVar(&cfg.stuckAfter)
 	app.Flag(flagname.Fusectl, "Where the FUSE control filesystem is (waiting requests of hung connections).").
 		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
 	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
@@ -188,6 +195,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func (cfg *config) validate() error {
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
 		return errors.New("--" + flagname.ProbeTimeout + " and --" + flagname.ProbeMaxBlocked + " must be positive")
+	}
+	if cfg.stuckAfter < 0 {
+		return fmt.Errorf("--"+flagname.ProbeStuckAfter+"=%s: want a duration, or 0 for never", cfg.stuckAfter)
 	}
 	if cfg.probeFSTypes == "" {
 		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
@@ -279,6 +289,13 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 		ScanRoots:  sc.roots,
 		// SnapshotRoot and ContainerdRoot are left to each snapshot's
 		// layout, which the flags decide when given (cfg.host).
+		// One scan of the node's tasks per probe round, shared by both
+		// probing checks.
+		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl}),
+		StuckAfter: cfg.stuckAfter,
+	}
+	if cc.StuckAfter == 0 {
+		cc.StuckAfter = -1 // the flag's 0 is never; Config's 0 the default
 	}
 	cfg.volumes.apply(cc)
 	cc.Once = once

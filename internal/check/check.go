@@ -5,6 +5,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -57,6 +58,10 @@ type Outcome struct {
 	// Table is the mount table's size and growth, from the check that
 	// measures them (mount_leak); the Runner puts it in Report.Table.
 	Table *TableStats
+	// Tasks is the scan of the node's tasks stuck on FUSE and network
+	// filesystems that the check used (the probing checks, one scan per
+	// probe round); the Runner puts it in Report.Tasks.
+	Tasks *tasks.Report
 }
 
 // Kind is a check's schedule in the daemon: how often it runs.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -73,6 +74,14 @@ type Config struct {
 	// whether a pod runs (DefaultCgroupRoot, DefaultContainerdState when
 	// empty).
 	CgroupRoot, ContainerdState string
+	// Tasks scans the node's tasks stuck on FUSE and network filesystems
+	// for hung_mount and stale_mount, which share it (one scan per probe
+	// round); nil: tasks are not scanned.
+	Tasks *tasks.Scanner
+	// StuckAfter is how long a task may wait on a connection before
+	// hung_mount reports it even when its probe is answered
+	// (DefaultStuckAfter when 0; negative: never).
+	StuckAfter time.Duration
 	// Once is set for --once: one run, so a check with memory across runs
 	// judges from one look.
 	Once bool

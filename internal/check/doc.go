@@ -1,10 +1,10 @@
 // Package check finds broken mounts. A check is a value with two methods:
 // Decl, its declaration, and Run(ctx, *Env) Outcome, a function of its
 // inputs (the snapshot, the inspected root, the run's probe round) to its
-// outputs (findings, error, notes, scan progress). The Runner runs the
-// checks one after another, gives each the Env its declaration asks for,
-// never lets one failing or panicking check stop the others, and turns the
-// Outcomes into a Report. The Tracker, and only the Tracker, stamps when each
+// outputs (findings, error, notes, scan progress, the table's size, the
+// stuck-task scan it used). The Runner runs the checks one after another,
+// gives each the Env its declaration asks for, never lets one failing or
+// panicking check stop the others, and turns the Outcomes into a Report. The Tracker, and only the Tracker, stamps when each
 // problem was first seen and what appeared, changed or cleared.
 //
 // The exporters (package export) consume Findings and Reports and never

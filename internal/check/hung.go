@@ -9,6 +9,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
 
 // HungMount is the ID of HungMountCheck.
@@ -19,7 +20,7 @@ var hungMountDecl = Decl{
 	MessageID:  "0b3bc3277687449192a2a991a8da58f0",
 	Severities: []Severity{Critical},
 	New: func(cfg *Config) Check {
-		return HungMountCheck{Fusectl: cfg.Fusectl, FusectlErr: cfg.FusectlErr}
+		return HungMountCheck{Fusectl: cfg.Fusectl, FusectlErr: cfg.FusectlErr, Tasks: cfg.Tasks, StuckAfter: stuckAfter(cfg.StuckAfter)}
 	},
 }
 
@@ -36,14 +37,21 @@ type HungMountCheck struct {
 	// FusectlErr, when set, says why the waiting count cannot be read.
 	Fusectl    string
 	FusectlErr error
+	// Tasks, when set, counts the node's tasks stuck on each connection
+	// (shared with StaleMountCheck: one scan per probe round); a
+	// connection with one stuck longer than StuckAfter is hung even when
+	// its probe was answered (StuckAfter 0: never).
+	Tasks      *tasks.Scanner
+	StuckAfter time.Duration
 }
 
 // Decl implements Check.
 func (HungMountCheck) Decl() Decl { return hungMountDecl }
 
 // Run implements Check.
-func (c HungMountCheck) Run(_ context.Context, env *Env) Outcome {
+func (c HungMountCheck) Run(ctx context.Context, env *Env) Outcome {
 	s, r := env.Snapshot, env.Probes
+	tr := scanTasks(ctx, c.Tasks, r, s)
 	var out []Finding
 	waiting := map[string]string{} // by connection, read once
 	conns := newConnIndex(s)
@@ -64,10 +72,12 @@ func (c HungMountCheck) Run(_ context.Context, env *Env) Outcome {
 			}
 			f.Details["fuse_waiting"] = w
 		}
-		f.Message = hungMessage(conns, m, res, r.Timeout, f.Details["fuse_waiting"], c.fusectl())
+		stuck := addStuckDetails(f.Details, tr)
+		f.Message = withStuck(hungMessage(conns, m, res, r.Timeout, f.Details["fuse_waiting"], c.fusectl()), stuck)
 		out = append(out, f)
 	}
-	return Outcome{Findings: out, Err: r.NamespaceErr()}
+	out = append(out, stuckFindings(conns, s, r, tr, c.StuckAfter, c.fusectl())...)
+	return Outcome{Findings: out, Err: r.NamespaceErr(), Tasks: tr}
 }
 
 func (c HungMountCheck) fusectl() string {

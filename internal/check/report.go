@@ -9,6 +9,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -103,6 +104,10 @@ type Report struct {
 	// Table is the mount table's size and growth (mount_leak); nil when
 	// that check did not run.
 	Table *TableStats
+	// Tasks is the scan of the node's tasks stuck on FUSE and network
+	// filesystems that the probing checks used (Outcome.Tasks); nil when
+	// none ran.
+	Tasks *tasks.Report
 }
 
 // Status is StatusProblems when anything was found, StatusError when nothing

@@ -46,6 +46,9 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 		if out.Table != nil {
 			rep.Table = out.Table
 		}
+		if out.Tasks != nil { // the probing checks of a run share one scan
+			rep.Tasks = out.Tasks
+		}
 	}
 	rep.Probe = x.probeStats
 	SortFindings(rep.Findings)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +43,7 @@ var staleMountDecl = Decl{
 	ID: StaleMount, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 20,
 	MessageID:  "2a3f10996b9740bebc72984411f7b637",
 	Severities: []Severity{Critical, Warning},
-	New:        func(*Config) Check { return StaleMountCheck{} },
+	New:        func(cfg *Config) Check { return StaleMountCheck{Tasks: cfg.Tasks} },
 }
 
 func init() { Register(staleMountDecl) }
@@ -51,14 +52,20 @@ func init() { Register(staleMountDecl) }
 // error that means it is dead, such as ENOTCONN after a FUSE server died.
 // The mount table does not change when that happens; only a probe shows it.
 // It reads the run's probe round (Env.Probes).
-type StaleMountCheck struct{}
+type StaleMountCheck struct {
+	// Tasks, when set, says how many of the node's tasks are stuck on a
+	// stale connection (a server that died holding requests); shared with
+	// HungMountCheck: one scan per probe round.
+	Tasks *tasks.Scanner
+}
 
 // Decl implements Check.
 func (StaleMountCheck) Decl() Decl { return staleMountDecl }
 
 // Run implements Check.
-func (StaleMountCheck) Run(_ context.Context, env *Env) Outcome {
+func (c StaleMountCheck) Run(ctx context.Context, env *Env) Outcome {
 	s, r := env.Snapshot, env.Probes
+	tr := scanTasks(ctx, c.Tasks, r, s)
 	var out []Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
@@ -74,9 +81,10 @@ func (StaleMountCheck) Run(_ context.Context, env *Env) Outcome {
 		f.Details = connDetails(conns, m)
 		f.Details["errno"] = unix.ErrnoName(res.Errno)
 		f.Details["probed"] = res.Path
+		f.Message = withStuck(f.Message, addStuckDetails(f.Details, tr))
 		out = append(out, f)
 	}
-	return Outcome{Findings: out, Err: r.NamespaceErr()}
+	return Outcome{Findings: out, Err: r.NamespaceErr(), Tasks: tr}
 }
 
 func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {

@@ -66,6 +66,9 @@ func (st *store) merge(lanes []*lane, checks []check.Check) *check.Report {
 			t := *l.last.Table
 			rep.Table = &t
 		}
+		if l.last.Tasks != nil {
+			rep.Tasks = l.last.Tasks // immutable once made
+		}
 		for _, f := range l.last.Findings {
 			if l.lastSeq != st.seq && !st.unbroken(f, l.lastSeq) {
 				continue // gone, or gone and made again: not the mount that was checked

@@ -12,6 +12,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
@@ -39,7 +40,10 @@ type Document struct {
 	ParseErrorsTotal int          `json:"parse_errors_total"`
 	Probe            *probe.Stats `json:"probe,omitempty"`
 	Scan             *walk.Stats  `json:"scan,omitempty"`
-	Error            string       `json:"error,omitempty"`
+	// Tasks is the scan of the node's tasks stuck on FUSE and network
+	// filesystems.
+	Tasks *tasks.Report `json:"stuck_tasks,omitempty"`
+	Error string        `json:"error,omitempty"`
 }
 
 // MountTable says which table was checked.
@@ -70,6 +74,7 @@ func NewDocument(r *check.Report) *Document {
 		ParseErrorsTotal: s.ParseErrorTotal(),
 		Probe:            r.Probe,
 		Scan:             r.Scan,
+		Tasks:            r.Tasks,
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID

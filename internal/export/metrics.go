@@ -1,6 +1,7 @@
 package export
 
 import (
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
+	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,6 +54,10 @@ var problemLabels = []string{"check", "severity", "mountpoint", "fstype", "sourc
 
 const ns = "mountwatchd"
 
+// connLabels are the labels of a connection's series: its major:minor and
+// the type and source of its first mount in the table.
+var connLabels = []string{"connection", "fstype", "source"}
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help, labels, nil)
 }
@@ -82,6 +89,13 @@ var (
 	descNotProbed  = desc("probes_not_probed", "Connections not probed in the last run: one probe already blocked on it, or the cap was reached.")
 	descProbes     = desc("probes_total", "Probes started since start.")
 	descTimeouts   = desc("probe_timeouts_total", "Probes that did not answer within the probe timeout since start.")
+	descStuck      = desc("stuck_tasks", "Tasks (threads) of the node found waiting in the kernel on a FUSE or network filesystem in the last probe run.")
+	descStuckUnatt = desc("stuck_tasks_unattributed", "Of mountwatchd_stuck_tasks, those whose connection the kernel does not say (no descriptor, and several FUSE connections with requests waiting).")
+	descConnStuck  = desc("connection_stuck_tasks", "Tasks waiting in the kernel on this connection (major:minor) in the last probe run; a series per connection with tasks waiting.",
+		connLabels...)
+	descConnSince = desc("connection_stuck_tasks_first_seen_timestamp_seconds", "When this process first saw the longest waiting of the connection's stuck tasks (Unix time); the kernel does not say when a wait began.",
+		connLabels...)
+	descTaskScanOK = desc("task_scan_success", "1 if the last scan of the node's tasks examined every task, 0 if it failed or stopped at its cap.")
 	descScanEnts   = desc("scan_entries_total", "Entries examined by tree scans since start.")
 	descScanPasses = desc("scan_passes_total", "Complete scan passes over every root since start.")
 	descScanBudget = desc("scan_budget_exhausted_total", "Scan runs that stopped at the budget, to resume on the next run, since start.")
@@ -96,7 +110,8 @@ var (
 	allDescs = []*prometheus.Desc{descProblems, descProblem, descFirstSeen, descDroppedNow, descDropped, descMounts,
 		descParseErrs, descReads, descReadErrs, descReadOK, descEvents, descDuration, descRuns, descErrors, descSuccess, descLastRun,
 		descComplete, descProbeConns, descBlocked, descNotProbed, descProbes, descTimeouts, descScanEnts, descScanPasses,
-		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow, descLayout, descLayoutCand}
+		descScanBudget, descScanDone, descTableSize, descTableMax, descTableGrow, descLayout, descLayoutCand,
+		descStuck, descStuckUnatt, descConnStuck, descConnSince, descTaskScanOK}
 )
 
 // Metrics is a prometheus.Collector built from the latest State on each
@@ -211,6 +226,9 @@ func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped 
 			gauge(ch, descTableMax, float64(t.MountMax))
 		}
 	}
+	if tr := rep.Tasks; tr != nil {
+		collectTasks(ch, tr, rep.Snapshot)
+	}
 	if s := rep.Scan; s != nil {
 		counter(ch, descScanEnts, s.Entries)
 		counter(ch, descScanPasses, s.Passes)
@@ -300,4 +318,31 @@ func joinKey(labels []string) string {
 		b = append(b, 0)
 	}
 	return string(b)
+}
+
+// collectTasks writes the counts of stuck tasks, for the node and per
+// connection.
+func collectTasks(ch chan<- prometheus.Metric, tr *tasks.Report, s *mounts.Snapshot) {
+	ok := 0.0
+	if tr.Err == nil && !tr.Truncated {
+		ok = 1
+	}
+	gauge(ch, descTaskScanOK, ok)
+	if tr.Err != nil {
+		return
+	}
+	gauge(ch, descStuck, float64(tr.Stuck))
+	gauge(ch, descStuckUnatt, float64(tr.Unattributed))
+	for _, dev := range slices.Sorted(maps.Keys(tr.Conns)) {
+		c := tr.Conns[dev]
+		fstype, source := "", ""
+		if s != nil {
+			if ms := s.ByDev(dev); len(ms) > 0 {
+				fstype, source = ms[0].FSType, ms[0].Source
+			}
+		}
+		labels := []string{dev, Printable(fstype), Printable(source)}
+		gauge(ch, descConnStuck, float64(c.Tasks), labels...)
+		gauge(ch, descConnSince, unix(c.Since), labels...)
+	}
 }

@@ -3,12 +3,15 @@ package export
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
 
 // WriteText writes the human report of --once: the summary line, then each
@@ -64,6 +67,7 @@ func WriteText(w io.Writer, r *check.Report) error {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
 	}
+	writeTasks(ew, r.Tasks, s)
 	if sc := r.Scan; sc != nil {
 		state := "pass complete"
 		if !sc.Complete {
@@ -152,4 +156,53 @@ func (e *errWriter) printf(format string, a ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, a...)
 	}
+}
+
+// writeTasks writes the text report's lines of the stuck tasks: why they
+// were not counted, or the connections they wait on; nothing when the
+// probing checks did not scan or found none.
+func writeTasks(ew *errWriter, tr *tasks.Report, s *mounts.Snapshot) {
+	switch {
+	case tr == nil:
+	case tr.Err != nil:
+		ew.printf("Stuck tasks not counted: %s.\n", Printable(tr.Err.Error()))
+	case tr.Stuck > 0:
+		ew.printf("Stuck tasks: %d waiting in the kernel on FUSE or network filesystems (%d tasks examined; %d on a connection the kernel does not name):\n",
+			tr.Stuck, tr.Examined, tr.Unattributed)
+		for _, dev := range slices.Sorted(maps.Keys(tr.Conns)) {
+			c := tr.Conns[dev]
+			fstype := ""
+			if ms := s.ByDev(dev); len(ms) > 0 {
+				fstype = " (" + Printable(ms[0].FSType) + ")"
+			}
+			ew.printf("  connection %s%s: %s, first seen %s%s\n", dev, fstype, plural(c.Tasks, "task"),
+				c.Since.UTC().Format(time.RFC3339), podsLine(c))
+		}
+	}
+}
+
+// podsLine lists the pods with tasks stuck on a connection, for the text
+// report.
+func podsLine(c *tasks.Conn) string {
+	var parts []string
+	for _, p := range c.Pods {
+		name := p.UID
+		if p.Name != "" {
+			name = p.Namespace + "/" + p.Name
+		}
+		if p.Container != "" {
+			name += " (" + p.Container + ")"
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d", Printable(name), p.Tasks))
+	}
+	if c.MorePods > 0 {
+		parts = append(parts, fmt.Sprintf("%d more pods", c.MorePods))
+	}
+	if c.NodeTasks > 0 {
+		parts = append(parts, fmt.Sprintf("not in a pod: %d", c.NodeTasks))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
 }

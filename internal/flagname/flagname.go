@@ -21,6 +21,7 @@ const (
 	ProbeTimeout      = "probe.timeout"
 	ProbeMaxBlocked   = "probe.max-blocked"
 	ProbeFSTypes      = "probe.fstypes"
+	ProbeStuckAfter   = "probe.stuck-after"
 	Fusectl           = "path.fusectl"
 	ProbeMountFusectl = "probe.mount-fusectl"
 

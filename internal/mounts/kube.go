@@ -202,3 +202,10 @@ func ParseKubeFilePath(kubeletRoot, p string) *Kube {
 	}
 	return nil
 }
+
+// Pod returns the namespace and name of the pod with this UID, from
+// kubelet's pod log directory.
+func (kf *KubeFiles) Pod(uid string) (namespace, name string, ok bool) {
+	nn, ok := kf.pods[uid]
+	return nn[0], nn[1], ok && uid != ""
+}

@@ -22,8 +22,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strings"
 	"syscall"
+
+	"github.com/mountwatchd/mountwatchd/internal/kubecgroup"
 )
 
 // State is what the node says about a pod.
@@ -131,7 +132,7 @@ func (r *Reader) open() {
 		}
 		h := hierarchy{root: root, name: name, v2: v2}
 		r.hierarchies = append(r.hierarchies, h)
-		for _, kp := range []string{"kubepods", "kubepods.slice"} {
+		for _, kp := range kubecgroup.Roots {
 			if fi, err := root.Lstat(kp); err == nil && fi.IsDir() {
 				r.kubepods = true
 			}
@@ -152,52 +153,18 @@ func (r *Reader) Close() {
 	r.hierarchies = nil
 }
 
-// ValidUID reports whether uid can be a pod UID in a cgroup name: letters,
-// digits and '-' only (a UUID, or a static pod's hash), at most 64.
-func ValidUID(uid string) bool {
-	if uid == "" || len(uid) > 64 {
-		return false
-	}
-	for _, c := range uid {
-		if !uidRune(c) {
-			return false
-		}
-	}
-	return true
-}
-
-func uidRune(c rune) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-'
-}
-
-// CgroupPaths are the directories kubelet makes for pod uid, relative to a
-// hierarchy's root: cgroupfs driver kubepods[/<qos>]/pod<uid>, systemd
-// driver kubepods.slice[/kubepods-<qos>.slice]/kubepods[-<qos>]-pod<uid
-// with _ for ->.slice. Guaranteed pods have no QoS level.
-func CgroupPaths(uid string) []string {
-	u := strings.ReplaceAll(uid, "-", "_")
-	return []string{
-		"kubepods/pod" + uid,
-		"kubepods/burstable/pod" + uid,
-		"kubepods/besteffort/pod" + uid,
-		"kubepods.slice/kubepods-pod" + u + ".slice",
-		"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + u + ".slice",
-		"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + u + ".slice",
-	}
-}
-
 // Pod says whether pod uid runs: Running when any hierarchy's pod cgroup
 // holds a process (or, without kubelet cgroups, containerd has its
 // sandbox), Stopped when a pod cgroup exists with no process, Gone when
 // kubelet's cgroups are there and the pod has none.
 func (r *Reader) Pod(uid string) Pod {
-	if !ValidUID(uid) {
+	if !kubecgroup.ValidUID(uid) {
 		return Pod{State: Unknown, Evidence: "not a pod UID"}
 	}
 	r.open()
 	var stopped string
 	for _, h := range r.hierarchies {
-		for _, rel := range CgroupPaths(uid) {
+		for _, rel := range kubecgroup.PodPaths(uid) {
 			fi, err := h.root.Lstat(rel)
 			if err != nil || !fi.IsDir() {
 				continue
@@ -340,7 +307,7 @@ func SandboxUID(spec []byte) (string, bool) {
 		return "", false
 	}
 	uid := string(rest[1 : 1+end])
-	if !ValidUID(uid) {
+	if !kubecgroup.ValidUID(uid) {
 		return "", false
 	}
 	return uid, true

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/mountwatchd/mountwatchd/internal/kubecgroup"
 )
 
 // CgroupRoot is where the machine's cgroup filesystems are mounted.
@@ -40,23 +42,6 @@ type PodCgroup struct {
 	stdout  *bufio.Reader
 	stopped sync.Once
 	removed sync.Once
-}
-
-// PodCgroupPath is the pod cgroup kubelet makes for uid, relative to a
-// hierarchy: driver "cgroupfs" or "systemd", qos "guaranteed", "burstable"
-// or "besteffort".
-func PodCgroupPath(driver, qos, uid string) string {
-	if driver == "systemd" {
-		u := strings.ReplaceAll(uid, "-", "_")
-		if qos == "guaranteed" {
-			return "kubepods.slice/kubepods-pod" + u + ".slice"
-		}
-		return "kubepods.slice/kubepods-" + qos + ".slice/kubepods-" + qos + "-pod" + u + ".slice"
-	}
-	if qos == "guaranteed" {
-		return "kubepods/pod" + uid
-	}
-	return "kubepods/" + qos + "/pod" + uid
 }
 
 // PodHierarchies are the cgroup hierarchies of this machine a stand-in pod
@@ -86,15 +71,12 @@ func StartPodCgroup(t testing.TB, hierarchies []string, driver, qos, uid string)
 	RequireRoot(t)
 	p := &PodCgroup{UID: uid, t: t}
 	t.Cleanup(p.Remove)
-	rel := PodCgroupPath(driver, qos, uid)
-	container := "0123456789abcdef"
-	if driver == "systemd" {
-		container = "cri-containerd-" + container + ".scope"
-	}
+	rel := kubecgroup.PodPath(driver, qos, uid)
+	container := kubecgroup.ContainerPath(driver, qos, uid, "0123456789abcdef")
 	var leaves []string
 	for _, h := range hierarchies {
 		p.Dirs = append(p.Dirs, filepath.Join(h, rel))
-		leaf := filepath.Join(h, rel, container)
+		leaf := filepath.Join(h, container)
 		p.mkdirAll(h, leaf)
 		leaves = append(leaves, leaf)
 	}
