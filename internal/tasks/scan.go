@@ -240,34 +240,6 @@ func hasNetwork(s *mounts.Snapshot) bool {
 	return false
 }
 
-// ourselves is our own PID as the inspected procfs numbers it, and our
-// command name: our own probes, and the helper processes they run in, are
-// the probe's hang, reported by the probe, not stuck users (see ours).
-func (x *scan) ourselves() (int, string) {
-	link, err := os.Readlink(filepath.Join(x.proc, "self"))
-	if err != nil {
-		return -1, ""
-	}
-	pid, err := strconv.Atoi(link)
-	if err != nil {
-		return -1, ""
-	}
-	comm := ""
-	if data, err := x.read(filepath.Join(x.proc, link, "stat")); err == nil {
-		if st, err := parseStat(data); err == nil {
-			comm = st.Comm
-		}
-	}
-	return pid, comm
-}
-
-// ours says whether a task of this name is one of ours: this process, or a
-// helper process it started (the same binary, named like us or
-// <our name>-<role>, as the probe helpers are).
-func (x *scan) ours(comm string) bool {
-	return x.selfComm != "" && (comm == x.selfComm || strings.HasPrefix(comm, x.selfComm+"-"))
-}
-
 // task reads one task and reports whether it is stuck on a FUSE or network
 // filesystem.
 func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
@@ -285,7 +257,7 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 	if st.State != 'D' && (st.State != 'S' || !readS) {
 		return Task{}, taskKey{}, false
 	}
-	if st.Flags&pfKthread != 0 || x.ours(st.Comm) {
+	if st.Flags&pfKthread != 0 || x.ours(st.Comm) || (tid != pid && x.oursLeader(pid)) {
 		return Task{}, taskKey{}, false
 	}
 	data, err = x.read(filepath.Join(dir, "wchan"))
