@@ -370,6 +370,9 @@ func TestDaemonSystemdNotify(t *testing.T) {
 
 // With the FUSE server of a broken mount stopped (every stat on it would
 // block), 100 concurrent scrapes all answer and /healthz stays healthy.
+// The scrapes start once the daemon has read the table: /healthz is 200
+// from the start (the start grace), while /metrics serves the empty State
+// with mountwatchd_mount_table_read_success 0 until the first read.
 func TestDaemonHungFUSEScrapesAnswer(t *testing.T) {
 	testenv.RequireRoot(t)
 	b := newBrokenPodVolume(t, t.TempDir(), "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
@@ -378,6 +381,9 @@ func TestDaemonHungFUSEScrapesAnswer(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.server.Signal(syscall.SIGCONT) })
 	d := startDaemon(t, nil, append(b.flags(), "--interval=100ms", "--log.target=stderr")...)
+	testenv.WaitUntil(t, 20*time.Second, "the first read of the table", func() bool {
+		return d.value("mountwatchd_mount_table_read_success ") == 1
+	})
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
@@ -394,7 +400,8 @@ func TestDaemonHungFUSEScrapesAnswer(t *testing.T) {
 			case code != http.StatusOK:
 				errs <- fmt.Errorf("%s: %d %s", path, code, body)
 			case path == "/metrics" && !strings.Contains(body, b.mnt):
-				errs <- fmt.Errorf("/metrics lacks the problem on the hung mount")
+				reads, _ := value(body, "mountwatchd_mount_table_reads_total ")
+				errs <- fmt.Errorf("/metrics lacks the problem on the hung mount (after %v reads of the table)", reads)
 			}
 		}()
 	}
