@@ -1,12 +1,10 @@
 package walk
 
 import (
-	"context"
 	"path"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -110,24 +108,8 @@ func (w *Walker) spendShared() bool {
 	if sh.stop.Load() {
 		return false
 	}
-	if w.Done&255 == 0 {
-		if w.ctx.Err() != nil {
-			w.stopErr = context.Cause(w.ctx)
-			return false
-		}
-		if w.Limits.Rate > 0 {
-			due := w.started.Add(time.Duration(float64(sh.done.Load()) / w.Limits.Rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-				case <-w.ctx.Done():
-					t.Stop()
-					w.stopErr = context.Cause(w.ctx)
-					return false
-				}
-			}
-		}
+	if w.Done&255 == 0 && !w.pace(sh.done.Load()) {
+		return false
 	}
 	if sh.limited && sh.left.Add(-1) < 0 {
 		return false

@@ -290,24 +290,8 @@ func (w *Walker) spend() bool {
 	if w.left == 0 {
 		return false
 	}
-	if w.Done&255 == 0 {
-		if w.ctx.Err() != nil {
-			w.stopErr = context.Cause(w.ctx) // the deadline says whose (--once.timeout)
-			return false
-		}
-		if w.Limits.Rate > 0 {
-			due := w.started.Add(time.Duration(float64(w.Done) / w.Limits.Rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-				case <-w.ctx.Done():
-					t.Stop()
-					w.stopErr = context.Cause(w.ctx)
-					return false
-				}
-			}
-		}
+	if w.Done&255 == 0 && !w.pace(int64(w.Done)) {
+		return false
 	}
 	if w.left > 0 {
 		w.left--
@@ -433,4 +417,31 @@ func (w *Walker) setCursor(depth int, c cursorLevel) {
 		w.cursor, w.cursorSet = make([]cursorLevel, depth+1), true
 	}
 	w.cursor[depth] = c
+}
+
+// pace is checked every 256 entries: it stops the walk when its context is
+// done (the deadline says whose: --once.timeout) and, under a rate, waits
+// until done entries are due since the run started. false: stop.
+func (w *Walker) pace(done int64) bool {
+	if w.ctx.Err() != nil {
+		w.stopErr = context.Cause(w.ctx)
+		return false
+	}
+	if w.Limits.Rate <= 0 {
+		return true
+	}
+	due := w.started.Add(time.Duration(float64(done) / w.Limits.Rate * float64(time.Second)))
+	d := time.Until(due)
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		w.stopErr = context.Cause(w.ctx)
+		return false
+	}
 }
