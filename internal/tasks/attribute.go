@@ -5,9 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // attributeFD attributes t to the mount of the descriptor its system call
@@ -111,11 +111,7 @@ func readFusectl(dir string) (map[string]int, bool) {
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name(), "waiting"))
-		if err != nil {
-			continue
-		}
-		w, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		w, err := probe.FuseWaiting(dir, int(n))
 		if err != nil {
 			continue
 		}
