@@ -1,7 +1,6 @@
 package layout
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/procstat"
 	"golang.org/x/sys/unix"
 )
 
@@ -229,16 +229,8 @@ func readSmall(name string, limit int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, limit))
 }
 
-// ParseStat reads comm and state out of /proc/<pid>/stat: "pid (comm) S ...",
-// where comm may itself hold spaces and parentheses.
-func ParseStat(data []byte) (comm string, state byte, ok bool) {
-	open := bytes.IndexByte(data, '(')
-	end := bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open || end+2 >= len(data) {
-		return "", 0, false
-	}
-	return string(data[open+1 : end]), data[end+2], true
-}
+// ParseStat reads comm and state out of /proc/<pid>/stat (procstat.Head).
+func ParseStat(data []byte) (comm string, state byte, ok bool) { return procstat.Head(data) }
 
 // FlagValue returns the value of a command line flag given as "--name=v"
 // or "--name v" (the last one given wins, as with Go's and pflag's

@@ -7,10 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/procstat"
 )
 
 // stuckRecord is what a state file says of a stuck probe: the helper
@@ -130,16 +131,11 @@ func procStart(path string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%s: no comm", path)
+	st, err := procstat.Parse(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("%s: %d fields", path, len(fields))
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	return st.StartTime, nil
 }
 
 // DefaultStateDir is where the records of stuck probes live: systemd's

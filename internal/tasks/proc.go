@@ -1,57 +1,24 @@
 package tasks
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mountwatchd/mountwatchd/internal/procstat"
 )
 
 // The parsers of the per-task /proc files the scanner reads. Each is a pure
 // function of the file's bytes, so tests feed captured files.
 
 // statLine is what the scanner uses of /proc/<pid>/task/<tid>/stat.
-type statLine struct {
-	Comm      string
-	State     byte
-	PPID      int
-	Flags     uint64 // PF_* (PF_KTHREAD marks a kernel thread)
-	StartTime uint64 // clock ticks after boot: with the TID, a task's identity
-}
+type statLine = procstat.Stat
 
 // errMalformed is wrapped by every parse error.
-var errMalformed = errors.New("malformed")
+var errMalformed = procstat.ErrMalformed
 
-// parseStat parses a stat line. The command name is in parentheses and may
-// itself hold spaces and parentheses, so the fields start after the last ')'.
-func parseStat(data []byte) (statLine, error) {
-	var st statLine
-	open := bytes.IndexByte(data, '(')
-	end := bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open {
-		return st, fmt.Errorf("%w stat: no (comm)", errMalformed)
-	}
-	st.Comm = string(data[open+1 : end])
-	f := strings.Fields(string(data[end+1:]))
-	// f[0] is field 3 (state), f[1] field 4 (ppid), f[6] field 9 (flags),
-	// f[19] field 22 (starttime).
-	if len(f) < 20 || len(f[0]) != 1 {
-		return st, fmt.Errorf("%w stat: %d fields after (comm)", errMalformed, len(f))
-	}
-	st.State = f[0][0]
-	var err error
-	if st.PPID, err = strconv.Atoi(f[1]); err != nil {
-		return st, fmt.Errorf("%w stat ppid: %w", errMalformed, err)
-	}
-	if st.Flags, err = strconv.ParseUint(f[6], 10, 64); err != nil {
-		return st, fmt.Errorf("%w stat flags: %w", errMalformed, err)
-	}
-	if st.StartTime, err = strconv.ParseUint(f[19], 10, 64); err != nil {
-		return st, fmt.Errorf("%w stat starttime: %w", errMalformed, err)
-	}
-	return st, nil
-}
+// parseStat parses a stat line (package procstat).
+func parseStat(data []byte) (statLine, error) { return procstat.Parse(data) }
 
 // syscallLine is /proc/<pid>/task/<tid>/syscall: the system call a blocked
 // task is in and its arguments.
