@@ -44,6 +44,10 @@ type Snapshot struct {
 
 	chainsMu sync.Mutex
 	chains   map[string]*overlayChains // by snapshot root
+
+	// The digest and size of the table's bytes, as read (RereadSnapshot).
+	sum  tableSum
+	size int64
 }
 
 type overlayChains struct {
@@ -82,18 +86,38 @@ func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error)
 
 // ReadSnapshot reads and classifies the mount table of h's namespace, with
 // the Kubernetes context of each kubelet mount taken from kubelet's files.
-func ReadSnapshot(h Host) (*Snapshot, error) {
+func ReadSnapshot(h Host) (*Snapshot, error) { return RereadSnapshot(h, nil) }
+
+// RereadSnapshot is ReadSnapshot for a daemon that read the table before,
+// as prev (nil: never). When the table's bytes are those prev was parsed
+// from, and the layout and the Kubernetes context that ReadSnapshot would
+// find now are prev's, the new snapshot shares prev's parsed mounts and
+// indexes (SameTable) instead of parsing a second copy of the table: only
+// its Taken and Layout are new. Otherwise it is ReadSnapshot's. Either way
+// the result is what ReadSnapshot would return: kubelet's files and the
+// running processes are read again on every read.
+//
+// prev is only read, never changed: it may be in use by checks running
+// over it.
+func RereadSnapshot(h Host, prev *Snapshot) (*Snapshot, error) {
 	path := h.MountinfoPath()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
-	s, err := newSnapshot(path, f, h, true)
+	s, err := newSnapshot(path, f, h, true, prev)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// SameTable reports whether s and o share one parse of the same table
+// (RereadSnapshot found it unchanged): the same *Mount values, so whatever
+// was derived from the mounts of one holds for the other.
+func (s *Snapshot) SameTable(o *Snapshot) bool {
+	return s != nil && o != nil && len(s.Mounts) > 0 && len(s.Mounts) == len(o.Mounts) && &s.Mounts[0] == &o.Mounts[0]
 }
 
 // ReadSnapshotFile reads a captured mount table (for example from a support
@@ -112,15 +136,36 @@ func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 	}
 	defer f.Close()
 	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot,
-		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false)
+		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error) {
-	mounts, perrs, nerrs, err := ParseMountTableLimit(f, h.MaxTableBytes)
+// newSnapshot reads, parses and classifies the table in f, or, when prev
+// is a snapshot of the same bytes and the same context, shares its parse
+// (RereadSnapshot).
+func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (*Snapshot, error) {
+	maxBytes := h.MaxTableBytes
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxTableBytes
+	}
+	var last int64
+	if prev != nil {
+		last = prev.size
+	}
+	raw, err := readTable(f, maxBytes, last)
+	if err != nil {
+		return nil, err
+	}
+	taken := time.Now()
+	if prev != nil && prev.sum == raw.sum && prev.Path == source && prev.Live == live && len(prev.Mounts) > 0 {
+		if s := prev.again(h, taken); s != nil {
+			return s, nil
+		}
+	}
+	mounts, perrs, nerrs, err := parseTable(raw.String())
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +175,43 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		}
 		return nil, fmt.Errorf("%w (a live table always has the root mount): is it a mountinfo file?", ErrEmptyTable)
 	}
-	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: time.Now(), Mounts: mounts,
-		ParseErrors: perrs, ParseErrorCount: nerrs})
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: taken, Mounts: mounts,
+		ParseErrors: perrs, ParseErrorCount: nerrs, sum: raw.sum, size: raw.size})
+	kube := s.classify(h)
+	for i, m := range mounts {
+		m.Kube = kube[i]
+	}
+	return s, nil
+}
+
+// again is prev (s) read again, unchanged, at taken: a snapshot sharing
+// s's mounts and indexes, with its own layout and time; nil when the
+// layout or the Kubernetes context of a mount would now be another than
+// s's (a pod's log directory made since, a vol_data.json rewritten): the
+// table must then be classified afresh, and s's mounts are not to be
+// touched.
+func (s *Snapshot) again(h Host, taken time.Time) *Snapshot {
+	n := &Snapshot{Path: s.Path, Live: s.Live, Taken: taken, Mounts: s.Mounts,
+		ParseErrors: s.ParseErrors, ParseErrorCount: s.ParseErrorCount,
+		byDev: s.byDev, byMountpoint: s.byMountpoint, ByID: s.ByID, coveredBy: s.coveredBy, sum: s.sum, size: s.size}
+	kube := n.classify(h)
+	if n.Host != s.Host {
+		return nil
+	}
+	for i, m := range s.Mounts {
+		if (kube[i] == nil) != (m.Kube == nil) || (kube[i] != nil && *kube[i] != *m.Kube) {
+			return nil
+		}
+	}
+	return n
+}
+
+// classify decides s's layout and host (s.Layout, s.Host) and returns the
+// Kubernetes context of each of its mounts (nil for a mount not under the
+// kubelet root), from the table, kubelet's files and, live, the running
+// processes. It does not change the mounts: again compares what it
+// returns with a snapshot read before.
+func (s *Snapshot) classify(h Host) []*Kube {
 	s.Layout = s.findLayout(h)
 	h.KubeletRoot = s.Layout.Kubelet.Path
 	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
@@ -139,20 +219,22 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 	h = h.WithDefaults()
 	s.Host = h
 
+	kube := make([]*Kube, len(s.Mounts))
 	var kf *KubeFiles
-	for _, m := range mounts {
-		m.Kube = ParseKubePath(h.KubeletRoot, m.Mountpoint)
-		if m.Kube == nil || !live {
+	for i, m := range s.Mounts {
+		k := ParseKubePath(h.KubeletRoot, m.Mountpoint)
+		kube[i] = k
+		if k == nil || !s.Live {
 			continue
 		}
 		if kf == nil {
 			kf = OpenKubeFiles(h)
 			defer kf.Close()
 		}
-		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
+		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
 	}
-	s.driversFromStaging()
-	return s, nil
+	s.driversFromStaging(kube)
+	return kube
 }
 
 // driversFromStaging names the CSI driver of a CSI pod volume that no
@@ -160,24 +242,31 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 // staging mounts of its filesystem: a pod volume published from a staging
 // mount shares its major:minor, and the staging path names the driver.
 // Only when every staging mount of that filesystem names the same one.
-func (s *Snapshot) driversFromStaging() {
-	for _, m := range s.Mounts {
-		k := m.Kube
+// kube is the context of each of s.Mounts.
+func (s *Snapshot) driversFromStaging(kube []*Kube) {
+	var staging map[string]string // driver by major:minor; "" when two disagree
+	for i, k := range kube {
+		if k == nil || k.Kind != CSIStaging || k.CSIDriver == "" {
+			continue
+		}
+		if staging == nil {
+			staging = map[string]string{}
+		}
+		dev := s.Mounts[i].Dev()
+		if d, ok := staging[dev]; ok && d != k.CSIDriver {
+			staging[dev] = ""
+		} else if !ok {
+			staging[dev] = k.CSIDriver
+		}
+	}
+	if staging == nil {
+		return
+	}
+	for i, k := range kube {
 		if k == nil || k.Kind != PodVolume || k.VolumePlugin != CsiPlugin || k.CSIDriver != "" {
 			continue
 		}
-		driver := ""
-		for _, o := range s.byDev[m.Dev()] {
-			if o.Kube == nil || o.Kube.Kind != CSIStaging || o.Kube.CSIDriver == "" {
-				continue
-			}
-			if driver != "" && driver != o.Kube.CSIDriver {
-				driver = ""
-				break
-			}
-			driver = o.Kube.CSIDriver
-		}
-		k.CSIDriver = driver
+		k.CSIDriver = staging[s.Mounts[i].Dev()]
 	}
 }
 
