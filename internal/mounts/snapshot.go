@@ -2,6 +2,7 @@ package mounts
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"slices"
@@ -161,9 +162,21 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 	}
 	taken := time.Now()
 	if prev != nil && prev.sum == raw.sum && prev.Path == source && prev.Live == live && len(prev.Mounts) > 0 {
+		raw = nil // prev's bytes, parsed: not kept alive while the context is compared
 		if s := prev.again(h, taken); s != nil {
 			return s, nil
 		}
+		// The table is unchanged but what kubelet's files say is not (a
+		// pod's log directory made since): read it again to classify it
+		// afresh. Rare, so it costs a second read rather than keeping the
+		// bytes of every read alive until the comparison is done.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		if raw, err = readTable(f, maxBytes, last); err != nil {
+			return nil, err
+		}
+		taken = time.Now()
 	}
 	mounts, perrs, nerrs, err := parseTable(raw.String())
 	if err != nil {
@@ -177,10 +190,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 	}
 	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: taken, Mounts: mounts,
 		ParseErrors: perrs, ParseErrorCount: nerrs, sum: raw.sum, size: raw.size})
-	kube := s.classify(h)
-	for i, m := range mounts {
-		m.Kube = kube[i]
-	}
+	s.classify(h, func(m *Mount, k *Kube) bool { m.Kube = k; return true })
 	return s, nil
 }
 
@@ -194,24 +204,30 @@ func (s *Snapshot) again(h Host, taken time.Time) *Snapshot {
 	n := &Snapshot{Path: s.Path, Live: s.Live, Taken: taken, Mounts: s.Mounts,
 		ParseErrors: s.ParseErrors, ParseErrorCount: s.ParseErrorCount,
 		byDev: s.byDev, byMountpoint: s.byMountpoint, ByID: s.ByID, coveredBy: s.coveredBy, sum: s.sum, size: s.size}
-	kube := n.classify(h)
-	if n.Host != s.Host {
+	same := n.classify(h, func(m *Mount, k *Kube) bool {
+		return (k == nil) == (m.Kube == nil) && (k == nil || *k == *m.Kube)
+	})
+	if !same || n.Host != s.Host {
 		return nil
-	}
-	for i, m := range s.Mounts {
-		if (kube[i] == nil) != (m.Kube == nil) || (kube[i] != nil && *kube[i] != *m.Kube) {
-			return nil
-		}
 	}
 	return n
 }
 
-// classify decides s's layout and host (s.Layout, s.Host) and returns the
-// Kubernetes context of each of its mounts (nil for a mount not under the
-// kubelet root), from the table, kubelet's files and, live, the running
-// processes. It does not change the mounts: again compares what it
-// returns with a snapshot read before.
-func (s *Snapshot) classify(h Host) []*Kube {
+// classify decides s's layout and host (s.Layout, s.Host) and works out
+// the Kubernetes context of each of its mounts, from the table, kubelet's
+// files and, live, the running processes, handing each mount and its
+// context (nil for a mount not under the kubelet root) to use, in table
+// order, until use returns false. It does not change the mounts itself:
+// again compares what it finds with a snapshot read before, without
+// keeping it.
+//
+// The CSI driver of a CSI pod volume that no vol_data.json names comes
+// from the staging mounts of its filesystem: a pod volume published from
+// a staging mount shares its major:minor, and the staging path (or its
+// vol_data.json) names the driver. Only when every staging mount of that
+// filesystem names the same one (a captured table, or the file
+// unreadable).
+func (s *Snapshot) classify(h Host, use func(*Mount, *Kube) bool) bool {
 	s.Layout = s.findLayout(h)
 	h.KubeletRoot = s.Layout.Kubelet.Path
 	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
@@ -219,55 +235,59 @@ func (s *Snapshot) classify(h Host) []*Kube {
 	h = h.WithDefaults()
 	s.Host = h
 
-	kube := make([]*Kube, len(s.Mounts))
 	var kf *KubeFiles
-	for i, m := range s.Mounts {
+	context := func(m *Mount) *Kube {
 		k := ParseKubePath(h.KubeletRoot, m.Mountpoint)
-		kube[i] = k
 		if k == nil || !s.Live {
-			continue
+			return k
 		}
 		if kf == nil {
 			kf = OpenKubeFiles(h)
-			defer kf.Close()
 		}
 		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
+		return k
 	}
-	s.driversFromStaging(kube)
-	return kube
-}
-
-// driversFromStaging names the CSI driver of a CSI pod volume that no
-// vol_data.json named (a captured table, or the file unreadable) after the
-// staging mounts of its filesystem: a pod volume published from a staging
-// mount shares its major:minor, and the staging path names the driver.
-// Only when every staging mount of that filesystem names the same one.
-// kube is the context of each of s.Mounts.
-func (s *Snapshot) driversFromStaging(kube []*Kube) {
-	var staging map[string]string // driver by major:minor; "" when two disagree
-	for i, k := range kube {
+	defer func() {
+		if kf != nil {
+			kf.Close()
+		}
+	}()
+	// The staging mounts first (a few, one per CSI volume on the node):
+	// their drivers by major:minor, "" where two disagree.
+	var staging map[string]string
+	var stagingKube map[*Mount]*Kube
+	for _, m := range s.Mounts {
+		if !isStagingPath(h.KubeletRoot, m.Mountpoint) {
+			continue
+		}
+		k := context(m)
+		if stagingKube == nil {
+			staging, stagingKube = map[string]string{}, map[*Mount]*Kube{}
+		}
+		stagingKube[m] = k
 		if k == nil || k.Kind != CSIStaging || k.CSIDriver == "" {
 			continue
 		}
-		if staging == nil {
-			staging = map[string]string{}
-		}
-		dev := s.Mounts[i].Dev()
-		if d, ok := staging[dev]; ok && d != k.CSIDriver {
-			staging[dev] = ""
-		} else if !ok {
+		dev := m.Dev()
+		if d, ok := staging[dev]; !ok {
 			staging[dev] = k.CSIDriver
+		} else if d != k.CSIDriver {
+			staging[dev] = ""
 		}
 	}
-	if staging == nil {
-		return
-	}
-	for i, k := range kube {
-		if k == nil || k.Kind != PodVolume || k.VolumePlugin != CsiPlugin || k.CSIDriver != "" {
-			continue
+	for _, m := range s.Mounts {
+		k, ok := stagingKube[m]
+		if !ok {
+			k = context(m)
 		}
-		k.CSIDriver = staging[s.Mounts[i].Dev()]
+		if k != nil && k.Kind == PodVolume && k.VolumePlugin == CsiPlugin && k.CSIDriver == "" && staging != nil {
+			k.CSIDriver = staging[m.Dev()]
+		}
+		if !use(m, k) {
+			return false
+		}
 	}
+	return true
 }
 
 // findLayout decides the layout from h's given paths, the table and, live,
