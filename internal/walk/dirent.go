@@ -12,12 +12,9 @@ type Dirent struct {
 	Typ  uint8
 }
 
-// ReadDir reads at most max entries of the open directory fd from its
-// start, without "." and "..".
+// ReadDir reads at most max entries of the directory fd, opened for it
+// (none read yet), without "." and "..".
 func ReadDir(fd, max int) ([]Dirent, error) {
-	if _, err := unix.Seek(fd, 0, 0); err != nil {
-		return nil, err
-	}
 	var out []Dirent
 	buf := make([]byte, 32<<10)
 	for len(out) < max {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -114,21 +115,44 @@ func MountID(fd int) (int, error) {
 
 // openChild opens subdirectory name of dirfd (logical path p) if the walk
 // may enter it, or returns -1.
+//
+// A directory the snapshot has no mount at is opened in one openat2 that
+// crosses no mount (RESOLVE_NO_XDEV): it is on the parent's filesystem,
+// which the walk is reading already, and if something was mounted there
+// after the snapshot was taken the open fails (EXDEV) without touching it.
+// A mount point is opened O_PATH first (no filesystem is asked), and read
+// only once its mount id is one the snapshot has there and says cannot
+// hang.
 func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd, mnt int) {
 	if depth > w.Limits.MaxDepth {
 		w.tooDeep++
 		return -1, 0
 	}
-	expect := map[int]bool{parentMnt: true}
 	w.mountLookups++
-	if ms := w.snap.ByMountpoint(p); len(ms) > 0 {
+	ms := w.snap.ByMountpoint(p)
+	for _, m := range ms {
 		// A mount point: decided by the snapshot, before any syscall.
-		for _, m := range ms {
-			if m.MayHang() || !m.Local() {
-				w.SkippedMounts++
-				return -1, 0
-			}
-			expect[m.ID] = true
+		if m.MayHang() || !m.Local() {
+			w.SkippedMounts++
+			return -1, 0
+		}
+	}
+	if len(ms) == 0 && !w.noOpenat2 {
+		fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		switch {
+		case err == nil:
+			return fd, parentMnt
+		case errors.Is(err, unix.EXDEV):
+			// Mounted after the snapshot was taken: not entered until a
+			// snapshot says what it is.
+			w.SkippedMounts++
+			return -1, 0
+		case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
+			w.noOpenat2 = true // a system call filter: open as below from now on
+		default:
+			w.noteErr(p, err)
+			return -1, 0
 		}
 	}
 	pfd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -142,9 +166,8 @@ func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd,
 		w.noteErr(p, err)
 		return -1, 0
 	}
-	if !expect[mnt] {
-		// Mounted after the snapshot was taken: not entered until a
-		// snapshot says what it is.
+	if mnt != parentMnt && !slices.ContainsFunc(ms, func(m *mounts.Mount) bool { return m.ID == mnt }) {
+		// Mounted after the snapshot was taken: as above.
 		w.SkippedMounts++
 		return -1, 0
 	}

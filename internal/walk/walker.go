@@ -139,6 +139,7 @@ type Walker struct {
 	stopErr   error
 	cursorSet bool    // the cursor of this stop is being recorded
 	xbuf      []byte  // listxattr buffer, reused
+	noOpenat2 bool    // openat2 refused (ENOSYS, EPERM: a system call filter)
 	shared    *shared // the run's workers' common budget, if parallel
 }
 
