@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path"
 	"time"
-	"unsafe"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
@@ -310,7 +309,8 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 	if stopped || !ok {
 		return stopped
 	}
-	buf := make([]byte, 32<<10)
+	buf := getdentsBuf()
+	defer putGetdentsBuf(buf)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
@@ -324,27 +324,26 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 			return false
 		}
 		for off := 0; off < n; {
-			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
-			reclen := int(d.Reclen)
-			nameb := buf[off+direntNameOff : off+reclen]
-			if i := indexNUL(nameb); i >= 0 {
-				nameb = nameb[:i]
+			d, ok := parseDirent(buf[off:n])
+			if !ok {
+				w.noteErr(p, fmt.Errorf("getdents: a malformed record at offset %d", off))
+				return false
 			}
-			off += reclen
-			name := string(nameb)
+			off += d.reclen
+			name := string(d.name)
 			if name == "." || name == ".." {
-				pos = d.Off
+				pos = d.off
 				continue
 			}
 			if !w.spend() {
 				w.setCursor(depth, cursorLevel{off: pos})
 				return true
 			}
-			if w.visitEntry(fd, mnt, p, rel, depth, name, d.Type) {
-				w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+			if w.visitEntry(fd, mnt, p, rel, depth, name, d.typ) {
+				w.setCursor(depth, cursorLevel{off: d.off, child: name})
 				return true
 			}
-			pos = d.Off
+			pos = d.off
 		}
 	}
 }

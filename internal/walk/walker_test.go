@@ -2,6 +2,7 @@ package walk
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -230,5 +231,38 @@ func TestOpenRelStaysInTree(t *testing.T) {
 	ents, err := ReadDir(fd, 10)
 	if err != nil || len(ents) != 1 || ents[0].Name != "m" || ents[0].Typ != unix.DT_DIR {
 		t.Errorf("ReadDir = %+v, %v", ents, err)
+	}
+}
+
+// parseDirent reads a record from its bytes, and refuses one that is cut
+// short or whose length is wrong instead of reading past it.
+func TestParseDirent(t *testing.T) {
+	rec := func(off int64, typ uint8, name string) []byte {
+		n := (direntNameOff + len(name) + 1 + 7) &^ 7 // NUL, 8-byte aligned, as the kernel pads
+		b := make([]byte, n)
+		binary.NativeEndian.PutUint64(b[direntOffOff:], uint64(off))
+		binary.NativeEndian.PutUint16(b[direntReclenOff:], uint16(n))
+		b[direntTypeOff] = typ
+		copy(b[direntNameOff:], name)
+		return b
+	}
+	buf := append(rec(7, unix.DT_DIR, "volumes"), rec(9, unix.DT_REG, "a-longer-file-name")...)
+	d, ok := parseDirent(buf)
+	if !ok || string(d.name) != "volumes" || d.typ != unix.DT_DIR || d.off != 7 {
+		t.Fatalf("first record: %+v %v", d, ok)
+	}
+	if d, ok = parseDirent(buf[d.reclen:]); !ok || string(d.name) != "a-longer-file-name" || d.typ != unix.DT_REG || d.off != 9 {
+		t.Fatalf("second record: %+v %v", d, ok)
+	}
+	for name, b := range map[string][]byte{
+		"empty":           nil,
+		"header cut":      buf[:10],
+		"record cut":      buf[:20],
+		"reclen 0":        append(append([]byte{}, buf[:16]...), 0, 0, 4, 'x', 0),
+		"reclen too long": append(append([]byte{}, buf[:16]...), 0xff, 0x7f, 4, 'x', 0),
+	} {
+		if d, ok := parseDirent(b); ok {
+			t.Errorf("%s: parsed %+v", name, d)
+		}
 	}
 }
