@@ -61,8 +61,14 @@ func (w *Walker) hangsOnTheWay(p string) *mounts.Mount {
 }
 
 // OpenRoot opens a root directory for reading after checking, from the
-// snapshot, that no mount on the way may hang.
+// snapshot, that no mount on the way may hang (below its Base, the kernel
+// checks that none is crossed).
 func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
+	if r.Base != "" && !r.InRoot {
+		if fd, mnt, ok := w.openFromBase(r); ok {
+			return fd, mnt, nil
+		}
+	}
 	p := path.Clean(r.Path)
 	if !path.IsAbs(p) {
 		return -1, 0, fmt.Errorf("scan root %q: not an absolute path", r.Path)
@@ -100,6 +106,48 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 		return -1, 0, fmt.Errorf("open %s: %w", p, err)
 	}
 	return fd, mnt, nil
+}
+
+// baseDir is a Root.Base opened for a run: fd < 0 when it could not be.
+type baseDir struct{ fd, mnt int }
+
+// openFromBase opens r.Path below its Base, opened on first use, in one
+// openat2 that crosses no mount and follows no symlink. false: open it from
+// the top instead (no Base here, another mount on the way, any error: the
+// open from the top reports it).
+func (w *Walker) openFromBase(r Root) (fd, mnt int, ok bool) {
+	base, p := path.Clean(r.Base), path.Clean(r.Path)
+	rel, below := strings.CutPrefix(p, base+"/")
+	if !below || w.noOpenat2 || slices.Contains(strings.Split(rel, "/"), "..") {
+		return -1, 0, false
+	}
+	b, seen := w.bases[base]
+	if !seen {
+		b.fd, b.mnt, _ = w.OpenRoot(Root{Path: base})
+		if w.bases == nil {
+			w.bases = map[string]baseDir{}
+		}
+		w.bases[base] = b
+	}
+	if b.fd < 0 {
+		return -1, 0, false
+	}
+	fd, err := unix.Openat2(b.fd, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		w.noOpenat2 = true
+	}
+	return fd, b.mnt, err == nil
+}
+
+// closeBases closes the Root.Base directories of the run.
+func (w *Walker) closeBases() {
+	for _, b := range w.bases {
+		if b.fd >= 0 {
+			unix.Close(b.fd)
+		}
+	}
+	w.bases = nil
 }
 
 // MountID reads the mount id of an open descriptor without asking the

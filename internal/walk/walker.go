@@ -79,6 +79,13 @@ type Root struct {
 	// path is refused (scan roots: the walk's mount bookkeeping needs real
 	// paths).
 	InRoot bool
+	// Base, when set, is a directory above Path (a real path, no symlink
+	// between them) that roots of a pass share, such as kubelet's pods/
+	// for its pods' volume directories. It is opened once per run, and
+	// Path from it in one openat2 that follows no symlink and crosses no
+	// mount, so nothing between them can hang; a Path on another mount
+	// than Base is opened from the top, as without Base.
+	Base string
 }
 
 // RootError is a root of a pass that could not be walked.
@@ -136,10 +143,11 @@ type Walker struct {
 	procfs    string
 	visit     func(e *Entry) bool
 	stopErr   error
-	cursorSet bool    // the cursor of this stop is being recorded
-	xbuf      []byte  // listxattr buffer, reused
-	noOpenat2 bool    // openat2 refused (ENOSYS, EPERM: a system call filter)
-	shared    *shared // the run's workers' common budget, if parallel
+	cursorSet bool               // the cursor of this stop is being recorded
+	xbuf      []byte             // listxattr buffer, reused
+	noOpenat2 bool               // openat2 refused (ENOSYS, EPERM: a system call filter)
+	bases     map[string]baseDir // Root.Base directories open in this run
+	shared    *shared            // the run's workers' common budget, if parallel
 }
 
 // Entry is one directory entry: handed to the visitor of Run, or made with
@@ -230,6 +238,7 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot, root *mounts.Roo
 
 // End ends the run Begin started.
 func (w *Walker) End() {
+	w.closeBases()
 	w.root = nil
 	w.snap = nil // a walker kept between runs holds no table
 }

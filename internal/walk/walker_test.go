@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -43,8 +44,9 @@ func pass(t *testing.T, w *Walker, s *mounts.Snapshot, roots []Root) (visited []
 		t.Fatal(err)
 	}
 	defer w.End()
+	var mu sync.Mutex // the visitor of a walk with Workers > 1 runs in each worker
 	completed, rootErrs, err = w.Run(func() []Root { return roots },
-		func(e *Entry) bool { visited = append(visited, e.Path); return true })
+		func(e *Entry) bool { mu.Lock(); visited = append(visited, e.Path); mu.Unlock(); return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +132,50 @@ func TestWalkerFollowsNoSymlink(t *testing.T) {
 	var re *RootError
 	if len(rerrs) != 1 || !errors.As(rerrs[0], &re) || re.Index != 1 || !strings.Contains(re.Error(), "is a symlink") {
 		t.Errorf("root through a symlink: %v", rerrs)
+	}
+}
+
+// Roots below a Base are walked as without it, in every worker: one on
+// another mount (the open from the base would cross it) is opened from the
+// top and walked, one made after the snapshot is not entered, and one
+// reached through a symlink is refused as before.
+func TestWalkerRootsBelowABase(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			pods := t.TempDir()
+			var want []string
+			for _, uid := range []string{"a", "c", "d"} {
+				want = append(want, mkfiles(t, pods+"/"+uid+"/volumes", 2)...)
+			}
+			want = slices.DeleteFunc(want, func(p string) bool { return strings.HasPrefix(p, pods+"/c/") })
+			if err := os.MkdirAll(pods+"/b/volumes", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Tmpfs(t, pods+"/b/volumes")
+			want = append(want, mkfiles(t, pods+"/b/volumes", 3)...)
+			s := snapshot(t)
+			testenv.Tmpfs(t, pods+"/c/volumes") // after the snapshot
+			if err := os.Symlink(pods+"/a", pods+"/e"); err != nil {
+				t.Fatal(err)
+			}
+			var roots []Root
+			for _, uid := range []string{"a", "b", "c", "d", "e"} {
+				roots = append(roots, Root{Path: pods + "/" + uid + "/volumes", Base: pods})
+			}
+			w := &Walker{}
+			w.Limits.Workers = workers
+			got, done, rerrs := pass(t, w, s, roots)
+			slices.Sort(got)
+			slices.Sort(want)
+			if !done || !slices.Equal(got, want) {
+				t.Errorf("visited\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			var c, e *RootError
+			if len(rerrs) != 2 || !errors.As(rerrs[0], &c) || c.Index != 2 || !strings.Contains(c.Error(), "not in the mount table") ||
+				!errors.As(rerrs[1], &e) || e.Index != 4 || !strings.Contains(e.Error(), "symlink") {
+				t.Errorf("root errors %v, want the root mounted after the snapshot and the one through a symlink", rerrs)
+			}
+		})
 	}
 }
 
