@@ -38,7 +38,12 @@ func liveCollectors() []prometheus.Collector {
 
 func get(t *testing.T, h http.Handler, accept, encoding string) (body []byte, contentType string) {
 	t.Helper()
-	req := httptest.NewRequest("GET", "/metrics", nil)
+	return getURL(t, h, "/metrics", accept, encoding)
+}
+
+func getURL(t *testing.T, h http.Handler, url, accept, encoding string) (body []byte, contentType string) {
+	t.Helper()
+	req := httptest.NewRequest("GET", url, nil)
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
@@ -98,6 +103,16 @@ func TestExpositionSameAsPromhttp(t *testing.T) {
 				t.Errorf("Accept %q, Accept-Encoding %q: body differs from promhttp's (%d bytes, promhttp %d):\n%.2000s\n---- promhttp:\n%.2000s",
 					accept, enc, len(gotBody), len(wantBody), gotBody, wantBody)
 			}
+		}
+	}
+	// name[] keeps the families named, cached and live alike, as promhttp
+	// does; such a scrape builds its own response.
+	const url = "/metrics?name[]=mountwatchd_problem&name[]=zzz_live&name[]=aaa_live&name[]=no_such_family"
+	for _, enc := range []string{"", "gzip"} {
+		wantBody, _ := getURL(t, want, url, "", enc)
+		gotBody, _ := getURL(t, e, url, "", enc)
+		if !bytes.Equal(gotBody, wantBody) || countLines(gotBody, "mountwatchd_problem{") != 100 || !bytes.Contains(gotBody, []byte("\nzzz_live 3\n")) {
+			t.Errorf("name[] filter, Accept-Encoding %q: body differs from promhttp's or lacks a family named:\n%.2000s\n---- promhttp:\n%.2000s", enc, gotBody, wantBody)
 		}
 	}
 }
