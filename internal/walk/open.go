@@ -12,6 +12,34 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
+// Root is one tree a pass walks.
+type Root struct {
+	// Path is the directory as the inspected namespace sees it.
+	Path string
+	// InRoot resolves the path inside the inspected root, following
+	// symlinks there (layer directories, which come from the kernel's mount
+	// table and are the container runtime's). Without it any symlink in the
+	// path is refused (scan roots: the walk's mount bookkeeping needs real
+	// paths).
+	InRoot bool
+	// Base, when set, is a directory above Path (a real path, no symlink
+	// between them) that roots of a pass share, such as kubelet's pods/
+	// for its pods' volume directories. It is opened once per run, and
+	// Path from it in one openat2 that follows no symlink and crosses no
+	// mount, so nothing between them can hang; a Path on another mount
+	// than Base is opened from the top, as without Base.
+	Base string
+}
+
+// RootError is a root of a pass that could not be walked.
+type RootError struct {
+	Index int // into the pass's roots
+	Err   error
+}
+
+func (e *RootError) Error() string { return e.Err.Error() }
+func (e *RootError) Unwrap() error { return e.Err }
+
 // OpenRel opens directory rel (slash separated) below root r, one
 // component at a time with O_NOFOLLOW, entering no other mount.
 func (w *Walker) OpenRel(r Root, rel string) (int, error) {
