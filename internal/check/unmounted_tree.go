@@ -64,8 +64,14 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 	defer unix.Close(kfd)
 
 	var out []plainDir
-	kf := mounts.OpenKubeFiles(h)
-	defer kf.Close()
+	// kubelet's files are read for the directories found, if any: listing
+	// the pod log directory costs a getdents of every pod's.
+	var kf *mounts.KubeFiles
+	defer func() {
+		if kf != nil {
+			kf.Close()
+		}
+	}()
 	add := func(p string, k *mounts.Kube, bound []*mounts.Mount) {
 		if ctx.Err() != nil {
 			return
@@ -92,6 +98,9 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 		}
 		if !ok {
 			return
+		}
+		if kf == nil {
+			kf = mounts.OpenKubeFiles(h)
 		}
 		kf.Enrich(k, kubelet, p)
 		if k.Kind == mounts.CSIStaging && k.VolumeHandle == "" && len(bound) > 0 && bound[0].Kube != nil {

@@ -120,6 +120,12 @@ func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 }
 
 func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error) {
+	var podLogs chan map[string][2]string
+	if live { // the pod log directory does not depend on the table: read both at once
+		podLogs = make(chan map[string][2]string, 1)
+		hd := h.WithDefaults() // a copy: h changes below
+		go func() { podLogs <- listPodLogs(hd) }()
+	}
 	mounts, perrs, nerrs, err := ParseMountTableLimit(f, h.MaxTableBytes)
 	if err != nil {
 		return nil, err
@@ -146,7 +152,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 			continue
 		}
 		if kf == nil {
-			kf = OpenKubeFiles(h)
+			kf = openKubeFiles(h, <-podLogs)
 			defer kf.Close()
 		}
 		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
