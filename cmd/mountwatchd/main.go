@@ -345,7 +345,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		log.Warn("more mount table lines not parsed", zap.String("table", snap.Path), zap.Int("more", more))
 	}
 	cs, prober := checks(cfg, log, snap.Live, true)
-	rep := (&check.Runner{Checks: cs, Prober: prober}).Run(ctx, snap)
+	rep := (&check.Runner{Checks: cs, Prober: prober, Concurrent: true}).Run(ctx, snap)
 	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
 		if c.Status == check.StatusError {

@@ -17,13 +17,18 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 // TestMain runs the tests in a private mount namespace, and gives the
 // binaries they run a state directory of their own (probes left stuck),
-// not the host's /run/mountwatchd.
+// not the host's /run/mountwatchd. Started as a probe helper (by a test
+// or benchmark that calls run in this process), it is one, as main is.
 func TestMain(m *testing.M) {
+	if isProbeHelper() {
+		os.Exit(probe.ServeHelper(os.Stdin, os.Stdout))
+	}
 	if os.Getenv("RUNTIME_DIRECTORY") == "" {
 		if dir, err := os.MkdirTemp("", "mountwatchd-state"); err == nil {
 			os.Setenv("RUNTIME_DIRECTORY", dir)

@@ -3,7 +3,9 @@ package check
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
@@ -32,8 +34,16 @@ func (c fakeCheck) Run(context.Context, *Env) Outcome {
 }
 
 func TestRunnerIsolatesChecks(t *testing.T) {
+	for _, concurrent := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sequential", true: "concurrent"}[concurrent], func(t *testing.T) {
+			testRunnerIsolatesChecks(t, concurrent)
+		})
+	}
+}
+
+func testRunnerIsolatesChecks(t *testing.T, concurrent bool) {
 	s := &mounts.Snapshot{Live: false}
-	r := &Runner{Checks: []Check{
+	r := &Runner{Concurrent: concurrent, Checks: []Check{
 		fakeCheck{id: "panics", panic: true},
 		fakeCheck{id: "fails", err: errors.New("fusectl missing"), found: []Finding{{Check: "fails", Severity: Info}}},
 		fakeCheck{id: "live", kind: ProbeCheck, found: []Finding{{Check: "live", Severity: Critical}}},
@@ -54,6 +64,51 @@ func TestRunnerIsolatesChecks(t *testing.T) {
 	}
 	if rep.Status() != StatusProblems {
 		t.Errorf("status %s", rep.Status())
+	}
+}
+
+// barrierCheck finishes only once every check of its barrier has started:
+// run one after another, the first would wait for the others until ctx
+// ends.
+type barrierCheck struct {
+	id      ID
+	started *sync.WaitGroup
+}
+
+func (c barrierCheck) Decl() Decl { return Decl{ID: c.id, Kind: TableCheck} }
+
+func (c barrierCheck) Run(ctx context.Context, _ *Env) Outcome {
+	c.started.Done()
+	all := make(chan struct{})
+	go func() { c.started.Wait(); close(all) }()
+	select {
+	case <-all:
+		return Outcome{Findings: []Finding{{Check: c.id, Severity: Info}}}
+	case <-ctx.Done():
+		return Outcome{Err: errors.New("the other checks never started while this one ran")}
+	}
+}
+
+// --once's Runner runs its checks at once, and reports them in their
+// order.
+func TestConcurrentRunnerRunsChecksAtOnce(t *testing.T) {
+	var started sync.WaitGroup
+	ids := []ID{"c1", "c2", "c3"}
+	started.Add(len(ids))
+	var cs []Check
+	for _, id := range ids {
+		cs = append(cs, barrierCheck{id: id, started: &started})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep := (&Runner{Checks: cs, Concurrent: true}).Run(ctx, &mounts.Snapshot{})
+	for i, c := range rep.Checks {
+		if c.Check != ids[i] || c.Status != StatusProblems {
+			t.Errorf("check %d: %s %s %s, want %s with its finding", i, c.Check, c.Status, c.Error, ids[i])
+		}
+	}
+	if len(rep.Findings) != len(ids) {
+		t.Errorf("findings %+v", rep.Findings)
 	}
 }
 

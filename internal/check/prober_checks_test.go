@@ -55,6 +55,27 @@ func TestProberProbesSameSnapshotAnewEachRun(t *testing.T) {
 	}
 }
 
+// Checks run at once (--once) still share one probe round: the first to
+// ask makes it, the others wait for it.
+func TestConcurrentRunnerSharesOneProbeRound(t *testing.T) {
+	fs := probetest.NewFS()
+	s := probetest.Table(t, fs,
+		probetest.FuseLine(10, 40, "/", "/mnt/cephfs"),
+		probetest.FuseLine(11, 41, "/", "/mnt/other"))
+	p := probe.NewProber(probe.Config{Timeout: time.Second}, fs)
+	runner := &Runner{Checks: []Check{StaleMountCheck{}, HungMountCheck{}, &ShadowedMountCheck{}}, Prober: p, Concurrent: true}
+	for run := 1; run <= 3; run++ {
+		if rep := runner.Run(context.Background(), s); len(rep.Findings) != 0 {
+			t.Fatalf("healthy: %+v", rep.Findings)
+		}
+		for _, mp := range []string{"/mnt/cephfs", "/mnt/other"} {
+			if n := fs.Count(mp); n != run {
+				t.Fatalf("after %d runs of three checks at once, %s was probed %d times, want %d", run, mp, n, run)
+			}
+		}
+	}
+}
+
 // On a healthy connection, each bind mount's own root is checked too: an
 // NFS subdirectory can be stale while the export root answers.
 func TestProberChecksEachBindRoot(t *testing.T) {

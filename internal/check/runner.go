@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -14,16 +15,25 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
-// Runner runs checks over snapshots, one after another, so that one failing
-// or panicking check never stops the others. It gives each check the Env
-// its Decl.Needs asks for: the inspected root, opened once per run, and the
-// run's probe round, made once per run by Prober.
+// Runner runs checks over snapshots so that one failing or panicking check
+// never stops the others: one after another, or all at once (Concurrent).
+// It gives each check the Env its Decl.Needs asks for: the inspected root,
+// opened once per run, and the run's probe round, made once per run by
+// Prober.
 type Runner struct {
 	Checks []Check
 	// Prober makes the probe round of a run with NeedsProbes checks and
 	// has the latest results for UsesProbes checks; nil when no check
 	// needs one.
 	Prober *probe.Prober
+	// Concurrent runs every check of a run in its own goroutine, for
+	// --once: a run then takes about as long as its longest check, or its
+	// checks' CPU time spread over the cores, not the sum of their times
+	// (most of a check's time is system calls, and a probe round waits on
+	// a helper process). The report is the same, in the same order. The
+	// daemon runs its checks one after another: its runs are spread over
+	// minutes and it should take one core at most.
+	Concurrent bool
 }
 
 // Run runs every check over s and returns the report. Findings have no
@@ -33,8 +43,21 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 	rep := &Report{Snapshot: s}
 	x := &run{Runner: r, s: s}
 	defer x.close()
-	for _, c := range r.Checks {
-		res, out := x.execute(ctx, c)
+	results := make([]Result, len(r.Checks))
+	outcomes := make([]Outcome, len(r.Checks))
+	if r.Concurrent {
+		var wg sync.WaitGroup
+		for i, c := range r.Checks {
+			wg.Go(func() { results[i], outcomes[i] = x.execute(ctx, c) })
+		}
+		wg.Wait()
+	} else {
+		for i, c := range r.Checks {
+			results[i], outcomes[i] = x.execute(ctx, c)
+		}
+	}
+	for i, res := range results {
+		out := outcomes[i]
 		rep.Checks = append(rep.Checks, res)
 		rep.Findings = append(rep.Findings, out.Findings...)
 		if out.Scan != nil {
@@ -55,14 +78,17 @@ func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
 	return rep
 }
 
-// run is one Runner.Run: the root and the probe round its checks share.
+// run is one Runner.Run: the root and the probe round its checks share,
+// each made by the first check that asks for it (mu: checks may run at
+// once).
 type run struct {
 	*Runner
 	s *mounts.Snapshot
 
+	rootOnce   sync.Once
 	root       *mounts.Root
 	rootErr    error
-	rootTried  bool
+	mu         sync.Mutex // guards round and probeStats
 	round      *probe.Round
 	probeStats *probe.Stats
 }
@@ -100,10 +126,7 @@ func (x *run) execute(ctx context.Context, c Check) (Result, Outcome) {
 
 // openRoot opens the inspected root once per run.
 func (x *run) openRoot() (*mounts.Root, error) {
-	if !x.rootTried {
-		x.rootTried = true
-		x.root, x.rootErr = x.s.Host.OpenRoot()
-	}
+	x.rootOnce.Do(func() { x.root, x.rootErr = x.s.Host.OpenRoot() })
 	return x.root, x.rootErr
 }
 
@@ -119,15 +142,17 @@ func (x *run) probes(ctx context.Context, needs Needs) (*probe.Round, error) {
 		return x.makeRound(ctx), nil
 	case needs&UsesProbes == 0 || !x.s.Live || x.Prober == nil:
 		return nil, nil
-	case x.round != nil:
-		return x.round, nil
 	case x.roundComing():
 		return x.makeRound(ctx), nil
 	}
 	return x.Prober.Latest(), nil
 }
 
+// makeRound is the run's probe round, made on the first call; concurrent
+// callers wait for it.
 func (x *run) makeRound(ctx context.Context) *probe.Round {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if x.round == nil {
 		x.round = x.Prober.Round(ctx, x.s)
 		st := x.Prober.Stats()

@@ -107,8 +107,10 @@ func (c *StrayOverlayXattrCheck) newPass(s *mounts.Snapshot) []walk.Root {
 	c.found = map[string]strayHit{}
 	var roots []walk.Root
 	c.generated = nil
-	for _, v := range c.podVolumeDirs(s.Host.WithDefaults().KubeletRoot) {
-		roots = append(roots, walk.Root{Path: v})
+	kubelet := s.Host.WithDefaults().KubeletRoot
+	pods := path.Join(kubelet, "pods")
+	for _, v := range c.podVolumeDirs(kubelet) {
+		roots = append(roots, walk.Root{Path: v, Base: pods})
 		c.generated = append(c.generated, true)
 	}
 	for _, r := range c.Roots {

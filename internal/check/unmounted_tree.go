@@ -17,6 +17,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/podlive"
+	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // This file is unmounted_volume's reading of the node: kubelet's volume
@@ -63,8 +64,14 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 	defer unix.Close(kfd)
 
 	var out []plainDir
-	kf := mounts.OpenKubeFiles(h)
-	defer kf.Close()
+	// kubelet's files are read for the directories found, if any: listing
+	// the pod log directory costs a getdents of every pod's.
+	var kf *mounts.KubeFiles
+	defer func() {
+		if kf != nil {
+			kf.Close()
+		}
+	}()
 	add := func(p string, k *mounts.Kube, bound []*mounts.Mount) {
 		if ctx.Err() != nil {
 			return
@@ -91,6 +98,9 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 		}
 		if !ok {
 			return
+		}
+		if kf == nil {
+			kf = mounts.OpenKubeFiles(h)
 		}
 		kf.Enrich(k, kubelet, p)
 		if k.Kind == mounts.CSIStaging && k.VolumeHandle == "" && len(bound) > 0 && bound[0].Kube != nil {
@@ -145,20 +155,15 @@ func (kt *kubeletTree) openDir(dirfd int, name string) (int, error) {
 	return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 }
 
-// subdirs lists the directories in dirfd (by the type getdents reports),
-// within the run's entry budget.
+// subdirs lists the directories in dirfd, opened for it (by the type
+// getdents reports, else statx's, asking no server), within the run's
+// entry budget.
 func (kt *kubeletTree) subdirs(dirfd int, p string) []string {
-	dup, err := unix.Dup(dirfd)
-	if err != nil {
-		return nil
-	}
-	f := os.NewFile(uintptr(dup), p)
-	defer f.Close()
 	left := maxKubeletEntries - kt.entries
 	if left <= 0 {
 		return nil
 	}
-	ents, err := f.ReadDir(left)
+	ents, err := walk.ReadDir(dirfd, left)
 	kt.entries += len(ents)
 	if kt.entries >= maxKubeletEntries {
 		kt.note("budget", fmt.Sprintf("stopped at %d entries of kubelet's directories", maxKubeletEntries))
@@ -168,8 +173,15 @@ func (kt *kubeletTree) subdirs(dirfd int, p string) []string {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.IsDir() {
-			out = append(out, e.Name())
+		if e.Typ == unix.DT_UNKNOWN {
+			var st unix.Statx_t
+			if unix.Statx(dirfd, e.Name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC|unix.AT_NO_AUTOMOUNT, unix.STATX_TYPE, &st) == nil &&
+				st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				e.Typ = unix.DT_DIR
+			}
+		}
+		if e.Typ == unix.DT_DIR {
+			out = append(out, e.Name)
 		}
 	}
 	return out
@@ -186,6 +198,27 @@ func (kt *kubeletTree) child(dirfd int, p, name string) (int, string, bool) {
 	return fd, cp, err == nil
 }
 
+// grandchild opens directory name/sub in dirfd, the node path p/name/sub,
+// unless either is a mount point that may hang: in one openat2 that
+// follows no symlink and stays below dirfd where the kernel allows it.
+func (kt *kubeletTree) grandchild(dirfd int, p, name, sub string) (int, string, bool) {
+	cp, gp := p+"/"+name, p+"/"+name+"/"+sub
+	if kt.hang[cp] != nil || kt.hang[gp] != nil {
+		return -1, gp, false
+	}
+	fd, err := unix.Openat2(dirfd, name+"/"+sub, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
+		return fd, gp, err == nil
+	}
+	cfd, _, ok := kt.child(dirfd, p, name) // a system call filter refused openat2
+	if !ok {
+		return -1, gp, false
+	}
+	defer unix.Close(cfd)
+	return kt.child(cfd, cp, sub)
+}
+
 func (kt *kubeletTree) mounted(p string) bool { return len(kt.s.ByMountpoint(p)) > 0 }
 
 // podVolumes walks pods/<uid>/volumes/<plugin>/<volume> for CSI volumes
@@ -197,12 +230,7 @@ func (kt *kubeletTree) podVolumes(kfd int, add func(string, *mounts.Kube, []*mou
 	}
 	defer unix.Close(pfd)
 	for _, uid := range kt.subdirs(pfd, pods) {
-		ufd, up, ok := kt.child(pfd, pods, uid)
-		if !ok {
-			continue
-		}
-		vfd, vp, ok := kt.child(ufd, up, "volumes")
-		unix.Close(ufd)
+		vfd, vp, ok := kt.grandchild(pfd, pods, uid, "volumes")
 		if !ok {
 			continue
 		}

@@ -7,11 +7,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"sync"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -31,7 +38,12 @@ func liveCollectors() []prometheus.Collector {
 
 func get(t *testing.T, h http.Handler, accept, encoding string) (body []byte, contentType string) {
 	t.Helper()
-	req := httptest.NewRequest("GET", "/metrics", nil)
+	return getURL(t, h, "/metrics", accept, encoding)
+}
+
+func getURL(t *testing.T, h http.Handler, url, accept, encoding string) (body []byte, contentType string) {
+	t.Helper()
+	req := httptest.NewRequest("GET", url, nil)
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
@@ -93,6 +105,16 @@ func TestExpositionSameAsPromhttp(t *testing.T) {
 			}
 		}
 	}
+	// name[] keeps the families named, cached and live alike, as promhttp
+	// does; such a scrape builds its own response.
+	const url = "/metrics?name[]=mountwatchd_problem&name[]=zzz_live&name[]=aaa_live&name[]=no_such_family"
+	for _, enc := range []string{"", "gzip"} {
+		wantBody, _ := getURL(t, want, url, "", enc)
+		gotBody, _ := getURL(t, e, url, "", enc)
+		if !bytes.Equal(gotBody, wantBody) || countLines(gotBody, "mountwatchd_problem{") != 100 || !bytes.Contains(gotBody, []byte("\nzzz_live 3\n")) {
+			t.Errorf("name[] filter, Accept-Encoding %q: body differs from promhttp's or lacks a family named:\n%.2000s\n---- promhttp:\n%.2000s", enc, gotBody, wantBody)
+		}
+	}
 }
 
 // dropErrorsFamily removes promhttp_metric_handler_errors_total from a
@@ -136,81 +158,244 @@ func uvarint(b []byte) (uint64, int) {
 	return 0, 0
 }
 
-// The issue's test: 20 concurrent scrapes of a state with 1,000 problems get
-// the same body, which promtool accepts; after the next Publish the new
-// state is what is served. The gzip body also decodes with gzip(1).
+// stateSeries is the families of a text exposition that describe the
+// State (mountwatchd_*, but the build info and the dropped counter, which
+// are live), in order, as text.
+func stateSeries(body []byte) string {
+	var out strings.Builder
+	for block := range strings.SplitAfterSeq(string(body), "\n# HELP ") {
+		block = strings.TrimPrefix(block, "# HELP ")
+		name, _, _ := strings.Cut(block, " ")
+		if strings.HasPrefix(name, "mountwatchd_") && name != "mountwatchd_build_info" && name != "mountwatchd_problem_series_dropped_total" {
+			out.WriteString(strings.TrimSuffix(block, "# HELP ")) // ends in "\n"
+		}
+	}
+	return out.String()
+}
+
+// refSeries is stateSeries of promhttp's text exposition of st over the
+// collector.
+func refSeries(t *testing.T, st *State) string {
+	t.Helper()
+	ref := prometheus.NewRegistry()
+	ref.MustRegister(NewMetrics(func() *State { return st }, DefaultMaxProblemSeries))
+	body, _ := get(t, promhttp.HandlerFor(ref, promhttp.HandlerOpts{}), "", "")
+	return stateSeries(body)
+}
+
+// daemonRegistry is the daemon's live registry: build info, the Go
+// runtime's and the process's collectors (cmd/mountwatchd/daemon.go).
+func daemonRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(versioncollector.NewCollector("mountwatchd"), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// The issue's test: 20 concurrent scrapes of a state with 1,000 problems,
+// served as the daemon serves them (its live registry, promhttp's
+// instrumentation), get the same state series, exactly those promhttp
+// serves over the collector; each gzip body as sent decodes with gzip(1)
+// and is accepted by promtool. The full bodies also carry the live
+// families (go_*, process_*, promhttp_*), which differ between builds, so
+// they are compared only where they come from one build. After the next
+// Publish every scrape serves the old state or the new one, whole, and
+// soon the new one for good.
 func TestExpositionConcurrentScrapes(t *testing.T) {
 	promtool := testenv.RequireCommand(t, "promtool", "prometheus")
 	gz := testenv.RequireCommand(t, "gzip", "gzip")
-	live := prometheus.NewRegistry()
+	live := daemonRegistry()
 	e := NewExposition(DefaultMaxProblemSeries, live)
-	e.Publish(benchState(5000, 1000))
-	srv := httptest.NewServer(e)
+	old := benchState(5000, 1000)
+	e.Publish(old)
+	srv := httptest.NewServer(promhttp.InstrumentMetricHandler(live, e))
 	defer srv.Close()
+	oldRef := refSeries(t, old)
+	if c := countLines([]byte(oldRef), "mountwatchd_problem{"); c != 1000 {
+		t.Fatalf("reference: %d problem series, want 1000", c)
+	}
 
-	scrape := func(c *http.Client) []byte {
-		resp, err := c.Get(srv.URL)
-		if err != nil {
-			t.Error(err)
-			return nil
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body) // the client asked for gzip and decodes it
-		if err != nil {
-			t.Error(err)
-		}
-		return b
-	}
 	const n = 20
-	bodies := make([][]byte, n)
-	var start, done sync.WaitGroup
-	start.Add(1)
-	for i := range n {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			c := &http.Client{Transport: &http.Transport{}}
-			start.Wait()
-			bodies[i] = scrape(c)
-		}()
+	_, raw, err := testenv.ScrapeLoad(srv.URL, n, 1, testenv.Served)
+	if err != nil || len(raw) != n {
+		t.Fatalf("%d gzip bodies, want %d: %v", len(raw), n, err)
 	}
-	start.Done()
-	done.Wait()
-	for i, b := range bodies {
-		if !bytes.Equal(b, bodies[0]) {
-			t.Fatalf("scrape %d: %d bytes differ from scrape 0's %d", i, len(b), len(bodies[0]))
-		}
-		cmd := exec.Command(promtool, "check", "metrics")
+	distinct := map[string]bool{}
+	for i, b := range raw {
+		distinct[string(b)] = true
+		cmd := exec.Command(gz, "-dc")
 		cmd.Stdin = bytes.NewReader(b)
+		plain, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("scrape %d: gzip -dc: %v", i, err)
+		}
+		if got := stateSeries(plain); got != oldRef {
+			t.Fatalf("scrape %d: state series differ from promhttp's over the collector (%d bytes, want %d)", i, len(got), len(oldRef))
+		}
+		cmd = exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(plain)
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("scrape %d: promtool check metrics: %v\n%s", i, err, msg)
 		}
 	}
-	if c := countLines(bodies[0], "mountwatchd_problem{"); c != 1000 {
-		t.Fatalf("%d problem series, want 1000", c)
-	}
+	t.Logf("%d concurrent scrapes: %d distinct bodies (builds), identical state series", n, len(distinct))
 
-	// gzip(1) decodes the single-member stream made of cached segments.
-	req, _ := http.NewRequest("GET", srv.URL, nil)
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := (&http.Transport{}).RoundTrip(req)
+	neu := benchState(5000, 999)
+	newRef := refSeries(t, neu)
+	e.Publish(neu)
+	served := func() string {
+		body, _ := get(t, e, "", "gzip")
+		return stateSeries(body)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := served()
+		if got == newRef {
+			break
+		}
+		if got != oldRef {
+			t.Fatal("served state series are neither the old state's nor the new one's")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new state is not served 10 s after Publish")
+		}
+	}
+	for range 20 {
+		if served() != newRef {
+			t.Fatal("an older state served again after the new one")
+		}
+	}
+}
+
+// gate is a Gatherer that holds its first Gather until released.
+type gate struct {
+	prometheus.Gatherer
+	release chan struct{}
+	calls   atomic.Int64
+}
+
+func (g *gate) Gather() ([]*dto.MetricFamily, error) {
+	if g.calls.Add(1) == 1 {
+		<-g.release
+	}
+	return g.Gatherer.Gather()
+}
+
+// Scrapes that arrive while one builds its response wait for it and are
+// served its bytes (one gather of the live families for all), and each is
+// still counted by promhttp's instrumentation: in flight while it waits,
+// in promhttp_metric_handler_requests_total once served.
+func TestExpositionCoalescedScrapesCounted(t *testing.T) {
+	live := prometheus.NewRegistry()
+	e := NewExposition(DefaultMaxProblemSeries, live)
+	e.Publish(benchState(2000, 100))
+	g := &gate{Gatherer: live, release: make(chan struct{})}
+	e.live = g
+	srv := httptest.NewServer(promhttp.InstrumentMetricHandler(live, e))
+	defer srv.Close()
+
+	const n = 10
+	type result struct {
+		bodies [][]byte
+		err    error
+	}
+	done := make(chan result)
+	go func() {
+		_, bodies, err := testenv.ScrapeLoad(srv.URL, n, 1, testenv.Served)
+		done <- result{bodies, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); e.joined.Load() < n-1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(g.release)
+			t.Fatalf("%d of %d scrapes joined the first one's build in 10 s", e.joined.Load(), n-1)
+		}
+	}
+	close(g.release)
+	r := <-done
+	if r.err != nil || len(r.bodies) != n {
+		t.Fatalf("%d bodies, want %d: %v", len(r.bodies), n, r.err)
+	}
+	if c := g.calls.Load(); c != 1 {
+		t.Errorf("the live families were gathered %d times for %d concurrent scrapes, want once", c, n)
+	}
+	for i, b := range r.bodies {
+		if !bytes.Equal(b, r.bodies[0]) {
+			t.Fatalf("scrape %d: body differs from scrape 0's", i)
+		}
+	}
+	plain := gunzip(t, r.bodies[0])
+	if v := metric(t, plain, "promhttp_metric_handler_requests_in_flight"); v != n {
+		t.Errorf("shared body: %v requests in flight, want all %d", v, n)
+	}
+	after, _ := get(t, promhttp.InstrumentMetricHandler(live, e), "", "")
+	if v := metric(t, after, `promhttp_metric_handler_requests_total{code="200"}`); v != n {
+		t.Errorf(`promhttp_metric_handler_requests_total{code="200"} %v after %d coalesced scrapes, want %d`, v, n, n)
+	}
+}
+
+func gunzip(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.Header.Get("Content-Encoding") != "gzip" {
-		t.Fatalf("Content-Encoding %q, want gzip", resp.Header.Get("Content-Encoding"))
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command(gz, "-dc")
-	cmd.Stdin = bytes.NewReader(raw)
-	out, err := cmd.Output()
-	if err != nil || !bytes.Equal(out, bodies[0]) {
-		t.Fatalf("gzip -dc: %v; %d bytes, want the %d of the decoded scrape", err, len(out), len(bodies[0]))
-	}
+	return plain
+}
 
-	e.Publish(benchState(5000, 999))
-	if c := countLines(scrape(http.DefaultClient), "mountwatchd_problem{"); c != 999 {
-		t.Fatalf("after publishing a state with 999 problems: %d problem series", c)
+// metric is the value of the text exposition's line for series.
+func metric(t *testing.T, body []byte, series string) float64 {
+	t.Helper()
+	for l := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in the exposition", series)
+	return 0
+}
+
+// A State published while scrapers are asking is gathered and encoded, in
+// the formats they asked for, before any scrape is served it, so no scrape
+// waits for that encoding; States published in quick succession are served
+// in order, the last one in the end.
+func TestExpositionPublishEncodesBeforeServing(t *testing.T) {
+	e := NewExposition(DefaultMaxProblemSeries, prometheus.NewRegistry())
+	e.Publish(benchState(2000, 10))
+	if body, _ := get(t, e, "", "gzip"); countLines(body, "mountwatchd_problem{") != 10 {
+		t.Fatal("first state not served")
+	}
+	k := encodingKey{format: expfmt.NegotiateAccept(http.Header{}, e.formats...), gzip: true}
+	last := 0
+	for p := 11; p <= 30; p++ {
+		e.Publish(benchState(2000, p))
+		body, _ := get(t, e, "", "gzip")
+		n := countLines(body, "mountwatchd_problem{")
+		if n < last || n > p {
+			t.Fatalf("after publishing %d problems: %d served, after %d before", p, n, last)
+		}
+		last = n
+	}
+	e.Publish(benchState(2000, 31)) // not scraped until served
+	for deadline := time.Now().Add(10 * time.Second); e.cur.Load() != e.latest.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the last state published is not served 10 s later")
+		}
+	}
+	cur := e.cur.Load()
+	cur.mu.Lock()
+	enc := cur.encodings[k]
+	cur.mu.Unlock()
+	if enc == nil || len(enc.names) == 0 {
+		t.Fatal("the state served was not encoded before it was served, in the format scrapes ask for")
+	}
+	if body, _ := get(t, e, "", "gzip"); countLines(body, "mountwatchd_problem{") != 31 {
+		t.Fatal("the last state is not what is served")
 	}
 }

@@ -95,21 +95,29 @@ type KubeFiles struct {
 
 // OpenKubeFiles opens h's kubelet root and lists its pod log directory; what
 // cannot be read is left out (nothing is enriched from it).
-func OpenKubeFiles(h Host) *KubeFiles {
-	kf := &KubeFiles{pods: map[string][2]string{}}
+func OpenKubeFiles(h Host) *KubeFiles { return openKubeFiles(h, listPodLogs(h)) }
+
+// openKubeFiles is OpenKubeFiles with the pod log directory listed.
+func openKubeFiles(h Host, pods map[string][2]string) *KubeFiles {
+	kf := &KubeFiles{pods: pods}
 	if r, err := os.OpenRoot(h.Path(h.KubeletRoot)); err == nil {
 		kf.kubelet = r
 	}
-	// /var/log/pods/<namespace>_<name>_<uid>: neither namespaces, names nor
-	// UIDs may contain "_", so the split is exact.
+	return kf
+}
+
+// listPodLogs lists h's pod log directory, /var/log/pods/<namespace>_<name>_<uid>:
+// neither namespaces, names nor UIDs may contain "_", so the split is exact.
+func listPodLogs(h Host) map[string][2]string {
+	pods := map[string][2]string{}
 	if entries, err := os.ReadDir(h.Path(h.PodLogDir)); err == nil {
 		for _, e := range entries {
 			if ns, name, uid, ok := parsePodLogDir(e.Name()); ok && e.IsDir() {
-				kf.pods[uid] = [2]string{ns, name}
+				pods[uid] = [2]string{ns, name}
 			}
 		}
 	}
-	return kf
+	return pods
 }
 
 // parsePodLogDir splits a kubelet pod log directory name,

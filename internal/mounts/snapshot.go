@@ -156,6 +156,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 	if prev != nil {
 		last = prev.size
 	}
+	pods := podLogLister(h, live)
 	raw, err := readTable(f, maxBytes, last)
 	if err != nil {
 		return nil, err
@@ -163,7 +164,7 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 	taken := time.Now()
 	if prev != nil && prev.sum == raw.sum && prev.Path == source && prev.Live == live && len(prev.Mounts) > 0 {
 		raw = nil // prev's bytes, parsed: not kept alive while the context is compared
-		if s := prev.again(h, taken); s != nil {
+		if s := prev.again(h, taken, pods); s != nil {
 			return s, nil
 		}
 		// The table is unchanged but what kubelet's files say is not (a
@@ -190,8 +191,30 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 	}
 	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: taken, Mounts: mounts,
 		ParseErrors: perrs, ParseErrorCount: nerrs, sum: raw.sum, size: raw.size})
-	s.classify(h, func(m *Mount, k *Kube) bool { m.Kube = k; return true })
+	s.classify(h, pods, func(m *Mount, k *Kube) bool { m.Kube = k; return true })
 	return s, nil
+}
+
+// podLogLister lists h's pod log directory at once, beside the read of
+// the table (it does not depend on it), for a live table; the function it
+// returns waits for the list, once, and returns it every time: the
+// comparison of a table read again and its classification afresh see the
+// same list.
+func podLogLister(h Host, live bool) func() map[string][2]string {
+	if !live {
+		return func() map[string][2]string { return nil }
+	}
+	ch := make(chan map[string][2]string, 1)
+	hd := h.WithDefaults() // a copy: the caller's h changes
+	go func() { ch <- listPodLogs(hd) }()
+	var listed map[string][2]string
+	var got bool
+	return func() map[string][2]string {
+		if !got {
+			listed, got = <-ch, true
+		}
+		return listed
+	}
 }
 
 // again is prev (s) read again, unchanged, at taken: a snapshot sharing
@@ -200,11 +223,11 @@ func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (
 // s's (a pod's log directory made since, a vol_data.json rewritten): the
 // table must then be classified afresh, and s's mounts are not to be
 // touched.
-func (s *Snapshot) again(h Host, taken time.Time) *Snapshot {
+func (s *Snapshot) again(h Host, taken time.Time, pods func() map[string][2]string) *Snapshot {
 	n := &Snapshot{Path: s.Path, Live: s.Live, Taken: taken, Mounts: s.Mounts,
 		ParseErrors: s.ParseErrors, ParseErrorCount: s.ParseErrorCount,
 		byDev: s.byDev, byMountpoint: s.byMountpoint, ByID: s.ByID, coveredBy: s.coveredBy, sum: s.sum, size: s.size}
-	same := n.classify(h, func(m *Mount, k *Kube) bool {
+	same := n.classify(h, pods, func(m *Mount, k *Kube) bool {
 		return (k == nil) == (m.Kube == nil) && (k == nil || *k == *m.Kube)
 	})
 	if !same || n.Host != s.Host {
@@ -214,12 +237,12 @@ func (s *Snapshot) again(h Host, taken time.Time) *Snapshot {
 }
 
 // classify decides s's layout and host (s.Layout, s.Host) and works out
-// the Kubernetes context of each of its mounts, from the table, kubelet's
-// files and, live, the running processes, handing each mount and its
-// context (nil for a mount not under the kubelet root) to use, in table
-// order, until use returns false. It does not change the mounts itself:
-// again compares what it finds with a snapshot read before, without
-// keeping it.
+// the Kubernetes context of each of its mounts from the table and, live,
+// the running processes and kubelet's files (the pod log directory as
+// pods lists it), handing each mount and its context (nil for a mount not
+// under the kubelet root) to use, in table order, until use returns
+// false. It does not change the mounts itself: again compares what it
+// finds with a snapshot read before, without keeping it.
 //
 // The CSI driver of a CSI pod volume that no vol_data.json names comes
 // from the staging mounts of its filesystem: a pod volume published from
@@ -227,7 +250,7 @@ func (s *Snapshot) again(h Host, taken time.Time) *Snapshot {
 // vol_data.json) names the driver. Only when every staging mount of that
 // filesystem names the same one (a captured table, or the file
 // unreadable).
-func (s *Snapshot) classify(h Host, use func(*Mount, *Kube) bool) bool {
+func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*Mount, *Kube) bool) bool {
 	s.Layout = s.findLayout(h)
 	h.KubeletRoot = s.Layout.Kubelet.Path
 	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
@@ -242,7 +265,7 @@ func (s *Snapshot) classify(h Host, use func(*Mount, *Kube) bool) bool {
 			return k
 		}
 		if kf == nil {
-			kf = OpenKubeFiles(h)
+			kf = openKubeFiles(h, pods())
 		}
 		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
 		return k

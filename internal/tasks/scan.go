@@ -72,10 +72,10 @@ type Scanner struct {
 	mu       sync.Mutex
 	seen     map[taskKey]seenTask
 	lastKey  any
-	last     *Report   // the last scan finished, made for lastKey
-	returned *Report   // what the last ScanFor returned
-	flying   time.Time // start of a scan that has not returned; zero when none
-	loaded   bool      // StateFile was read
+	last     *Report // the last scan finished, made for lastKey
+	returned *Report // what the last ScanFor returned
+	flying   *flight // a scan that has not returned; nil when none
+	loaded   bool    // StateFile was read
 }
 
 // NewScanner returns a scanner with cfg's zero fields set to the defaults.

@@ -259,8 +259,9 @@ func TestScanForSharesAndBounds(t *testing.T) {
 	if c := sc.ScanFor(context.Background(), new(int), snap); c == a {
 		t.Error("ScanFor with a new key returned the old scan")
 	}
+	inFlight := &flight{key: new(int), start: time.Now(), done: make(chan struct{})}
 	sc.mu.Lock()
-	sc.flying = time.Now()
+	sc.flying = inFlight
 	sc.mu.Unlock()
 	r := sc.ScanFor(context.Background(), new(int), snap)
 	if r.Err == nil || !strings.Contains(r.Err.Error(), "has not returned") {
@@ -268,6 +269,19 @@ func TestScanForSharesAndBounds(t *testing.T) {
 	}
 	if sc.Last() != r {
 		t.Error("Last is not what the last ScanFor returned")
+	}
+
+	// The checks of one run, at once (--once): one waits for the scan the
+	// other is making, and both see it.
+	got := make(chan *Report, 1)
+	go func() { got <- sc.ScanFor(context.Background(), inFlight.key, snap) }()
+	want := &Report{}
+	sc.mu.Lock()
+	inFlight.r = want // the scan returns; flying stays set, so the waiter is
+	sc.mu.Unlock()    // answered by the flight, whenever it asks
+	close(inFlight.done)
+	if r := <-got; r != want {
+		t.Errorf("a ScanFor of the key in flight returned %+v, not the scan it waited for", r)
 	}
 }
 

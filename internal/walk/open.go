@@ -4,12 +4,41 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
+
+// Root is one tree a pass walks.
+type Root struct {
+	// Path is the directory as the inspected namespace sees it.
+	Path string
+	// InRoot resolves the path inside the inspected root, following
+	// symlinks there (layer directories, which come from the kernel's mount
+	// table and are the container runtime's). Without it any symlink in the
+	// path is refused (scan roots: the walk's mount bookkeeping needs real
+	// paths).
+	InRoot bool
+	// Base, when set, is a directory above Path (a real path, no symlink
+	// between them) that roots of a pass share, such as kubelet's pods/
+	// for its pods' volume directories. It is opened once per run, and
+	// Path from it in one openat2 that follows no symlink and crosses no
+	// mount, so nothing between them can hang; a Path on another mount
+	// than Base is opened from the top, as without Base.
+	Base string
+}
+
+// RootError is a root of a pass that could not be walked.
+type RootError struct {
+	Index int // into the pass's roots
+	Err   error
+}
+
+func (e *RootError) Error() string { return e.Err.Error() }
+func (e *RootError) Unwrap() error { return e.Err }
 
 // OpenRel opens directory rel (slash separated) below root r, one
 // component at a time with O_NOFOLLOW, entering no other mount.
@@ -60,8 +89,14 @@ func (w *Walker) hangsOnTheWay(p string) *mounts.Mount {
 }
 
 // OpenRoot opens a root directory for reading after checking, from the
-// snapshot, that no mount on the way may hang.
+// snapshot, that no mount on the way may hang (below its Base, the kernel
+// checks that none is crossed).
 func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
+	if r.Base != "" && !r.InRoot {
+		if fd, mnt, ok := w.openFromBase(r); ok {
+			return fd, mnt, nil
+		}
+	}
 	p := path.Clean(r.Path)
 	if !path.IsAbs(p) {
 		return -1, 0, fmt.Errorf("scan root %q: not an absolute path", r.Path)
@@ -101,6 +136,48 @@ func (w *Walker) OpenRoot(r Root) (fd, mnt int, err error) {
 	return fd, mnt, nil
 }
 
+// baseDir is a Root.Base opened for a run: fd < 0 when it could not be.
+type baseDir struct{ fd, mnt int }
+
+// openFromBase opens r.Path below its Base, opened on first use, in one
+// openat2 that crosses no mount and follows no symlink. false: open it from
+// the top instead (no Base here, another mount on the way, any error: the
+// open from the top reports it).
+func (w *Walker) openFromBase(r Root) (fd, mnt int, ok bool) {
+	base, p := path.Clean(r.Base), path.Clean(r.Path)
+	rel, below := strings.CutPrefix(p, base+"/")
+	if !below || w.noOpenat2 || slices.Contains(strings.Split(rel, "/"), "..") {
+		return -1, 0, false
+	}
+	b, seen := w.bases[base]
+	if !seen {
+		b.fd, b.mnt, _ = w.OpenRoot(Root{Path: base})
+		if w.bases == nil {
+			w.bases = map[string]baseDir{}
+		}
+		w.bases[base] = b
+	}
+	if b.fd < 0 {
+		return -1, 0, false
+	}
+	fd, err := unix.Openat2(b.fd, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		w.noOpenat2 = true
+	}
+	return fd, b.mnt, err == nil
+}
+
+// closeBases closes the Root.Base directories of the run.
+func (w *Walker) closeBases() {
+	for _, b := range w.bases {
+		if b.fd >= 0 {
+			unix.Close(b.fd)
+		}
+	}
+	w.bases = nil
+}
+
 // MountID reads the mount id of an open descriptor without asking the
 // filesystem (AT_STATX_DONT_SYNC: FUSE and NFS answer from their cache).
 func MountID(fd int) (int, error) {
@@ -114,21 +191,44 @@ func MountID(fd int) (int, error) {
 
 // openChild opens subdirectory name of dirfd (logical path p) if the walk
 // may enter it, or returns -1.
+//
+// A directory the snapshot has no mount at is opened in one openat2 that
+// crosses no mount (RESOLVE_NO_XDEV): it is on the parent's filesystem,
+// which the walk is reading already, and if something was mounted there
+// after the snapshot was taken the open fails (EXDEV) without touching it.
+// A mount point is opened O_PATH first (no filesystem is asked), and read
+// only once its mount id is one the snapshot has there and says cannot
+// hang.
 func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd, mnt int) {
 	if depth > w.Limits.MaxDepth {
 		w.tooDeep++
 		return -1, 0
 	}
-	expect := map[int]bool{parentMnt: true}
 	w.mountLookups++
-	if ms := w.snap.ByMountpoint(p); len(ms) > 0 {
+	ms := w.snap.ByMountpoint(p)
+	for _, m := range ms {
 		// A mount point: decided by the snapshot, before any syscall.
-		for _, m := range ms {
-			if m.MayHang() || !m.Local() {
-				w.SkippedMounts++
-				return -1, 0
-			}
-			expect[m.ID] = true
+		if m.MayHang() || !m.Local() {
+			w.SkippedMounts++
+			return -1, 0
+		}
+	}
+	if len(ms) == 0 && !w.noOpenat2 {
+		fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		switch {
+		case err == nil:
+			return fd, parentMnt
+		case errors.Is(err, unix.EXDEV):
+			// Mounted after the snapshot was taken: not entered until a
+			// snapshot says what it is.
+			w.SkippedMounts++
+			return -1, 0
+		case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
+			w.noOpenat2 = true // a system call filter: open as below from now on
+		default:
+			w.noteErr(p, err)
+			return -1, 0
 		}
 	}
 	pfd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -142,9 +242,8 @@ func (w *Walker) openChild(dirfd, parentMnt int, name, p string, depth int) (fd,
 		w.noteErr(p, err)
 		return -1, 0
 	}
-	if !expect[mnt] {
-		// Mounted after the snapshot was taken: not entered until a
-		// snapshot says what it is.
+	if mnt != parentMnt && !slices.ContainsFunc(ms, func(m *mounts.Mount) bool { return m.ID == mnt }) {
+		// Mounted after the snapshot was taken: as above.
 		w.SkippedMounts++
 		return -1, 0
 	}

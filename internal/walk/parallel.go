@@ -37,6 +37,7 @@ func (w *Walker) runParallel() (completed bool, rootErrs []error, err error) {
 			started: w.started, ctx: w.ctx, procfs: w.procfs, visit: w.visit, shared: sh}
 		workers[i] = c
 		wg.Go(func() {
+			defer c.closeBases()
 			for !sh.stop.Load() {
 				r := int(next.Add(1) - 1)
 				if r >= len(w.Roots) {

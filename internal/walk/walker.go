@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path"
 	"time"
-	"unsafe"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
@@ -70,27 +69,6 @@ func (w *Walker) TooDeepErr() error {
 // finish its pass in one Run (--once) and stopped at its budget.
 var ErrScanIncomplete = errors.New("scan stopped at its budget before the pass was complete")
 
-// Root is one tree a pass walks.
-type Root struct {
-	// Path is the directory as the inspected namespace sees it.
-	Path string
-	// InRoot resolves the path inside the inspected root, following
-	// symlinks there (layer directories, which come from the kernel's mount
-	// table and are the container runtime's). Without it any symlink in the
-	// path is refused (scan roots: the walk's mount bookkeeping needs real
-	// paths).
-	InRoot bool
-}
-
-// RootError is a root of a pass that could not be walked.
-type RootError struct {
-	Index int // into the pass's roots
-	Err   error
-}
-
-func (e *RootError) Error() string { return e.Err.Error() }
-func (e *RootError) Unwrap() error { return e.Err }
-
 // cursorLevel is where the walk stopped in one directory: the position to
 // read on from (a getdents cookie) and the subdirectory being walked then.
 type cursorLevel struct {
@@ -137,9 +115,11 @@ type Walker struct {
 	procfs    string
 	visit     func(e *Entry) bool
 	stopErr   error
-	cursorSet bool    // the cursor of this stop is being recorded
-	xbuf      []byte  // listxattr buffer, reused
-	shared    *shared // the run's workers' common budget, if parallel
+	cursorSet bool               // the cursor of this stop is being recorded
+	xbuf      []byte             // listxattr buffer, reused
+	noOpenat2 bool               // openat2 refused (ENOSYS, EPERM: a system call filter)
+	bases     map[string]baseDir // Root.Base directories open in this run
+	shared    *shared            // the run's workers' common budget, if parallel
 }
 
 // Entry is one directory entry: handed to the visitor of Run, or made with
@@ -230,6 +210,7 @@ func (w *Walker) Begin(ctx context.Context, s *mounts.Snapshot, root *mounts.Roo
 
 // End ends the run Begin started.
 func (w *Walker) End() {
+	w.closeBases()
 	w.root = nil
 	w.snap = nil // a walker kept between runs holds no table
 }
@@ -309,7 +290,8 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 	if stopped || !ok {
 		return stopped
 	}
-	buf := make([]byte, 32<<10)
+	buf := getdentsBuf()
+	defer putGetdentsBuf(buf)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
@@ -323,27 +305,26 @@ func (w *Walker) walkDir(fd, mnt int, p, rel string, depth int, resume []cursorL
 			return false
 		}
 		for off := 0; off < n; {
-			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
-			reclen := int(d.Reclen)
-			nameb := buf[off+direntNameOff : off+reclen]
-			if i := indexNUL(nameb); i >= 0 {
-				nameb = nameb[:i]
+			d, ok := parseDirent(buf[off:n])
+			if !ok {
+				w.noteErr(p, fmt.Errorf("getdents: a malformed record at offset %d", off))
+				return false
 			}
-			off += reclen
-			name := string(nameb)
+			off += d.reclen
+			name := string(d.name)
 			if name == "." || name == ".." {
-				pos = d.Off
+				pos = d.off
 				continue
 			}
 			if !w.spend() {
 				w.setCursor(depth, cursorLevel{off: pos})
 				return true
 			}
-			if w.visitEntry(fd, mnt, p, rel, depth, name, d.Type) {
-				w.setCursor(depth, cursorLevel{off: d.Off, child: name})
+			if w.visitEntry(fd, mnt, p, rel, depth, name, d.typ) {
+				w.setCursor(depth, cursorLevel{off: d.off, child: name})
 				return true
 			}
-			pos = d.Off
+			pos = d.off
 		}
 	}
 }

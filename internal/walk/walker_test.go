@@ -2,12 +2,14 @@ package walk
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -42,8 +44,9 @@ func pass(t *testing.T, w *Walker, s *mounts.Snapshot, roots []Root) (visited []
 		t.Fatal(err)
 	}
 	defer w.End()
+	var mu sync.Mutex // the visitor of a walk with Workers > 1 runs in each worker
 	completed, rootErrs, err = w.Run(func() []Root { return roots },
-		func(e *Entry) bool { visited = append(visited, e.Path); return true })
+		func(e *Entry) bool { mu.Lock(); visited = append(visited, e.Path); mu.Unlock(); return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +132,50 @@ func TestWalkerFollowsNoSymlink(t *testing.T) {
 	var re *RootError
 	if len(rerrs) != 1 || !errors.As(rerrs[0], &re) || re.Index != 1 || !strings.Contains(re.Error(), "is a symlink") {
 		t.Errorf("root through a symlink: %v", rerrs)
+	}
+}
+
+// Roots below a Base are walked as without it, in every worker: one on
+// another mount (the open from the base would cross it) is opened from the
+// top and walked, one made after the snapshot is not entered, and one
+// reached through a symlink is refused as before.
+func TestWalkerRootsBelowABase(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			pods := t.TempDir()
+			var want []string
+			for _, uid := range []string{"a", "c", "d"} {
+				want = append(want, mkfiles(t, pods+"/"+uid+"/volumes", 2)...)
+			}
+			want = slices.DeleteFunc(want, func(p string) bool { return strings.HasPrefix(p, pods+"/c/") })
+			if err := os.MkdirAll(pods+"/b/volumes", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Tmpfs(t, pods+"/b/volumes")
+			want = append(want, mkfiles(t, pods+"/b/volumes", 3)...)
+			s := snapshot(t)
+			testenv.Tmpfs(t, pods+"/c/volumes") // after the snapshot
+			if err := os.Symlink(pods+"/a", pods+"/e"); err != nil {
+				t.Fatal(err)
+			}
+			var roots []Root
+			for _, uid := range []string{"a", "b", "c", "d", "e"} {
+				roots = append(roots, Root{Path: pods + "/" + uid + "/volumes", Base: pods})
+			}
+			w := &Walker{}
+			w.Limits.Workers = workers
+			got, done, rerrs := pass(t, w, s, roots)
+			slices.Sort(got)
+			slices.Sort(want)
+			if !done || !slices.Equal(got, want) {
+				t.Errorf("visited\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			var c, e *RootError
+			if len(rerrs) != 2 || !errors.As(rerrs[0], &c) || c.Index != 2 || !strings.Contains(c.Error(), "not in the mount table") ||
+				!errors.As(rerrs[1], &e) || e.Index != 4 || !strings.Contains(e.Error(), "symlink") {
+				t.Errorf("root errors %v, want the root mounted after the snapshot and the one through a symlink", rerrs)
+			}
+		})
 	}
 }
 
@@ -230,5 +277,38 @@ func TestOpenRelStaysInTree(t *testing.T) {
 	ents, err := ReadDir(fd, 10)
 	if err != nil || len(ents) != 1 || ents[0].Name != "m" || ents[0].Typ != unix.DT_DIR {
 		t.Errorf("ReadDir = %+v, %v", ents, err)
+	}
+}
+
+// parseDirent reads a record from its bytes, and refuses one that is cut
+// short or whose length is wrong instead of reading past it.
+func TestParseDirent(t *testing.T) {
+	rec := func(off int64, typ uint8, name string) []byte {
+		n := (direntNameOff + len(name) + 1 + 7) &^ 7 // NUL, 8-byte aligned, as the kernel pads
+		b := make([]byte, n)
+		binary.NativeEndian.PutUint64(b[direntOffOff:], uint64(off))
+		binary.NativeEndian.PutUint16(b[direntReclenOff:], uint16(n))
+		b[direntTypeOff] = typ
+		copy(b[direntNameOff:], name)
+		return b
+	}
+	buf := append(rec(7, unix.DT_DIR, "volumes"), rec(9, unix.DT_REG, "a-longer-file-name")...)
+	d, ok := parseDirent(buf)
+	if !ok || string(d.name) != "volumes" || d.typ != unix.DT_DIR || d.off != 7 {
+		t.Fatalf("first record: %+v %v", d, ok)
+	}
+	if d, ok = parseDirent(buf[d.reclen:]); !ok || string(d.name) != "a-longer-file-name" || d.typ != unix.DT_REG || d.off != 9 {
+		t.Fatalf("second record: %+v %v", d, ok)
+	}
+	for name, b := range map[string][]byte{
+		"empty":           nil,
+		"header cut":      buf[:10],
+		"record cut":      buf[:20],
+		"reclen 0":        append(append([]byte{}, buf[:16]...), 0, 0, 4, 'x', 0),
+		"reclen too long": append(append([]byte{}, buf[:16]...), 0xff, 0x7f, 4, 'x', 0),
+	} {
+		if d, ok := parseDirent(b); ok {
+			t.Errorf("%s: parsed %+v", name, d)
+		}
 	}
 }
