@@ -124,7 +124,7 @@ type Daemon struct {
 func New(cfg Config) *Daemon {
 	cfg = cfg.withDefaults()
 	d := &Daemon{cfg: cfg, lanes: newLanes(cfg)}
-	d.table = tableReader{host: cfg.Host, timeout: cfg.ReadTimeout, minReread: cfg.MinReread, read: mounts.ReadSnapshot}
+	d.table = tableReader{host: cfg.Host, timeout: cfg.ReadTimeout, minReread: cfg.MinReread, read: mounts.RereadSnapshot}
 	d.health.start(cfg)
 	d.pub = newPublisher(cfg)
 	d.setState(&export.State{Checks: d.pub.checkStates()})
@@ -211,7 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // readTable reads the mount table, runs the table checks over it and
 // publishes the merged report.
 func (d *Daemon) readTable(ctx context.Context) error {
-	snap, err := d.table.readSnapshot(ctx, d.cfg.Log)
+	snap, err := d.table.readSnapshot(ctx, d.store.snap, d.cfg.Log)
 	d.health.tableRead(err)
 	if err != nil {
 		d.publish()
@@ -248,9 +248,14 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 	}()
 }
 
-// laneDone records a finished run of a lane.
+// laneDone records a finished run of a lane. The lane keeps the run's
+// results, not the table it ran over: merge takes the current table from
+// the store, and a scan lane's report (every 15 minutes) would otherwise
+// keep a table read since then alive, its whole parse, beside the current
+// one.
 func (d *Daemon) laneDone(r laneResult) {
 	r.lane.running.Store(0)
+	r.rep.Snapshot = nil
 	r.lane.last, r.lane.lastSeq, r.lane.lastEnd = r.rep, r.seq, r.end
 	d.pub.recordRun(r.rep, r.end)
 }

@@ -292,6 +292,49 @@ func TestFindingsOfRemadeMountsDropped(t *testing.T) {
 	}
 }
 
+// An unchanged table is read again at every --interval, each read counted
+// and with its own time, but not parsed again: every snapshot shares the
+// first one's mounts, and a probe finding made over the first stays while
+// its mount does. A changed table is parsed; no lane keeps a table once its
+// run is recorded.
+func TestUnchangedTableNotParsedAgain(t *testing.T) {
+	host, write := fakeProcfs(t, brokenTable)
+	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	d := New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale},
+		Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	testenv.WaitUntil(t, 10*time.Second, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
+	first := d.State()
+	testenv.WaitUntil(t, 10*time.Second, "three more reads", func() bool { return d.State().TableReads >= first.TableReads+3 })
+	st := d.State()
+	if s := st.Report.Snapshot; !s.SameTable(first.Report.Snapshot) || !s.Taken.After(first.Report.Snapshot.Taken) {
+		t.Errorf("unchanged table read again: shares the parse %v, taken %v after %v", s.SameTable(first.Report.Snapshot), s.Taken, first.Report.Snapshot.Taken)
+	}
+	if count(st, check.StaleMount) != 1 || count(st, check.DeletedRoot) != 1 || st.TableReadErrors != 0 {
+		t.Errorf("after %d reads of the unchanged table: %d stale, %d deleted-root findings, %d read errors",
+			st.TableReads, count(st, check.StaleMount), count(st, check.DeletedRoot), st.TableReadErrors)
+	}
+	write(healthyTable)
+	testenv.WaitUntil(t, 10*time.Second, "the changed table", func() bool { return count(d.State(), check.DeletedRoot) == 0 })
+	st = d.State()
+	if st.Report.Snapshot.SameTable(first.Report.Snapshot) || len(st.Report.Snapshot.Mounts) != 2 || count(st, check.StaleMount) != 0 {
+		t.Errorf("changed table: shares the old parse %v, %d mounts, %d stale findings",
+			st.Report.Snapshot.SameTable(first.Report.Snapshot), len(st.Report.Snapshot.Mounts), count(st, check.StaleMount))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range d.lanes { // the loop's, now that it returned
+		if l.last != nil && l.last.Snapshot != nil {
+			t.Errorf("the %s lane keeps the table of its last run", l.kind)
+		}
+	}
+}
+
 type notes struct {
 	mu  sync.Mutex
 	got []string
@@ -387,7 +430,7 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 	inFlight, maxInFlight := 0, 0
 	release := make(chan struct{})
 	var hang bool
-	d.table.read = func(h mounts.Host) (*mounts.Snapshot, error) {
+	d.table.read = func(h mounts.Host, prev *mounts.Snapshot) (*mounts.Snapshot, error) {
 		mu.Lock()
 		block := hang
 		inFlight++
@@ -397,7 +440,7 @@ func TestBlockedTableReadDoesNotBlockLoop(t *testing.T) {
 		if block {
 			<-release
 		}
-		return mounts.ReadSnapshot(h)
+		return mounts.RereadSnapshot(h, prev)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -19,7 +19,10 @@ type tableReader struct {
 	host      mounts.Host
 	timeout   time.Duration
 	minReread time.Duration
-	read      func(mounts.Host) (*mounts.Snapshot, error)
+	// read reads the table; prev is the last table read, nil before the
+	// first (mounts.RereadSnapshot, which does not parse an unchanged
+	// table again).
+	read func(h mounts.Host, prev *mounts.Snapshot) (*mounts.Snapshot, error)
 
 	reads, readErrs, events uint64
 	lastRead                time.Time       // start of the last read of the table
@@ -42,11 +45,13 @@ type readResult struct {
 var errReadBlocked = errors.New("an earlier read of the mount table is still blocked")
 
 // readSnapshot reads the table, counting the read and logging an error once
-// per distinct error, and once when the table is readable again.
-func (t *tableReader) readSnapshot(ctx context.Context, log *zap.Logger) (*mounts.Snapshot, error) {
+// per distinct error, and once when the table is readable again. prev is
+// the last table read (nil before the first): an unchanged table shares
+// its parse. Every read is counted, changed or not.
+func (t *tableReader) readSnapshot(ctx context.Context, prev *mounts.Snapshot, log *zap.Logger) (*mounts.Snapshot, error) {
 	t.reads++
 	t.lastRead = time.Now()
-	snap, err := t.readWithTimeout(ctx)
+	snap, err := t.readWithTimeout(ctx, prev)
 	t.readCost = time.Since(t.lastRead)
 	if err != nil {
 		t.readErrs++
@@ -74,7 +79,7 @@ func (t *tableReader) rereadDelay(now time.Time) time.Duration {
 // readWithTimeout reads the table in a goroutine and waits at most timeout
 // for it. A read that takes longer is left to finish on its own (its result
 // is dropped: it is stale by then) and no other read starts until it has.
-func (t *tableReader) readWithTimeout(ctx context.Context) (*mounts.Snapshot, error) {
+func (t *tableReader) readWithTimeout(ctx context.Context, prev *mounts.Snapshot) (*mounts.Snapshot, error) {
 	if t.blocked != nil {
 		select {
 		case <-t.blocked:
@@ -86,7 +91,7 @@ func (t *tableReader) readWithTimeout(ctx context.Context) (*mounts.Snapshot, er
 	ch := make(chan readResult, 1)
 	host, read := t.host, t.read
 	go func() {
-		s, err := read(host)
+		s, err := read(host, prev)
 		ch <- readResult{s, err}
 	}()
 	timer := time.NewTimer(t.timeout)

@@ -24,9 +24,15 @@ type mountKey struct {
 	mp string
 }
 
-// setSnapshot makes s the current table and numbers it.
+// setSnapshot makes s the current table and numbers it. A table read again
+// unchanged (s.SameTable) keeps since as it is: every mount in it is in
+// the unbroken run it was in.
 func (st *store) setSnapshot(s *mounts.Snapshot) {
 	st.seq++
+	if s.SameTable(st.snap) {
+		st.snap = s
+		return
+	}
 	since := make(map[mountKey]uint64, len(s.Mounts))
 	for _, m := range s.Mounts {
 		k := mountKey{m.ID, m.Mountpoint}

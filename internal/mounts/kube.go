@@ -70,6 +70,14 @@ func ParseKubePath(kubeletRoot, mountpoint string) *Kube {
 	return nil
 }
 
+// isStagingPath reports whether mountpoint may be a CSI staging mount
+// (ParseKubePath says which are): below the kubelet root's
+// plugins/kubernetes.io/csi.
+func isStagingPath(kubeletRoot, mountpoint string) bool {
+	rel, ok := kubeletRel(kubeletRoot, mountpoint)
+	return ok && strings.HasPrefix(rel, "plugins/kubernetes.io/csi/")
+}
+
 // volData is the part of kubelet's vol_data.json that names a CSI volume.
 type volData struct {
 	DriverName   string `json:"driverName"`

@@ -2,6 +2,7 @@ package mounts
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"slices"
@@ -44,6 +45,10 @@ type Snapshot struct {
 
 	chainsMu sync.Mutex
 	chains   map[string]*overlayChains // by snapshot root
+
+	// The digest and size of the table's bytes, as read (RereadSnapshot).
+	sum  tableSum
+	size int64
 }
 
 type overlayChains struct {
@@ -82,18 +87,38 @@ func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error)
 
 // ReadSnapshot reads and classifies the mount table of h's namespace, with
 // the Kubernetes context of each kubelet mount taken from kubelet's files.
-func ReadSnapshot(h Host) (*Snapshot, error) {
+func ReadSnapshot(h Host) (*Snapshot, error) { return RereadSnapshot(h, nil) }
+
+// RereadSnapshot is ReadSnapshot for a daemon that read the table before,
+// as prev (nil: never). When the table's bytes are those prev was parsed
+// from, and the layout and the Kubernetes context that ReadSnapshot would
+// find now are prev's, the new snapshot shares prev's parsed mounts and
+// indexes (SameTable) instead of parsing a second copy of the table: only
+// its Taken and Layout are new. Otherwise it is ReadSnapshot's. Either way
+// the result is what ReadSnapshot would return: kubelet's files and the
+// running processes are read again on every read.
+//
+// prev is only read, never changed: it may be in use by checks running
+// over it.
+func RereadSnapshot(h Host, prev *Snapshot) (*Snapshot, error) {
 	path := h.MountinfoPath()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	defer f.Close()
-	s, err := newSnapshot(path, f, h, true)
+	s, err := newSnapshot(path, f, h, true, prev)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// SameTable reports whether s and o share one parse of the same table
+// (RereadSnapshot found it unchanged): the same *Mount values, so whatever
+// was derived from the mounts of one holds for the other.
+func (s *Snapshot) SameTable(o *Snapshot) bool {
+	return s != nil && o != nil && len(s.Mounts) > 0 && len(s.Mounts) == len(o.Mounts) && &s.Mounts[0] == &o.Mounts[0]
 }
 
 // ReadSnapshotFile reads a captured mount table (for example from a support
@@ -112,21 +137,49 @@ func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 	}
 	defer f.Close()
 	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot,
-		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false)
+		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read mount table %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error) {
-	var podLogs chan map[string][2]string
-	if live { // the pod log directory does not depend on the table: read both at once
-		podLogs = make(chan map[string][2]string, 1)
-		hd := h.WithDefaults() // a copy: h changes below
-		go func() { podLogs <- listPodLogs(hd) }()
+// newSnapshot reads, parses and classifies the table in f, or, when prev
+// is a snapshot of the same bytes and the same context, shares its parse
+// (RereadSnapshot).
+func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (*Snapshot, error) {
+	maxBytes := h.MaxTableBytes
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxTableBytes
 	}
-	mounts, perrs, nerrs, err := ParseMountTableLimit(f, h.MaxTableBytes)
+	var last int64
+	if prev != nil {
+		last = prev.size
+	}
+	pods := podLogLister(h, live)
+	raw, err := readTable(f, maxBytes, last)
+	if err != nil {
+		return nil, err
+	}
+	taken := time.Now()
+	if prev != nil && prev.sum == raw.sum && prev.Path == source && prev.Live == live && len(prev.Mounts) > 0 {
+		raw = nil // prev's bytes, parsed: not kept alive while the context is compared
+		if s := prev.again(h, taken, pods); s != nil {
+			return s, nil
+		}
+		// The table is unchanged but what kubelet's files say is not (a
+		// pod's log directory made since): read it again to classify it
+		// afresh. Rare, so it costs a second read rather than keeping the
+		// bytes of every read alive until the comparison is done.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		if raw, err = readTable(f, maxBytes, last); err != nil {
+			return nil, err
+		}
+		taken = time.Now()
+	}
+	mounts, perrs, nerrs, err := parseTable(raw.String())
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +189,68 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 		}
 		return nil, fmt.Errorf("%w (a live table always has the root mount): is it a mountinfo file?", ErrEmptyTable)
 	}
-	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: time.Now(), Mounts: mounts,
-		ParseErrors: perrs, ParseErrorCount: nerrs})
+	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: taken, Mounts: mounts,
+		ParseErrors: perrs, ParseErrorCount: nerrs, sum: raw.sum, size: raw.size})
+	s.classify(h, pods, func(m *Mount, k *Kube) bool { m.Kube = k; return true })
+	return s, nil
+}
+
+// podLogLister lists h's pod log directory at once, beside the read of
+// the table (it does not depend on it), for a live table; the function it
+// returns waits for the list, once, and returns it every time: the
+// comparison of a table read again and its classification afresh see the
+// same list.
+func podLogLister(h Host, live bool) func() map[string][2]string {
+	if !live {
+		return func() map[string][2]string { return nil }
+	}
+	ch := make(chan map[string][2]string, 1)
+	hd := h.WithDefaults() // a copy: the caller's h changes
+	go func() { ch <- listPodLogs(hd) }()
+	var listed map[string][2]string
+	var got bool
+	return func() map[string][2]string {
+		if !got {
+			listed, got = <-ch, true
+		}
+		return listed
+	}
+}
+
+// again is prev (s) read again, unchanged, at taken: a snapshot sharing
+// s's mounts and indexes, with its own layout and time; nil when the
+// layout or the Kubernetes context of a mount would now be another than
+// s's (a pod's log directory made since, a vol_data.json rewritten): the
+// table must then be classified afresh, and s's mounts are not to be
+// touched.
+func (s *Snapshot) again(h Host, taken time.Time, pods func() map[string][2]string) *Snapshot {
+	n := &Snapshot{Path: s.Path, Live: s.Live, Taken: taken, Mounts: s.Mounts,
+		ParseErrors: s.ParseErrors, ParseErrorCount: s.ParseErrorCount,
+		byDev: s.byDev, byMountpoint: s.byMountpoint, ByID: s.ByID, coveredBy: s.coveredBy, sum: s.sum, size: s.size}
+	same := n.classify(h, pods, func(m *Mount, k *Kube) bool {
+		return (k == nil) == (m.Kube == nil) && (k == nil || *k == *m.Kube)
+	})
+	if !same || n.Host != s.Host {
+		return nil
+	}
+	return n
+}
+
+// classify decides s's layout and host (s.Layout, s.Host) and works out
+// the Kubernetes context of each of its mounts from the table and, live,
+// the running processes and kubelet's files (the pod log directory as
+// pods lists it), handing each mount and its context (nil for a mount not
+// under the kubelet root) to use, in table order, until use returns
+// false. It does not change the mounts itself: again compares what it
+// finds with a snapshot read before, without keeping it.
+//
+// The CSI driver of a CSI pod volume that no vol_data.json names comes
+// from the staging mounts of its filesystem: a pod volume published from
+// a staging mount shares its major:minor, and the staging path (or its
+// vol_data.json) names the driver. Only when every staging mount of that
+// filesystem names the same one (a captured table, or the file
+// unreadable).
+func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*Mount, *Kube) bool) bool {
 	s.Layout = s.findLayout(h)
 	h.KubeletRoot = s.Layout.Kubelet.Path
 	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
@@ -146,45 +259,58 @@ func newSnapshot(source string, f *os.File, h Host, live bool) (*Snapshot, error
 	s.Host = h
 
 	var kf *KubeFiles
-	for _, m := range mounts {
-		m.Kube = ParseKubePath(h.KubeletRoot, m.Mountpoint)
-		if m.Kube == nil || !live {
-			continue
+	context := func(m *Mount) *Kube {
+		k := ParseKubePath(h.KubeletRoot, m.Mountpoint)
+		if k == nil || !s.Live {
+			return k
 		}
 		if kf == nil {
-			kf = openKubeFiles(h, <-podLogs)
-			defer kf.Close()
+			kf = openKubeFiles(h, pods())
 		}
-		kf.Enrich(m.Kube, h.KubeletRoot, m.Mountpoint)
+		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
+		return k
 	}
-	s.driversFromStaging()
-	return s, nil
-}
-
-// driversFromStaging names the CSI driver of a CSI pod volume that no
-// vol_data.json named (a captured table, or the file unreadable) after the
-// staging mounts of its filesystem: a pod volume published from a staging
-// mount shares its major:minor, and the staging path names the driver.
-// Only when every staging mount of that filesystem names the same one.
-func (s *Snapshot) driversFromStaging() {
+	defer func() {
+		if kf != nil {
+			kf.Close()
+		}
+	}()
+	// The staging mounts first (a few, one per CSI volume on the node):
+	// their drivers by major:minor, "" where two disagree.
+	var staging map[string]string
+	var stagingKube map[*Mount]*Kube
 	for _, m := range s.Mounts {
-		k := m.Kube
-		if k == nil || k.Kind != PodVolume || k.VolumePlugin != CsiPlugin || k.CSIDriver != "" {
+		if !isStagingPath(h.KubeletRoot, m.Mountpoint) {
 			continue
 		}
-		driver := ""
-		for _, o := range s.byDev[m.Dev()] {
-			if o.Kube == nil || o.Kube.Kind != CSIStaging || o.Kube.CSIDriver == "" {
-				continue
-			}
-			if driver != "" && driver != o.Kube.CSIDriver {
-				driver = ""
-				break
-			}
-			driver = o.Kube.CSIDriver
+		k := context(m)
+		if stagingKube == nil {
+			staging, stagingKube = map[string]string{}, map[*Mount]*Kube{}
 		}
-		k.CSIDriver = driver
+		stagingKube[m] = k
+		if k == nil || k.Kind != CSIStaging || k.CSIDriver == "" {
+			continue
+		}
+		dev := m.Dev()
+		if d, ok := staging[dev]; !ok {
+			staging[dev] = k.CSIDriver
+		} else if d != k.CSIDriver {
+			staging[dev] = ""
+		}
 	}
+	for _, m := range s.Mounts {
+		k, ok := stagingKube[m]
+		if !ok {
+			k = context(m)
+		}
+		if k != nil && k.Kind == PodVolume && k.VolumePlugin == CsiPlugin && k.CSIDriver == "" && staging != nil {
+			k.CSIDriver = staging[m.Dev()]
+		}
+		if !use(m, k) {
+			return false
+		}
+	}
+	return true
 }
 
 // findLayout decides the layout from h's given paths, the table and, live,

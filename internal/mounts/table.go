@@ -1,6 +1,7 @@
 package mounts
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -69,11 +70,16 @@ func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, 
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxTableBytes
 	}
-	data, err := readTable(r, maxBytes) // every line below is a substring of it
+	t, err := readTable(r, maxBytes, 0)
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	return parseTable(t.String())
+}
 
+// parseTable parses the whole text of a mount table, as
+// ParseMountTableLimit.
+func parseTable(data string) ([]*Mount, []ParseError, int, error) { // every line below is a substring of data
 	var (
 		kept     []string // lines that validate, without "\r"
 		lineNos  []int    // line number of each kept line
@@ -127,46 +133,75 @@ func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, 
 }
 
 // Chunks of a table read: the first is small (a table is usually tens of
-// KiB), each next one twice the last, up to maxTableChunk.
+// KiB), or the size of the table read last time, each next one twice the
+// last, up to maxTableChunk.
 const (
 	firstTableChunk = 64 << 10
 	maxTableChunk   = 4 << 20
 )
 
-// readTable reads r to its end into one string, or fails with
-// ErrTableTooLarge once it read more than maxBytes. It reads into chunks
-// that it never copies or regrows, and joins them once at the end, so a
-// table that hits the cap (/dev/zero) costs the cap and one chunk, and one
-// under it twice its size; io.ReadAll's doubling and the string copy after
-// it took 176 MB for the 64 MiB cap.
-func readTable(r io.Reader, maxBytes int64) (string, error) {
-	var chunks [][]byte
-	total, size := int64(0), int64(firstTableChunk)
+// rawTable is a table as read: its chunks, their length and a digest of
+// them.
+type rawTable struct {
+	chunks [][]byte
+	size   int64 // bytes
+	sum    tableSum
+}
+
+// tableSum is the SHA-256 of a table's bytes: two reads with the same sum
+// read the same table. A cryptographic hash because a collision would hide
+// a change of the table for as long as it lasted, and whoever names a pod
+// volume chooses part of the table's text; at 10,000 mounts it costs about
+// a millisecond a read.
+type tableSum [sha256.Size]byte
+
+// readTable reads r to its end, or fails with ErrTableTooLarge once it read
+// more than maxBytes. It reads into chunks that it never copies or regrows
+// (String joins them once), so a table that hits the cap (/dev/zero) costs
+// the cap and one chunk, and one under it twice its size; io.ReadAll's
+// doubling and the string copy after it took 176 MB for the 64 MiB cap.
+// The chunks are hashed as they come, so that a table read again can be
+// told unchanged without being joined or parsed. last is the size of the
+// table read last time (0: none): a table read again is usually that size,
+// and read into one chunk a little larger, not into the doubling chunks
+// (twice its size in all, for a 10,000-mount table; the daemon re-reads
+// it every minute).
+func readTable(r io.Reader, maxBytes, last int64) (*rawTable, error) {
+	t := &rawTable{}
+	h := sha256.New()
+	size := max(int64(firstTableChunk), last+last/64+4096)
 	for {
-		c := make([]byte, min(size, maxBytes+1-total))
+		c := make([]byte, min(size, maxBytes+1-t.size))
 		n, err := io.ReadFull(r, c)
-		total += int64(n)
-		chunks = append(chunks, c[:n])
-		if total > maxBytes {
-			return "", fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
+		t.size += int64(n)
+		t.chunks = append(t.chunks, c[:n])
+		if t.size > maxBytes {
+			return nil, fmt.Errorf("%w: more than %d bytes (--"+flagname.MaxTableBytes+")", ErrTableTooLarge, maxBytes)
 		}
+		h.Write(c[:n])
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break
 		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		size = min(2*size, maxTableChunk)
 	}
-	if len(chunks) == 1 {
-		return string(chunks[0]), nil
+	h.Sum(t.sum[:0])
+	return t, nil
+}
+
+// String is the table's text, its chunks joined.
+func (t *rawTable) String() string {
+	if len(t.chunks) == 1 {
+		return string(t.chunks[0])
 	}
 	var b strings.Builder
-	b.Grow(int(total))
-	for _, c := range chunks {
+	b.Grow(int(t.size))
+	for _, c := range t.chunks {
 		b.Write(c)
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // validateLine checks the structure that mountinfo.GetMountsFromReader relies

@@ -1,6 +1,7 @@
 package mounts
 
 import (
+	"crypto/sha256"
 	"errors"
 	"os"
 	"runtime"
@@ -213,5 +214,35 @@ func TestParseDevZeroAllocatesTheCapOnce(t *testing.T) {
 	}
 	if got, most := after.TotalAlloc-before.TotalAlloc, uint64(DefaultMaxTableBytes+2*maxTableChunk); got > most {
 		t.Fatalf("/dev/zero allocated %d bytes for a cap of %d (at most %d)", got, DefaultMaxTableBytes, most)
+	}
+}
+
+// A table read again at the size it had is read into one chunk, not the
+// doubling ones (about twice its size); one that grew still reads to its
+// end, and its digest is that of its bytes, however it was read.
+func TestReadTableAgainAtItsSize(t *testing.T) {
+	table := testenv.KubeletMountTable(2000)
+	n := int64(len(table))
+	first, err := readTable(strings.NewReader(table), DefaultMaxTableBytes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.chunks) < 3 {
+		t.Fatalf("a %d-byte table read in %d chunks: the test needs a table of several", n, len(first.chunks))
+	}
+	again, err := readTable(strings.NewReader(table), DefaultMaxTableBytes, first.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.chunks) != 1 || again.size != n || again.sum != first.sum || again.String() != table {
+		t.Errorf("read again: %d chunks, %d bytes (table %d), same digest %v", len(again.chunks), again.size, n, again.sum == first.sum)
+	}
+	grown := table + table
+	g, err := readTable(iotest.OneByteReader(strings.NewReader(grown)), DefaultMaxTableBytes, first.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.String() != grown || g.sum == first.sum || g.sum != sha256.Sum256([]byte(grown)) {
+		t.Errorf("grown table: %d bytes read of %d, digest of its bytes %v", g.size, len(grown), g.sum == sha256.Sum256([]byte(grown)))
 	}
 }
