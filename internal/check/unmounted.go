@@ -125,6 +125,69 @@ type plainDir struct {
 	holder   *mounts.Mount // the mount the directory is on
 }
 
+// plainFinder collects one run's volume directories without their mount.
+type plainFinder struct {
+	ctx  context.Context
+	kt   *kubeletTree
+	h    mounts.Host
+	live *podlive.Reader
+	// kf reads kubelet's files for the directories found, if any: listing
+	// the pod log directory costs a getdents of every pod's.
+	kf  *mounts.KubeFiles
+	out []plainDir
+}
+
+func (f *plainFinder) close() {
+	if f.kf != nil {
+		f.kf.Close()
+	}
+}
+
+// add looks at directory p (of kube context k; bound: for a staging
+// directory, the pod volumes bound from it) and keeps it when its pod runs
+// and it is a plain directory.
+func (f *plainFinder) add(p string, k *mounts.Kube, bound []*mounts.Mount) {
+	kt := f.kt
+	if f.ctx.Err() != nil {
+		return
+	}
+	if m, _ := kt.s.HangsOnTheWay(p, nil); m != nil {
+		kt.note("hang", fmt.Sprintf("%s not looked at: %s (%s) on its way may hang", p, m.Mountpoint, m.FSType))
+		return
+	}
+	d := plainDir{path: p, bound: bound}
+	if k.Kind == mounts.PodVolume {
+		d.pod = f.live.Pod(k.PodUID)
+		switch d.pod.State {
+		case podlive.Running:
+		case podlive.Unknown:
+			kt.note("unknown", fmt.Sprintf("pod %s: whether it runs is not known (%s), its unmounted volume %s not reported", k.PodUID, d.pod.Evidence, p))
+			return
+		default:
+			return // kubelet sets it up or tears it down
+		}
+	}
+	ok, err := kt.inspect(&d)
+	if err != nil {
+		kt.errs = append(kt.errs, err)
+	}
+	if !ok {
+		return
+	}
+	if f.kf == nil {
+		f.kf = mounts.OpenKubeFiles(f.h)
+	}
+	f.kf.Enrich(k, kt.kubelet, p)
+	if k.Kind == mounts.CSIStaging && k.VolumeHandle == "" && len(bound) > 0 && bound[0].Kube != nil {
+		k.VolumeHandle = bound[0].Kube.VolumeHandle
+		if k.Volume == "" {
+			k.Volume = bound[0].Kube.Volume
+		}
+	}
+	d.kube = *k
+	f.out = append(f.out, d)
+}
+
 // plainCount is what was written into a plain directory.
 type plainCount struct {
 	Files, Dirs int

@@ -63,58 +63,11 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 	}
 	defer unix.Close(kfd)
 
-	var out []plainDir
-	// kubelet's files are read for the directories found, if any: listing
-	// the pod log directory costs a getdents of every pod's.
-	var kf *mounts.KubeFiles
-	defer func() {
-		if kf != nil {
-			kf.Close()
-		}
-	}()
-	add := func(p string, k *mounts.Kube, bound []*mounts.Mount) {
-		if ctx.Err() != nil {
-			return
-		}
-		if m, _ := s.HangsOnTheWay(p, nil); m != nil {
-			kt.note("hang", fmt.Sprintf("%s not looked at: %s (%s) on its way may hang", p, m.Mountpoint, m.FSType))
-			return
-		}
-		d := plainDir{path: p, bound: bound}
-		if k.Kind == mounts.PodVolume {
-			d.pod = live.Pod(k.PodUID)
-			switch d.pod.State {
-			case podlive.Running:
-			case podlive.Unknown:
-				kt.note("unknown", fmt.Sprintf("pod %s: whether it runs is not known (%s), its unmounted volume %s not reported", k.PodUID, d.pod.Evidence, p))
-				return
-			default:
-				return // kubelet sets it up or tears it down
-			}
-		}
-		ok, err := kt.inspect(&d)
-		if err != nil {
-			kt.errs = append(kt.errs, err)
-		}
-		if !ok {
-			return
-		}
-		if kf == nil {
-			kf = mounts.OpenKubeFiles(h)
-		}
-		kf.Enrich(k, kubelet, p)
-		if k.Kind == mounts.CSIStaging && k.VolumeHandle == "" && len(bound) > 0 && bound[0].Kube != nil {
-			k.VolumeHandle = bound[0].Kube.VolumeHandle
-			if k.Volume == "" {
-				k.Volume = bound[0].Kube.Volume
-			}
-		}
-		d.kube = *k
-		out = append(out, d)
-	}
-	kt.podVolumes(kfd, add)
-	kt.staging(kfd, add)
-	return out, kt.allNotes(), errors.Join(kt.errs...)
+	f := &plainFinder{ctx: ctx, kt: kt, h: h, live: live}
+	defer f.close()
+	kt.podVolumes(kfd, f.add)
+	kt.staging(kfd, f.add)
+	return f.out, kt.allNotes(), errors.Join(kt.errs...)
 }
 
 // note records a note of a kind; each kind says its first and counts the

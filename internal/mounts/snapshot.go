@@ -275,8 +275,27 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 			kf.Close()
 		}
 	}()
-	// The staging mounts first (a few, one per CSI volume on the node):
-	// their drivers by major:minor, "" where two disagree.
+	staging, stagingKube := s.stagingDrivers(h, context)
+	for _, m := range s.Mounts {
+		k, ok := stagingKube[m]
+		if !ok {
+			k = context(m)
+		}
+		if k != nil && k.Kind == PodVolume && k.VolumePlugin == CsiPlugin && k.CSIDriver == "" && staging != nil {
+			k.CSIDriver = staging[m.Dev()]
+		}
+		if !use(m, k) {
+			return false
+		}
+	}
+	return true
+}
+
+// stagingDrivers reads the context of the staging mounts (a few, one per
+// CSI volume on the node) with context, and returns their drivers by
+// major:minor ("" where two disagree) and the contexts read; nil maps when
+// there is none.
+func (s *Snapshot) stagingDrivers(h Host, context func(*Mount) *Kube) (map[string]string, map[*Mount]*Kube) {
 	var staging map[string]string
 	var stagingKube map[*Mount]*Kube
 	for _, m := range s.Mounts {
@@ -298,19 +317,7 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 			staging[dev] = ""
 		}
 	}
-	for _, m := range s.Mounts {
-		k, ok := stagingKube[m]
-		if !ok {
-			k = context(m)
-		}
-		if k != nil && k.Kind == PodVolume && k.VolumePlugin == CsiPlugin && k.CSIDriver == "" && staging != nil {
-			k.CSIDriver = staging[m.Dev()]
-		}
-		if !use(m, k) {
-			return false
-		}
-	}
-	return true
+	return staging, stagingKube
 }
 
 // findLayout decides the layout from h's given paths, the table and, live,
