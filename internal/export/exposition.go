@@ -2,7 +2,6 @@ package export
 
 import (
 	"bytes"
-	"compress/flate"
 	"context"
 	"net/http"
 	"strconv"
@@ -270,7 +269,7 @@ func (p *published) encoding(k encodingKey) *encoding {
 				continue
 			}
 			enc.names = append(enc.names, mf.GetName())
-			enc.pieces = append(enc.pieces, newPiece(k.gzip, flate.DefaultCompression, b))
+			enc.pieces = append(enc.pieces, newPiece(k.gzip, b))
 		}
 		enc.trailer = trailer(k.format)
 	})
@@ -410,7 +409,7 @@ func (e *Exposition) merge(k encodingKey, enc *encoding, live []*dto.MetricFamil
 		if run.Len() == 0 {
 			return
 		}
-		pieces = append(pieces, newPiece(k.gzip, flate.BestSpeed, bytes.Clone(run.Bytes())))
+		pieces = append(pieces, newPiece(k.gzip, bytes.Clone(run.Bytes())))
 		run.Reset()
 	}
 	i, j := 0, 0

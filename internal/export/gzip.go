@@ -20,39 +20,56 @@ import (
 // dropped counter) are worth.
 const storedBelow = 1 << 10
 
-var flatePools = map[int]*sync.Pool{}
+// flateWriters are the DEFLATE writers of the pieces, reused: one holds
+// about 0.8 MiB, the most of anything the daemon keeps between scrapes, so
+// there is one level (flate.DefaultCompression, the smallest writer of
+// those that compress: BestSpeed's holds 1.2 MiB), and small pieces are
+// stored without a writer.
+var flateWriters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.DefaultCompression)
+	return w
+}}
 
-func init() {
-	for _, level := range []int{flate.DefaultCompression, flate.BestSpeed, flate.NoCompression} {
-		flatePools[level] = &sync.Pool{New: func() any {
-			w, _ := flate.NewWriter(nil, level)
-			return w
-		}}
-	}
-}
-
-func newPiece(gzip bool, level int, b []byte) piece {
+func newPiece(gzip bool, b []byte) piece {
 	pc := piece{plain: b}
 	if gzip {
 		pc.crc, pc.shift = crc32.ChecksumIEEE(b), x2nModP(uint64(len(b)), 3)
 		if len(b) < storedBelow {
-			level = flate.NoCompression
+			pc.deflate = storedSegment(b)
+		} else {
+			pc.deflate = deflateSegment(b)
 		}
-		pc.deflate = deflateSegment(level, b)
 	}
 	return pc
 }
 
 // deflateSegment compresses b as a DEFLATE segment that decodes on its own
 // and ends on a byte boundary without a final block.
-func deflateSegment(level int, b []byte) []byte {
+func deflateSegment(b []byte) []byte {
 	var buf bytes.Buffer
-	w := flatePools[level].Get().(*flate.Writer)
+	w := flateWriters.Get().(*flate.Writer)
 	w.Reset(&buf)
 	_, _ = w.Write(b)
 	_ = w.Flush()
-	flatePools[level].Put(w)
+	flateWriters.Put(w)
 	return buf.Bytes()
+}
+
+// storedSegment is b as DEFLATE stored blocks (RFC 1951 3.2.4), not final:
+// each a header byte (BFINAL 0, BTYPE 00, padded to the byte boundary the
+// previous segment ended on), LEN and NLEN, and up to 65,535 bytes.
+func storedSegment(b []byte) []byte {
+	out := make([]byte, 0, len(b)+5*(len(b)/0xffff+1))
+	for {
+		n := min(len(b), 0xffff)
+		out = append(out, 0)
+		out = binary.LittleEndian.AppendUint16(out, uint16(n))
+		out = binary.LittleEndian.AppendUint16(out, ^uint16(n))
+		out = append(out, b[:n]...)
+		if b = b[n:]; len(b) == 0 {
+			return out
+		}
+	}
 }
 
 var (
