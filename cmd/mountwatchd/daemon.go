@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -56,6 +58,24 @@ func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
 }
 
+// daemonGCPercent is the daemon's GOGC unless the environment sets one. Its
+// live heap is small and steady (about 12 MB at 10,000 mounts: the table,
+// the exposition's encoder, the first-seen map), and Go's default lets the
+// heap grow to twice what a collection found live, with the peak coming
+// when a collection starts during a burst (the table's re-read, a probe
+// round, a scrape). At 50 its peak RSS at 10,000 mounts fell from 48 to 42
+// MiB for 0.06% more of a core; with the exposition's one DEFLATE writer,
+// to 39 MiB from 47 (BENCHMARKS.md).
+const daemonGCPercent = 50
+
+// collectSooner sets the daemon's GOGC to daemonGCPercent, unless GOGC is
+// in the environment: an operator's choice wins.
+func collectSooner() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(daemonGCPercent)
+	}
+}
+
 // runDaemon runs until SIGTERM or SIGINT: exit 0 on a clean stop, 2 when it
 // cannot start (bad flags, the listen address is taken).
 func runDaemon(cfg config, stderr io.Writer) int {
@@ -77,6 +97,7 @@ func runDaemon(cfg config, stderr io.Writer) int {
 	}
 	defer logger.Close()
 	log := logger.Logger
+	collectSooner()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

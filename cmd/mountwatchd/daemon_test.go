@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -681,4 +682,21 @@ func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// The daemon collects at GOGC=50 unless the environment says otherwise.
+func TestDaemonGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	collectSooner()
+	if got := debug.SetGCPercent(100); got != daemonGCPercent {
+		t.Errorf("GOGC unset: the daemon collects at %d, want %d", got, daemonGCPercent)
+	}
+	t.Setenv("GOGC", "200")
+	collectSooner()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=200 in the environment: collectSooner changed GOGC to %d", got)
+	}
 }
