@@ -400,7 +400,7 @@ func nameFilter(r *http.Request) map[string]bool {
 // merge interleaves the cached families of enc with the live ones, both
 // sorted by name, keeping those filter allows (nil: all), and returns the
 // body's pieces. Consecutive live families are encoded into one piece (and
-// one fresh segment).
+// one fresh, stored segment).
 func (e *Exposition) merge(k encodingKey, enc *encoding, live []*dto.MetricFamily, filter map[string]bool) []piece {
 	keep := func(name string) bool { return filter == nil || filter[name] }
 	pieces := make([]piece, 0, len(enc.pieces)+len(live)+1)
@@ -409,7 +409,7 @@ func (e *Exposition) merge(k encodingKey, enc *encoding, live []*dto.MetricFamil
 		if run.Len() == 0 {
 			return
 		}
-		pieces = append(pieces, newPiece(k.gzip, bytes.Clone(run.Bytes())))
+		pieces = append(pieces, livePiece(k.gzip, bytes.Clone(run.Bytes())))
 		run.Reset()
 	}
 	i, j := 0, 0

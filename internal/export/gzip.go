@@ -43,6 +43,19 @@ func newPiece(gzip bool, b []byte) piece {
 	return pc
 }
 
+// livePiece is a piece of live families, made for one response: stored,
+// not compressed. They are a few KiB (the Go runtime's and the process's
+// metrics), and compressing them is the one cost a response's build has
+// that scrapes waiting for it would queue behind.
+func livePiece(gzip bool, b []byte) piece {
+	pc := piece{plain: b}
+	if gzip {
+		pc.crc, pc.shift = crc32.ChecksumIEEE(b), x2nModP(uint64(len(b)), 3)
+		pc.deflate = storedSegment(b)
+	}
+	return pc
+}
+
 // deflateSegment compresses b as a DEFLATE segment that decodes on its own
 // and ends on a byte boundary without a final block.
 func deflateSegment(b []byte) []byte {
