@@ -30,28 +30,25 @@ var flateWriters = sync.Pool{New: func() any {
 	return w
 }}
 
-func newPiece(gzip bool, b []byte) piece {
-	pc := piece{plain: b}
-	if gzip {
-		pc.crc, pc.shift = crc32.ChecksumIEEE(b), x2nModP(uint64(len(b)), 3)
-		if len(b) < storedBelow {
-			pc.deflate = storedSegment(b)
-		} else {
-			pc.deflate = deflateSegment(b)
-		}
-	}
-	return pc
-}
+// newPiece is b as a piece of a body: compressed, unless it is smaller
+// than storedBelow.
+func newPiece(gzip bool, b []byte) piece { return makePiece(gzip, b, len(b) < storedBelow) }
 
 // livePiece is a piece of live families, made for one response: stored,
 // not compressed. They are a few KiB (the Go runtime's and the process's
 // metrics), and compressing them is the one cost a response's build has
 // that scrapes waiting for it would queue behind.
-func livePiece(gzip bool, b []byte) piece {
+func livePiece(gzip bool, b []byte) piece { return makePiece(gzip, b, true) }
+
+func makePiece(gzip bool, b []byte, stored bool) piece {
 	pc := piece{plain: b}
 	if gzip {
 		pc.crc, pc.shift = crc32.ChecksumIEEE(b), x2nModP(uint64(len(b)), 3)
-		pc.deflate = storedSegment(b)
+		if stored {
+			pc.deflate = storedSegment(b)
+		} else {
+			pc.deflate = deflateSegment(b)
+		}
 	}
 	return pc
 }
