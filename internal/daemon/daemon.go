@@ -13,6 +13,11 @@
 //
 // Nothing here waits on a mount: reading the table does not touch the
 // mounts, and a probe or scan run that takes long delays only its own kind.
+//
+// It is not the checks (package check) nor the exporters (package export),
+// and --once does not use it: cmd/mountwatchd runs check.Runner once for
+// that. The HTTP server, logger and sd_notify socket are wired in
+// cmd/mountwatchd and reach it through Config.
 package daemon
 
 import (

@@ -1,6 +1,10 @@
 // Package testenv lets tests use the real kernel: it runs a test binary in a
 // private mount namespace, and turns "this machine lacks X" into a skip on a
 // developer's machine but a failure in CI, where every requirement must be met.
+// Its other files are the real things tests run against: FUSE servers,
+// stand-in nodes and pods, a Prometheus, a journald, a containerd, an sshfs.
+//
+// Only tests and benchmarks import it; it is never part of the binary.
 package testenv
 
 import (
