@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 )
@@ -150,12 +151,23 @@ func TestDocLinksResolve(t *testing.T) {
 	for _, f := range files {
 		for _, m := range link.FindAllStringSubmatch(readDoc(t, f), -1) {
 			target := m[1]
-			if target == "" || strings.Contains(target, "://") {
+			if target == "" {
+				if frag := strings.TrimPrefix(m[2], "#"); frag != "" && !headings(t, filepath.Join(top, f))[frag] {
+					t.Errorf("%s links %s: no such heading there", f, m[2])
+				}
+				continue
+			}
+			if strings.Contains(target, "://") {
 				continue
 			}
 			n++
-			if _, err := os.Stat(filepath.Join(top, filepath.Dir(f), target)); err != nil {
+			path := filepath.Join(top, filepath.Dir(f), target)
+			if _, err := os.Stat(path); err != nil {
 				t.Errorf("%s links %s, which does not exist", f, target)
+				continue
+			}
+			if frag := strings.TrimPrefix(m[2], "#"); frag != "" && strings.HasSuffix(target, ".md") && !headings(t, path)[frag] {
+				t.Errorf("%s links %s%s: no such heading there", f, target, m[2])
 			}
 		}
 	}
@@ -191,4 +203,36 @@ func TestRunbookBaseURLValue(t *testing.T) {
 	if strings.Contains(dash, repoDocs) || !strings.Contains(dash, mirror+"checks/${__value.raw}.md") {
 		t.Errorf("the dashboard's check links do not point under %s", mirror)
 	}
+}
+
+// headings are the anchors GitHub gives the headings of a Markdown file:
+// lower case, punctuation but '-' and '_' dropped, spaces as '-'.
+func headings(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	fence := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "```") {
+			fence = !fence
+		}
+		h, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if fence || !ok || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		var a strings.Builder
+		for _, r := range strings.ToLower(h) {
+			switch {
+			case r == ' ':
+				a.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				a.WriteRune(r)
+			}
+		}
+		anchors[a.String()] = true
+	}
+	return anchors
 }
