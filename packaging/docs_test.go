@@ -132,10 +132,11 @@ func TestRunbooks(t *testing.T) {
 	}
 }
 
-// Every relative link in the README, CONTRIBUTING.md, BENCHMARKS.md and
-// docs/ leads to a file that exists.
+// Every relative link in the README, CONTRIBUTING.md, BENCHMARKS.md, the
+// systemd, packaging and chart READMEs and docs/ leads to a file that
+// exists, and each #anchor to a heading in it.
 func TestDocLinksResolve(t *testing.T) {
-	files := []string{"README.md", "CONTRIBUTING.md", "BENCHMARKS.md"}
+	files := []string{"README.md", "CONTRIBUTING.md", "BENCHMARKS.md", "systemd/README.md", "packaging/README.md", "packaging/helm/mountwatchd/README.md"}
 	err := filepath.WalkDir(filepath.Join(top, "docs"), func(p string, e os.DirEntry, err error) error {
 		if err == nil && !e.IsDir() && strings.HasSuffix(p, ".md") {
 			rel, _ := filepath.Rel(top, p)
