@@ -27,8 +27,9 @@ type Options struct {
 	// RootDir is kubelet's --root-dir (default /var/lib/kubelet).
 	RootDir string
 	// CgroupRoot is kubelet's cgroupRoot; pods go under
-	// <CgroupRoot>/kubepods (default /mwe2e, apart from the kubepods of
-	// other tests' stand-in pods, which a kubelet would kill).
+	// <CgroupRoot>/kubepods (default /mwe2e-<test PID>: apart from the
+	// kubepods of other tests' stand-in pods, which a kubelet would kill,
+	// and from another test binary's cluster; cgroups are the host's).
 	CgroupRoot string
 	// PodLogsDir is podLogsDir in kubelet's config file (default
 	// /var/log/pods).
@@ -101,7 +102,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.RootDir = "/var/lib/kubelet"
 	}
 	if opts.CgroupRoot == "" {
-		opts.CgroupRoot = "/mwe2e"
+		opts.CgroupRoot = fmt.Sprintf("/mwe2e-%d", os.Getpid())
 	}
 	if opts.PodLogsDir == "" {
 		opts.PodLogsDir = "/var/log/pods"
