@@ -127,8 +127,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	cm := c.start(filepath.Join(c.Bin, "kube-controller-manager"), "--kubeconfig", c.Kubeconfig,
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
 		"--root-ca-file", filepath.Join(c.Dir, "pki", "apiserver.crt"),
-		"--service-account-private-key-file", filepath.Join(c.Dir, "sa.key"),
-		"--controllers=*,-nodeipam,-service-lb-controller,-route,-cloud-node-lifecycle")
+		"--service-account-private-key-file", filepath.Join(c.Dir, "sa.key"))
 	sched := c.start(filepath.Join(c.Bin, "kube-scheduler"), "--kubeconfig", c.Kubeconfig, "--leader-elect=false",
 		"--secure-port=0")
 	ctrd := c.containerd()
