@@ -62,7 +62,7 @@ func deploy(t *testing.T, c *kube.Cluster) *mwd {
 	c.Tmpfs("/run/mountwatchd")
 	helm := testenv.RequireCommand(t, "helm", "make tools")
 	args := []string{"template", daemonName, filepath.Join(repoRoot(), "packaging/helm/mountwatchd"),
-		"--namespace", chartNS,
+		"--namespace", chartNS, "--kube-version", kube.Version,
 		"--set", "image.registry=localhost", "--set", "image.repository=mountwatchd", "--set", "image.tag=e2e",
 		// The node's mount namespace is the test's private one: its
 		// processes (kubelet, this test) are the node's init here.
@@ -70,31 +70,49 @@ func deploy(t *testing.T, c *kube.Cluster) *mwd {
 		"--set-json", fmt.Sprintf("extraArgs=[%q,%q,%q]", fastArgs[0], fastArgs[1], fastArgs[2])}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, helm, args...).Output()
+	cmd := exec.CommandContext(ctx, helm, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helm template: %v", err)
+		t.Fatalf("helm template: %v\n%s", err, stderr.String())
 	}
 	c.Kubectl("create", "namespace", chartNS)
 	c.Apply(string(out))
 	m := &mwd{t: t, c: c}
-	deadline := time.Now().Add(3 * time.Minute)
+	m.waitReady(3 * time.Minute)
+	t.Logf("mountwatchd pod %s/%s Ready at %s", chartNS, m.pod, m.ip)
+	return m
+}
+
+// waitReady waits until the DaemonSet has one pod and it is Ready
+// through its real readiness probe.
+func (m *mwd) waitReady(timeout time.Duration) {
+	m.t.Helper()
+	c := m.c
+	deadline := time.Now().Add(timeout)
 	for {
-		m.pod, _ = c.KubectlErr("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/name=mountwatchd",
-			"-o", `jsonpath={.items[?(@.status.conditions[?(@.type=="Ready")].status=="True")].metadata.name}`)
-		if m.pod != "" && !strings.Contains(m.pod, " ") {
+		names, _ := c.KubectlErr("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/name=mountwatchd",
+			"-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		m.pod = ""
+		for _, line := range strings.Split(names, "\n") {
+			// name, then Ready's status when there is no deletionTimestamp
+			if f := strings.Fields(line); len(f) == 2 && f[1] == "True" {
+				m.pod = f[0]
+			}
+		}
+		if m.pod != "" {
 			break
 		}
 		if time.Now().After(deadline) {
 			desc, _ := c.KubectlErr("-n", chartNS, "describe", "pods")
 			ev, _ := c.KubectlErr("-n", chartNS, "get", "events")
 			logs, _ := c.KubectlErr("-n", chartNS, "logs", "-l", "app.kubernetes.io/name=mountwatchd", "--tail=50")
-			t.Fatalf("the DaemonSet's pod is not Ready within 3m:\n%s\n%s\n%s\n--- kubelet:\n%s", desc, ev, logs, tail(c.KubeletLog(), 40))
+			m.t.Fatalf("the DaemonSet's pod is not Ready within %v:\n%s\n%s\n%s\n--- kubelet:\n%s", timeout, desc, ev, logs, tail(c.KubeletLog(), 40))
 		}
 		time.Sleep(time.Second)
 	}
 	m.ip = c.Kubectl("-n", chartNS, "get", "pod", m.pod, "-o", "jsonpath={.status.podIP}")
-	t.Logf("mountwatchd pod %s/%s Ready at %s", chartNS, m.pod, m.ip)
-	return m
 }
 
 func tail(s string, n int) string {

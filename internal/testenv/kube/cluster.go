@@ -147,10 +147,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// network gives the node an address on a dummy interface of the test's
-// own network namespace: kubelet refuses a loopback node IP.
+// network gives the node an address on an interface of the test's own
+// network namespace: kubelet refuses a loopback node IP. A bridge with no
+// port: these kernels may lack the dummy driver, and the CNI bridge plugin
+// needs the bridge driver anyway.
 func (c *Cluster) network() {
-	testenv.Run(c.t, "ip", "link", "add", "mwe2e0", "type", "dummy")
+	testenv.Run(c.t, "ip", "link", "add", "mwe2e0", "type", "bridge")
 	c.undo = append(c.undo, func() { _ = exec.Command("ip", "link", "del", "mwe2e0").Run() })
 	testenv.Run(c.t, "ip", "addr", "add", c.NodeIP+"/24", "dev", "mwe2e0")
 	testenv.Run(c.t, "ip", "link", "set", "mwe2e0", "up")
@@ -191,7 +193,7 @@ func (c *Cluster) Tmpfs(dir string) {
 			_ = os.Remove(d) // deepest first; only if empty
 		}
 	})
-	if err := syscall.Mount("none", dir, "tmpfs", 0, ""); err != nil {
+	if err := syscall.Mount("none", dir, "tmpfs", 0, "mode=0755"); err != nil {
 		c.t.Fatalf("mount tmpfs on %s: %v", dir, err)
 	}
 	c.undo = append(c.undo, func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })

@@ -21,12 +21,15 @@ ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=3
   -X $pkg.gitTreeState=clean -X $pkg.buildDate=2026-01-01T00:00:00Z"
 ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=34"
 cd "$here"
-for c in "${cmds[@]}"; do
-  echo "kube: building $c $version"
-  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c"
-  mv "$out/$c.tmp" "$out/$c"
-done
-# The suite's own CSI node plugin (cmd/e2e-csi).
-CGO_ENABLED=0 go build -trimpath -o "$out/e2e-csi" ./cmd/e2e-csi
+# One go build for all of them: the packages they share are compiled once
+# and the links run in parallel. Into a temporary directory first, so a
+# build cut short leaves no binary that looks current.
+tmp="$out/.tmp"
+rm -rf "$tmp" && mkdir -p "$tmp"
+echo "kube: building ${cmds[*]} $version and the suite's CSI plugin into $out"
+pkgs=()
+for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}" ./cmd/e2e-csi
+mv "$tmp"/* "$out/" && rmdir "$tmp"
 echo "$stamp" > "$out/.stamp"
 echo "kube: built ${cmds[*]} e2e-csi in $out"

@@ -89,7 +89,10 @@ func serve(s *grpc.Server, path string) {
 	}
 }
 
-type registrar struct{ p *plugin }
+type registrar struct {
+	registerapi.UnimplementedRegistrationServer
+	p *plugin
+}
 
 func (r *registrar) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
 	return &registerapi.PluginInfo{Type: registerapi.CSIPlugin, Name: r.p.name, Endpoint: r.p.endpoint,
