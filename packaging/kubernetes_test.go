@@ -73,10 +73,15 @@ type podSpec struct {
 	AutomountServiceAccountToken *bool               `yaml:"automountServiceAccountToken"`
 	PriorityClassName            string              `yaml:"priorityClassName"`
 	Tolerations                  []map[string]string `yaml:"tolerations"`
-	Volumes                      []any               `yaml:"volumes"`
-	InitContainers               []container         `yaml:"initContainers"`
-	Containers                   []container         `yaml:"containers"`
-	SecurityContext              map[string]any      `yaml:"securityContext"`
+	Volumes                      []struct {
+		Name     string `yaml:"name"`
+		HostPath *struct {
+			Path string `yaml:"path"`
+		} `yaml:"hostPath"`
+	} `yaml:"volumes"`
+	InitContainers  []container    `yaml:"initContainers"`
+	Containers      []container    `yaml:"containers"`
+	SecurityContext map[string]any `yaml:"securityContext"`
 }
 
 type container struct {
@@ -104,7 +109,10 @@ type container struct {
 		Requests map[string]string `yaml:"requests"`
 		Limits   map[string]string `yaml:"limits"`
 	} `yaml:"resources"`
-	VolumeMounts    []any `yaml:"volumeMounts"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+	} `yaml:"volumeMounts"`
 	SecurityContext struct {
 		Privileged               *bool  `yaml:"privileged"`
 		AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
@@ -222,8 +230,15 @@ func TestDaemonSetManifest(t *testing.T) {
 	if pod.HostNetwork || pod.HostIPC {
 		t.Error("hostNetwork or hostIPC is on")
 	}
-	if len(pod.Volumes) > 0 || len(c.VolumeMounts) > 0 || len(pod.InitContainers) > 0 {
-		t.Error("volumes, volume mounts or init containers: the node is reached through /proc/1/root only")
+	// One volume only: the probe state directory, a hostPath under the
+	// node's /run mounted where --probe.state-dir defaults to. Every other
+	// node path is reached through /proc/1/root.
+	if len(pod.InitContainers) > 0 {
+		t.Error("init containers")
+	}
+	if len(pod.Volumes) != 1 || pod.Volumes[0].HostPath == nil || pod.Volumes[0].HostPath.Path != "/run/mountwatchd" ||
+		len(c.VolumeMounts) != 1 || c.VolumeMounts[0].Name != pod.Volumes[0].Name || c.VolumeMounts[0].MountPath != "/run/mountwatchd" {
+		t.Errorf("volumes %+v, mounts %+v: want only the state directory, hostPath /run/mountwatchd at /run/mountwatchd", pod.Volumes, c.VolumeMounts)
 	}
 	if sc.Privileged != nil && *sc.Privileged {
 		t.Error("privileged")

@@ -109,8 +109,9 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 		"0", &cfg.host.PID)
 	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it (default: found from the mount table and the running kubelet's --root-dir, else "+
 		mounts.DefaultKubeletRoot+"; see docs/operations.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
-	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
-		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
+	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it "+
+		"(default: podLogsDir of the running kubelet's --config file, else "+mounts.DefaultPodLogDir+").").
+		PlaceHolder("DIR").StringVar(&cfg.host.PodLogDir)
 	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
 		Default(probe.DefaultTimeout.String()).IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
 	app.Flag(flagname.OnceTimeout, "Time budget of --"+flagname.Once+", below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+

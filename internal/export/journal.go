@@ -114,7 +114,8 @@ func LogLayout(log *zap.Logger, level zapcore.Level, l layout.Layout) {
 	for _, d := range []struct {
 		name string
 		dir  layout.Dir
-	}{{"kubelet_root", l.Kubelet}, {"containerd_root", l.ContainerdRoot}, {"containerd_snapshots", l.ContainerdSnapshots}} {
+	}{{"kubelet_root", l.Kubelet}, {"containerd_root", l.ContainerdRoot}, {"containerd_snapshots", l.ContainerdSnapshots},
+		{"pod_logs", l.PodLogs}} {
 		fields = append(fields, zap.String(d.name, d.dir.Path), zap.String(d.name+"_source", string(d.dir.Source)))
 		if d.dir.Evidence != "" {
 			fields = append(fields, zap.String(d.name+"_evidence", d.dir.Evidence))

@@ -57,11 +57,14 @@ type Layout struct {
 	Kubelet             Dir `json:"kubelet_root"`
 	ContainerdRoot      Dir `json:"containerd_root"`
 	ContainerdSnapshots Dir `json:"containerd_snapshots"`
+	// PodLogs is kubelet's pod log directory, whose
+	// <namespace>_<name>_<uid> entries name the pods.
+	PodLogs Dir `json:"pod_logs"`
 }
 
 // Given are the directories set by flags; "" is not given.
 type Given struct {
-	KubeletRoot, ContainerdRoot, ContainerdSnapshots string
+	KubeletRoot, ContainerdRoot, ContainerdSnapshots, PodLogs string
 }
 
 // Entry is what the table says about one mount: its mount point and, for
@@ -221,6 +224,7 @@ func Decide(g Given, ev TableEvidence, proc ProcessEvidence) Layout {
 	var l Layout
 	l.Kubelet = decideDir(g.KubeletRoot, "--path.kubelet", proc.KubeletRoot, ev.Kubelet, DefaultKubeletRoot, "kubelet mounts")
 	l.ContainerdRoot = decideDir(g.ContainerdRoot, "--path.containerd-root", proc.ContainerdRoot, ev.Containerd, DefaultContainerdRoot, "overlay layers")
+	l.PodLogs = decidePodLogs(g.PodLogs, proc.PodLogs)
 	switch {
 	case g.ContainerdSnapshots != "":
 		l.ContainerdSnapshots = Dir{Path: path.Clean(g.ContainerdSnapshots), Source: FromFlag, Evidence: "--path.containerd-snapshots"}
@@ -275,4 +279,16 @@ func (l Layout) Decision() string {
 		fmt.Fprintf(&b, "%s\x00%s\x00%s\x00", d.Path, d.Source, strings.Join(d.Candidates, "\x01"))
 	}
 	return b.String()
+}
+
+// decidePodLogs chooses the pod log directory: the flag, then kubelet's
+// config file, then kubelet's default. The mount table says nothing of it.
+func decidePodLogs(given string, proc Found) Dir {
+	switch {
+	case given != "":
+		return Dir{Path: path.Clean(given), Source: FromFlag, Evidence: "--path.pod-logs"}
+	case proc.Path != "":
+		return Dir{Path: proc.Path, Source: proc.Source, Evidence: proc.Evidence}
+	}
+	return Dir{Path: DefaultPodLogsDir, Source: FromDefault, Evidence: "kubelet's default (no podLogsDir in a kubelet config file found)"}
 }

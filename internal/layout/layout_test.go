@@ -229,7 +229,8 @@ func TestProcsFakeProcfs(t *testing.T) {
 		}
 	}
 	write(proc+"/100/stat", "100 (kubelet) S 1 100 100 0 -1 4194560")
-	write(proc+"/100/cmdline", "/usr/bin/kubelet\x00--root-dir=/data/kubernetes/kubelet\x00--v=2\x00")
+	write(proc+"/100/cmdline", "/usr/bin/kubelet\x00--root-dir=/data/kubernetes/kubelet\x00--config\x00/etc/kubernetes/kubelet.yaml\x00--v=2\x00")
+	write(root+"/etc/kubernetes/kubelet.yaml", "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\npodLogsDir: /data/kubernetes/pod-logs\n")
 	write(proc+"/200/stat", "200 (kubelet) D 1 200 200 0 -1 4194560")
 	write(proc+"/200/cmdline", "/usr/bin/kubelet\x00--root-dir=/never/read\x00")
 	write(proc+"/300/stat", "300 (containerd) S 1 300 300 0 -1 4194560")
@@ -244,13 +245,26 @@ func TestProcsFakeProcfs(t *testing.T) {
 	if ev.ContainerdRoot.Path != "/data/nvme0n1/containerd" || ev.ContainerdRoot.Source != layout.FromConfig {
 		t.Errorf("containerd = %+v (notes %q)", ev.ContainerdRoot, ev.Notes)
 	}
+	// The seed's kubelet sets podLogsDir in its config file: it names pods.
+	if ev.PodLogs.Path != "/data/kubernetes/pod-logs" || ev.PodLogs.Source != layout.FromConfig {
+		t.Errorf("pod logs = %+v (notes %q)", ev.PodLogs, ev.Notes)
+	}
+	if l := layout.Decide(layout.Given{}, layout.TableEvidence{}, ev); l.PodLogs.Path != "/data/kubernetes/pod-logs" {
+		t.Errorf("decided pod logs = %+v", l.PodLogs)
+	}
+	if l := layout.Decide(layout.Given{PodLogs: "/flag/pods"}, layout.TableEvidence{}, ev); l.PodLogs.Path != "/flag/pods" || l.PodLogs.Source != layout.FromFlag {
+		t.Errorf("a given --path.pod-logs does not win: %+v", l.PodLogs)
+	}
+	if l := layout.Decide(layout.Given{}, layout.TableEvidence{}, layout.ProcessEvidence{}); l.PodLogs.Path != "/var/log/pods" || l.PodLogs.Source != layout.FromDefault {
+		t.Errorf("no kubelet config: %+v, want the default", l.PodLogs)
+	}
 	if !slices.ContainsFunc(ev.Notes, func(n string) bool { return strings.Contains(n, "kubelet pid 200 is in state D") }) {
 		t.Errorf("notes %q do not say the kubelet in D was left alone", ev.Notes)
 	}
 	// A config file behind a mount that may hang is not read.
 	p.MayHang = func(string) bool { return true }
-	if ev := p.Read(); ev.ContainerdRoot.Path != "" {
-		t.Errorf("config read behind a hanging mount: %+v", ev.ContainerdRoot)
+	if ev := p.Read(); ev.ContainerdRoot.Path != "" || ev.PodLogs.Path != "" {
+		t.Errorf("config read behind a hanging mount: %+v, %+v", ev.ContainerdRoot, ev.PodLogs)
 	}
 }
 

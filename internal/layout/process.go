@@ -25,6 +25,8 @@ type Found struct {
 type ProcessEvidence struct {
 	KubeletRoot    Found
 	ContainerdRoot Found
+	// PodLogs is podLogsDir from kubelet's config file (--config).
+	PodLogs Found
 	// Notes say why a process was not asked or not believed.
 	Notes []string
 }
@@ -88,9 +90,12 @@ func (p Procs) Read() ProcessEvidence {
 		target = strconv.Itoa(p.TargetPID)
 	}
 	targetNS, _ := os.Readlink(path.Join(p.Procfs, target, "ns", "mnt"))
-	var kubelets, containerds []Found
+	var kubelets, containerds, podLogs []Found
 	for _, n := range names {
-		comm, f, ok := p.inspect(n, targetNS, &ev.Notes)
+		comm, f, ok, logs := p.inspect(n, targetNS, &ev.Notes)
+		if logs.Path != "" {
+			podLogs = append(podLogs, logs)
+		}
 		switch {
 		case !ok:
 		case comm == kubeletComm:
@@ -101,49 +106,52 @@ func (p Procs) Read() ProcessEvidence {
 	}
 	ev.KubeletRoot = agree(kubelets, "kubelet", &ev.Notes)
 	ev.ContainerdRoot = agree(containerds, "containerd", &ev.Notes)
+	ev.PodLogs = agree(podLogs, "kubelet config", &ev.Notes)
 	return ev
 }
 
 // inspect looks at process n (a /proc entry): when it is a kubelet or a
 // containerd in the inspected mount namespace that is not in state D, what
-// its command line (or containerd's config) says.
-func (p Procs) inspect(n, targetNS string, notes *[]string) (string, Found, bool) {
+// its command line (or containerd's config) says of its root, and for a
+// kubelet what its config file says of the pod log directory.
+func (p Procs) inspect(n, targetNS string, notes *[]string) (comm string, root Found, ok bool, podLogs Found) {
 	pid, err := strconv.Atoi(n)
 	if err != nil || pid <= 0 {
-		return "", Found{}, false
+		return "", Found{}, false, Found{}
 	}
 	stat, err := readSmall(path.Join(p.Procfs, n, "stat"), 4096)
 	if err != nil {
-		return "", Found{}, false
+		return "", Found{}, false, Found{}
 	}
-	comm, state, ok := ParseStat(stat)
-	if !ok || (comm != kubeletComm && comm != containerComm) {
-		return "", Found{}, false
+	comm, state, parsed := ParseStat(stat)
+	if !parsed || (comm != kubeletComm && comm != containerComm) {
+		return "", Found{}, false, Found{}
 	}
 	if state == 'D' || state == 'Z' || state == 'X' {
 		*notes = append(*notes, fmt.Sprintf("%s pid %d is in state %c: its command line was not read", comm, pid, state))
-		return "", Found{}, false
+		return "", Found{}, false, Found{}
 	}
 	if targetNS != "" {
 		if ns, err := os.Readlink(path.Join(p.Procfs, n, "ns", "mnt")); err == nil && ns != targetNS {
 			*notes = append(*notes, fmt.Sprintf("%s pid %d is in another mount namespace: left out", comm, pid))
-			return "", Found{}, false
+			return "", Found{}, false, Found{}
 		}
 	}
 	args, err := p.cmdline(pid)
 	if err != nil {
 		*notes = append(*notes, fmt.Sprintf("%s pid %d: %v", comm, pid, err))
-		return "", Found{}, false
+		return "", Found{}, false, Found{}
 	}
 	if comm == containerComm {
 		f, ok := p.containerd(pid, args)
-		return comm, f, ok
+		return comm, f, ok, Found{}
 	}
+	podLogs = p.kubeletPodLogs(pid, args)
 	dir, ok := FlagValue(args, "--root-dir")
 	if !ok || !path.IsAbs(dir) {
-		return "", Found{}, false
+		return comm, Found{}, false, podLogs
 	}
-	return comm, Found{Path: path.Clean(dir), Source: FromProcess, Evidence: fmt.Sprintf("kubelet pid %d --root-dir", pid)}, true
+	return comm, Found{Path: path.Clean(dir), Source: FromProcess, Evidence: fmt.Sprintf("kubelet pid %d --root-dir", pid)}, true, podLogs
 }
 
 // agree returns the one directory all processes found name, or nothing
@@ -185,6 +193,24 @@ func (p Procs) containerd(pid int, args []string) (Found, bool) {
 		return Found{Path: path.Clean(root), Source: FromConfig, Evidence: fmt.Sprintf("containerd pid %d, root in %s", pid, cfg)}, true
 	}
 	return Found{}, false
+}
+
+// kubeletPodLogs reads podLogsDir from the kubelet's config file (its
+// --config flag), unless reaching the file may hang.
+func (p Procs) kubeletPodLogs(pid int, args []string) Found {
+	cfg, given := FlagValue(args, "--config")
+	if !given || !path.IsAbs(cfg) || p.Path == nil || (p.MayHang != nil && p.MayHang(path.Clean(cfg))) {
+		return Found{}
+	}
+	data, err := readSmall(p.Path(path.Clean(cfg)), maxConfig)
+	if err != nil {
+		return Found{}
+	}
+	dir, ok := KubeletConfigPodLogsDir(data)
+	if !ok {
+		return Found{}
+	}
+	return Found{Path: dir, Source: FromConfig, Evidence: fmt.Sprintf("kubelet pid %d, podLogsDir in %s", pid, cfg)}
 }
 
 // cmdline reads /proc/<pid>/cmdline, waiting at most Timeout.

@@ -252,6 +252,13 @@ func (s *Snapshot) again(h Host, taken time.Time, pods func() map[string][2]stri
 // unreadable).
 func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*Mount, *Kube) bool) bool {
 	s.Layout = s.findLayout(h)
+	if listed := h.WithDefaults().PodLogDir; s.Layout.PodLogs.Path != listed {
+		// kubelet's config file names another pod log directory than
+		// the one listed beside the read: list that one.
+		h.PodLogDir = s.Layout.PodLogs.Path
+		pods = podLogLister(h, s.Live)
+	}
+	h.PodLogDir = s.Layout.PodLogs.Path
 	h.KubeletRoot = s.Layout.Kubelet.Path
 	h.ContainerdRoot = s.Layout.ContainerdRoot.Path
 	h.ContainerdSnapshots = s.Layout.ContainerdSnapshots.Path
@@ -323,7 +330,8 @@ func (s *Snapshot) stagingDrivers(h Host, context func(*Mount) *Kube) (map[strin
 // findLayout decides the layout from h's given paths, the table and, live,
 // the running kubelet and containerd (package layout).
 func (s *Snapshot) findLayout(h Host) layout.Layout {
-	given := layout.Given{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot, ContainerdSnapshots: h.ContainerdSnapshots}
+	given := layout.Given{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot, ContainerdSnapshots: h.ContainerdSnapshots,
+		PodLogs: h.PodLogDir}
 	entries := make([]layout.Entry, 0, len(s.Mounts))
 	for _, m := range s.Mounts {
 		e := layout.Entry{Mountpoint: m.Mountpoint}
@@ -340,7 +348,7 @@ func (s *Snapshot) findLayout(h Host) layout.Layout {
 		entries = append(entries, e)
 	}
 	var proc layout.ProcessEvidence
-	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "") {
+	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "" || given.PodLogs == "") {
 		proc = layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
 			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }}.ReadCached()
 	}
