@@ -76,6 +76,11 @@ type Config struct {
 	// returns: export.Exposition.Publish, which serves /metrics from it.
 	// It must not block.
 	Publish func(*export.State)
+	// AfterProbe, if set, is handed each probe run's report, in the run's
+	// goroutine, before the loop merges it: the opt-in remediation
+	// (remedy.Remedy.Run), which may add to it. It must return by ctx's
+	// deadline (the probe interval).
+	AfterProbe func(ctx context.Context, rep *check.Report)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -241,6 +246,9 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
 		rep := l.run(rctx, snap, prober)
+		if l.kind == check.ProbeCheck && d.cfg.AfterProbe != nil {
+			d.cfg.AfterProbe(rctx, rep)
+		}
 		select {
 		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:
 		case <-ctx.Done():
