@@ -351,7 +351,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	}
 	cs, prober := checks(cfg, log, snap.Live, true)
 	rep := (&check.Runner{Checks: cs, Prober: prober, Concurrent: true}).Run(ctx, snap)
-	onceRemedy(ctx, cfg, prober, log, rep) // --remediation.mode; before the findings are stamped
+	onceRemedy(ctx, cfg, prober, log, rep)             // --remediation.mode; before the findings are stamped
 	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
 		if c.Status == check.StatusError {
