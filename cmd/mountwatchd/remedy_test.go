@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -211,4 +212,77 @@ func grepLines(body, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// An SRE on the broken node: --once in dry-run says what it would do and
+// changes nothing; --once on does it now (the threshold, which one look
+// cannot observe, is not applied unless given, and the report says so);
+// the text and JSON reports show it; a later --once does not repeat it.
+func TestOnceRemediation(t *testing.T) {
+	v := newHungPodVolume(t, t.TempDir())
+	conn := connectionOf(t, v.mnt)
+	state := t.TempDir()
+	v.hang(t)
+	args := []string{"--once", "--output=json", "--path.kubelet", v.kubelet, "--path.pod-logs", v.logs, "--probe.state-dir=" + state,
+		"--probe.timeout=500ms", "--once.timeout=5s"}
+	type doc struct {
+		Findings []struct {
+			Check      string            `json:"check"`
+			MountPoint string            `json:"mountpoint"`
+			Details    map[string]string `json:"details"`
+		} `json:"findings"`
+		Remediation []struct {
+			Mode, Result, Connection, Reason string
+		} `json:"remediation"`
+	}
+	once := func(extra ...string) (doc, result) {
+		t.Helper()
+		r := mountwatchd(t, append(append([]string{}, args...), extra...)...)
+		var d doc
+		if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+			t.Fatalf("exit %d, not JSON: %v\n%s%s", r.code, err, r.stdout, r.stderr)
+		}
+		return d, r
+	}
+	d, r := once("--remediation.mode=dry-run")
+	if len(d.Remediation) != 1 || d.Remediation[0].Result != "would_abort" || d.Remediation[0].Connection != conn {
+		t.Fatalf("dry-run --once: remediation %+v, want would_abort of %s\n%s", d.Remediation, conn, r.stderr)
+	}
+	if !strings.Contains(d.Remediation[0].Reason, "--remediation.hung-for not applied") {
+		t.Errorf("dry-run --once does not say the threshold was not applied: %q", d.Remediation[0].Reason)
+	}
+	dry := mountwatchd(t, append(append([]string{"--once"}, args[2:]...), "--remediation.mode=dry-run")...)
+	if !strings.Contains(dry.stdout, "Remediation (dry-run): abort of connection "+conn) || !strings.Contains(dry.stdout, "would_abort") {
+		t.Errorf("the text report of dry-run --once does not show the decision:\n%s", dry.stdout)
+	}
+	if len(v.stuck()) != 2 {
+		t.Fatalf("after dry-run --once, stuck tasks %v, want both still stuck", v.stuck())
+	}
+	// The threshold, when given, is applied to what --once can see: the
+	// probe stuck since the first run (its record).
+	d, _ = once("--remediation.mode=on", "--remediation.hung-for=1h")
+	if len(d.Remediation) != 0 || len(v.stuck()) != 2 {
+		t.Fatalf("--once with --remediation.hung-for=1h: remediation %+v, stuck %v; want nothing done", d.Remediation, v.stuck())
+	}
+	d, r = once("--remediation.mode=on")
+	if len(d.Remediation) != 1 || d.Remediation[0].Result != "aborted" {
+		t.Fatalf("--once on: remediation %+v, want aborted\n%s", d.Remediation, r.stderr)
+	}
+	hung := false
+	for _, f := range d.Findings {
+		if f.Check == "hung_mount" && f.MountPoint == v.mnt {
+			hung = f.Details["aborted_at"] != ""
+		}
+	}
+	if !hung {
+		t.Errorf("the hung finding does not say when it was aborted: %+v", d.Findings)
+	}
+	testenv.WaitUntil(t, 20*time.Second, "every stuck task to exit", func() bool { return len(v.stuck()) == 0 })
+	text := mountwatchd(t, append(append([]string{"--once"}, args[2:]...), "--remediation.mode=on")...)
+	if !strings.Contains(text.stdout, "stale_mount") || !strings.Contains(text.stdout, "aborted_at: ") {
+		t.Errorf("the text report after the abort lacks the stale finding with aborted_at:\n%s%s", text.stdout, text.stderr)
+	}
+	if strings.Contains(text.stdout, "Remediation (on)") {
+		t.Errorf("a later --once decided again about the aborted connection:\n%s", text.stdout)
+	}
 }
