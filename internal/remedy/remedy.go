@@ -49,8 +49,9 @@ type Remedy struct {
 	Actions *prometheus.CounterVec
 
 	now func() time.Time
-	// beforeFresh, when set (tests), runs right before the fresh probe.
-	beforeFresh func(conn string)
+	// beforeRecheck and beforeFresh, when set (tests), run right before
+	// the re-checks and right before the fresh probe.
+	beforeRecheck, beforeFresh func(conn string)
 }
 
 // New returns a Remedy. prober is the one whose rounds it reads (and asks
@@ -202,6 +203,9 @@ func (r *Remedy) decide(ctx context.Context, c *candidate, rep *check.Report, st
 // waiting requests, the abort file can be written, and (on) a fresh probe
 // still does not return; then acts.
 func (r *Remedy) recheck(ctx context.Context, c *candidate, st *state, fc *fusectl, d decision, hungFor time.Duration) decision {
+	if r.beforeRecheck != nil {
+		r.beforeRecheck(c.dev)
+	}
 	since, blocked := r.prober.Blocked(c.dev)
 	if !blocked || !since.Equal(c.res.Since) {
 		d.result, d.reason = Refused, "the probe blocked since "+c.res.Since.UTC().Format(time.RFC3339)+" has returned: the connection answered"

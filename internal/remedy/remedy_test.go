@@ -334,6 +334,26 @@ func TestRefused(t *testing.T) {
 			t.Errorf("the recovered mount: %v, want it healthy (not aborted)", err)
 		}
 	})
+	// Dry-run sends no fresh probe: the probe blocked since the
+	// connection hung must still be blocked right before deciding.
+	t.Run("recovered just before deciding in dry-run", func(t *testing.T) {
+		s, mnt := frozen(t, t.TempDir())
+		conn := connOf(t, mnt)
+		s.Stall()
+		g := newRig(t, baseConfig(t, DryRun))
+		g.rem.beforeRecheck = func(string) {
+			s.Resume()
+			testenv.WaitUntil(t, 10*time.Second, "the blocked probe to return", func() bool {
+				_, blocked := g.prober.Blocked(conn)
+				return !blocked
+			})
+		}
+		g.hungPast(mnt)
+		es := g.entries(conn)
+		if len(es) != 1 || es[0].ContextMap()["result"] != Refused || !strings.Contains(es[0].ContextMap()["reason"].(string), "has returned") {
+			t.Fatalf("entries %v, want one refusal: the blocked probe returned", es)
+		}
+	})
 }
 
 // Without write access to fusectl (mounted read-only where the inspected
