@@ -20,12 +20,11 @@ const MessageID = "52e34adc81af4f3d9f8a7e27a9c2bc5b"
 
 // HeldID is the check id of the warning finding that says remediation of
 // a hung connection is held back (rate limit, cap) or cannot act (no write
-// access, no fusectl, no state directory); HeldMessageID is the MESSAGE_ID
-// of its journal entries (appeared, cleared).
-const (
-	HeldID        check.ID = "remediation_held"
-	HeldMessageID          = "38f66570f6e947079b56d5436c2cef4f"
-)
+// access, no fusectl, no state directory).
+const HeldID check.ID = "remediation_held"
+
+// HeldMessageID is the MESSAGE_ID of the held finding's journal entries.
+const HeldMessageID = "38f66570f6e947079b56d5436c2cef4f"
 
 // The held finding's appearing and clearing carry its MESSAGE_ID, as every
 // check's do.

@@ -187,7 +187,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Errorf("report's remediation %+v, want one would_abort", rep.Remediation)
 	}
 	for range 3 {
-		rep = g.run()
+		g.run()
 	}
 	g.restart()
 	rep = g.run()
