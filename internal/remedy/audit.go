@@ -48,7 +48,16 @@ func priority(result string) int {
 // only when it changes), the hung findings' details, a warning finding per
 // connection held back, and rep.Remediation.
 func (r *Remedy) report(rep *check.Report, ds []decision) {
+	seen := map[string]bool{}
+	defer func() { // a connection no longer decided about is forgotten: if it hangs again, that is said
+		for k := range r.said {
+			if !seen[k] {
+				delete(r.said, k)
+			}
+		}
+	}()
 	for _, d := range ds {
+		seen[d.c.id], seen[d.c.dev] = true, true
 		if d.earlier == nil {
 			key := d.c.id
 			if key == "" {

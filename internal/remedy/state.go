@@ -127,11 +127,15 @@ func (st *state) limit(mode Mode, now time.Time, interval time.Duration, perHour
 			n++
 		}
 	}
+	what := "abort"
+	if mode == DryRun {
+		what = "abort dry-run would have made"
+	}
 	switch {
 	case !last.IsZero() && now.Sub(last) < interval:
-		return fmt.Sprintf("the last abort was at %s, less than --remediation.interval (%s) ago", last.UTC().Format(time.RFC3339), interval)
+		return fmt.Sprintf("the last %s was at %s, less than --remediation.interval (%s) ago", what, last.UTC().Format(time.RFC3339), interval)
 	case n >= perHour:
-		return fmt.Sprintf("%d aborts in the last hour, the cap (--remediation.max-per-hour=%d)", n, perHour)
+		return fmt.Sprintf("%d of the last hour (each %s), the cap (--remediation.max-per-hour=%d)", n, what, perHour)
 	}
 	return ""
 }
