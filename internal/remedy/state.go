@@ -135,7 +135,7 @@ func (st *state) limit(mode Mode, now time.Time, interval time.Duration, perHour
 	case !last.IsZero() && now.Sub(last) < interval:
 		return fmt.Sprintf("the last %s was at %s, less than --remediation.interval (%s) ago", what, last.UTC().Format(time.RFC3339), interval)
 	case n >= perHour:
-		return fmt.Sprintf("%d of the last hour (each %s), the cap (--remediation.max-per-hour=%d)", n, what, perHour)
+		return fmt.Sprintf("%d in the last hour (counting each %s), the cap (--remediation.max-per-hour=%d)", n, what, perHour)
 	}
 	return ""
 }
