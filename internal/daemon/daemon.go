@@ -78,8 +78,9 @@ type Config struct {
 	Publish func(*export.State)
 	// AfterProbe, if set, is handed each probe run's report, in the run's
 	// goroutine, before the loop merges it: the opt-in remediation
-	// (remedy.Remedy.Run), which may add to it. It must return by ctx's
-	// deadline (the probe interval).
+	// (remedy.Remedy.Run), which may add to it. Its ctx ends when the
+	// daemon stops, not with the run (whose round may have used up the
+	// probe interval); it must return within a probe timeout or so.
 	AfterProbe func(ctx context.Context, rep *check.Report)
 }
 
@@ -247,7 +248,7 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 		defer cancel()
 		rep := l.run(rctx, snap, prober)
 		if l.kind == check.ProbeCheck && d.cfg.AfterProbe != nil {
-			d.cfg.AfterProbe(rctx, rep)
+			d.cfg.AfterProbe(ctx, rep) // not the run's deadline, which the round may have used up
 		}
 		select {
 		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:

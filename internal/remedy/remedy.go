@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -238,6 +239,9 @@ func (r *Remedy) recheck(ctx context.Context, c *candidate, st *state, fc *fusec
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < r.prober.Timeout() {
 		d.result, d.reason = CannotAct, fmt.Sprintf("%s; %s left of the run's time, less than the fresh probe's --probe.timeout (%s): "+
 			"no fresh probe was sent (raise --once.timeout)", hung, time.Until(dl).Round(time.Millisecond), r.prober.Timeout())
+		if !r.cfg.Once {
+			d.reason = strings.TrimSuffix(d.reason, " (raise --once.timeout)")
+		}
 		return d
 	}
 	if r.beforeFresh != nil {
