@@ -9,22 +9,21 @@ import (
 )
 
 // The chart keeps remediation off and grants nothing for it; its value
-// turns it on (or dry-run) with the flags and, only then, the node's
-// /run/mountwatchd for the record of decisions.
+// turns it on (or dry-run) with the flags, its record of decisions in the
+// probe state directory the chart always gives the pod, and nothing more.
 func TestHelmRemediation(t *testing.T) {
 	has := func(args []string, prefix string) bool {
 		return slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, prefix) })
 	}
 	off := decodeObjects(t, template(t, "mountwatchd")).daemonSet(t, "mountwatchd")
 	c := off.Spec.Template.Spec.Containers[0]
-	if has(c.Args, "--remediation") || len(off.Spec.Template.Spec.Volumes) != 0 || len(c.VolumeMounts) != 0 {
-		t.Errorf("defaults: args %v, volumes %v, mounts %v; want remediation off and nothing granted for it",
-			c.Args, off.Spec.Template.Spec.Volumes, c.VolumeMounts)
+	if has(c.Args, "--remediation") {
+		t.Errorf("defaults: args %v; want remediation off", c.Args)
 	}
 	for _, mode := range []string{"dry-run", "on"} {
 		ds := decodeObjects(t, template(t, "mountwatchd", "remediation.mode="+mode, "remediation.maxPerHour=1")).daemonSet(t, "mountwatchd")
 		c := ds.Spec.Template.Spec.Containers[0]
-		for _, a := range []string{"--remediation.mode=" + mode, "--probe.state-dir=/run/mountwatchd", "--remediation.max-per-hour=1"} {
+		for _, a := range []string{"--remediation.mode=" + mode, "--remediation.max-per-hour=1"} {
 			if !slices.Contains(c.Args, a) {
 				t.Errorf("%s: args %v lack %s", mode, c.Args, a)
 			}
@@ -36,6 +35,9 @@ func TestHelmRemediation(t *testing.T) {
 		}
 		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/run/mountwatchd" || c.VolumeMounts[0].ReadOnly {
 			t.Errorf("%s: mounts %+v, want /run/mountwatchd writable", mode, c.VolumeMounts)
+		}
+		if has(c.Args, "--probe.state-dir") {
+			t.Errorf("%s: args %v; want the default state directory, /run/mountwatchd as root", mode, c.Args)
 		}
 		if caps := c.SecurityContext.Capabilities.Add; len(caps) != 3 {
 			t.Errorf("%s: capabilities %v, want the same three (the abort file is root's)", mode, caps)
