@@ -121,11 +121,16 @@ func runDaemon(cfg config, stderr io.Writer) int {
 	)
 	expo := export.NewExposition(dc.maxProblemSeries, reg)
 	cs, prober := checks(cfg, log, true, false)
-	d := daemon.New(daemon.Config{
+	dcfg := daemon.Config{
 		Host: cfg.host, Checks: cs, Prober: prober,
 		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
 		Log: log, Notify: notify, Watchdog: watchdog, Publish: expo.Publish,
-	})
+	}
+	if rem := newRemedy(cfg, prober, log, false); rem != nil { // --remediation.mode
+		reg.MustRegister(rem.Actions)
+		dcfg.AfterProbe = rem.Run
+	}
+	d := daemon.New(dcfg)
 	mux := http.NewServeMux()
 	mux.Handle(dc.telemetryPath, promhttp.InstrumentMetricHandler(reg, expo))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

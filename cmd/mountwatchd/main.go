@@ -65,6 +65,7 @@ type config struct {
 	scan           scanConfig
 	volumes        volumeConfig
 	daemon         daemonConfig
+	remediation    remediationConfig
 	installTo      string
 
 	pidFlag *intValue // to tell --target.pid given from its default
@@ -143,6 +144,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
 	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
+	addRemediationFlags(app, &cfg.remediation)
 	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see docs/deployment.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
@@ -233,6 +235,9 @@ func (cfg *config) validate() error {
 	}
 	// Empty: found by package layout when the table is read.
 	cfg.host.ContainerdRoot, cfg.host.ContainerdSnapshots = cfg.scan.containerdRoot, cfg.scan.snapshots
+	if err := cfg.remedyConfig(false).Validate(); err != nil {
+		return err
+	}
 	return cfg.scan.validate()
 }
 
@@ -348,6 +353,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	}
 	cs, prober := checks(cfg, log, snap.Live, true)
 	rep := (&check.Runner{Checks: cs, Prober: prober, Concurrent: true}).Run(ctx, snap)
+	onceRemedy(ctx, cfg, prober, log, rep)             // --remediation.mode; before the findings are stamped
 	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
 		if c.Status == check.StatusError {

@@ -108,6 +108,24 @@ type Report struct {
 	// filesystems that the probing checks used (Outcome.Tasks); nil when
 	// none ran.
 	Tasks *tasks.Report
+	// Remediation is what the opt-in remediation (package remedy) decided
+	// after this run: one entry per decision; nil when it is off or
+	// decided nothing.
+	Remediation []Remediation
+}
+
+// Remediation is one decision of the opt-in remediation (package remedy)
+// about one hung FUSE connection.
+type Remediation struct {
+	Action     string    `json:"action"` // "abort"
+	Mode       string    `json:"mode"`   // "dry-run" or "on"
+	Result     string    `json:"result"` // aborted, would_abort, held_back, refused, cannot_act, failed
+	Connection string    `json:"connection"`
+	FSType     string    `json:"fstype"`
+	MountPoint string    `json:"mountpoint"`
+	HungSince  time.Time `json:"hung_since"`
+	At         time.Time `json:"at"`
+	Reason     string    `json:"reason"`
 }
 
 // Status is StatusProblems when anything was found, StatusError when nothing

@@ -80,6 +80,12 @@ type Config struct {
 	// returns: export.Exposition.Publish, which serves /metrics from it.
 	// It must not block.
 	Publish func(*export.State)
+	// AfterProbe, if set, is handed each probe run's report, in the run's
+	// goroutine, before the loop merges it: the opt-in remediation
+	// (remedy.Remedy.Run), which may add to it. Its ctx ends when the
+	// daemon stops, not with the run (whose round may have used up the
+	// probe interval); it must return within a probe timeout or so.
+	AfterProbe func(ctx context.Context, rep *check.Report)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -242,6 +248,9 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
 		rep := l.run(rctx, snap, prober)
+		if l.kind == check.ProbeCheck && d.cfg.AfterProbe != nil {
+			d.cfg.AfterProbe(ctx, rep) // not the run's deadline, which the round may have used up
+		}
 		select {
 		case results <- laneResult{lane: l, rep: rep, seq: seq, end: time.Now()}:
 		case <-ctx.Done():

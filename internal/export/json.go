@@ -43,7 +43,10 @@ type Document struct {
 	// Tasks is the scan of the node's tasks stuck on FUSE and network
 	// filesystems.
 	Tasks *tasks.Report `json:"stuck_tasks,omitempty"`
-	Error string        `json:"error,omitempty"`
+	// Remediation is what the opt-in remediation decided in this run
+	// (--remediation.mode).
+	Remediation []check.Remediation `json:"remediation,omitempty"`
+	Error       string              `json:"error,omitempty"`
 }
 
 // MountTable says which table was checked.
@@ -75,6 +78,7 @@ func NewDocument(r *check.Report) *Document {
 		Probe:            r.Probe,
 		Scan:             r.Scan,
 		Tasks:            r.Tasks,
+		Remediation:      r.Remediation,
 	}
 	if s.Live {
 		d.MountTable.PID = s.Host.PID

@@ -68,6 +68,10 @@ func WriteText(w io.Writer, r *check.Report) error {
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
 	}
 	writeTasks(ew, r.Tasks, s)
+	for _, a := range r.Remediation {
+		ew.printf("Remediation (%s): %s of connection %s (%s on %s): %s: %s\n", a.Mode, a.Action, a.Connection,
+			Printable(a.FSType), Printable(a.MountPoint), a.Result, Printable(a.Reason))
+	}
 	if sc := r.Scan; sc != nil {
 		state := "pass complete"
 		if !sc.Complete {

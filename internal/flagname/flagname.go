@@ -28,6 +28,12 @@ const (
 	ProbeShallowFSTypes = "probe.shallow-fstypes"
 	ProbeStateDir       = "probe.state-dir"
 
+	RemediationMode       = "remediation.mode"
+	RemediationFSTypes    = "remediation.fstypes"
+	RemediationHungFor    = "remediation.hung-for"
+	RemediationInterval   = "remediation.interval"
+	RemediationMaxPerHour = "remediation.max-per-hour"
+
 	ScanBudget          = "scan.budget"
 	ScanOnceBudget      = "scan.once-budget"
 	ScanRate            = "scan.rate"

@@ -274,3 +274,24 @@ func (p *Prober) connections(s *mounts.Snapshot) []*conn {
 	}
 	return out
 }
+
+// Blocked reports whether a probe of connection conn is in the kernel now
+// and has not returned, and since when: this prober's own, or one an
+// earlier process left stuck (StuckKeeper). It never blocks and sends no
+// probe: package remedy asks it right before it acts.
+func (p *Prober) Blocked(conn string) (since time.Time, ok bool) {
+	p.mu.Lock()
+	f := p.flights[conn]
+	p.mu.Unlock()
+	if f != nil {
+		select {
+		case <-f.done:
+		default:
+			return f.start, true
+		}
+	}
+	if keeper, isKeeper := p.fs.(StuckKeeper); isKeeper {
+		return keeper.Stuck(conn)
+	}
+	return time.Time{}, false
+}

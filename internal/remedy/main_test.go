@@ -1,0 +1,9 @@
+package remedy
+
+import (
+	"testing"
+
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
