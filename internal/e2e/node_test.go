@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -171,4 +172,57 @@ func testHung(t *testing.T, c *kube.Cluster, m *mwd) {
 	still := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
 	t.Logf("pod deleted at %s, still Terminating; mountwatchd still says: %v", ts, still)
 	t.Logf("kubelet: %s", events(c, "hung"))
+
+	// The DaemonSet's own pod deleted while its probe of that connection
+	// is stuck: it goes within its grace period, and its replacement
+	// reports the connection hung from the state record without sending it
+	// another probe (which would stick too).
+	before := stuckHelpers(t)
+	if before != 1 {
+		t.Errorf("%d mountwatchd processes wait on the hung connection before the pod is deleted, want 1 (its one probe)", before)
+	}
+	old := m.pod
+	if out, err := c.KubectlErr("-n", chartNS, "delete", "pod", old, "--timeout=90s"); err != nil {
+		t.Fatalf("mountwatchd's pod with a stuck probe was not deleted within 90s (grace 30s): %v\n%s", err, out)
+	}
+	m.waitReady(2 * time.Minute)
+	if m.pod == old {
+		t.Fatalf("the DaemonSet's pod %s is still the old one", old)
+	}
+	again := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
+	m.ranOnce()
+	after := stuckHelpers(t)
+	t.Logf("replacement pod %s: %v; mountwatchd processes waiting on the connection: %d before, %d after", m.pod, again, before, after)
+	if after > 1 {
+		t.Errorf("%d mountwatchd processes wait on the hung connection after the pod was replaced: the new pod probed it again", after)
+	}
+}
+
+// stuckHelpers counts mountwatchd's processes (the daemon's probe helpers)
+// waiting in the kernel on a FUSE request.
+func stuckHelpers(t *testing.T) int {
+	t.Helper()
+	n := 0
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) != "mountwatchd" {
+			continue
+		}
+		tasks, _ := os.ReadDir(filepath.Join("/proc", e.Name(), "task"))
+		for _, task := range tasks {
+			wchan, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "task", task.Name(), "wchan"))
+			if strings.Contains(string(wchan), "request_wait_answer") {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
