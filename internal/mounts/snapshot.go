@@ -258,16 +258,31 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 	h = h.WithDefaults()
 	s.Host = h
 
+	roots := s.KubeletRoots()
+	readable := map[string]bool{} // kubelet roots whose files may be read: no mount that may hang on the way
 	var kf *KubeFiles
 	context := func(m *Mount) *Kube {
-		k := ParseKubePath(h.KubeletRoot, m.Mountpoint)
+		root, ok := kubeletRootOf(roots, m.Mountpoint)
+		if !ok {
+			return nil
+		}
+		k := ParseKubePath(root, m.Mountpoint)
 		if k == nil || !s.Live {
+			return k
+		}
+		r, seen := readable[root]
+		if !seen {
+			hang, _ := s.HangsOnTheWay(root, nil)
+			r = hang == nil
+			readable[root] = r
+		}
+		if !r {
 			return k
 		}
 		if kf == nil {
 			kf = openKubeFiles(h, pods())
 		}
-		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
+		kf.Enrich(k, root, m.Mountpoint)
 		return k
 	}
 	defer func() {
@@ -275,7 +290,7 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 			kf.Close()
 		}
 	}()
-	staging, stagingKube := s.stagingDrivers(h, context)
+	staging, stagingKube := s.stagingDrivers(roots, context)
 	for _, m := range s.Mounts {
 		k, ok := stagingKube[m]
 		if !ok {
@@ -295,11 +310,11 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 // CSI volume on the node) with context, and returns their drivers by
 // major:minor ("" where two disagree) and the contexts read; nil maps when
 // there is none.
-func (s *Snapshot) stagingDrivers(h Host, context func(*Mount) *Kube) (map[string]string, map[*Mount]*Kube) {
+func (s *Snapshot) stagingDrivers(roots []string, context func(*Mount) *Kube) (map[string]string, map[*Mount]*Kube) {
 	var staging map[string]string
 	var stagingKube map[*Mount]*Kube
 	for _, m := range s.Mounts {
-		if !isStagingPath(h.KubeletRoot, m.Mountpoint) {
+		if root, ok := kubeletRootOf(roots, m.Mountpoint); !ok || !isStagingPath(root, m.Mountpoint) {
 			continue
 		}
 		k := context(m)
