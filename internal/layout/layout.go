@@ -63,8 +63,8 @@ type Layout struct {
 	// mounts remain. Their shapes are unmistakable, so each names its pods
 	// and volumes while Kubelet.Candidates still reports the ambiguity.
 	KubeletRoots        []string `json:"kubelet_roots,omitempty"`
-	ContainerdRoot      Dir `json:"containerd_root"`
-	ContainerdSnapshots Dir `json:"containerd_snapshots"`
+	ContainerdRoot      Dir      `json:"containerd_root"`
+	ContainerdSnapshots Dir      `json:"containerd_snapshots"`
 }
 
 // Given are the directories set by flags; "" is not given.
