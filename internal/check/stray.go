@@ -220,6 +220,9 @@ func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]st
 		f.Path = hit.path
 		f.Kube = mounts.Kube{}
 		kubelet, _ := s.KubeletRootOf(hit.path)
+		if f.Directory = mounts.KubeVolumeDir(kubelet, hit.path); f.Directory == "" {
+			f.Directory = hit.root // bounded, unlike the file: the pod volume or the scan root
+		}
 		if k := mounts.ParseKubeFilePath(kubelet, hit.path); k != nil {
 			if s.Live {
 				if kf == nil {

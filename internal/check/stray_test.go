@@ -86,6 +86,13 @@ func TestStrayOverlayXattrKubeletVolume(t *testing.T) {
 	if g := got[vol+"/layers/1/fs/func/min"]; g.Details["xattrs"] != "user.overlay.origin" {
 		t.Errorf("user.overlay finding %+v", g)
 	}
+	// Each names the pod volume it is in (its series' directory), not the
+	// file: one label value per volume, however many files carry xattrs.
+	for p, g := range got {
+		if g.Directory != vol {
+			t.Errorf("%s: directory %q, want the volume's %s", p, g.Directory, vol)
+		}
+	}
 	if st := check.Stats(); st.Passes != 1 || !st.Complete {
 		t.Errorf("stats %+v", st)
 	}

@@ -104,7 +104,7 @@ func TestUnmountedVolumeRunningPod(t *testing.T) {
 			}
 			got := f[0]
 			since, err := time.Parse(time.RFC3339, got.Details["unmounted_since"])
-			if got.Path != mp || got.PodUID != n.uid || got.PodNamespace != "shop" || got.PodName != "web-0" ||
+			if got.Path != mp || got.Directory != mp || got.PodUID != n.uid || got.PodNamespace != "shop" || got.PodName != "web-0" ||
 				got.Volume != "pvc-data" || got.CSIDriver != "cephfs.csi.ceph.com" || got.Severity != Critical ||
 				got.Details["files"] != "1" || got.Details["bytes"] != fmt.Sprint(len("written-by-the-pod\n")) ||
 				err != nil || since.After(unmounted.Add(time.Second)) || !strings.Contains(got.Message, "1 file ") ||

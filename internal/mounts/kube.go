@@ -214,9 +214,22 @@ func parseVolData(data []byte) (volData, bool) {
 // subpath: it names the pod and the volume the file belongs to, or returns
 // nil.
 func ParseKubeFilePath(kubeletRoot, p string) *Kube {
+	d := KubeVolumeDir(kubeletRoot, p)
+	if d == "" {
+		return nil
+	}
+	return ParseKubePath(kubeletRoot, d)
+}
+
+// KubeVolumeDir returns the directory of the pod volume or subpath that p,
+// a path below kubeletRoot, is in or is: the mount point kubelet uses for
+// it (<root>/pods/<uid>/volumes/<plugin>/<volume>[/mount],
+// <root>/pods/<uid>/volume-subpaths/<volume>/<container>/<index>); "" when
+// p is in none.
+func KubeVolumeDir(kubeletRoot, p string) string {
 	rel, ok := kubeletRel(kubeletRoot, p)
 	if !ok {
-		return nil
+		return ""
 	}
 	root := p[:len(p)-len(rel)] // the kubelet root, with its trailing slash
 	parts := strings.Split(rel, "/")
@@ -226,11 +239,11 @@ func ParseKubeFilePath(kubeletRoot, p string) *Kube {
 		if len(parts) >= 6 && parts[3] == CsiPlugin && parts[5] == "mount" {
 			n = 6
 		}
-		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:n], "/"))
+		return root + strings.Join(parts[:n], "/")
 	case len(parts) >= 6 && parts[0] == "pods" && parts[2] == "volume-subpaths":
-		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:6], "/"))
+		return root + strings.Join(parts[:6], "/")
 	}
-	return nil
+	return ""
 }
 
 // Pod returns the namespace and name of the pod with this UID, from
