@@ -73,6 +73,7 @@ func LogChange(log *zap.Logger, c check.Change) {
 		}
 	}
 	opt("path", f.Path)
+	opt("directory", f.Directory)
 	opt("pod_uid", f.PodUID)
 	opt("pod_namespace", f.PodNamespace)
 	opt("pod_name", f.PodName)
