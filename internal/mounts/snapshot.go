@@ -259,7 +259,6 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 	s.Host = h
 
 	roots := s.KubeletRoots()
-	readable := map[string]bool{} // kubelet roots whose files may be read: no mount that may hang on the way
 	var kf *KubeFiles
 	context := func(m *Mount) *Kube {
 		root, ok := kubeletRootOf(roots, m.Mountpoint)
@@ -268,15 +267,6 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 		}
 		k := ParseKubePath(root, m.Mountpoint)
 		if k == nil || !s.Live {
-			return k
-		}
-		r, seen := readable[root]
-		if !seen {
-			hang, _ := s.HangsOnTheWay(root, nil)
-			r = hang == nil
-			readable[root] = r
-		}
-		if !r {
 			return k
 		}
 		if kf == nil {
