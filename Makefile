@@ -21,7 +21,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null) \
 	-X github.com/prometheus/common/version.BuildDate=$(BUILD_DATE)
 
-.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint cyclo filesize shellcheck bench bench-scale once clean fuzz soak
+.PHONY: all build deb rpm image manifests tools test check vet fmt tidy lint cyclo filesize shellcheck bench bench-scale once clean fuzz soak e2e kube-bins
 
 all: check test build
 
@@ -113,6 +113,25 @@ once: build
 # requirement is missing fails instead of skipping.
 test: check
 	$(GO) test -race -count=1 ./...
+	$(MAKE) e2e
+
+# The end-to-end suite (internal/e2e, build tag e2e, as root): the chart on a
+# real one-node Kubernetes (kubelet, kube-apiserver, controller-manager and
+# scheduler $(KUBE_VERSION) built from the Go module proxy by
+# internal/testenv/kube/build/build.sh into KUBE_BIN, Debian's etcd and
+# containerd), with the image built for this machine's platform only.
+# Cold: about 10 minutes of building on 2 cores; warm: seconds.
+KUBE_VERSION ?= v1.34.4
+KUBE_BIN     ?= $(HOME)/.cache/mountwatchd-e2e/kube-$(KUBE_VERSION)
+E2E_IMAGE    ?= dist/e2e/mountwatchd-image.tar
+
+kube-bins:
+	internal/testenv/kube/build/build.sh $(KUBE_BIN)
+
+e2e: kube-bins
+	$(MAKE) image IMAGE=localhost/mountwatchd IMAGE_TAG=e2e IMAGE_PLATFORMS=linux/$(GOARCH) IMAGE_OUT=$(E2E_IMAGE) IMAGE_BUILD=dist/e2e/build
+	MOUNTWATCHD_KUBE_BIN=$(KUBE_BIN) MOUNTWATCHD_E2E_IMAGE=$(abspath $(E2E_IMAGE)) \
+		$(GO) test -race -count=1 -tags e2e -timeout 30m -v ./internal/e2e/
 
 check: fmt vet tidy lint cyclo filesize shellcheck
 
@@ -145,6 +164,7 @@ fmt:
 # too.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./internal/e2e/
 	cd packaging/image && $(GO) vet ./...
 
 tidy:

@@ -1,7 +1,13 @@
 // Package packaging holds no code: its tests build and install what
-// packaging/ ships for real. The Debian package (make deb) is installed with
-// dpkg in a mount namespace of its own, and the DaemonSet's exact command line
+// packaging/ ships for real, and hold the shipped files to each other and to
+// the docs. The Debian package and the RPM are installed in throwaway roots,
+// the image runs under a real containerd, the DaemonSet's exact command line
 // runs against a stand-in node namespace (testenv.NewNode) where a FUSE mount
-// is made after the daemon started; the node-problem-detector plugin's command
-// line runs there too.
+// is made after the daemon started, and so does the node-problem-detector
+// plugin's; the chart is linted, rendered and decoded strictly, the alerting
+// rules and the dashboard are checked with promtool, and every alert's
+// runbook_url must lead to a runbook page in docs/ (docs_test.go).
+//
+// It is not where the daemon's behaviour is tested: cmd/mountwatchd and the
+// internal packages do that.
 package packaging

@@ -1,6 +1,7 @@
 // Command mountwatchd finds mounts that look fine and are not: deleted
 // mount roots, dead and hung FUSE daemons, shadowed mounts and overlay
-// xattr anomalies. See README.md.
+// xattr anomalies. See README.md, and docs/ for each check, the flags,
+// the metrics and the journal.
 package main
 
 import (
@@ -90,7 +91,7 @@ type scanConfig struct {
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app := kingpin.New("mountwatchd", "Finds mounts that look fine and are not, and names the pod and volume they break. "+
-		"See README.md for the checks.")
+		"Each check's runbook: https://github.com/mountwatchd/mountwatchd/tree/main/docs/checks.")
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
@@ -107,7 +108,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	cfg.pidFlag = intFlag(app, flagname.TargetPID, "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
 		"0", &cfg.host.PID)
 	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it (default: found from the mount table and the running kubelet's --root-dir, else "+
-		mounts.DefaultKubeletRoot+"; see README.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
+		mounts.DefaultKubeletRoot+"; see docs/operations.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
 	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it.").
 		Default(mounts.DefaultPodLogDir).StringVar(&cfg.host.PodLogDir)
 	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
@@ -141,7 +142,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
 	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
-	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
+	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see docs/deployment.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
 }

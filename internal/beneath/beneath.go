@@ -129,16 +129,6 @@ func (t *Tree) List(rel string, max int) (Listing, error) {
 	return l, nil
 }
 
-// List is Clone, Tree.List and Close: one directory under one mount.
-func List(mountpoint string, mountID int, rel string, max int) (Listing, error) {
-	t, err := Clone(mountpoint, mountID)
-	if err != nil {
-		return Listing{}, err
-	}
-	defer t.Close()
-	return t.List(rel, max)
-}
-
 // openDir opens rel below the clone's root as a directory, following no
 // symlink and crossing no mount; where a system call filter refuses
 // openat2 it resolves the path itself (internal/resolve), with the same

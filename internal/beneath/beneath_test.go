@@ -50,14 +50,14 @@ func TestListsWhatAMountHides(t *testing.T) {
 	}
 	before, _ := os.ReadFile("/proc/self/mountinfo")
 
-	l, err := beneath.List(base, mountID(t, base), "full", 100)
+	l, err := list(base, mountID(t, base), "full", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"a", "b", "left-behind.txt"}; !slices.Equal(l.Names, want) || l.More {
 		t.Errorf("listing = %+v, want %v", l, want)
 	}
-	l, err = beneath.List(base, mountID(t, base), "empty", 100)
+	l, err = list(base, mountID(t, base), "empty", 100)
 	if err != nil || len(l.Names) != 0 {
 		t.Errorf("empty directory: %+v, %v", l, err)
 	}
@@ -65,7 +65,7 @@ func TestListsWhatAMountHides(t *testing.T) {
 		t.Errorf("the mount table changed:\n%s\n---\n%s", before, after)
 	}
 	// The bound: two of three entries, and More.
-	l, err = beneath.List(base, mountID(t, base), "full", 2)
+	l, err = list(base, mountID(t, base), "full", 2)
 	if err != nil || len(l.Names) != 2 || !l.More {
 		t.Errorf("bounded listing = %+v, %v", l, err)
 	}
@@ -84,16 +84,16 @@ func TestNoSymlinkNoOtherMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := mountID(t, base)
-	if _, err := beneath.List(base, id, "link/d", 10); !errors.Is(err, unix.ELOOP) {
+	if _, err := list(base, id, "link/d", 10); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("through a symlink: %v, want ELOOP", err)
 	}
-	if _, err := beneath.List(base, id, "real/../../etc", 10); err == nil {
+	if _, err := list(base, id, "real/../../etc", 10); err == nil {
 		t.Error("a path with .. was listed")
 	}
-	if _, err := beneath.List(base, id+100000, "real", 10); !errors.Is(err, beneath.ErrMoved) {
+	if _, err := list(base, id+100000, "real", 10); !errors.Is(err, beneath.ErrMoved) {
 		t.Errorf("wrong mount id: %v, want ErrMoved", err)
 	}
-	if _, err := beneath.List(base, id, "nothing-here", 10); !errors.Is(err, beneath.ErrNotDirectory) {
+	if _, err := list(base, id, "nothing-here", 10); !errors.Is(err, beneath.ErrNotDirectory) {
 		t.Errorf("missing directory: %v, want ErrNotDirectory", err)
 	}
 }
@@ -114,4 +114,14 @@ func TestOtherNamespaceRefused(t *testing.T) {
 	if err != unix.EINVAL {
 		t.Errorf("open_tree of another namespace's mount: %v, want EINVAL", err)
 	}
+}
+
+// list is Clone, Tree.List and Close: one directory under one mount.
+func list(mountpoint string, mountID int, rel string, max int) (beneath.Listing, error) {
+	t, err := beneath.Clone(mountpoint, mountID)
+	if err != nil {
+		return beneath.Listing{}, err
+	}
+	defer t.Close()
+	return t.List(rel, max)
 }

@@ -3,17 +3,25 @@
 // inputs (the snapshot, the inspected root, the run's probe round) to its
 // outputs (findings, error, notes, scan progress, the table's size, the
 // stuck-task scan it used). The Runner runs the checks one after another,
-// gives each the Env its declaration asks for, never lets one failing or
-// panicking check stop the others, and turns the Outcomes into a Report. The Tracker, and only the Tracker, stamps when each
-// problem was first seen and what appeared, changed or cleared.
+// or, with Runner.Concurrent (what --once sets), all at once, each in its
+// own goroutine, with the run's root and probe round still made once; either
+// way it gives each the Env its declaration asks for, never lets one failing
+// or panicking check stop the others, and turns the Outcomes into a Report
+// in catalogue order. The daemon's lanes run sequentially. The Tracker, and
+// only the Tracker, stamps when each problem was first seen and what
+// appeared, changed or cleared.
 //
 // The exporters (package export) consume Findings and Reports and never
 // reach back into the checks. Nothing here writes to a watched filesystem.
 //
+// It is not where the mount table is read or parsed (package mounts), where
+// mounts are probed (package probe) or trees walked (package walk), nor where
+// schedules, metrics or the journal live (packages daemon and export).
+//
 // # Adding a check
 //
-// A new check touches its own file, its test, its alert rule and two rows
-// of README.md; nothing else needs editing. Its file,
+// A new check touches its own file, its test, its alert rule, its runbook
+// page and two table rows; nothing else needs editing. Its file,
 // internal/check/<name>.go, holds the ID, the declaration and its
 // registration, the check type and its Run (copy the shape of deleted.go
 // for a table check, stale.go for a probe check, stray.go for a scan
@@ -23,7 +31,7 @@
 //	const MyCheck ID = "my_check" // stable: JSON, metric labels, journal
 //
 //	var myCheckDecl = Decl{
-//		ID: MyCheck, Kind: TableCheck, Needs: UsesRoot, Order: 70,
+//		ID: MyCheck, Kind: TableCheck, Needs: UsesRoot, Order: 90,
 //		MessageID:  "0123456789abcdef0123456789abcdef", // uuidgen | tr -d -
 //		Severities: []Severity{Warning},
 //		New:        func(cfg *Config) Check { return MyCheckCheck{} },
@@ -44,7 +52,7 @@
 // dependency on another check is a need, never the order of the catalogue.
 // Settings come from Config: add a field there and set it in
 // cmd/mountwatchd, where the flags and their defaults are. Order places the
-// check in reports (the first six use 10 to 60). Registration is all that
+// check in reports (the checks today use 10 to 80). Registration is all that
 // the catalogue, --once, the daemon's schedule, the journal's MESSAGE_ID and
 // the per-check metric series need.
 //
@@ -60,9 +68,14 @@
 //     manifests copies the rules into the chart
 //     (packaging/helm/mountwatchd/files) and renders
 //     packaging/prometheus/prometheusrule.yaml from it.
-//  3. Its rows in README.md: the table of checks (id, severity, kind, what
-//     it finds) and the MESSAGE_ID table.
+//  3. Its runbook page, docs/checks/<id>.md, with the sections every page
+//     has (Meaning, Kubernetes symptoms, Impact, Diagnosis, Mitigation,
+//     What not to do, Examples), and a runbook_url to it on each of its
+//     alerts.
+//  4. Its rows: README.md's table of checks (id, severity, kind, what it
+//     finds, a link to its page) and docs/journal.md's MESSAGE_ID table.
 //
 // TestEveryCheckInREADME, TestEveryCheckAlerted and
-// TestDashboardCoversEveryCheck fail until 2 and 3 are done.
+// TestDashboardCoversEveryCheck here, and packaging's TestRunbooks, fail
+// until 2 to 4 are done.
 package check

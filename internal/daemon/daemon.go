@@ -13,11 +13,15 @@
 //
 // Nothing here waits on a mount: reading the table does not touch the
 // mounts, and a probe or scan run that takes long delays only its own kind.
+//
+// It is not the checks (package check) nor the exporters (package export),
+// and --once does not use it: cmd/mountwatchd runs check.Runner once for
+// that. The HTTP server, logger and sd_notify socket are wired in
+// cmd/mountwatchd and reach it through Config.
 package daemon
 
 import (
 	"context"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -131,9 +135,6 @@ func New(cfg Config) *Daemon {
 	d.health.beat()
 	return d
 }
-
-// State is the latest published state; never nil.
-func (d *Daemon) State() *export.State { return d.state.Load() }
 
 // Healthy reports whether the daemon is doing its job: the loop iterated
 // within three heartbeats, the latest read of the mount table succeeded (and
@@ -284,13 +285,4 @@ func (d *Daemon) publish() {
 	st.Checks = d.pub.checkStates()
 	d.setState(st)
 	d.pub.notify(st, complete || len(d.lanes) == 0, complete, d.table.readErr.last)
-}
-
-// Checks lists the registered checks' ids in catalogue order.
-func (d *Daemon) Checks() []check.ID {
-	var ids []check.ID
-	for _, c := range d.cfg.Checks {
-		ids = append(ids, c.Decl().ID)
-	}
-	return slices.Clip(ids)
 }

@@ -6,6 +6,18 @@ import (
 	"testing"
 )
 
+// crc32Combine is zlib's crc32_combine for the IEEE polynomial: the CRC-32
+// of A followed by B, from crc1 = CRC-32(A), crc2 = CRC-32(B) and len2 =
+// len(B), in O(log len2) without reading either. A gzip member spliced from
+// cached pieces takes its CRC from the pieces' CRCs this way instead of
+// hashing the whole plain body on every response.
+func crc32Combine(crc1, crc2 uint32, len2 int) uint32 {
+	if len2 <= 0 {
+		return crc1 // B is empty (and crc2, its CRC, 0)
+	}
+	return multModP(x2nModP(uint64(len2), 3), crc1) ^ crc2
+}
+
 // crc32Combine of the pieces' CRCs is the CRC-32 of their concatenation,
 // for empty pieces, single bytes, and pieces past 2^k boundaries.
 func TestCRC32Combine(t *testing.T) {

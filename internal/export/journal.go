@@ -10,7 +10,7 @@ import (
 // MessageIDs are the journal MESSAGE_IDs of problem entries, one per
 // registered check (check.Decl.MessageID), fixed forever so that
 // `journalctl MESSAGE_ID=<id>` finds every appearance, severity change and
-// clearing of one kind of problem. README.md lists them.
+// clearing of one kind of problem. docs/journal.md lists them.
 var MessageIDs = messageIDs()
 
 func messageIDs() map[check.ID]string {

@@ -20,7 +20,7 @@ import (
 // field is removed or changes meaning; new fields may appear in any version.
 const SchemaVersion = 1
 
-// Document is the JSON report of --once --output json. README.md documents
+// Document is the JSON report of --once --output json. docs/operations.md documents
 // every field.
 type Document struct {
 	SchemaVersion int          `json:"schema_version"`

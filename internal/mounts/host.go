@@ -87,10 +87,24 @@ func NamespaceRootError(root string, pid int, err error) error { return rootErro
 func rootError(root string, other bool, err error) error {
 	hint := ""
 	switch {
+	case other && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) && hasEffectiveCap(unix.CAP_SYS_PTRACE):
+		hint = "; the kernel refused ptrace read access to that process although this one holds CAP_SYS_PTRACE: " +
+			"an LSM (AppArmor, SELinux), Yama's kernel.yama.ptrace_scope=3 or an undumpable target denies it"
 	case other && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)):
-		hint = "; reaching another process's files (" + root + ") needs CAP_SYS_PTRACE"
+		hint = "; reaching another process's files (" + root + ") needs CAP_SYS_PTRACE, which this process does not hold"
 	case other && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)):
 		hint = "; the process has exited"
 	}
 	return fmt.Errorf("%w: open %s: %w%s", ErrNamespaceUnreachable, root, err, hint)
+}
+
+// hasEffectiveCap reports whether this process holds capability c in its
+// effective set.
+func hasEffectiveCap(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
 }

@@ -2,6 +2,9 @@
 // /proc/<pid>/task/<tid>/stat): the file mountwatchd reads of a task that
 // may be stuck in the kernel, since reading it never takes the task's mm
 // lock (cmdline, environ and mem do, and hang the reader).
+//
+// It parses one file's bytes and nothing else: which tasks to read, and
+// what their state means, is for its callers (tasks, probe, layout).
 package procstat
 
 import (

@@ -1,6 +1,10 @@
 // Package testenv lets tests use the real kernel: it runs a test binary in a
 // private mount namespace, and turns "this machine lacks X" into a skip on a
 // developer's machine but a failure in CI, where every requirement must be met.
+// Its other files are the real things tests run against: FUSE servers,
+// stand-in nodes and pods, a Prometheus, a journald, a containerd, an sshfs.
+//
+// Only tests and benchmarks import it; it is never part of the binary.
 package testenv
 
 import (
@@ -56,7 +60,30 @@ func RequireCommand(t testing.TB, name, aptPackage string) string {
 // tests' mounts never reach the host and vanish when the binary exits.
 // Without root it runs the tests as they are; RequireRoot skips the ones that
 // mount.
-func Main(m *testing.M) {
+func Main(m *testing.M) { main(m, syscall.CLONE_NEWNS) }
+
+// netnsEnv marks a test binary re-executed in its own network namespace too.
+const netnsEnv = "MOUNTWATCHD_TEST_NETNS"
+
+// MainNet is Main with a private network namespace as well, whose loopback
+// is up: what the tests serve and reach is seen by no one else, and every
+// interface they add goes away with the binary (the real Kubernetes node of
+// internal/e2e).
+func MainNet(m *testing.M) {
+	if os.Getenv(netnsEnv) == "1" {
+		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: bring up loopback: %v: %s\n", err, out)
+			os.Exit(2)
+		}
+	}
+	main(m, syscall.CLONE_NEWNS|syscall.CLONE_NEWNET)
+}
+
+// InNetNS reports whether this test binary runs in a network namespace of
+// its own (MainNet).
+func InNetNS() bool { return os.Getenv(netnsEnv) == "1" }
+
+func main(m *testing.M, flags uintptr) {
 	if os.Geteuid() != 0 || os.Getenv(nsEnv) == "1" || fuzzing() {
 		os.Exit(m.Run())
 	}
@@ -68,8 +95,11 @@ func Main(m *testing.M) {
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), nsEnv+"=1")
+	if flags&syscall.CLONE_NEWNET != 0 {
+		cmd.Env = append(cmd.Env, netnsEnv+"=1")
+	}
 	// Go makes every mount in the new namespace private (MS_REC|MS_PRIVATE).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: flags}
 	if err := cmd.Run(); err != nil {
 		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			os.Exit(ee.ExitCode())

@@ -70,3 +70,18 @@ app.kubernetes.io/part-of: mountwatchd
 {{- define "mountwatchd.port" -}}
 {{- .Values.service.port | int }}
 {{- end }}
+
+{{/*
+Runbook links: files/mountwatchd.rules.yml and files/mountwatchd-dashboard.json
+link each alert and check to its page under the repository's docs/
+(docs/checks/<check>.md, docs/alerts/<Alert>.md); this replaces that base
+with .Values.runbookBaseURL. Call with (list $ <text>).
+*/}}
+{{- define "mountwatchd.runbooks" -}}
+{{- $root := index . 0 }}
+{{- $text := index . 1 }}
+{{- $repoDocs := "https://github.com/mountwatchd/mountwatchd/blob/main/docs/" }}
+{{- if not (contains $repoDocs $text) }}{{ fail (printf "no link under %s to replace" $repoDocs) }}{{ end }}
+{{- $base := printf "%s/" (trimSuffix "/" (required "runbookBaseURL" $root.Values.runbookBaseURL)) }}
+{{- replace $repoDocs $base $text }}
+{{- end }}

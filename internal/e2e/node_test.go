@@ -1,0 +1,179 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
+	"github.com/mountwatchd/mountwatchd/internal/testenv/kube"
+)
+
+// TestRealNode deploys the chart on a real one-node cluster laid out as
+// kubelet's defaults have it, then breaks real pods' CSI FUSE volumes the
+// ways the brief lists. Each failure is seen by the DaemonSet's pod, naming
+// the real pod, its namespace and volume; what kubelet and the runtime say
+// of the same failure is logged beside it.
+func TestRealNode(t *testing.T) {
+	c := kube.Start(t, kube.Options{})
+	m := deploy(t, c)
+	newVolume(t, c, "healthy", nil)
+	runPod(t, c, "healthy", "healthy", "")
+	m.ranOnce()
+	assertNoProblems(t, m, "a healthy node: the DaemonSet's own pod, a pod on a CSI FUSE volume, projected tokens, containerd's overlays")
+
+	t.Run("churn", func(t *testing.T) { testChurn(t, c, m) })
+	t.Run("stale_mount", func(t *testing.T) { testStale(t, c, m) })
+	t.Run("deleted_subpath", func(t *testing.T) { testDeletedSubPath(t, c, m) })
+	t.Run("unmounted_volume", func(t *testing.T) { testUnmounted(t, c, m) })
+	// Last: it leaves a connection hung until its end.
+	t.Run("hung_mount", func(t *testing.T) { testHung(t, c, m) })
+}
+
+func assertNoProblems(t *testing.T, m *mwd, what string) {
+	t.Helper()
+	ps, err := m.problems()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) > 0 {
+		t.Fatalf("%s: want no problem, got %v\nmountwatchd's log:\n%s", what, ps, tail(m.logs(), 20))
+	}
+}
+
+// testChurn makes 20 pods on CSI volumes and deletes them, scraping all the
+// while: no problem at any time (a mount being made or removed is no
+// failure).
+func testChurn(t *testing.T, c *kube.Cluster, m *mwd) {
+	const n = 20
+	stop := make(chan struct{})
+	seen := make(chan []problem, 1)
+	go func() {
+		var bad []problem
+		for {
+			select {
+			case <-stop:
+				seen <- bad
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			if ps, err := m.problems(); err == nil {
+				bad = append(bad, ps...)
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		newVolume(t, c, fmt.Sprintf("churn-%d", i), nil)
+	}
+	var all strings.Builder
+	for i := 0; i < n; i++ {
+		all.WriteString(podSpec(fmt.Sprintf("churn-%d", i), fmt.Sprintf("churn-%d", i), "") + "---\n")
+	}
+	c.Apply(all.String())
+	for i := 0; i < n; i++ {
+		waitPodRunning(t, c, fmt.Sprintf("churn-%d", i))
+	}
+	time.Sleep(12 * time.Second) // a full re-read (--interval) and two probe rounds with all of them
+	c.Kubectl("-n", kube.Namespace, "delete", "pods", "-l", "!nothing", "--field-selector", "metadata.name!=healthy", "--wait=true", "--timeout=2m")
+	time.Sleep(12 * time.Second)
+	close(stop)
+	if bad := <-seen; len(bad) > 0 {
+		t.Fatalf("20 pods with CSI FUSE volumes made and deleted: want no problem at any time, got %v", bad)
+	}
+	t.Logf("%d pods with CSI FUSE volumes made and deleted: no problem in any scrape", n)
+}
+
+// testStale kills the volume's FUSE server, as the OOM killer kills
+// ceph-fuse: the mount table does not change.
+func testStale(t *testing.T, c *kube.Cluster, m *mwd) {
+	v := newVolume(t, c, "dead", nil)
+	runPod(t, c, "dead", "dead", "")
+	v.signal(t, c, syscall.SIGKILL)
+	// csi_driver: the label an alert routes to the storage team by.
+	p := m.waitProblem(time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead",
+		"csi_driver": c.CSIDriver})
+	t.Logf("mountwatchd: %v", p)
+	// What kubelet and the runtime say of it.
+	restartContainer(t, c, "dead")
+	var st string
+	testenv.WaitUntil(t, time.Minute, "the restarted container's state", func() bool {
+		st = containerStatus(c, "dead")
+		return strings.Contains(st, "waiting") || strings.Contains(st, "restarts=1")
+	})
+	t.Logf("kubelet, container restarted on the dead volume: %s", st)
+	c.Apply(podSpec("dead-2", "dead", ""))
+	t.Logf("kubelet, a new pod on the same claim: %s", waitEvent(t, c, "dead-2", "FailedMount"))
+	c.Kubectl("-n", kube.Namespace, "delete", "pod", "dead", "dead-2", "--wait=false")
+}
+
+// testDeletedSubPath deletes a subPath's directory through the node's own
+// mount of the volume: the subPath bind mount's root is deleted.
+func testDeletedSubPath(t *testing.T, c *kube.Cluster, m *mwd) {
+	v := newVolume(t, c, "subdel", nil)
+	if err := os.MkdirAll(filepath.Join(v.backing, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	uid := runPod(t, c, "subdel", "subdel", "app")
+	if err := os.RemoveAll(filepath.Join(podVolumeDir(c, uid, "subdel"), "app")); err != nil {
+		t.Fatal(err)
+	}
+	p := m.waitProblem(time.Minute, problem{"check": "deleted_root", "pod_namespace": kube.Namespace, "pod_name": "subdel", "volume": "subdel"})
+	t.Logf("mountwatchd: %v", p)
+	restartContainer(t, c, "subdel")
+	var st string
+	testenv.WaitUntil(t, time.Minute, "the restarted container's state", func() bool {
+		st = containerStatus(c, "subdel")
+		return strings.Contains(st, "waiting") || strings.Contains(st, "restarts=1")
+	})
+	_, err := os.Stat(filepath.Join(v.backing, "app"))
+	t.Logf("kubelet, container restarted on the deleted subPath: %s; the subPath directory re-created: %v", st, err == nil)
+	c.Kubectl("-n", kube.Namespace, "delete", "pod", "subdel", "--wait=false")
+}
+
+// testUnmounted unmounts a running pod's volume under it: its writes land
+// on the kubelet root's filesystem.
+func testUnmounted(t *testing.T, c *kube.Cluster, m *mwd) {
+	newVolume(t, c, "gone", nil)
+	uid := runPod(t, c, "gone", "gone", "")
+	if err := syscall.Unmount(podVolumeDir(c, uid, "gone"), syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	// The series names the volume's directory; mountpoint is the
+	// filesystem the writes land on.
+	p := m.waitProblem(time.Minute, problem{"check": "unmounted_volume", "pod_namespace": kube.Namespace, "pod_name": "gone", "volume": "gone",
+		"directory": podVolumeDir(c, uid, "gone"), "csi_driver": c.CSIDriver})
+	t.Logf("mountwatchd: %v", p)
+	c.Kubectl("-n", kube.Namespace, "delete", "pod", "gone", "--wait=false")
+}
+
+// testHung stops the volume's FUSE server answering while it still reads
+// each request (a ceph-fuse waiting on a frozen MDS): the pod's task that
+// lists the volume waits in the kernel; the pod, deleted, stays
+// Terminating; then the DaemonSet's own pod is deleted while its probe of
+// that connection is stuck.
+func testHung(t *testing.T, c *kube.Cluster, m *mwd) {
+	v := newVolume(t, c, "hung", nil)
+	runPod(t, c, "hung", "hung", "")
+	v.signal(t, c, syscall.SIGUSR1)
+	t.Cleanup(func() { _ = syscall.Kill(v.serverPID(t, c), syscall.SIGUSR2) })
+	p := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_namespace": kube.Namespace, "pod_name": "hung", "volume": "hung"})
+	t.Logf("mountwatchd: %v", p)
+	testenv.WaitUntil(t, time.Minute, "the pod's stuck task named in the journal", func() bool {
+		return strings.Contains(m.logs(), kube.Namespace+"/hung")
+	})
+	c.Kubectl("-n", kube.Namespace, "delete", "pod", "hung", "--wait=false")
+	time.Sleep(20 * time.Second) // four times its grace period
+	ts, err := c.KubectlErr("-n", kube.Namespace, "get", "pod", "hung", "-o", "jsonpath={.metadata.deletionTimestamp}")
+	if err != nil || ts == "" {
+		t.Fatalf("the pod on the hung volume went away (%v): want it stuck Terminating", err)
+	}
+	still := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
+	t.Logf("pod deleted at %s, still Terminating; mountwatchd still says: %v", ts, still)
+	t.Logf("kubelet: %s", events(c, "hung"))
+}
