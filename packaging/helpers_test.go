@@ -111,3 +111,17 @@ func cleanEnv(extra ...string) []string {
 	}
 	return append(env, extra...)
 }
+
+// hasSeries reports whether the exposition body has a line of series's
+// metric carrying each complete label pair series gives (name{a="x",b="y",
+// closed or not), whatever other labels it has.
+func hasSeries(body, series string) bool {
+	name, want, _ := strings.Cut(series, "{")
+	wanted := testenv.ExpositionLabels(want)
+	for _, l := range strings.Split(body, "\n") {
+		if n, rest, ok := strings.Cut(l, "{"); ok && n == name && testenv.HasLabels(testenv.ExpositionLabels(rest), wanted) {
+			return true
+		}
+	}
+	return false
+}

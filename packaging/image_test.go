@@ -400,7 +400,7 @@ func TestImageUnderContainerd(t *testing.T) {
 	node.Run("kill -9 $(cat " + kubelet + "/bindfs.pid)")
 	series := fmt.Sprintf(`mountwatchd_problem{check="stale_mount",fstype="fuse.ceph-fuse",mountpoint=%q,pod_name="loki-0",pod_namespace="obs",pod_uid=%q,severity="critical",source=`, mnt, uid)
 	testenv.WaitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in the container's /metrics", func() bool {
-		return strings.Contains(metrics(), series)
+		return hasSeries(metrics(), series)
 	})
 
 	// Every metric the alerting rules and the dashboard use is in the real

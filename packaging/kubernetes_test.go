@@ -496,7 +496,7 @@ func TestDaemonSetSeesFUSEMountMadeAfterStart(t *testing.T) {
 	}
 	series := fmt.Sprintf(`mountwatchd_problem{check="stale_mount",fstype="fuse.ceph-fuse",mountpoint=%q,pod_name="web-0",pod_namespace="shop",pod_uid=%q,severity="critical",source=`, mnt, uid)
 	testenv.WaitUntil(t, 20*time.Second, "stale_mount of the dead FUSE mount in /metrics", func() bool {
-		return strings.Contains(metrics(), series)
+		return hasSeries(metrics(), series)
 	})
 	if code, body := get(healthz); code != http.StatusOK {
 		t.Errorf("/healthz %d %s with a stale mount", code, body)

@@ -113,13 +113,25 @@ func (d *daemonProc) metrics() string {
 	return body
 }
 
-// value is the value of the first exposition line starting with series.
+// value is the value of the first exposition line starting with series;
+// a series with labels, name{a="x",b="y" (closed or not), matches the
+// first line of that name carrying each complete label pair it gives,
+// whatever other labels the line has (a label added to a family does not
+// change what a test looks for).
 func value(body, series string) (float64, bool) {
+	name, want, withLabels := strings.Cut(series, "{")
+	wanted := testenv.ExpositionLabels(want)
 	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, series) {
-			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-			return v, err == nil
+		if withLabels {
+			n, rest, ok := strings.Cut(l, "{")
+			if !ok || n != name || !testenv.HasLabels(testenv.ExpositionLabels(rest), wanted) {
+				continue
+			}
+		} else if !strings.HasPrefix(l, series) {
+			continue
 		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		return v, err == nil
 	}
 	return 0, false
 }
@@ -200,8 +212,10 @@ func TestDaemonPrometheusScrapesProblemAndRepair(t *testing.T) {
 		got = prom.Query(t, series)
 		return len(got) == 1
 	})
+	// csi_driver routes the alert to the storage team (issue 30 item 5).
 	want := map[string]string{"check": "deleted_root", "severity": "critical", "fstype": "fuse.ceph-fuse", "pod_uid": uid,
-		"pod_namespace": "shop", "pod_name": "web-0", "volume": "pvc-1", "job": "mountwatchd"}
+		"pod_namespace": "shop", "pod_name": "web-0", "volume": "pvc-1", "job": "mountwatchd",
+		"csi_driver": "cephfs.csi.ceph.com", "directory": b.mnt}
 	for k, v := range want {
 		if got[0].Metric[k] != v {
 			t.Errorf("label %s = %q, want %q (%v)", k, got[0].Metric[k], v, got[0].Metric)

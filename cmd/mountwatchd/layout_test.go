@@ -34,6 +34,13 @@ const (
 // volume's directory on the node's own disk is deleted too.
 func seedNode(t *testing.T) (pid int, root string) {
 	t.Helper()
+	return seedNodeWith(t, "")
+}
+
+// seedNodeWith is seedNode with more set-up (a shell script, $D the node's
+// /) run before the node's process starts.
+func seedNodeWith(t *testing.T, extra string) (pid int, root string) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "bindfs", "bindfs")
 	root = t.TempDir()
@@ -59,7 +66,8 @@ mount --bind $D/fuse $D%s
 mount --bind $D/fuse/volumes/csi/csi-vol-7d1e $D%s
 rm -rf $D/fuse/volumes/csi/csi-vol-7d1e
 mkdir -p $D/disk/pvc-local $D%s && mount --bind $D/disk/pvc-local $D%s && rmdir $D/disk/pvc-local
-chroot $D /usr/bin/sleep 600 & echo $! > $P/root`, root, pids, seedStaging, seedMount, seedUID, links, vd, vol, seedStaging, seedMount, seedLocal, seedLocal))
+%s
+chroot $D /usr/bin/sleep 600 & echo $! > $P/root`, root, pids, seedStaging, seedMount, seedUID, links, vd, vol, seedStaging, seedMount, seedLocal, seedLocal, extra))
 	_ = node
 	data, err := os.ReadFile(pids + "/root")
 	if err != nil {

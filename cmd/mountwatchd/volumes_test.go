@@ -53,7 +53,10 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod.WriteFile(vol + "/order-1.json")
-	unmounted := fmt.Sprintf(`mountwatchd_problem{check="unmounted_volume",fstype="tmpfs",mountpoint=%q,pod_name="web-0",pod_namespace="shop",pod_uid=%q,severity="critical",source=`, dir, uid)
+	// The series names the volume's directory (directory) besides the
+	// filesystem the writes land on (mountpoint), and its CSI driver.
+	unmounted := fmt.Sprintf(`mountwatchd_problem{check="unmounted_volume",csi_driver="cephfs.csi.ceph.com",directory=%q,fstype="tmpfs",mountpoint=%q,`+
+		`pod_name="web-0",pod_namespace="shop",pod_uid=%q,severity="critical",source=`, vol, dir, uid)
 	testenv.WaitUntil(t, 30*time.Second, "unmounted_volume", func() bool {
 		v, _ := value(d.metrics(), unmounted)
 		return v == 1
@@ -66,7 +69,7 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leak := fmt.Sprintf(`mountwatchd_problem{check="mount_leak",fstype="tmpfs",mountpoint=%q,pod_name="web-0"`, loop)
+	leak := fmt.Sprintf(`mountwatchd_problem{check="mount_leak",csi_driver="cephfs.csi.ceph.com",directory=%q,fstype="tmpfs",mountpoint=%q,pod_name="web-0"`, loop, loop)
 	testenv.WaitUntil(t, 30*time.Second, "mount_leak", func() bool {
 		v, _ := value(d.metrics(), leak)
 		return v == 1

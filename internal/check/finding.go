@@ -55,6 +55,14 @@ type Finding struct {
 	// Path is the file inside the mount the finding is about, for checks
 	// that look inside mounts; empty otherwise.
 	Path string `json:"path,omitempty"`
+	// Directory is the directory on the node the finding is about when it
+	// is not MountPoint (empty otherwise): the volume directory that is no
+	// mount point (unmounted_volume), the pod volume or scan root holding
+	// the file (stray_overlay_xattr), the opaque directory as the overlay
+	// mount shows it (opaque_propagation). Metric series carry it as their
+	// directory label (MountPoint when empty): unlike Path, it is bounded
+	// by the node's mounts, volumes, scan roots and image directories.
+	Directory string `json:"directory,omitempty"`
 
 	mounts.Kube
 

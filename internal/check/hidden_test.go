@@ -54,8 +54,16 @@ func TestHiddenCandidatesCapturedTables(t *testing.T) {
 			"/data/nvme0n1/kubelet/plugins/kubernetes.io/csi/ebs.csi.aws.com/5c1f0d9e8b7a69584736251403f2e1d0c9b8a7f6e5d4c3b2a1908f7e6d5c4b3a/globalmount",
 			"/data/nvme0n1/kubelet/pods/3b0c2e1d-5f4a-4b6c-8d7e-9f0a1b2c3d4e/volumes/kubernetes.io~csi/pvc-0a1b2c3d/mount",
 			"/data/nvme0n1/kubelet/pods/3b0c2e1d-5f4a-4b6c-8d7e-9f0a1b2c3d4e/volumes/kubernetes.io~projected/kube-api-access-4k8mz"},
-		// Ambiguous: the default root is kept, so only its mounts are kubelet's.
-		"layout-two-roots.mountinfo": {"/var/lib/kubelet/pods/1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6/volumes/kubernetes.io~projected/kube-api-access-q1w2e"},
+		// Ambiguous: the default root is kept, and the mounts under every
+		// root the table shows are kubelet's.
+		"layout-two-roots.mountinfo": {
+			"/data/kubelet/pods/1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6/volumes/kubernetes.io~projected/kube-api-access-q1w2e",
+			"/var/lib/kubelet/pods/1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6/volumes/kubernetes.io~projected/kube-api-access-q1w2e"},
+		"layout-two-kubelets.mountinfo": {
+			"/data/kubernetes/kubelet/plugins/kubernetes.io/csi/cephfs.csi.ceph.com/0f3a9c1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8/globalmount",
+			"/data/kubernetes/kubelet/pods/92f2591b-66b5-4843-b7a7-42d0acd2be07/volumes/kubernetes.io~csi/dashboard-folder/mount",
+			"/fuse",
+			"/var/lib/k0s/kubelet/pods/4c3b2a19-0f8e-4d7c-b6a5-948372615aab/volumes/kubernetes.io~local-volume/pvc-logs"},
 	}
 	for _, file := range capturedTables(t) {
 		s, err := mounts.ReadCapturedTable(file, mounts.Host{})

@@ -3,6 +3,7 @@ package check
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,6 +228,7 @@ func (p *opaquePair) finding(v *verification) Finding {
 	}
 	f := newFinding(OpaquePropagation, sev, ch.Mount, "")
 	f.Path = "/" + p.dir
+	f.Directory = path.Join(ch.Mount.Mountpoint, p.dir)
 	f.Details = map[string]string{
 		"directory":      "/" + p.dir,
 		"upper_layer":    ch.Layers[i].Dir,

@@ -128,6 +128,10 @@ func TestOpaqueHiddenEntries(t *testing.T) {
 				f.Details["upper_layer"] != top {
 				t.Errorf("severity %s details %v", f.Severity, f.Details)
 			}
+			// The directory as the merged view shows it: what its series names.
+			if f.Directory != dir+"/merged"+f.Details["directory"] || f.Details["directory"] == "" {
+				t.Errorf("directory %q, details %v", f.Directory, f.Details)
+			}
 			if c.upperDir != "" && f.Details["upper_role"] != "upper" {
 				t.Errorf("upper_role %q", f.Details["upper_role"])
 			}

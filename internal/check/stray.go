@@ -107,11 +107,12 @@ func (c *StrayOverlayXattrCheck) newPass(s *mounts.Snapshot) []walk.Root {
 	c.found = map[string]strayHit{}
 	var roots []walk.Root
 	c.generated = nil
-	kubelet := s.Host.WithDefaults().KubeletRoot
-	pods := path.Join(kubelet, "pods")
-	for _, v := range c.podVolumeDirs(kubelet) {
-		roots = append(roots, walk.Root{Path: v, Base: pods})
-		c.generated = append(c.generated, true)
+	for _, kubelet := range s.KubeletRoots() {
+		pods := path.Join(kubelet, "pods")
+		for _, v := range c.podVolumeDirs(kubelet) {
+			roots = append(roots, walk.Root{Path: v, Base: pods})
+			c.generated = append(c.generated, true)
+		}
 	}
 	for _, r := range c.Roots {
 		roots = append(roots, walk.Root{Path: r})
@@ -218,13 +219,17 @@ func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]st
 		f := newFinding(StrayOverlayXattr, Warning, m, strayMessage(hit))
 		f.Path = hit.path
 		f.Kube = mounts.Kube{}
-		if k := mounts.ParseKubeFilePath(h.KubeletRoot, hit.path); k != nil {
+		kubelet, _ := s.KubeletRootOf(hit.path)
+		if f.Directory = mounts.KubeVolumeDir(kubelet, hit.path); f.Directory == "" {
+			f.Directory = hit.root // bounded, unlike the file: the pod volume or the scan root
+		}
+		if k := mounts.ParseKubeFilePath(kubelet, hit.path); k != nil {
 			if s.Live {
 				if kf == nil {
 					kf = mounts.OpenKubeFiles(h)
 					defer kf.Close()
 				}
-				kf.Enrich(k, h.KubeletRoot, kubeMountPath(h.KubeletRoot, k))
+				kf.Enrich(k, kubelet, kubeMountPath(kubelet, k))
 			}
 			f.Kube = *k
 		}

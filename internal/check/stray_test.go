@@ -86,6 +86,13 @@ func TestStrayOverlayXattrKubeletVolume(t *testing.T) {
 	if g := got[vol+"/layers/1/fs/func/min"]; g.Details["xattrs"] != "user.overlay.origin" {
 		t.Errorf("user.overlay finding %+v", g)
 	}
+	// Each names the pod volume it is in (its series' directory), not the
+	// file: one label value per volume, however many files carry xattrs.
+	for p, g := range got {
+		if g.Directory != vol {
+			t.Errorf("%s: directory %q, want the volume's %s", p, g.Directory, vol)
+		}
+	}
 	if st := check.Stats(); st.Passes != 1 || !st.Complete {
 		t.Errorf("stats %+v", st)
 	}
@@ -333,3 +340,36 @@ func makeTree(t testing.TB, root string, a, b, n int) int {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Two kubelet roots in the table and nothing to decide between them: the
+// pod volumes under each are scanned, and a finding under the second root
+// names its pod and volume (issue 30 item 2).
+func TestStrayOverlayXattrTwoKubeletRoots(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	testenv.Tmpfs(t, dir)
+	h, _ := kubeletVolume(t, dir)
+	second := dir + "/k0s/kubelet"
+	const other = "6c5d4e3f-2a1b-4c0d-9e8f-7a6b5c4d3e2f"
+	vol := second + "/pods/" + other + "/volumes/kubernetes.io~empty-dir/build"
+	mkfiles(t, vol, "layers/1/fs/etc/")
+	setxattr(t, vol+"/layers/1/fs/etc", "trusted.overlay.opaque", "y")
+	for _, d := range []string{h.KubeletRoot + "/pods/" + podUID + "/volumes/kubernetes.io~projected/token",
+		second + "/pods/" + other + "/volumes/kubernetes.io~projected/token"} {
+		mkfiles(t, d+"/")
+		testenv.Tmpfs(t, d)
+	}
+	h.KubeletRoot = "" // found from the table: two candidates
+	s := snapshotFor(t, h)
+	if len(s.Layout.Kubelet.Candidates) < 2 {
+		t.Fatalf("the table should show two kubelet roots: %+v", s.Layout.Kubelet)
+	}
+	found, err := runOne(&StrayOverlayXattrCheck{}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ok := strayByPath(found)[vol+"/layers/1/fs/etc"]
+	if !ok || f.PodUID != other || f.Volume != "build" || f.Directory != vol {
+		t.Fatalf("under the second root: %+v (all %+v)", f, found)
+	}
+}

@@ -267,6 +267,7 @@ func unmountedFinding(d *plainDir, since time.Time, sinceKnown bool) Finding {
 		f = Finding{Check: UnmountedVolume, Severity: Critical}
 	}
 	f.Path = d.path
+	f.Directory = d.path
 	f.Kube = d.kube
 	ts := since.UTC().Format(time.RFC3339)
 	var b strings.Builder

@@ -104,7 +104,7 @@ func TestUnmountedVolumeRunningPod(t *testing.T) {
 			}
 			got := f[0]
 			since, err := time.Parse(time.RFC3339, got.Details["unmounted_since"])
-			if got.Path != mp || got.PodUID != n.uid || got.PodNamespace != "shop" || got.PodName != "web-0" ||
+			if got.Path != mp || got.Directory != mp || got.PodUID != n.uid || got.PodNamespace != "shop" || got.PodName != "web-0" ||
 				got.Volume != "pvc-data" || got.CSIDriver != "cephfs.csi.ceph.com" || got.Severity != Critical ||
 				got.Details["files"] != "1" || got.Details["bytes"] != fmt.Sprint(len("written-by-the-pod\n")) ||
 				err != nil || since.After(unmounted.Add(time.Second)) || !strings.Contains(got.Message, "1 file ") ||
@@ -301,5 +301,43 @@ func TestUnmountedVolumeHungNeighbour(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the check blocked on a hung FUSE mount")
+	}
+}
+
+// Two kubelet roots in the table and nothing to decide between them (no
+// --path.kubelet, no kubelet process): the stand-in pod's volume directory
+// under the second root, a plain directory, is found and named, as the
+// walk covers every root the table shows (issue 30 item 2).
+func TestUnmountedVolumeTwoKubeletRoots(t *testing.T) {
+	n := newStandIn(t, "systemd", "burstable")
+	second := filepath.Join(n.dir, "k0s", "kubelet")
+	other := "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+	for _, d := range []string{
+		filepath.Join(n.kubelet, "pods", n.uid, "volumes/kubernetes.io~projected/kube-api-access-1"),
+		filepath.Join(second, "pods", other, "volumes/kubernetes.io~projected/kube-api-access-2"),
+	} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Tmpfs(t, d)
+	}
+	nfs := filepath.Join(second, "pods", n.uid, "volumes/kubernetes.io~nfs/share")
+	if err := os.MkdirAll(nfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := mounts.Host{PodLogDir: n.dir + "/logs"}
+	s := snapshotFor(t, h)
+	if s.Layout.Kubelet.Path == n.kubelet || s.Layout.Kubelet.Path == second || len(s.Layout.Kubelet.Candidates) < 2 {
+		t.Fatalf("the table should leave the root undecided: %+v", s.Layout.Kubelet)
+	}
+	const grace = 300 * time.Millisecond
+	time.Sleep(grace)
+	found, err := runOne(&UnmountedVolumeCheck{Grace: grace, Once: true}, snapshotFor(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := unmountedOf(found)
+	if len(f) != 1 || f[0].Path != nfs || f[0].Directory != nfs || f[0].PodUID != n.uid || f[0].PodName != "web-0" || f[0].Volume != "share" {
+		t.Fatalf("findings %+v (roots %q)", f, s.KubeletRoots())
 	}
 }

@@ -41,13 +41,32 @@ type kubeletTree struct {
 
 // findPlainDirs lists the volume directories that should be mount points
 // and are not, each with what the node says about it: its pod, its inode
-// and birth, and what was written into it.
+// and birth, and what was written into it; under every kubelet root of s
+// (s.KubeletRoots), within one entry budget for them all.
 func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h mounts.Host, live *podlive.Reader) ([]plainDir, []string, error) {
-	kubelet := path.Clean(h.KubeletRoot)
-	if m, _ := s.HangsOnTheWay(kubelet, nil); m != nil {
-		return nil, nil, fmt.Errorf("kubelet's directory %s is on or below %s (%s), which may hang: not read", kubelet, m.Mountpoint, m.FSType)
+	f := &plainFinder{ctx: ctx, h: h, live: live}
+	defer f.close()
+	var notes []string
+	var errs []error
+	entries := 0
+	for _, kubelet := range s.KubeletRoots() {
+		kt := &kubeletTree{root: root, s: s, kubelet: path.Clean(kubelet), hang: map[string]*mounts.Mount{}, entries: entries}
+		n, err := f.walk(kt)
+		entries = kt.entries
+		notes = append(notes, n...)
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	kt := &kubeletTree{root: root, s: s, kubelet: kubelet, hang: map[string]*mounts.Mount{}}
+	return f.out, notes, errors.Join(errs...)
+}
+
+// walk adds the plain volume directories under kt's kubelet root.
+func (f *plainFinder) walk(kt *kubeletTree) ([]string, error) {
+	kubelet, s := kt.kubelet, kt.s
+	if m, _ := s.HangsOnTheWay(kubelet, nil); m != nil {
+		return nil, fmt.Errorf("kubelet's directory %s is on or below %s (%s), which may hang: not read", kubelet, m.Mountpoint, m.FSType)
+	}
 	prefix := kubelet + "/"
 	for _, m := range s.Mounts {
 		if m.MayHang() && strings.HasPrefix(m.Mountpoint, prefix) {
@@ -57,17 +76,15 @@ func findPlainDirs(ctx context.Context, root *mounts.Root, s *mounts.Snapshot, h
 	kfd, err := kt.openDir(-1, kubelet)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return nil, []string{"no kubelet directory " + kubelet}, nil
+			return []string{"no kubelet directory " + kubelet}, nil
 		}
-		return nil, nil, fmt.Errorf("open kubelet's directory %s: %w", kubelet, err)
+		return nil, fmt.Errorf("open kubelet's directory %s: %w", kubelet, err)
 	}
 	defer unix.Close(kfd)
-
-	f := &plainFinder{ctx: ctx, kt: kt, h: h, live: live}
-	defer f.close()
+	f.kt = kt
 	kt.podVolumes(kfd, f.add)
 	kt.staging(kfd, f.add)
-	return f.out, kt.allNotes(), errors.Join(kt.errs...)
+	return kt.allNotes(), errors.Join(kt.errs...)
 }
 
 // note records a note of a kind; each kind says its first and counts the

@@ -96,7 +96,9 @@ func testStale(t *testing.T, c *kube.Cluster, m *mwd) {
 	v := newVolume(t, c, "dead", nil)
 	runPod(t, c, "dead", "dead", "")
 	v.signal(t, c, syscall.SIGKILL)
-	p := m.waitProblem(time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead"})
+	// csi_driver: the label an alert routes to the storage team by.
+	p := m.waitProblem(time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead",
+		"csi_driver": c.CSIDriver})
 	t.Logf("mountwatchd: %v", p)
 	// What kubelet and the runtime say of it.
 	restartContainer(t, c, "dead")
@@ -143,7 +145,10 @@ func testUnmounted(t *testing.T, c *kube.Cluster, m *mwd) {
 	if err := syscall.Unmount(podVolumeDir(c, uid, "gone"), syscall.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	p := m.waitProblem(time.Minute, problem{"check": "unmounted_volume", "pod_namespace": kube.Namespace, "pod_name": "gone", "volume": "gone"})
+	// The series names the volume's directory; mountpoint is the
+	// filesystem the writes land on.
+	p := m.waitProblem(time.Minute, problem{"check": "unmounted_volume", "pod_namespace": kube.Namespace, "pod_name": "gone", "volume": "gone",
+		"directory": podVolumeDir(c, uid, "gone"), "csi_driver": c.CSIDriver})
 	t.Logf("mountwatchd: %v", p)
 	c.Kubectl("-n", kube.Namespace, "delete", "pod", "gone", "--wait=false")
 }

@@ -73,6 +73,7 @@ func LogChange(log *zap.Logger, c check.Change) {
 		}
 	}
 	opt("path", f.Path)
+	opt("directory", f.Directory)
 	opt("pod_uid", f.PodUID)
 	opt("pod_namespace", f.PodNamespace)
 	opt("pod_name", f.PodName)
@@ -121,9 +122,12 @@ func LogLayout(log *zap.Logger, level zapcore.Level, l layout.Layout) {
 			fields = append(fields, zap.String(d.name+"_evidence", d.dir.Evidence))
 		}
 	}
+	if len(l.KubeletRoots) > 1 {
+		fields = append(fields, zap.Strings("kubelet_roots", l.KubeletRoots))
+	}
 	msg := "layout found"
 	if len(l.Kubelet.Candidates) > 1 && l.Kubelet.Source == layout.FromDefault {
-		msg = "layout found; kubelet root ambiguous, the default kept (give --path.kubelet)"
+		msg = "layout found; kubelet root ambiguous, the default kept and the mounts under every candidate read as kubelet's (give --path.kubelet)"
 		level = zapcore.WarnLevel
 	}
 	if ce := log.Check(level, msg); ce != nil {

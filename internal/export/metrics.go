@@ -49,8 +49,12 @@ type CheckState struct {
 const DefaultMaxProblemSeries = 1000
 
 // problemLabels are the labels of one active problem. Values are bounded by
-// what is mounted; error text never goes into a label.
-var problemLabels = []string{"check", "severity", "mountpoint", "fstype", "source", "pod_uid", "pod_namespace", "pod_name", "volume"}
+// what is mounted; error text never goes into a label. directory is the
+// directory the problem is about (check.Finding.Directory, else the mount
+// point): bounded by the node's mounts, volumes, scan roots and image
+// directories, never a file below them. csi_driver is the CSI driver of the
+// volume, "" when the finding has none: bounded by the drivers installed.
+var problemLabels = []string{"check", "severity", "mountpoint", "directory", "fstype", "source", "pod_uid", "pod_namespace", "pod_name", "volume", "csi_driver"}
 
 const ns = "mountwatchd"
 
@@ -65,7 +69,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descProblems = desc("problems", "Active problems by check and severity; every registered check and severity is always present (0 when healthy).",
 		"check", "severity")
-	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, pod and volume; capped by --"+flagname.MaxProblemSeries+".",
+	descProblem = desc("problem", "One series per active problem (value 1), labelled with the mount, the directory it is about, the pod, the volume and its CSI driver; capped by --"+flagname.MaxProblemSeries+".",
 		problemLabels...)
 	descFirstSeen = desc("problem_first_seen_timestamp_seconds", "When this process first saw the active problem (Unix time).",
 		problemLabels...)
@@ -282,8 +286,12 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 	dropped := 0
 	for i := range findings {
 		f := &findings[i]
-		labels := []string{string(f.Check), string(f.Severity), Printable(f.MountPoint), Printable(f.FSType),
-			Printable(f.Source), Printable(f.PodUID), Printable(f.PodNamespace), Printable(f.PodName), Printable(f.Volume)}
+		dir := f.Directory
+		if dir == "" {
+			dir = f.MountPoint
+		}
+		labels := []string{string(f.Check), string(f.Severity), Printable(f.MountPoint), Printable(dir), Printable(f.FSType),
+			Printable(f.Source), Printable(f.PodUID), Printable(f.PodNamespace), Printable(f.PodName), Printable(f.Volume), Printable(f.CSIDriver)}
 		k := joinKey(labels)
 		if j, ok := index[k]; ok {
 			if j >= 0 && f.FirstSeen.Before(out[j].firstSeen) {

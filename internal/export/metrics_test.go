@@ -32,6 +32,15 @@ func fixedState(t *testing.T) *State {
 	rep.Scan = &walk.Stats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
 	rep.Table = &check.TableStats{Size: 14, MountMax: 100000, Growth: 3, FirstSize: 11, FirstTaken: at}
+	// A running pod's CSI volume left unmounted: the series names the
+	// volume's directory besides the filesystem the writes land on.
+	rep.Findings = append(rep.Findings, check.Finding{Check: check.UnmountedVolume, Severity: check.Critical, MountID: 21,
+		MountPoint: "/", FSType: "ext4", Source: "/dev/nvme0n1p1", Root: "/", Dev: "259:1",
+		Path:      "/var/lib/kubelet/pods/7c3e1f0a-2b4d-4c6e-8f10-123456789abc/volumes/kubernetes.io~csi/pvc-3/mount",
+		Directory: "/var/lib/kubelet/pods/7c3e1f0a-2b4d-4c6e-8f10-123456789abc/volumes/kubernetes.io~csi/pvc-3/mount",
+		Kube: mounts.Kube{Kind: mounts.PodVolume, PodUID: "7c3e1f0a-2b4d-4c6e-8f10-123456789abc", PodNamespace: "shop", PodName: "web-0",
+			VolumePlugin: mounts.CsiPlugin, Volume: "pvc-3", CSIDriver: "ebs.csi.aws.com", VolumeHandle: "vol-0a1b"},
+		FirstSeen: at})
 	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, TableReadOK: true, LastComplete: at}
 	kinds := map[check.ID]check.Kind{
 		check.DeletedRoot: check.TableCheck, check.StaleMount: check.ProbeCheck, check.HungMount: check.ProbeCheck,
@@ -149,7 +158,7 @@ func TestMetricsDedupeAndCap(t *testing.T) {
 	if n := countLines([]byte(out), "mountwatchd_problem{"); n != 3 {
 		t.Errorf("%d problem series, want 3 (deduplicated):\n%s", n, out)
 	}
-	if !strings.Contains(out, `mountwatchd_problem_first_seen_timestamp_seconds{check="deleted_root",fstype="tmpfs",mountpoint="/a",`) ||
+	if !strings.Contains(out, `mountwatchd_problem_first_seen_timestamp_seconds{check="deleted_root",csi_driver="",directory="/a",fstype="tmpfs",mountpoint="/a",`) ||
 		!strings.Contains(out, fmt.Sprintf("} %g\n", float64(t0.Unix()))) {
 		t.Errorf("first seen of the duplicate is not the earliest:\n%s", out)
 	}

@@ -63,6 +63,9 @@ func WriteText(w io.Writer, r *check.Report) error {
 	}{{"kubelet root", l.Kubelet}, {"containerd root", l.ContainerdRoot}, {"containerd snapshots", l.ContainerdSnapshots}} {
 		ew.printf("  %-20s %s\n", d.name, Printable(d.dir.String()))
 	}
+	if len(l.KubeletRoots) > 1 {
+		ew.printf("  %-20s %s\n", "kubelet roots used", Printable(strings.Join(l.KubeletRoots, ", ")))
+	}
 	if p := r.Probe; p != nil {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)

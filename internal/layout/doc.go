@@ -9,7 +9,9 @@
 // running kubelet's --root-dir and containerd's --root (or the root key of
 // its config file) are believed first. A flag always wins; two candidates
 // in the table and no process to decide, or none at all, keep the default,
-// and Dir.Evidence says so.
+// and Dir.Evidence says so. Unless a flag gave kubelet's root, every root
+// the table shows kubelet mounts under is used besides the one decided
+// (Layout.KubeletRoots): a pod volume's path says which root it is under.
 //
 // It does not parse kubelet's KubeletConfiguration file: the root directory
 // is a command-line flag only (files such as /etc/default/kubelet reach

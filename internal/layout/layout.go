@@ -54,9 +54,17 @@ func (d Dir) String() string {
 // Layout is where kubelet and containerd keep their state on the inspected
 // node, as its mount namespace sees it.
 type Layout struct {
-	Kubelet             Dir `json:"kubelet_root"`
-	ContainerdRoot      Dir `json:"containerd_root"`
-	ContainerdSnapshots Dir `json:"containerd_snapshots"`
+	Kubelet Dir `json:"kubelet_root"`
+	// KubeletRoots are every kubelet root whose mounts are read as
+	// kubelet's: Kubelet.Path first, then each other root the mount table
+	// shows pod volume, subpath or CSI staging mounts under (most mounts
+	// first, at most 8), unless a flag gave the root: two kubelets sharing
+	// a table (kind, k3d, a second kubelet) or a root that moved while old
+	// mounts remain. Their shapes are unmistakable, so each names its pods
+	// and volumes while Kubelet.Candidates still reports the ambiguity.
+	KubeletRoots        []string `json:"kubelet_roots,omitempty"`
+	ContainerdRoot      Dir      `json:"containerd_root"`
+	ContainerdSnapshots Dir      `json:"containerd_snapshots"`
 	// PodLogs is kubelet's pod log directory, whose
 	// <namespace>_<name>_<uid> entries name the pods.
 	PodLogs Dir `json:"pod_logs"`
@@ -223,6 +231,7 @@ func candidatesText(keys []string, counts map[string]int) string {
 func Decide(g Given, ev TableEvidence, proc ProcessEvidence) Layout {
 	var l Layout
 	l.Kubelet = decideDir(g.KubeletRoot, "--path.kubelet", proc.KubeletRoot, ev.Kubelet, DefaultKubeletRoot, "kubelet mounts")
+	l.KubeletRoots = kubeletRoots(l.Kubelet, ev.Kubelet)
 	l.ContainerdRoot = decideDir(g.ContainerdRoot, "--path.containerd-root", proc.ContainerdRoot, ev.Containerd, DefaultContainerdRoot, "overlay layers")
 	l.PodLogs = decidePodLogs(g.PodLogs, proc.PodLogs)
 	switch {
@@ -264,6 +273,23 @@ func decideDir(given, flag string, proc Found, counts map[string]int, def, what 
 		Evidence: fmt.Sprintf("%d candidates in the mount table, kept the default: %s", len(counts), candidatesText(cands, counts))}
 }
 
+// kubeletRoots is the decided root followed by every other root counts
+// show (most mounts first, at most maxCandidates of them); only the root
+// when a flag gave it.
+func kubeletRoots(d Dir, counts map[string]int) []string {
+	roots := []string{d.Path}
+	if d.Source == FromFlag {
+		return roots
+	}
+	_, all, _ := decideTable(counts)
+	for _, r := range all {
+		if r != d.Path && len(roots) <= maxCandidates {
+			roots = append(roots, r)
+		}
+	}
+	return roots
+}
+
 func plural(n int, what string) string {
 	if n == 1 {
 		return strings.TrimSuffix(what, "s")
@@ -275,9 +301,10 @@ func plural(n int, what string) string {
 // as pods come and go): equal decisions give equal strings.
 func (l Layout) Decision() string {
 	var b strings.Builder
-	for _, d := range []Dir{l.Kubelet, l.ContainerdRoot, l.ContainerdSnapshots} {
+	for _, d := range []Dir{l.Kubelet, l.ContainerdRoot, l.ContainerdSnapshots, l.PodLogs} {
 		fmt.Fprintf(&b, "%s\x00%s\x00%s\x00", d.Path, d.Source, strings.Join(d.Candidates, "\x01"))
 	}
+	b.WriteString(strings.Join(l.KubeletRoots, "\x01"))
 	return b.String()
 }
 

@@ -38,6 +38,10 @@ func TestLayoutFromCapturedTables(t *testing.T) {
 			containerd: "/var/lib/containerd", containerdSrc: "default",
 			snapshots:         "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots",
 			kubeletCandidates: "/data/kubelet,/var/lib/kubelet", evidenceIn: "2 candidates in the mount table, kept the default"},
+		{file: "layout-two-kubelets.mountinfo", kubelet: "/var/lib/kubelet", kubeletSrc: "default",
+			containerd: "/var/lib/containerd", containerdSrc: "default",
+			snapshots:         "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots",
+			kubeletCandidates: "/data/kubernetes/kubelet,/var/lib/k0s/kubelet", evidenceIn: "2 candidates in the mount table, kept the default"},
 		{file: "k8s-node-brief.mountinfo", kubelet: "/var/lib/kubelet", kubeletSrc: "mount table",
 			containerd: "/var/lib/containerd", containerdSrc: "mount table",
 			snapshots: "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"},
@@ -134,6 +138,11 @@ func TestDecide(t *testing.T) {
 	if l.Kubelet.Path != "/b/kubelet" || l.Kubelet.Source != layout.FromProcess || len(l.Kubelet.Candidates) != 2 {
 		t.Errorf("kubelet = %+v", l.Kubelet)
 	}
+	// The other root's mounts are still read as kubelet's (a root that
+	// moved while old mounts remain).
+	if !slices.Equal(l.KubeletRoots, []string{"/b/kubelet", "/a/kubelet"}) {
+		t.Errorf("kubelet roots = %q", l.KubeletRoots)
+	}
 	if l.ContainerdRoot.Path != "/data/containerd" || l.ContainerdSnapshots.Path != "/data/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots" ||
 		l.ContainerdSnapshots.Source != layout.FromDerived {
 		t.Errorf("containerd = %+v %+v", l.ContainerdRoot, l.ContainerdSnapshots)
@@ -143,6 +152,9 @@ func TestDecide(t *testing.T) {
 	if l.Kubelet.Path != "/k" || l.Kubelet.Source != layout.FromFlag || l.ContainerdRoot.Source != layout.FromFlag ||
 		l.ContainerdSnapshots.Path != "/s" || l.ContainerdSnapshots.Source != layout.FromFlag {
 		t.Errorf("flags did not win: %+v", l)
+	}
+	if !slices.Equal(l.KubeletRoots, []string{"/k"}) {
+		t.Errorf("a flag given is the only kubelet root: %q", l.KubeletRoots)
 	}
 	// Only the root given: the snapshots directory is under it, whatever the table shows.
 	ev.Snapshots["/x/snapshots"] = 2

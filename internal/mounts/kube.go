@@ -89,7 +89,8 @@ type volData struct {
 // reads through os.Root, so no symlink in a pod's directory can lead it out
 // of the kubelet root, and it caches what it read for one snapshot.
 type KubeFiles struct {
-	kubelet *os.Root             // nil when the kubelet root cannot be opened
+	h       Host
+	kubelet map[string]*os.Root  // by kubelet root, opened when first read; nil: cannot be opened
 	pods    map[string][2]string // pod uid -> namespace, name
 }
 
@@ -99,11 +100,20 @@ func OpenKubeFiles(h Host) *KubeFiles { return openKubeFiles(h, listPodLogs(h)) 
 
 // openKubeFiles is OpenKubeFiles with the pod log directory listed.
 func openKubeFiles(h Host, pods map[string][2]string) *KubeFiles {
-	kf := &KubeFiles{pods: pods}
-	if r, err := os.OpenRoot(h.Path(h.KubeletRoot)); err == nil {
-		kf.kubelet = r
-	}
+	kf := &KubeFiles{h: h, pods: pods, kubelet: map[string]*os.Root{}}
+	kf.root(h.KubeletRoot)
 	return kf
+}
+
+// root is kubeletRoot (a path of h's namespace) opened, once; nil when it
+// cannot be opened.
+func (kf *KubeFiles) root(kubeletRoot string) *os.Root {
+	r, ok := kf.kubelet[kubeletRoot]
+	if !ok {
+		r, _ = os.OpenRoot(kf.h.Path(kubeletRoot))
+		kf.kubelet[kubeletRoot] = r
+	}
+	return r
 }
 
 // listPodLogs lists h's pod log directory, /var/log/pods/<namespace>_<name>_<uid>:
@@ -132,13 +142,17 @@ func parsePodLogDir(dir string) (ns, name, uid string, ok bool) {
 
 // Close releases the directories.
 func (kf *KubeFiles) Close() {
-	if kf.kubelet != nil {
-		kf.kubelet.Close()
+	for _, r := range kf.kubelet {
+		if r != nil {
+			r.Close()
+		}
 	}
 }
 
-// Enrich fills in the pod name and the CSI driver and volume handle.
-// Missing or unreadable files leave the fields empty.
+// Enrich fills in the pod name and the CSI driver and volume handle from
+// the files of kubeletRoot, the kubelet root mountpoint is under (any of
+// the snapshot's KubeletRoots). Missing or unreadable files leave the
+// fields empty.
 func (kf *KubeFiles) Enrich(k *Kube, kubeletRoot, mountpoint string) {
 	if nn, ok := kf.pods[k.PodUID]; ok && k.PodUID != "" {
 		k.PodNamespace, k.PodName = nn[0], nn[1]
@@ -153,7 +167,7 @@ func (kf *KubeFiles) Enrich(k *Kube, kubeletRoot, mountpoint string) {
 	default:
 		return
 	}
-	vd, ok := kf.readVolData(path.Join(dir, "vol_data.json"))
+	vd, ok := kf.readVolData(kf.root(kubeletRoot), path.Join(dir, "vol_data.json"))
 	if !ok {
 		return
 	}
@@ -166,13 +180,13 @@ func (kf *KubeFiles) Enrich(k *Kube, kubeletRoot, mountpoint string) {
 	}
 }
 
-func (kf *KubeFiles) readVolData(name string) (volData, bool) {
+func (kf *KubeFiles) readVolData(root *os.Root, name string) (volData, bool) {
 	var vd volData
-	if kf.kubelet == nil {
+	if root == nil {
 		return vd, false
 	}
 	// O_NONBLOCK: a FIFO planted in place of the file must not block us.
-	f, err := kf.kubelet.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return vd, false
 	}
@@ -200,9 +214,22 @@ func parseVolData(data []byte) (volData, bool) {
 // subpath: it names the pod and the volume the file belongs to, or returns
 // nil.
 func ParseKubeFilePath(kubeletRoot, p string) *Kube {
+	d := KubeVolumeDir(kubeletRoot, p)
+	if d == "" {
+		return nil
+	}
+	return ParseKubePath(kubeletRoot, d)
+}
+
+// KubeVolumeDir returns the directory of the pod volume or subpath that p,
+// a path below kubeletRoot, is in or is: the mount point kubelet uses for
+// it (<root>/pods/<uid>/volumes/<plugin>/<volume>[/mount],
+// <root>/pods/<uid>/volume-subpaths/<volume>/<container>/<index>); "" when
+// p is in none.
+func KubeVolumeDir(kubeletRoot, p string) string {
 	rel, ok := kubeletRel(kubeletRoot, p)
 	if !ok {
-		return nil
+		return ""
 	}
 	root := p[:len(p)-len(rel)] // the kubelet root, with its trailing slash
 	parts := strings.Split(rel, "/")
@@ -212,11 +239,11 @@ func ParseKubeFilePath(kubeletRoot, p string) *Kube {
 		if len(parts) >= 6 && parts[3] == CsiPlugin && parts[5] == "mount" {
 			n = 6
 		}
-		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:n], "/"))
+		return root + strings.Join(parts[:n], "/")
 	case len(parts) >= 6 && parts[0] == "pods" && parts[2] == "volume-subpaths":
-		return ParseKubePath(kubeletRoot, root+strings.Join(parts[:6], "/"))
+		return root + strings.Join(parts[:6], "/")
 	}
-	return nil
+	return ""
 }
 
 // Pod returns the namespace and name of the pod with this UID, from

@@ -265,16 +265,21 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 	h = h.WithDefaults()
 	s.Host = h
 
+	roots := s.KubeletRoots()
 	var kf *KubeFiles
 	context := func(m *Mount) *Kube {
-		k := ParseKubePath(h.KubeletRoot, m.Mountpoint)
+		root, ok := kubeletRootOf(roots, m.Mountpoint)
+		if !ok {
+			return nil
+		}
+		k := ParseKubePath(root, m.Mountpoint)
 		if k == nil || !s.Live {
 			return k
 		}
 		if kf == nil {
 			kf = openKubeFiles(h, pods())
 		}
-		kf.Enrich(k, h.KubeletRoot, m.Mountpoint)
+		kf.Enrich(k, root, m.Mountpoint)
 		return k
 	}
 	defer func() {
@@ -282,7 +287,7 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 			kf.Close()
 		}
 	}()
-	staging, stagingKube := s.stagingDrivers(h, context)
+	staging, stagingKube := s.stagingDrivers(roots, context)
 	for _, m := range s.Mounts {
 		k, ok := stagingKube[m]
 		if !ok {
@@ -302,11 +307,11 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 // CSI volume on the node) with context, and returns their drivers by
 // major:minor ("" where two disagree) and the contexts read; nil maps when
 // there is none.
-func (s *Snapshot) stagingDrivers(h Host, context func(*Mount) *Kube) (map[string]string, map[*Mount]*Kube) {
+func (s *Snapshot) stagingDrivers(roots []string, context func(*Mount) *Kube) (map[string]string, map[*Mount]*Kube) {
 	var staging map[string]string
 	var stagingKube map[*Mount]*Kube
 	for _, m := range s.Mounts {
-		if !isStagingPath(h.KubeletRoot, m.Mountpoint) {
+		if root, ok := kubeletRootOf(roots, m.Mountpoint); !ok || !isStagingPath(root, m.Mountpoint) {
 			continue
 		}
 		k := context(m)

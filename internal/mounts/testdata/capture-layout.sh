@@ -14,14 +14,21 @@
 #   layout-k3s.mountinfo  k3s: containerd under
 #     /var/lib/rancher/k3s/agent/containerd, tasks under /run/k3s/containerd
 #   layout-two-roots.mountinfo  pod volumes under two kubelet roots
-# Run as root: bash capture-layout.sh (needs bindfs).
+#   layout-two-kubelets.mountinfo  the F1 seed under /data/kubernetes/kubelet
+#     (staging and pod volume, 2 mounts) and a second kubelet's pod volume
+#     under /var/lib/k0s/kubelet (a local volume whose directory on the
+#     node's disk was deleted, 1 mount); nothing at /var/lib/kubelet
+# Run as root: bash capture-layout.sh [NAME...] (needs bindfs); with names,
+# only those tables are written.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+only=("$@")
 
 # capture NAME SCRIPT: run SCRIPT (with $w the node's /) in a private mount
 # namespace and write NAME.mountinfo.
 capture() {
   local name=$1 body=$2 W
+  if [ "${#only[@]}" -gt 0 ] && [[ " ${only[*]} " != *" $name "* ]]; then return; fi
   W=$(mktemp -d /tmp/mwlayout.XXXXXX)
   W=$W NAME=$name HERE=$here BODY=$body \
     unshare -m --propagation private bash -euo pipefail -c '
@@ -89,4 +96,23 @@ for k in "$w/var/lib/kubelet" "$w/data/kubelet"; do
   d=$k/pods/1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6/volumes/kubernetes.io~projected/kube-api-access-q1w2e
   mkdir -p "$d"; mount -t tmpfs tmpfs "$d"
 done
+'
+
+capture layout-two-kubelets '
+k=$w/data/kubernetes/kubelet
+uid=92f2591b-66b5-4843-b7a7-42d0acd2be07
+stage=$k/plugins/kubernetes.io/csi/cephfs.csi.ceph.com/0f3a9c1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8/globalmount
+vol=$k/pods/$uid/volumes/kubernetes.io~csi/dashboard-folder/mount
+mkdir -p "$w/srv/cephfs/volumes/csi/csi-vol-7d1e" "$w/fuse" "$stage" "$vol"
+bindfs -f -o subtype=ceph-fuse "$w/srv/cephfs" "$w/fuse" & fusepid=$!
+cleanup() { kill "$fusepid"; wait "$fusepid" || true; }
+for _ in $(seq 100); do mountpoint -q "$w/fuse" && break; sleep 0.05; done
+mount --bind "$w/fuse" "$stage"
+mount --bind "$w/fuse/volumes/csi/csi-vol-7d1e" "$vol"
+rm -rf "$w/fuse/volumes/csi/csi-vol-7d1e"
+k0=$w/var/lib/k0s/kubelet
+local=$k0/pods/4c3b2a19-0f8e-4d7c-b6a5-948372615aab/volumes/kubernetes.io~local-volume/pvc-logs
+mkdir -p "$w/disk/pvc-logs" "$local"
+mount --bind "$w/disk/pvc-logs" "$local"
+rmdir "$w/disk/pvc-logs"
 '
