@@ -211,11 +211,14 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 
 func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[int]Result {
 	res := map[int]Result{}
-	var connResult *Result
+	var (
+		connResult *Result
+		connRoot   string
+	)
 	for _, m := range c.targets {
 		// One deep request per connection: by the mount that answers for it.
-		dev, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
-		pr := classifyProbe(m, dev, err)
+		ans, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
+		pr := classifyProbe(m, ans, err)
 		if pr.State == NotProbed { // our failure: nothing of this connection is known
 			for _, mm := range c.mounts {
 				res[mm.ID] = pr
@@ -230,7 +233,7 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 			// The first mount that answers speaks for the connection:
 			// a dead server fails every mount of it.
 			pr.Connection = true
-			connResult = &pr
+			connResult, connRoot = &pr, m.Root
 			if pr.State == Failed {
 				for _, mm := range c.mounts {
 					res[mm.ID] = pr
@@ -247,7 +250,13 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 	for _, mm := range c.mounts {
 		if _, ok := res[mm.ID]; !ok {
 			if connResult != nil {
-				res[mm.ID] = *connResult // shadowed mounts share the connection's fate
+				// Shadowed mounts share the connection's fate, not the
+				// state of a root directory that was not probed.
+				pr := *connResult
+				if mm.Root != connRoot {
+					pr.RootDeleted, pr.RootEvidence = false, ""
+				}
+				res[mm.ID] = pr
 			} else {
 				res[mm.ID] = Result{State: Unreachable, Reason: "no mount of this connection could be reached"}
 			}
