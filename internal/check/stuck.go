@@ -86,9 +86,29 @@ func stuckPods(c *tasks.Conn) string {
 		parts = append(parts, fmt.Sprintf("%d more pods", c.MorePods))
 	}
 	if c.NodeTasks > 0 {
-		parts = append(parts, "not in a pod: "+strconv.Itoa(c.NodeTasks))
+		parts = append(parts, "not in a pod: "+strconv.Itoa(c.NodeTasks)+nodeTaskNames(c))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// nodeTaskNames names the stuck tasks in no pod by command name and PID
+// (never their command lines), saying which is the kubelet's.
+func nodeTaskNames(c *tasks.Conn) string {
+	if len(c.NodeList) == 0 {
+		return ""
+	}
+	var names []string
+	for _, t := range c.NodeList {
+		n := fmt.Sprintf("%s PID %d", t.Comm, t.PID)
+		if t.Kubelet {
+			n += ", the kubelet"
+		}
+		names = append(names, n)
+	}
+	if more := c.NodeTasks - len(c.NodeList); more > 0 {
+		names = append(names, fmt.Sprintf("%d more", more))
+	}
+	return " (" + strings.Join(names, "; ") + ")"
 }
 
 func podLabel(p tasks.Pod) string {

@@ -26,7 +26,11 @@ type Task struct {
 	FSType  string `json:"fstype,omitempty"`
 	// By says how Conn was found: "fd" (the descriptor the call works
 	// on), "dirfd" (the directory a relative path started from),
-	// "fusectl" (the only FUSE connection with requests waiting).
+	// "pod_volume" (the only connection with requests waiting, or found
+	// hung, among the task's pod's volumes), "mount_namespace" (the same
+	// among the FUSE mounts of the task's own mount namespace), "fusectl"
+	// (the only FUSE connection with requests waiting), "probe" (without
+	// fusectl: the only FUSE connection the probe found hung).
 	By  string `json:"attributed_by,omitempty"`
 	Pod *Pod   `json:"pod,omitempty"`
 	// FirstSeen is when this process first saw the task in this wait: the
@@ -48,10 +52,21 @@ type Conn struct {
 	Tasks int       `json:"tasks"`
 	Since time.Time `json:"since"` // the earliest FirstSeen of its tasks
 	// Pods are the pods with stuck tasks, most tasks first, at most
-	// DefaultMaxPods; NodeTasks counts the tasks in no pod.
+	// DefaultMaxPods; NodeTasks counts the tasks in no pod, and NodeList
+	// names the first few, longest stuck first.
 	Pods      []PodTasks `json:"pods,omitempty"`
 	MorePods  int        `json:"more_pods,omitempty"`
 	NodeTasks int        `json:"node_tasks,omitempty"`
+	NodeList  []NodeTask `json:"node_task_list,omitempty"`
+}
+
+// NodeTask names a stuck task in no pod: its command name (comm, from
+// stat; never its command line) and its process's PID. Kubelet says the
+// command is kubelet's (its volume manager, mounting or unmounting).
+type NodeTask struct {
+	Comm    string `json:"comm"`
+	PID     int    `json:"pid"`
+	Kubelet bool   `json:"kubelet,omitempty"`
 }
 
 // Report is one scan of the node's tasks.
