@@ -124,19 +124,20 @@ func TestLiveCephVolumeRootRemovedByAnotherClient(t *testing.T) {
 }
 
 // nlinkZeroNode is the root of a FUSE server that never fills in the link
-// count (go-fuse leaves it 0 unless Getattr sets it), listing one name.
+// count (go-fuse leaves it 0 unless Getattr sets it), with one directory.
 type nlinkZeroNode struct{ fs.Inode }
 
-var _ fs.NodeReaddirer = (*nlinkZeroNode)(nil)
+var _ fs.NodeOnAdder = (*nlinkZeroNode)(nil)
 
-func (*nlinkZeroNode) Readdir(context.Context) (fs.DirStream, syscall.Errno) {
-	return fs.NewListDirStream([]fuse.DirEntry{{Name: "data", Mode: syscall.S_IFREG, Ino: 2}}), 0
+func (n *nlinkZeroNode) OnAdd(ctx context.Context) {
+	n.AddChild("sub", n.NewPersistentInode(ctx, &fs.Inode{}, fs.StableAttr{Mode: syscall.S_IFDIR}), true)
 }
 
 // Healthy FUSE mounts of every kind the suite runs give no deleted_root:
 // bindfs, sshfs, the ceph-fuse stand-in, the stalling test server while it
 // answers, and a server that says link count 0 for every directory while
-// its root lists names. (Real ceph-fuse: TestLiveCephVolumeRootRemovedByAnotherClient,
+// its root lists names, and a bind mount of its subdirectory (not listed:
+// one deep request per connection). (Real ceph-fuse: TestLiveCephVolumeRootRemovedByAnotherClient,
 // before the removal.) The link counts they report are logged.
 func TestLiveHealthyFUSERootsNoDeletedRoot(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -167,6 +168,9 @@ func TestLiveHealthyFUSERootsNoDeletedRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = server.Unmount() })
+	mps["link count 0 server, bind of a subdirectory"] = filepath.Join(dir, "nlink0-sub")
+	mkdirs(t, mps["link count 0 server, bind of a subdirectory"])
+	testenv.Bind(t, filepath.Join(mps["link count 0 server"], "sub"), mps["link count 0 server, bind of a subdirectory"])
 
 	for name, mp := range mps {
 		var st unix.Stat_t

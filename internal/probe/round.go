@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
@@ -214,11 +216,13 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 	var (
 		connResult *Result
 		connRoot   string
+		links      = linkCounts{}
 	)
 	for _, m := range c.targets {
 		// One deep request per connection: by the mount that answers for it.
 		ans, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
 		pr := classifyProbe(m, ans, err)
+		links.judge(ans, &pr)
 		if pr.State == NotProbed { // our failure: nothing of this connection is known
 			for _, mm := range c.mounts {
 				res[mm.ID] = pr
@@ -263,6 +267,22 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 		}
 	}
 	return res
+}
+
+// linkCounts remembers, for the probes of one connection, whether its
+// server fills in directories' link counts: one whose listed root has
+// names and link count 0 does not (go-fuse leaves it 0), and then link
+// count 0 says nothing of its other roots, which are not listed (one deep
+// request per connection).
+type linkCounts struct{ none bool }
+
+func (l *linkCounts) judge(a Answer, pr *Result) {
+	if a.Mode&unix.S_IFMT == unix.S_IFDIR && a.Nlink == 0 && a.Listed && a.Names > 0 {
+		l.none = true
+	}
+	if l.none && pr.RootDeleted && !a.Listed && pr.Err == nil {
+		pr.RootDeleted, pr.RootEvidence = false, ""
+	}
 }
 
 // NamespaceErr is the error of a round some of whose probes could not be

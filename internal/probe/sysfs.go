@@ -106,7 +106,7 @@ func rootDeleted(a Answer) (bool, string) {
 	case a.Listed:
 		return true, "its root's link count is 0 and it lists no entries"
 	}
-	return true, "its root's link count is 0 (not listed: --probe.shallow-fstypes)"
+	return true, "its root's link count is 0 (its listing not read: one per connection, none on --probe.shallow-fstypes)"
 }
 
 // classifyProbe turns what a probe of m returned into its Result.
