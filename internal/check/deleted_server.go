@@ -19,7 +19,11 @@ func serverDeleted(r *probe.Round, m *mounts.Mount) (Finding, bool) {
 	if !ok || res.State != probe.OK || !res.RootDeleted {
 		return Finding{}, false
 	}
-	f := newFinding(DeletedRoot, Critical, m, serverDeletedMessage(m, res))
+	sev := Warning // as for a //deleted root: critical on FUSE and kubelet's mounts
+	if m.FUSE || (m.Kube != nil && (m.Kube.PodUID != "" || m.Kube.Kind == mounts.CSIStaging)) {
+		sev = Critical
+	}
+	f := newFinding(DeletedRoot, sev, m, serverDeletedMessage(m, res))
 	f.Details = map[string]string{
 		"root_type":  "directory",
 		"deleted_on": "server",

@@ -109,7 +109,7 @@ func hungMessage(conns *connIndex, m *mounts.Mount, res probe.Result, timeout ti
 	}
 	fmt.Fprintf(&b, "every process that touches any of its %s (%s) hangs in the kernel. ", plural(ci.mounts, "mount"), plural(ci.podVolumes, "pod volume"))
 	if m.Kube != nil && m.Kube.PodUID != "" {
-		fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), m.Kube.Volume)
+		fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), volumeName(m.Kube))
 	}
 	if m.FUSE {
 		switch {

@@ -102,7 +102,7 @@ func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {
 		fmt.Fprintf(&b, "The filesystem's root (connection %s) answers, but this mount's directory %s does not. ", m.Dev(), m.Root)
 	}
 	if m.Kube != nil && m.Kube.PodUID != "" {
-		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), m.Kube.Volume)
+		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), volumeName(m.Kube))
 	}
 	if m.CephFUSE {
 		if len(ci.staging) > 0 {

@@ -185,7 +185,7 @@ func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tas
 			"(ceph-fuse with its MDS down still answers statfs and cached attributes). ", after)
 		b.WriteString(stuck)
 		if m.Kube != nil && m.Kube.PodUID != "" {
-			fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), m.Kube.Volume)
+			fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), volumeName(m.Kube))
 		}
 		if m.FUSE {
 			fmt.Fprintf(&b, "Fix: find what the server waits on (for ceph-fuse: its MDS); to free the stuck tasks, abort the connection "+
