@@ -94,21 +94,10 @@ func stuckPods(c *tasks.Conn) string {
 // nodeTaskNames names the stuck tasks in no pod by command name and PID
 // (never their command lines), saying which is the kubelet's.
 func nodeTaskNames(c *tasks.Conn) string {
-	if len(c.NodeList) == 0 {
-		return ""
+	if n := c.NodeNames(); n != "" {
+		return " (" + n + ")"
 	}
-	var names []string
-	for _, t := range c.NodeList {
-		n := fmt.Sprintf("%s PID %d", t.Comm, t.PID)
-		if t.Kubelet {
-			n += ", the kubelet"
-		}
-		names = append(names, n)
-	}
-	if more := c.NodeTasks - len(c.NodeList); more > 0 {
-		names = append(names, fmt.Sprintf("%d more", more))
-	}
-	return " (" + strings.Join(names, "; ") + ")"
+	return ""
 }
 
 func podLabel(p tasks.Pod) string {

@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -58,6 +60,27 @@ type Conn struct {
 	MorePods  int        `json:"more_pods,omitempty"`
 	NodeTasks int        `json:"node_tasks,omitempty"`
 	NodeList  []NodeTask `json:"node_task_list,omitempty"`
+}
+
+// NodeNames names the connection's stuck tasks in no pod, by command name
+// and PID, the kubelet's said so ("kubelet PID 812, the kubelet; rsync PID
+// 4242; 3 more"); "" when none is listed.
+func (c *Conn) NodeNames() string {
+	if len(c.NodeList) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(c.NodeList)+1)
+	for _, t := range c.NodeList {
+		n := t.Comm + " PID " + strconv.Itoa(t.PID)
+		if t.Kubelet {
+			n += ", the kubelet"
+		}
+		names = append(names, n)
+	}
+	if more := c.NodeTasks - len(c.NodeList); more > 0 {
+		names = append(names, strconv.Itoa(more)+" more")
+	}
+	return strings.Join(names, "; ")
 }
 
 // NodeTask names a stuck task in no pod: its command name (comm, from
