@@ -108,7 +108,7 @@ func TestOnceSeedLayoutNoFlags(t *testing.T) {
 	if got != want {
 		t.Errorf("finding\n got %+v\nwant %+v", got, want)
 	}
-	if !strings.Contains(f.Message, "pod monitoring/grafana-0 that mount volume dashboard-folder cannot start") {
+	if !strings.Contains(f.Message, "pod monitoring/grafana-0 that mount volume dashboard-folder (kubelet's directory name: for a claim, its PersistentVolume) cannot start") {
 		t.Errorf("message: %s", f.Message)
 	}
 	// On local disk: critical too, for a pod volume (it was a warning with

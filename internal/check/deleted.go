@@ -14,7 +14,7 @@ import (
 const DeletedRoot ID = "deleted_root"
 
 var deletedRootDecl = Decl{
-	ID: DeletedRoot, Kind: TableCheck, Needs: UsesRoot, Order: 10,
+	ID: DeletedRoot, Kind: TableCheck, Needs: UsesRoot | UsesProbes, Order: 10,
 	MessageID:  "faa7a0350bc2426cb8b19c486849983b",
 	Severities: []Severity{Critical, Warning},
 	New:        func(*Config) Check { return DeletedRootCheck{} },
@@ -39,6 +39,13 @@ func init() { Register(deletedRootDecl) }
 // looking at the mount point (statx from the cache, through the inspected
 // root, following no symlink, and only when no mount on the way could hang);
 // a captured table does not say which.
+//
+// On the live system it also reports a mount whose root directory the
+// latest probe found deleted on the server (probe.Result.RootDeleted: a
+// directory with link count 0 on the probe's own stat, or a server that
+// answers ENOENT for it), which the mount table never shows: the
+// directory was removed through another client, or it is the root of the
+// FUSE mount itself. It makes no request of its own (UsesProbes).
 type DeletedRootCheck struct{}
 
 // Decl implements Check.
@@ -52,6 +59,9 @@ func (DeletedRootCheck) Run(_ context.Context, env *Env) Outcome {
 		rootGone := strings.HasSuffix(m.Root, mounts.DeletedRootSuffix) && !procMask(s, m)
 		mpGone := strings.HasSuffix(m.Mountpoint, mounts.DeletedMountSuffix)
 		if !rootGone && !mpGone {
+			if f, ok := serverDeleted(env.Probes, m); ok {
+				out = append(out, f)
+			}
 			continue
 		}
 		sev := Warning
@@ -121,21 +131,17 @@ func deletedMessage(m *mounts.Mount, rootGone, mpGone bool, kind string) string 
 		}
 		fmt.Fprintf(&b, "%s %s on %s (%s), which this mount shows, was deleted%s. ",
 			what, strings.TrimSuffix(m.Root, mounts.DeletedRootSuffix), m.Source, m.FSType, unknown)
-		b.WriteString("Files already open and stat still work, but every new bind mount from it fails with ENOENT " +
-			`(runc: "mount through procfd: no such file or directory")`)
-		switch {
-		case m.Kube != nil && m.Kube.Kind == mounts.CSIStaging:
-			b.WriteString(", so no new pod can publish this volume")
-		case m.Kube != nil && m.Kube.PodUID != "":
-			fmt.Fprintf(&b, ", so containers of pod %s that mount volume %s cannot start", podName(m.Kube), m.Kube.Volume)
-		}
-		b.WriteString(". ")
+		b.WriteString("Files already open and stat still work, but every new bind mount from it fails with ENOENT")
+		b.WriteString(deletedEffect(m))
 	}
 	if mpGone {
 		b.WriteString("The directory this mount sits on was deleted: the mount can no longer be reached by its path " +
 			"and keeps its filesystem busy. ")
 	}
 	switch {
+	case m.Kube != nil && m.Kube.Kind == mounts.SubPath:
+		b.WriteString("Fix: copy out what the container wrote since (it is in the directory kubelet re-created), restore " +
+			"the subPath's data from a backup, then delete the pod so kubelet binds the restored directory.")
 	case m.Kube != nil && m.Kube.PodUID != "":
 		b.WriteString("Fix: delete the pod so kubelet unmounts and republishes the volume; if the source directory " +
 			"was removed by mistake, recreate it first.")
@@ -145,6 +151,37 @@ func deletedMessage(m *mounts.Mount, rootGone, mpGone bool, kind string) string 
 		fmt.Fprintf(&b, "Fix: unmount it (umount %s) and mount it again from an existing directory.", strings.TrimSuffix(m.Mountpoint, mounts.DeletedMountSuffix))
 	}
 	return b.String()
+}
+
+// deletedEffect says what a //deleted root does to what uses the mount,
+// each quote attributed to the component and version that prints it, and
+// ends the sentence.
+func deletedEffect(m *mounts.Mount) string {
+	const runc = ` (runc 1.1 and earlier fail the container with "mount through procfd: no such file or directory")`
+	switch {
+	case m.Kube != nil && m.Kube.Kind == mounts.CSIStaging:
+		return ", so no new pod can publish this volume" + runc + ". "
+	case m.Kube != nil && m.Kube.Kind == mounts.SubPath:
+		return fmt.Sprintf(". Checked with kubelet 1.34 and containerd 1.6: kubelet re-creates the subPath's directory, empty, "+
+			"binds it anew and the restarted container of pod %s runs, without an error or event: the data of volume %s's "+
+			"subPath is silently gone from it; older kubelets, with runc 1.1 and earlier, fail the container instead "+
+			`("mount through procfd: no such file or directory"). `, podName(m.Kube), volumeName(m.Kube))
+	case m.Kube != nil && m.Kube.PodUID != "":
+		return fmt.Sprintf(", so containers of pod %s that mount volume %s cannot start: containerd 1.6 fails a restarted "+
+			`one, reported by kubelet 1.34 as CreateContainerError: failed to generate container "..." spec: failed to generate `+
+			`spec: failed to mkdir "%s": mkdir %[3]s: file exists`+runc+". ", podName(m.Kube), volumeName(m.Kube), m.Mountpoint)
+	}
+	return runc + ". "
+}
+
+// volumeName names a pod's volume as kubelet's directory does: for a
+// claim, its PersistentVolume, not the pod's own name for the volume
+// (which only the API knows).
+func volumeName(k *mounts.Kube) string {
+	if k.Kind == mounts.PodVolume && k.VolumePlugin == mounts.CsiPlugin {
+		return k.Volume + " (kubelet's directory name: for a claim, its PersistentVolume)"
+	}
+	return k.Volume
 }
 
 // podName is namespace/name when known, else the pod UID.

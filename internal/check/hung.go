@@ -109,10 +109,13 @@ func hungMessage(conns *connIndex, m *mounts.Mount, res probe.Result, timeout ti
 	}
 	fmt.Fprintf(&b, "every process that touches any of its %s (%s) hangs in the kernel. ", plural(ci.mounts, "mount"), plural(ci.podVolumes, "pod volume"))
 	if m.Kube != nil && m.Kube.PodUID != "" {
-		fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), m.Kube.Volume)
+		fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), volumeName(m.Kube))
 	}
 	if m.FUSE {
-		if !strings.HasPrefix(waiting, "unknown") {
+		switch {
+		case waiting == "1":
+			b.WriteString("1 request is waiting on it. ")
+		case !strings.HasPrefix(waiting, "unknown"):
 			fmt.Fprintf(&b, "%s requests are waiting on it. ", waiting)
 		}
 		fmt.Fprintf(&b, "Fix: find the server process (for ceph-fuse: is it stopped, or waiting on its MDS or network?); to free "+

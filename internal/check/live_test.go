@@ -274,6 +274,19 @@ func TestLiveCephFuseDiesThenShadowed(t *testing.T) {
 	if !strings.Contains(f.Message, "ceph-fuse staging mount is "+staging) || !strings.Contains(f.Message, "2 pod volumes") {
 		t.Errorf("message does not name the staging mount and the pod volumes: %s", f.Message)
 	}
+	// What kubelet and the runtime print for it, attributed (issue 31).
+	for _, want := range []string{
+		`CreateContainerError: failed to generate container "..." spec: failed to generate spec: failed to stat "` + pvc1 +
+			`": stat ` + pvc1 + `: transport endpoint is not connected (containerd's error)`,
+		`FailedMount event: MountVolume.SetUp failed for volume "pvc-1" : rpc error: code = Internal desc = stat ` + staging +
+			`: transport endpoint is not connected`,
+		"kubelet 1.34, containerd 1.6, ceph-csi v3.6.2",
+		"Fix: delete the pods that use the volume",
+	} {
+		if !strings.Contains(f.Message, want) {
+			t.Errorf("message lacks %q: %s", want, f.Message)
+		}
+	}
 	if rep.Probe == nil || rep.Probe.Blocked != 0 {
 		t.Errorf("probe stats %+v", rep.Probe)
 	}

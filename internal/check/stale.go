@@ -102,7 +102,7 @@ func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {
 		fmt.Fprintf(&b, "The filesystem's root (connection %s) answers, but this mount's directory %s does not. ", m.Dev(), m.Root)
 	}
 	if m.Kube != nil && m.Kube.PodUID != "" {
-		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), m.Kube.Volume)
+		fmt.Fprintf(&b, "Pod %s cannot use volume %s. ", podName(m.Kube), volumeName(m.Kube))
 	}
 	if m.CephFUSE {
 		if len(ci.staging) > 0 {
@@ -114,7 +114,39 @@ func staleMessage(conns *connIndex, m *mounts.Mount, res probe.Result) string {
 				"existing bind mounts on the dead connection. ")
 		}
 	}
+	csi := m.Kube != nil && (m.Kube.Kind == mounts.CSIStaging || m.Kube.VolumePlugin == mounts.CsiPlugin || len(ci.staging) > 0)
+	if csi && res.Errno == syscall.ENOTCONN {
+		b.WriteString(staleKubeletSays(m, ci))
+		b.WriteString("Fix: delete the pods that use the volume: kubelet unpublishes it and the CSI driver unstages the dead " +
+			"mount and stages the volume anew for the next pod (checked with ceph-csi v3.6.2); if a mount is left, unmount it " +
+			"(umount -l) first.")
+		return b.String()
+	}
 	fmt.Fprintf(&b, "Fix: unmount every mount of %s (findmnt -o TARGET,MAJ:MIN | grep %s; umount -l), then remount "+
 		"the volume (for CSI: restart the node plugin so it restages) and restart the pods that use it.", m.Dev(), m.Dev())
 	return b.String()
+}
+
+// staleKubeletSays is what kubelet and the runtime print for a CSI volume
+// on a dead FUSE connection, each quote attributed to the component and
+// version that prints it (checked with kubelet 1.34, containerd 1.6 and
+// ceph-csi v3.6.2).
+func staleKubeletSays(m *mounts.Mount, ci connInfo) string {
+	volume, podMount := "<pv>", "<kubelet root>/pods/<pod uid>/volumes/kubernetes.io~csi/<pv>/mount"
+	if m.Kube.PodUID != "" {
+		volume, podMount = m.Kube.Volume, m.Mountpoint
+	}
+	staging := "<staging>/globalmount"
+	switch {
+	case m.Kube.Kind == mounts.CSIStaging:
+		staging = m.Mountpoint
+	case len(ci.staging) > 0:
+		staging = ci.staging[0]
+	}
+	return fmt.Sprintf("What the pods get (kubelet 1.34, containerd 1.6, ceph-csi v3.6.2): a restarted container fails, "+
+		`reported by kubelet as CreateContainerError: failed to generate container "..." spec: failed to generate spec: `+
+		`failed to stat "%s": stat %[1]s: transport endpoint is not connected (containerd's error); a new pod on the `+
+		`claim gets kubelet's FailedMount event: MountVolume.SetUp failed for volume "%s" : rpc error: code = Internal `+
+		`desc = stat %s: transport endpoint is not connected (the CSI driver's NodePublishVolume error). `,
+		podMount, volume, staging)
 }

@@ -86,9 +86,18 @@ func stuckPods(c *tasks.Conn) string {
 		parts = append(parts, fmt.Sprintf("%d more pods", c.MorePods))
 	}
 	if c.NodeTasks > 0 {
-		parts = append(parts, "not in a pod: "+strconv.Itoa(c.NodeTasks))
+		parts = append(parts, "not in a pod: "+strconv.Itoa(c.NodeTasks)+nodeTaskNames(c))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// nodeTaskNames names the stuck tasks in no pod by command name and PID
+// (never their command lines), saying which is the kubelet's.
+func nodeTaskNames(c *tasks.Conn) string {
+	if n := c.NodeNames(); n != "" {
+		return " (" + n + ")"
+	}
+	return ""
 }
 
 func podLabel(p tasks.Pod) string {
@@ -165,7 +174,7 @@ func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tas
 			"(ceph-fuse with its MDS down still answers statfs and cached attributes). ", after)
 		b.WriteString(stuck)
 		if m.Kube != nil && m.Kube.PodUID != "" {
-			fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), m.Kube.Volume)
+			fmt.Fprintf(&b, "Pod %s hangs on volume %s. ", podName(m.Kube), volumeName(m.Kube))
 		}
 		if m.FUSE {
 			fmt.Fprintf(&b, "Fix: find what the server waits on (for ceph-fuse: its MDS); to free the stuck tasks, abort the connection "+

@@ -13,13 +13,14 @@ import (
 )
 
 // stuckState is fixedState with a scan of the node's tasks: two tasks of a
-// pod and one of the node stuck on the brief's ceph-fuse connection 0:39,
+// pod and one of the node (the kubelet's) stuck on the brief's ceph-fuse connection 0:39,
 // and one stuck task the kernel does not attribute.
 func stuckState(t *testing.T) *State {
 	st := fixedState(t)
 	since := time.Date(2026, 11, 22, 9, 55, 0, 0, time.UTC)
 	st.Report.Tasks = &tasks.Report{Taken: since.Add(5 * time.Minute), Examined: 812, Stuck: 4, Unattributed: 1,
 		Conns: map[string]*tasks.Conn{"0:39": {Dev: "0:39", Tasks: 3, Since: since, NodeTasks: 1,
+			NodeList: []tasks.NodeTask{{Comm: "kubelet", PID: 812, Kubelet: true}},
 			Pods: []tasks.PodTasks{{Pod: tasks.Pod{UID: "6f1c0d2e-9a7b-4c3d-8e5f-0a1b2c3d4e5f", Namespace: "shop", Name: "web-0",
 				Container: "app"}, Tasks: 2}}}}}
 	return st
@@ -71,7 +72,7 @@ func TestTextStuckTasks(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Stuck tasks: 4 waiting in the kernel on FUSE or network filesystems (812 tasks examined; 1 on a connection the kernel does not name):",
-		"  connection 0:39 (fuse.ceph-fuse): 3 tasks, first seen 2026-11-22T09:55:00Z; shop/web-0 (app): 2, not in a pod: 1",
+		"  connection 0:39 (fuse.ceph-fuse): 3 tasks, first seen 2026-11-22T09:55:00Z; shop/web-0 (app): 2, not in a pod: 1 (kubelet PID 812, the kubelet)",
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, buf.String())

@@ -206,7 +206,11 @@ func podsLine(c *tasks.Conn) string {
 		parts = append(parts, fmt.Sprintf("%d more pods", c.MorePods))
 	}
 	if c.NodeTasks > 0 {
-		parts = append(parts, fmt.Sprintf("not in a pod: %d", c.NodeTasks))
+		n := fmt.Sprintf("not in a pod: %d", c.NodeTasks)
+		if names := c.NodeNames(); names != "" {
+			n += " (" + Printable(names) + ")"
+		}
+		parts = append(parts, n)
 	}
 	if len(parts) == 0 {
 		return ""

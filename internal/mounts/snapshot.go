@@ -244,7 +244,9 @@ func (s *Snapshot) again(h Host, taken time.Time, pods func() map[string][2]stri
 // false. It does not change the mounts itself: again compares what it
 // finds with a snapshot read before, without keeping it.
 //
-// The CSI driver of a CSI pod volume that no vol_data.json names comes
+// The CSI driver of a CSI pod volume that no vol_data.json names, and of
+// a subPath (kubelet names its directory by the pod's name for the volume,
+// not the PersistentVolume's, so no vol_data.json is found by it), comes
 // from the staging mounts of its filesystem: a pod volume published from
 // a staging mount shares its major:minor, and the staging path (or its
 // vol_data.json) names the driver. Only when every staging mount of that
@@ -293,7 +295,8 @@ func (s *Snapshot) classify(h Host, pods func() map[string][2]string, use func(*
 		if !ok {
 			k = context(m)
 		}
-		if k != nil && k.Kind == PodVolume && k.VolumePlugin == CsiPlugin && k.CSIDriver == "" && staging != nil {
+		if k != nil && k.CSIDriver == "" && staging != nil &&
+			(k.Kind == PodVolume && k.VolumePlugin == CsiPlugin || k.Kind == SubPath) {
 			k.CSIDriver = staging[m.Dev()]
 		}
 		if !use(m, k) {

@@ -123,13 +123,14 @@ type call struct {
 
 // Probe implements FS: a probe without the deep request.
 func (f *HelperFS) Probe(root, path string) (uint64, error) {
-	return f.ProbeRequest(Request{Root: root, Path: path})
+	a, err := f.ProbeRequest(Request{Root: root, Path: path})
+	return a.Dev, err
 }
 
 // ProbeRequest implements RequestFS: it sends req to the current helper
 // and waits for the answer, for as long as it takes (the Prober does not
 // wait past its deadline, and tells us when it gave up: Abandoned).
-func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
+func (f *HelperFS) ProbeRequest(req Request) (Answer, error) {
 	var (
 		c   *call
 		err error
@@ -137,7 +138,7 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 	for range 2 { // a helper that died since the last probe: once more with a new one
 		var h *helper
 		if h, err = f.current(); err != nil {
-			return 0, fmt.Errorf("%w: start: %w", ErrHelper, err)
+			return Answer{}, fmt.Errorf("%w: start: %w", ErrHelper, err)
 		}
 		if c, err = f.send(h, req); err == nil {
 			break
@@ -145,7 +146,7 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 		f.retire(h)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrHelper, err)
+		return Answer{}, fmt.Errorf("%w: %w", ErrHelper, err)
 	}
 	r := <-c.done
 	f.mu.Lock()
@@ -165,9 +166,9 @@ func (f *HelperFS) ProbeRequest(req Request) (uint64, error) {
 		_ = os.Remove(record) // it returned: no longer stuck
 	}
 	if r.Err != nil {
-		return 0, r.Err
+		return Answer{}, r.Err
 	}
-	return r.Dev, nil
+	return r.Answer, nil
 }
 
 func (f *HelperFS) send(h *helper, req Request) (*call, error) {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -32,11 +33,11 @@ type helperRequest struct {
 // helperReply is one JSON line on the helper's stdout: first a start
 // (Started, with the thread making the syscalls), then the answer.
 type helperReply struct {
-	ID      uint64     `json:"id"`
-	Started bool       `json:"started,omitempty"`
-	TID     int        `json:"tid,omitempty"`
-	Dev     uint64     `json:"dev,omitempty"`
-	Err     *helperErr `json:"err,omitempty"`
+	ID      uint64 `json:"id"`
+	Started bool   `json:"started,omitempty"`
+	TID     int    `json:"tid,omitempty"`
+	Answer
+	Err *helperErr `json:"err,omitempty"`
 }
 
 // helperErr is a probe's error as it crosses the pipe: its text, its errno
@@ -46,6 +47,7 @@ type helperErr struct {
 	Errno     syscall.Errno `json:"errno,omitempty"`
 	Namespace bool          `json:"namespace,omitempty"`
 	Helper    bool          `json:"helper,omitempty"` // the helper failed, not the probe
+	RootGone  bool          `json:"root_gone,omitempty"`
 }
 
 func (e *helperErr) Error() string { return e.Msg }
@@ -61,6 +63,9 @@ func (e *helperErr) Unwrap() []error {
 	if e.Helper {
 		errs = append(errs, ErrHelper)
 	}
+	if e.RootGone {
+		errs = append(errs, ErrRootGone)
+	}
 	return errs
 }
 
@@ -68,7 +73,7 @@ func newHelperErr(err error) *helperErr {
 	if err == nil {
 		return nil
 	}
-	e := &helperErr{Msg: err.Error(), Namespace: errors.Is(err, mounts.ErrNamespaceUnreachable)}
+	e := &helperErr{Msg: err.Error(), Namespace: errors.Is(err, mounts.ErrNamespaceUnreachable), RootGone: errors.Is(err, ErrRootGone)}
 	_ = errors.As(err, &e.Errno)
 	return e
 }
@@ -112,6 +117,11 @@ func ServeHelper(in io.Reader, out io.Writer) int {
 		// capability-reduced thread never runs other code, and a retired
 		// helper's live probe thread is a probe in progress.
 		runtime.LockOSThread()
+		// A probe thread is named a helper's (a thread takes the name of
+		// the one that made it, which may predate the helper's naming of
+		// itself, or the binary may be started under another name): a
+		// scan of the node's stuck tasks never counts a probe as a user.
+		nameThread(HelperName)
 		// Capabilities are a thread's: this one keeps only what a probe
 		// needs.
 		if err := dropCaps(helperCaps); err != nil {
@@ -121,8 +131,8 @@ func ServeHelper(in io.Reader, out io.Writer) int {
 		next := make(chan helperRequest)
 		for {
 			send(helperReply{ID: req.ID, Started: true, TID: unix.Gettid()})
-			dev, err := SysFS{}.ProbeRequest(req.Request)
-			send(helperReply{ID: req.ID, Dev: dev, Err: newHelperErr(err)})
+			a, err := SysFS{}.ProbeRequest(req.Request)
+			send(helperReply{ID: req.ID, Answer: a, Err: newHelperErr(err)})
 			mu.Lock()
 			if retired || len(idle) >= maxIdleWorkers {
 				mu.Unlock()
@@ -164,6 +174,13 @@ func ServeHelper(in io.Reader, out io.Writer) int {
 	mu.Unlock()
 	wg.Wait()
 	return 0
+}
+
+// nameThread sets the calling thread's name (comm).
+func nameThread(name string) {
+	if p, err := unix.BytePtrFromString(name); err == nil {
+		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(p)), 0, 0, 0)
+	}
 }
 
 // dropCaps keeps only keep of the calling thread's capabilities

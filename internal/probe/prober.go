@@ -23,18 +23,36 @@ type FS interface {
 }
 
 // RequestFS is an FS that takes the whole Request (SysFS, HelperFS): the
-// connection it probes, and whether to make the deep request. The Prober
-// uses it when the FS has it.
+// connection it probes, and whether to make the deep request; and that
+// says what the probe's own stat and listing found of the mount's root
+// (Answer). The Prober uses it when the FS has it.
 type RequestFS interface {
 	FS
-	ProbeRequest(req Request) (dev uint64, err error)
+	ProbeRequest(req Request) (Answer, error)
 }
 
-func probeOne(fs FS, req Request) (uint64, error) {
+// Answer is what an answered probe found: the device the path led to, and
+// the mount root's type and link count from the probe's own fstat, and
+// what the deep request's one getdents64 saw. Nothing in it costs a
+// request of its own.
+type Answer struct {
+	Dev   uint64 `json:"dev,omitempty"`
+	Mode  uint32 `json:"mode,omitempty"`  // st_mode of the root
+	Nlink uint64 `json:"nlink,omitempty"` // st_nlink of the root
+	// Listed says the deep request read the root directory: Names is how
+	// many entries other than . and .. its first buffer held, Gone that
+	// the server answered the listing with ENOENT.
+	Listed bool `json:"listed,omitempty"`
+	Names  int  `json:"names,omitempty"`
+	Gone   bool `json:"gone,omitempty"`
+}
+
+func probeOne(fs FS, req Request) (Answer, error) {
 	if rfs, ok := fs.(RequestFS); ok {
 		return rfs.ProbeRequest(req)
 	}
-	return fs.Probe(req.Root, req.Path)
+	dev, err := fs.Probe(req.Root, req.Path)
+	return Answer{Dev: dev}, err
 }
 
 // Request is one probe of one mount point.
@@ -135,6 +153,12 @@ type Result struct {
 	Connection bool
 	// Reason says why a mount was not probed or is unreachable.
 	Reason string
+	// RootDeleted says the probe found the mount's root directory deleted
+	// on the server, with the mount table unchanged (another client removed
+	// it, or the root of the FUSE mount itself was removed): RootEvidence
+	// says what showed it (see rootDeleted).
+	RootDeleted  bool
+	RootEvidence string
 }
 
 // Stats is the health of the live prober: how many probes are blocked

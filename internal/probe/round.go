@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
@@ -211,11 +213,16 @@ func (p *Prober) fly(f *flight, root string, c *conn, results chan<- *flight) {
 
 func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[int]Result {
 	res := map[int]Result{}
-	var connResult *Result
+	var (
+		connResult *Result
+		connRoot   string
+		links      = linkCounts{}
+	)
 	for _, m := range c.targets {
 		// One deep request per connection: by the mount that answers for it.
-		dev, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
-		pr := classifyProbe(m, dev, err)
+		ans, err := probeOne(fs, Request{Root: root, Path: m.Mountpoint, Conn: c.dev, Deep: connResult == nil && deep(m)})
+		pr := classifyProbe(m, ans, err)
+		links.judge(ans, &pr)
 		if pr.State == NotProbed { // our failure: nothing of this connection is known
 			for _, mm := range c.mounts {
 				res[mm.ID] = pr
@@ -230,7 +237,7 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 			// The first mount that answers speaks for the connection:
 			// a dead server fails every mount of it.
 			pr.Connection = true
-			connResult = &pr
+			connResult, connRoot = &pr, m.Root
 			if pr.State == Failed {
 				for _, mm := range c.mounts {
 					res[mm.ID] = pr
@@ -247,13 +254,35 @@ func probeConn(fs FS, root string, c *conn, deep func(*mounts.Mount) bool) map[i
 	for _, mm := range c.mounts {
 		if _, ok := res[mm.ID]; !ok {
 			if connResult != nil {
-				res[mm.ID] = *connResult // shadowed mounts share the connection's fate
+				// Shadowed mounts share the connection's fate, not the
+				// state of a root directory that was not probed.
+				pr := *connResult
+				if mm.Root != connRoot {
+					pr.RootDeleted, pr.RootEvidence = false, ""
+				}
+				res[mm.ID] = pr
 			} else {
 				res[mm.ID] = Result{State: Unreachable, Reason: "no mount of this connection could be reached"}
 			}
 		}
 	}
 	return res
+}
+
+// linkCounts remembers, for the probes of one connection, whether its
+// server fills in directories' link counts: one whose listed root has
+// names and link count 0 does not (go-fuse leaves it 0), and then link
+// count 0 says nothing of its other roots, which are not listed (one deep
+// request per connection).
+type linkCounts struct{ none bool }
+
+func (l *linkCounts) judge(a Answer, pr *Result) {
+	if a.Mode&unix.S_IFMT == unix.S_IFDIR && a.Nlink == 0 && a.Listed && a.Names > 0 {
+		l.none = true
+	}
+	if l.none && pr.RootDeleted && !a.Listed && pr.Err == nil {
+		pr.RootDeleted, pr.RootEvidence = false, ""
+	}
 }
 
 // NamespaceErr is the error of a round some of whose probes could not be

@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,7 +28,11 @@ type Task struct {
 	FSType  string `json:"fstype,omitempty"`
 	// By says how Conn was found: "fd" (the descriptor the call works
 	// on), "dirfd" (the directory a relative path started from),
-	// "fusectl" (the only FUSE connection with requests waiting).
+	// "pod_volume" (the only connection with requests waiting, or found
+	// hung, among the task's pod's volumes), "mount_namespace" (the same
+	// among the FUSE mounts of the task's own mount namespace), "fusectl"
+	// (the only FUSE connection with requests waiting), "probe" (without
+	// fusectl: the only FUSE connection the probe found hung).
 	By  string `json:"attributed_by,omitempty"`
 	Pod *Pod   `json:"pod,omitempty"`
 	// FirstSeen is when this process first saw the task in this wait: the
@@ -48,10 +54,42 @@ type Conn struct {
 	Tasks int       `json:"tasks"`
 	Since time.Time `json:"since"` // the earliest FirstSeen of its tasks
 	// Pods are the pods with stuck tasks, most tasks first, at most
-	// DefaultMaxPods; NodeTasks counts the tasks in no pod.
+	// DefaultMaxPods; NodeTasks counts the tasks in no pod, and NodeList
+	// names the first few, longest stuck first.
 	Pods      []PodTasks `json:"pods,omitempty"`
 	MorePods  int        `json:"more_pods,omitempty"`
 	NodeTasks int        `json:"node_tasks,omitempty"`
+	NodeList  []NodeTask `json:"node_task_list,omitempty"`
+}
+
+// NodeNames names the connection's stuck tasks in no pod, by command name
+// and PID, the kubelet's said so ("kubelet PID 812, the kubelet; rsync PID
+// 4242; 3 more"); "" when none is listed.
+func (c *Conn) NodeNames() string {
+	if len(c.NodeList) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(c.NodeList)+1)
+	for _, t := range c.NodeList {
+		n := t.Comm + " PID " + strconv.Itoa(t.PID)
+		if t.Kubelet {
+			n += ", the kubelet"
+		}
+		names = append(names, n)
+	}
+	if more := c.NodeTasks - len(c.NodeList); more > 0 {
+		names = append(names, strconv.Itoa(more)+" more")
+	}
+	return strings.Join(names, "; ")
+}
+
+// NodeTask names a stuck task in no pod: its command name (comm, from
+// stat; never its command line) and its process's PID. Kubelet says the
+// command is kubelet's (its volume manager, mounting or unmounting).
+type NodeTask struct {
+	Comm    string `json:"comm"`
+	PID     int    `json:"pid"`
+	Kubelet bool   `json:"kubelet,omitempty"`
 }
 
 // Report is one scan of the node's tasks.

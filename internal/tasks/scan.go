@@ -28,6 +28,8 @@ const (
 	maxMountinfoBytes  = 16 << 20
 	maxTracked         = 20000
 	pfKthread          = 0x00200000 // PF_KTHREAD in stat's flags
+	maxNodeTasks       = 5          // tasks in no pod named per connection
+	kubeletComm        = "kubelet"
 )
 
 // Config says where to look and how much to examine.
@@ -51,6 +53,10 @@ type Config struct {
 	// processes (see state.go): read before the first scan, written after
 	// each. Its directory must exist.
 	StateFile string
+
+	// fusectlAnyDir takes Fusectl for fusectl without checking that it is
+	// mounted there (the tests' captured directories).
+	fusectlAnyDir bool
 }
 
 type taskKey struct {
@@ -104,8 +110,10 @@ type scan struct {
 	proc     string
 	self     int
 	selfComm string
-	waiting  map[string]int // fusectl: waiting requests by connection
-	fusectl  bool           // fusectl could be read
+	waiting  map[string]int  // fusectl: waiting requests by connection
+	fusectl  bool            // fusectl could be read
+	hung     map[string]bool // FUSE connections the probe round found hung
+	inspNS   *string         // the inspected mount namespace (inspectedNS)
 	buf      []byte
 	nsTables map[string]map[int]*mounts.Mount // mount tables of other mount namespaces, by ns link
 	rep      *Report
@@ -116,9 +124,27 @@ type scan struct {
 // Scan examines every task of the node once and returns what is stuck. It
 // reads only files that do not block on a stuck task (see the package
 // doc); a task that exits while it is read is left out.
-func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
+func (sc *Scanner) Scan(s *mounts.Snapshot) *Report { return sc.scan(s, nil) }
+
+// hungFUSE are the FUSE connections round r found hung.
+func hungFUSE(r *probe.Round) map[string]bool {
+	out := map[string]bool{}
+	if r == nil || r.Snapshot == nil {
+		return out
+	}
+	for _, m := range r.Snapshot.Mounts {
+		if res, ok := r.Results[m.ID]; ok && res.State == probe.Hung && fstypeFamily(m.FSType) == FamilyFUSE {
+			out[m.Dev()] = true
+		}
+	}
+	return out
+}
+
+// scan is Scan, knowing which FUSE connections the probe found hung: then
+// the tasks are read whatever fusectl says or whether it can be read.
+func (sc *Scanner) scan(s *mounts.Snapshot, hung map[string]bool) *Report {
 	x := &scan{sc: sc, snap: s, now: time.Now(), proc: sc.cfg.Host.Procfs, buf: make([]byte, 8192),
-		nsTables: map[string]map[int]*mounts.Mount{}, seen: map[taskKey]seenTask{}}
+		nsTables: map[string]map[int]*mounts.Mount{}, seen: map[taskKey]seenTask{}, hung: hung}
 	x.rep = &Report{Taken: x.now, Conns: map[string]*Conn{}}
 	x.self, x.selfComm = x.ourselves()
 	boot := ""
@@ -136,11 +162,12 @@ func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
 			}
 		}()
 	}
-	x.waiting, x.fusectl = readFusectl(sc.cfg.Fusectl)
+	x.waiting, x.fusectl = readFusectl(sc.cfg.Fusectl, sc.cfg.fusectlAnyDir)
 	// A task can sleep interruptibly (S) in request_wait_answer only while
 	// its FUSE connection has a request waiting: with none, only D tasks
-	// need their wait channel read.
-	readS := !x.fusectl
+	// need their wait channel read. Without fusectl, or with a connection
+	// the probe found hung, nothing says none waits.
+	readS := !x.fusectl || len(hung) > 0
 	for _, n := range x.waiting {
 		readS = readS || n > 0
 	}
@@ -150,6 +177,7 @@ func (sc *Scanner) Scan(s *mounts.Snapshot) *Report {
 	// nothing can be stuck: the node's tasks are not read at all, which
 	// keeps a healthy node's probe runs as cheap as they were.
 	if !readS && !hasNetwork(s) {
+		// (readS is set whenever the probe found a FUSE connection hung.)
 		x.rep.Skipped = "no FUSE request is waiting (fusectl) and no network filesystem is mounted"
 		x.finish()
 		return x.rep
@@ -290,9 +318,6 @@ func (x *scan) task(pid, tid int, readS bool) (Task, taskKey, bool) {
 		// counts only when its descriptor is on a FUSE or network mount.
 		return Task{}, taskKey{}, false
 	}
-	if t.Conn == "" && t.Family == FamilyFUSE {
-		x.attributeFusectl(&t)
-	}
 	return t, taskKey{tid, st.StartTime}, true
 }
 
@@ -322,6 +347,7 @@ func (x *scan) finish() {
 	x.sc.mu.Lock()
 	x.sc.seen = x.seen
 	x.sc.mu.Unlock()
+	x.attributeRest()
 	x.nameCluster()
 	slices.SortFunc(x.tasks, func(a, b Task) int {
 		return cmp.Or(a.FirstSeen.Compare(b.FirstSeen), cmp.Compare(a.PID, b.PID), cmp.Compare(a.TID, b.TID))
@@ -345,6 +371,9 @@ func (x *scan) finish() {
 		}
 		if t.Pod == nil {
 			c.NodeTasks++
+			if len(c.NodeList) < maxNodeTasks {
+				c.NodeList = append(c.NodeList, NodeTask{Comm: t.Comm, PID: t.PID, Kubelet: t.Comm == kubeletComm})
+			}
 		} else {
 			pods[t.Conn][*t.Pod]++
 		}

@@ -34,7 +34,7 @@ func fixtureConfig(t *testing.T, procfs, fusectl string) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{Host: mounts.Host{Procfs: procfs, PodLogDir: abs}, Fusectl: fusectl}
+	return Config{Host: mounts.Host{Procfs: procfs, PodLogDir: abs}, Fusectl: fusectl, fusectlAnyDir: true}
 }
 
 func byTID(r *Report) map[int]Task {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // ourselves is our own PID as the inspected procfs numbers it, and our
@@ -43,9 +45,12 @@ func (x *scan) oursLeader(pid int) bool {
 	return err == nil && x.ours(st.Comm)
 }
 
-// ours says whether a task of this name is one of ours: this process, or a
-// helper process it started (the same binary, named like us or
-// <our name>-<role>, as the probe helpers are).
+// ours says whether a task of this name is one of ours: a probe helper
+// (probe.HelperName, which every probe thread names itself, whatever this
+// binary is called and whichever process started the helper: an earlier
+// run's stuck probes too), this process, or a helper of another role
+// (<our name>-<role>).
 func (x *scan) ours(comm string) bool {
-	return x.selfComm != "" && (comm == x.selfComm || strings.HasPrefix(comm, x.selfComm+"-"))
+	return comm == probe.HelperName ||
+		x.selfComm != "" && (comm == x.selfComm || strings.HasPrefix(comm, x.selfComm+"-"))
 }

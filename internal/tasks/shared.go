@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // One scan per probe round: the checks of a run share it, and at most one
@@ -51,7 +52,11 @@ func (sc *Scanner) scanFor(ctx context.Context, key any, s *mounts.Snapshot) *Re
 		f = &flight{key: key, start: time.Now(), done: make(chan struct{})}
 		sc.flying = f
 		go func() {
-			r := sc.Scan(s)
+			var hung map[string]bool
+			if r, ok := key.(*probe.Round); ok {
+				hung = hungFUSE(r)
+			}
+			r := sc.scan(s, hung)
 			sc.mu.Lock()
 			sc.flying = nil
 			sc.lastKey, sc.last = key, r
