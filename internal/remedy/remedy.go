@@ -290,7 +290,9 @@ func (r *Remedy) freshProbe(ctx context.Context, c *candidate) (bool, string) {
 	go func() {
 		var a answer
 		if rfs, ok := r.fresh.(probe.RequestFS); ok {
-			a.dev, a.err = rfs.ProbeRequest(req)
+			var ans probe.Answer
+			ans, a.err = rfs.ProbeRequest(req)
+			a.dev = ans.Dev
 		} else {
 			a.dev, a.err = r.fresh.Probe(req.Root, req.Path)
 		}
