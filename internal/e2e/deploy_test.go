@@ -43,7 +43,6 @@ func repoRoot() string {
 
 // mwd is mountwatchd deployed by its chart on a cluster.
 type mwd struct {
-	t   *testing.T
 	c   *kube.Cluster
 	pod string // the DaemonSet's pod
 	ip  string
@@ -77,18 +76,18 @@ func deploy(t *testing.T, c *kube.Cluster) *mwd {
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, stderr.String())
 	}
-	c.Kubectl("create", "namespace", chartNS)
-	c.Apply(string(out))
-	m := &mwd{t: t, c: c}
-	m.waitReady(3 * time.Minute)
+	c.Kubectl(t, "create", "namespace", chartNS)
+	c.Apply(t, string(out))
+	m := &mwd{c: c}
+	m.waitReady(t, 3*time.Minute)
 	t.Logf("mountwatchd pod %s/%s Ready at %s", chartNS, m.pod, m.ip)
 	return m
 }
 
 // waitReady waits until the DaemonSet has one pod and it is Ready
 // through its real readiness probe.
-func (m *mwd) waitReady(timeout time.Duration) {
-	m.t.Helper()
+func (m *mwd) waitReady(t *testing.T, timeout time.Duration) {
+	t.Helper()
 	c := m.c
 	deadline := time.Now().Add(timeout)
 	for {
@@ -108,11 +107,11 @@ func (m *mwd) waitReady(timeout time.Duration) {
 			desc, _ := c.KubectlErr("-n", chartNS, "describe", "pods")
 			ev, _ := c.KubectlErr("-n", chartNS, "get", "events")
 			logs, _ := c.KubectlErr("-n", chartNS, "logs", "-l", "app.kubernetes.io/name=mountwatchd", "--tail=50")
-			m.t.Fatalf("the DaemonSet's pod is not Ready within %v:\n%s\n%s\n%s\n--- kubelet:\n%s", timeout, desc, ev, logs, tail(c.KubeletLog(), 40))
+			t.Fatalf("the DaemonSet's pod is not Ready within %v:\n%s\n%s\n%s\n--- kubelet:\n%s", timeout, desc, ev, logs, tail(c.KubeletLog(), 40))
 		}
 		time.Sleep(time.Second)
 	}
-	m.ip = c.Kubectl("-n", chartNS, "get", "pod", m.pod, "-o", "jsonpath={.status.podIP}")
+	m.ip = c.Kubectl(t, "-n", chartNS, "get", "pod", m.pod, "-o", "jsonpath={.status.podIP}")
 }
 
 func tail(s string, n int) string {
@@ -172,8 +171,8 @@ func (m *mwd) problems() ([]problem, error) {
 
 // waitProblem waits until a problem series matching want (every label
 // given) appears, and returns it.
-func (m *mwd) waitProblem(timeout time.Duration, want problem) problem {
-	m.t.Helper()
+func (m *mwd) waitProblem(t *testing.T, timeout time.Duration, want problem) problem {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last []problem
 	for {
@@ -188,7 +187,7 @@ func (m *mwd) waitProblem(timeout time.Duration, want problem) problem {
 		}
 		if time.Now().After(deadline) {
 			logs, _ := m.c.KubectlErr("-n", chartNS, "logs", m.pod, "--tail=30")
-			m.t.Fatalf("no problem %v within %v; last scrape: %v (err %v)\nmountwatchd's log:\n%s", want, timeout, last, err, logs)
+			t.Fatalf("no problem %v within %v; last scrape: %v (err %v)\nmountwatchd's log:\n%s", want, timeout, last, err, logs)
 		}
 		time.Sleep(time.Second)
 	}
@@ -205,10 +204,10 @@ func matches(p, want problem) bool {
 
 // ranOnce waits until the daemon has probed the node's mounts at least
 // twice, so that "no problem" means something.
-func (m *mwd) ranOnce() {
-	m.t.Helper()
+func (m *mwd) ranOnce(t *testing.T) {
+	t.Helper()
 	first := -1.0
-	testenv.WaitUntil(m.t, 2*time.Minute, "two probe rounds", func() bool {
+	testenv.WaitUntil(t, 2*time.Minute, "two probe rounds", func() bool {
 		fams, err := m.metrics()
 		if err != nil {
 			return false

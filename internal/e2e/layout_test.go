@@ -24,10 +24,10 @@ func TestRealNodeOperatorLayout(t *testing.T) {
 	m := deploy(t, c)
 	v := newVolume(t, c, "seed", nil)
 	runPod(t, c, "seed", "seed", "")
-	m.ranOnce()
+	m.ranOnce(t)
 	assertNoProblems(t, m, "a healthy node laid out by its operator")
 	v.signal(t, c, syscall.SIGKILL)
-	p := m.waitProblem(time.Minute, problem{"check": "stale_mount", "volume": "seed"})
+	p := m.waitProblem(t, time.Minute, problem{"check": "stale_mount", "volume": "seed"})
 	if p["pod_namespace"] != kube.Namespace || p["pod_name"] != "seed" {
 		t.Fatalf("stale_mount on the seed's volume names pod %q/%q, want %s/seed: the layout was not found from the real kubelet\nmountwatchd's log:\n%s",
 			p["pod_namespace"], p["pod_name"], kube.Namespace, tail(m.logs(), 30))

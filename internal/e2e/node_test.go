@@ -26,7 +26,7 @@ func TestRealNode(t *testing.T) {
 	m := deploy(t, c)
 	newVolume(t, c, "healthy", nil)
 	runPod(t, c, "healthy", "healthy", "")
-	m.ranOnce()
+	m.ranOnce(t)
 	assertNoProblems(t, m, "a healthy node: the DaemonSet's own pod, a pod on a CSI FUSE volume, projected tokens, containerd's overlays")
 
 	t.Run("churn", func(t *testing.T) { testChurn(t, c, m) })
@@ -76,12 +76,12 @@ func testChurn(t *testing.T, c *kube.Cluster, m *mwd) {
 	for i := 0; i < n; i++ {
 		all.WriteString(podSpec(fmt.Sprintf("churn-%d", i), fmt.Sprintf("churn-%d", i), "") + "---\n")
 	}
-	c.Apply(all.String())
+	c.Apply(t, all.String())
 	for i := 0; i < n; i++ {
 		waitPodRunning(t, c, fmt.Sprintf("churn-%d", i))
 	}
 	time.Sleep(12 * time.Second) // a full re-read (--interval) and two probe rounds with all of them
-	c.Kubectl("-n", kube.Namespace, "delete", "pods", "-l", "!nothing", "--field-selector", "metadata.name!=healthy", "--wait=true", "--timeout=2m")
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pods", "-l", "!nothing", "--field-selector", "metadata.name!=healthy", "--wait=true", "--timeout=2m")
 	time.Sleep(12 * time.Second)
 	close(stop)
 	if bad := <-seen; len(bad) > 0 {
@@ -97,20 +97,16 @@ func testStale(t *testing.T, c *kube.Cluster, m *mwd) {
 	runPod(t, c, "dead", "dead", "")
 	v.signal(t, c, syscall.SIGKILL)
 	// csi_driver: the label an alert routes to the storage team by.
-	p := m.waitProblem(time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead",
+	p := m.waitProblem(t, time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead",
 		"csi_driver": c.CSIDriver})
 	t.Logf("mountwatchd: %v", p)
 	// What kubelet and the runtime say of it.
 	restartContainer(t, c, "dead")
-	var st string
-	testenv.WaitUntil(t, time.Minute, "the restarted container's state", func() bool {
-		st = containerStatus(c, "dead")
-		return strings.Contains(st, "waiting") || strings.Contains(st, "restarts=1")
-	})
+	st := restartedState(c, "dead")
 	t.Logf("kubelet, container restarted on the dead volume: %s", st)
-	c.Apply(podSpec("dead-2", "dead", ""))
+	c.Apply(t, podSpec("dead-2", "dead", ""))
 	t.Logf("kubelet, a new pod on the same claim: %s", waitEvent(t, c, "dead-2", "FailedMount"))
-	c.Kubectl("-n", kube.Namespace, "delete", "pod", "dead", "dead-2", "--wait=false")
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "dead", "dead-2", "--wait=false")
 }
 
 // testDeletedSubPath deletes a subPath's directory through the node's own
@@ -124,17 +120,13 @@ func testDeletedSubPath(t *testing.T, c *kube.Cluster, m *mwd) {
 	if err := os.RemoveAll(filepath.Join(podVolumeDir(c, uid, "subdel"), "app")); err != nil {
 		t.Fatal(err)
 	}
-	p := m.waitProblem(time.Minute, problem{"check": "deleted_root", "pod_namespace": kube.Namespace, "pod_name": "subdel", "volume": "subdel"})
+	p := m.waitProblem(t, time.Minute, problem{"check": "deleted_root", "pod_namespace": kube.Namespace, "pod_name": "subdel", "volume": "subdel"})
 	t.Logf("mountwatchd: %v", p)
 	restartContainer(t, c, "subdel")
-	var st string
-	testenv.WaitUntil(t, time.Minute, "the restarted container's state", func() bool {
-		st = containerStatus(c, "subdel")
-		return strings.Contains(st, "waiting") || strings.Contains(st, "restarts=1")
-	})
+	st := restartedState(c, "subdel")
 	_, err := os.Stat(filepath.Join(v.backing, "app"))
 	t.Logf("kubelet, container restarted on the deleted subPath: %s; the subPath directory re-created: %v", st, err == nil)
-	c.Kubectl("-n", kube.Namespace, "delete", "pod", "subdel", "--wait=false")
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "subdel", "--wait=false")
 }
 
 // testUnmounted unmounts a running pod's volume under it: its writes land
@@ -147,10 +139,10 @@ func testUnmounted(t *testing.T, c *kube.Cluster, m *mwd) {
 	}
 	// The series names the volume's directory; mountpoint is the
 	// filesystem the writes land on.
-	p := m.waitProblem(time.Minute, problem{"check": "unmounted_volume", "pod_namespace": kube.Namespace, "pod_name": "gone", "volume": "gone",
+	p := m.waitProblem(t, time.Minute, problem{"check": "unmounted_volume", "pod_namespace": kube.Namespace, "pod_name": "gone", "volume": "gone",
 		"directory": podVolumeDir(c, uid, "gone"), "csi_driver": c.CSIDriver})
 	t.Logf("mountwatchd: %v", p)
-	c.Kubectl("-n", kube.Namespace, "delete", "pod", "gone", "--wait=false")
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "gone", "--wait=false")
 }
 
 // testHung stops the volume's FUSE server answering while it still reads
@@ -163,18 +155,18 @@ func testHung(t *testing.T, c *kube.Cluster, m *mwd) {
 	runPod(t, c, "hung", "hung", "")
 	v.signal(t, c, syscall.SIGUSR1)
 	t.Cleanup(func() { _ = syscall.Kill(v.serverPID(t, c), syscall.SIGUSR2) })
-	p := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_namespace": kube.Namespace, "pod_name": "hung", "volume": "hung"})
+	p := m.waitProblem(t, time.Minute, problem{"check": "hung_mount", "pod_namespace": kube.Namespace, "pod_name": "hung", "volume": "hung"})
 	t.Logf("mountwatchd: %v", p)
 	testenv.WaitUntil(t, time.Minute, "the pod's stuck task named in the journal", func() bool {
 		return strings.Contains(m.logs(), kube.Namespace+"/hung")
 	})
-	c.Kubectl("-n", kube.Namespace, "delete", "pod", "hung", "--wait=false")
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "hung", "--wait=false")
 	time.Sleep(20 * time.Second) // four times its grace period
 	ts, err := c.KubectlErr("-n", kube.Namespace, "get", "pod", "hung", "-o", "jsonpath={.metadata.deletionTimestamp}")
 	if err != nil || ts == "" {
 		t.Fatalf("the pod on the hung volume went away (%v): want it stuck Terminating", err)
 	}
-	still := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
+	still := m.waitProblem(t, time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
 	t.Logf("pod deleted at %s, still Terminating; mountwatchd still says: %v", ts, still)
 	t.Logf("kubelet: %s", events(c, "hung"))
 
@@ -190,17 +182,33 @@ func testHung(t *testing.T, c *kube.Cluster, m *mwd) {
 	if out, err := c.KubectlErr("-n", chartNS, "delete", "pod", old, "--timeout=90s"); err != nil {
 		t.Fatalf("mountwatchd's pod with a stuck probe was not deleted within 90s (grace 30s): %v\n%s", err, out)
 	}
-	m.waitReady(2 * time.Minute)
+	m.waitReady(t, 2*time.Minute)
 	if m.pod == old {
 		t.Fatalf("the DaemonSet's pod %s is still the old one", old)
 	}
-	again := m.waitProblem(time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
-	m.ranOnce()
+	again := m.waitProblem(t, time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
+	m.ranOnce(t)
 	after := stuckHelpers(t)
 	t.Logf("replacement pod %s: %v; mountwatchd processes waiting on the connection: %d before, %d after", m.pod, again, before, after)
 	if after > 1 {
 		t.Errorf("%d mountwatchd processes wait on the hung connection after the pod was replaced: the new pod probed it again", after)
 	}
+}
+
+// restartedState is what kubelet says of a pod's container once it ended:
+// the first state after it that is waiting or running again, or the last
+// seen after a minute (it is recorded, not judged).
+func restartedState(c *kube.Cluster, pod string) string {
+	var st string
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		st = containerStatus(c, pod)
+		if strings.Contains(st, "waiting") || (strings.Contains(st, "running") && !strings.Contains(st, "restarts=0")) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return st
 }
 
 // stuckHelpers counts mountwatchd's processes (the daemon's probe helpers)

@@ -43,7 +43,7 @@ func newVolume(t *testing.T, c *kube.Cluster, name string, attrs map[string]stri
 	for k, val := range attrs {
 		fmt.Fprintf(&a, "      %s: %q\n", k, val)
 	}
-	c.Apply(fmt.Sprintf(`apiVersion: v1
+	c.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: PersistentVolume
 metadata: {name: %[1]s}
 spec:
@@ -121,9 +121,9 @@ spec:
 // runPod creates a pod and waits until it runs.
 func runPod(t *testing.T, c *kube.Cluster, name, claim, subPath string) string {
 	t.Helper()
-	c.Apply(podSpec(name, claim, subPath))
+	c.Apply(t, podSpec(name, claim, subPath))
 	waitPodRunning(t, c, name)
-	return c.Kubectl("-n", kube.Namespace, "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
+	return c.Kubectl(t, "-n", kube.Namespace, "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
 }
 
 func waitPodRunning(t *testing.T, c *kube.Cluster, name string) {
@@ -178,7 +178,7 @@ func containerStatus(c *kube.Cluster, pod string) string {
 // containerd, as an OOM kill or a crash would end it; kubelet restarts it.
 func restartContainer(t *testing.T, c *kube.Cluster, pod string) {
 	t.Helper()
-	id := c.Kubectl("-n", kube.Namespace, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}")
+	id := c.Kubectl(t, "-n", kube.Namespace, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}")
 	id = strings.TrimPrefix(id, "containerd://")
 	if out, err := c.Ctr("tasks", "kill", "-s", "SIGTERM", id); err != nil {
 		t.Fatalf("kill container %s of pod %s: %v\n%s", id, pod, err, out)

@@ -61,6 +61,7 @@ type Cluster struct {
 	token   string
 	procs   []*proc
 	kubelet *proc
+	api     *proc
 	undo    []func()
 }
 
@@ -123,6 +124,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeerPort),
 		"--initial-cluster", fmt.Sprintf("e2e=http://127.0.0.1:%d", etcdPeerPort))
 	api := c.apiserver()
+	c.api = api
 	c.waitFor(2*time.Minute, "API server ready", func() bool { return c.get("/readyz") == nil }, etcd, api)
 	cm := c.start(filepath.Join(c.Bin, "kube-controller-manager"), "--kubeconfig", c.Kubeconfig,
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
@@ -137,7 +139,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		out, err := c.KubectlErr("get", "node", c.NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		return err == nil && out == "True"
 	}, api, cm, sched, ctrd, c.kubelet)
-	c.Kubectl("create", "namespace", Namespace)
+	c.Kubectl(t, "create", "namespace", Namespace)
 	c.waitFor(time.Minute, "the default ServiceAccount and kube-root-ca.crt", func() bool {
 		_, e1 := c.KubectlErr("-n", Namespace, "get", "serviceaccount", "default")
 		_, e2 := c.KubectlErr("-n", Namespace, "get", "configmap", "kube-root-ca.crt")
@@ -311,22 +313,56 @@ func (c *Cluster) KubectlInput(stdin []byte, args ...string) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
-// Kubectl is KubectlErr that fails the test on an error.
-func (c *Cluster) Kubectl(args ...string) string {
-	c.t.Helper()
+// Kubectl is KubectlErr that fails t on an error (t: the test or subtest
+// at hand, which may not be the one that started the cluster).
+func (c *Cluster) Kubectl(t testing.TB, args ...string) string {
+	t.Helper()
 	out, err := c.KubectlErr(args...)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatalf("%v%s", err, c.exitedDaemons())
 	}
 	return out
 }
 
-// Apply applies manifests (YAML) through the API server.
-func (c *Cluster) Apply(manifests string) {
-	c.t.Helper()
+// Apply applies manifests (YAML) through the API server, failing t on an
+// error.
+func (c *Cluster) Apply(t testing.TB, manifests string) {
+	t.Helper()
 	if out, err := c.KubectlInput([]byte(manifests), "apply", "-f", "-"); err != nil {
-		c.t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s%s", err, out, c.exitedDaemons())
 	}
+}
+
+// exitedDaemons tells which of the cluster's daemons have exited, with
+// the end of their logs: why the API stopped answering.
+func (c *Cluster) exitedDaemons() string {
+	var b strings.Builder
+	for _, p := range c.procs {
+		if p.exited() {
+			b.WriteString("\n" + p.name + " has exited (" + p.cmd.ProcessState.String() + ")\n" + p.tail(20))
+		}
+	}
+	return b.String()
+}
+
+// StopAPIServer kills the cluster's kube-apiserver, by its PID (another
+// test binary's cluster runs the same program), as a crash or an outage
+// would end it; StartAPIServer starts it again.
+func (c *Cluster) StopAPIServer(t testing.TB) {
+	t.Helper()
+	if c.api == nil || c.api.exited() {
+		t.Fatal("the API server is not running")
+	}
+	_ = c.api.cmd.Process.Kill()
+	<-c.api.done
+}
+
+// StartAPIServer starts the API server again, on the same etcd, and waits
+// until it is ready.
+func (c *Cluster) StartAPIServer(t testing.TB) {
+	t.Helper()
+	c.api = c.apiserver()
+	c.waitFor(2*time.Minute, "API server ready again", func() bool { return c.get("/readyz") == nil }, c.api)
 }
 
 // KubeletLog is the kubelet's log so far.

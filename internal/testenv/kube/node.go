@@ -129,7 +129,7 @@ func (c *Cluster) startCSI() {
 	c.CSIState = filepath.Join(c.Dir, "csi")
 	p := c.start(filepath.Join(c.Bin, "e2e-csi"), "--driver", c.CSIDriver, "--node-id", c.NodeName,
 		"--kubelet-root", c.RootDir, "--state", c.CSIState, "--fake-ceph-fuse", testenv.FakeCephFuseBinary(c.t))
-	c.Apply(fmt.Sprintf(`apiVersion: storage.k8s.io/v1
+	c.Apply(c.t, fmt.Sprintf(`apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: %s}
 spec:
