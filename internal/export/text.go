@@ -19,53 +19,10 @@ import (
 func WriteText(w io.Writer, r *check.Report) error {
 	ew := &errWriter{w: w}
 	ew.printf("%s\n", Summary(r))
-	for _, f := range r.Findings {
-		ew.printf("\n%s %s %s\n", strings.ToUpper(string(f.Severity)), f.Check, Printable(f.MountPoint))
-		if f.Path != "" {
-			ew.printf("  path:   %s\n", Printable(f.Path))
-		}
-		ew.printf("  mount:  id %d, %s from %s, root %s, dev %s\n", f.MountID, Printable(f.FSType),
-			Printable(orNone(f.Source)), Printable(f.Root), f.Dev)
-		if k := kubeLine(f.Kube); k != "" {
-			ew.printf("  kube:   %s\n", k)
-		}
-		for _, k := range sortedKeys(f.Details) {
-			ew.printf("  %s: %s\n", k, Printable(f.Details[k]))
-		}
-		ew.printf("  since:  %s\n", f.FirstSeen.UTC().Format(time.RFC3339))
-		ew.printf("%s", wrap(Printable(f.Message), "  ", 78))
-	}
+	writeFindings(ew, r.Findings)
 
 	s := r.Snapshot
-	mode := "live"
-	if !s.Live {
-		mode = "captured file"
-	}
-	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Path), mode)
-	for _, c := range r.Checks {
-		switch c.Status {
-		case check.StatusSkipped:
-			ew.printf("  %-20s skipped: %s\n", c.Check, c.Reason)
-		case check.StatusError:
-			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
-		default:
-			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
-			if c.Reason != "" {
-				ew.printf("  %-20s not checked: %s\n", "", Printable(c.Reason))
-			}
-		}
-	}
-	l := s.Layout
-	ew.printf("Layout (what was found, and from what):\n")
-	for _, d := range []struct {
-		name string
-		dir  layout.Dir
-	}{{"kubelet root", l.Kubelet}, {"containerd root", l.ContainerdRoot}, {"containerd snapshots", l.ContainerdSnapshots}} {
-		ew.printf("  %-20s %s\n", d.name, Printable(d.dir.String()))
-	}
-	if len(l.KubeletRoots) > 1 {
-		ew.printf("  %-20s %s\n", "kubelet roots used", Printable(strings.Join(l.KubeletRoots, ", ")))
-	}
+	writeChecks(ew, r)
 	if p := r.Probe; p != nil {
 		ew.printf("Probed %s: %d blocked in the kernel, %d not probed (%d probes, %d timeouts since start).\n",
 			plural(p.Connections, "connection"), p.Blocked, p.NotProbed, p.Probes, p.Timeouts)
@@ -96,6 +53,63 @@ func WriteText(w io.Writer, r *check.Report) error {
 		}
 	}
 	return ew.err
+}
+
+// writeFindings writes each finding: its mount, its pod, its details and
+// its message.
+func writeFindings(ew *errWriter, findings []check.Finding) {
+	for _, f := range findings {
+		ew.printf("\n%s %s %s\n", strings.ToUpper(string(f.Severity)), f.Check, Printable(f.MountPoint))
+		if f.Path != "" {
+			ew.printf("  path:   %s\n", Printable(f.Path))
+		}
+		ew.printf("  mount:  id %d, %s from %s, root %s, dev %s\n", f.MountID, Printable(f.FSType),
+			Printable(orNone(f.Source)), Printable(f.Root), f.Dev)
+		if k := kubeLine(f.Kube); k != "" {
+			ew.printf("  kube:   %s\n", k)
+		}
+		for _, k := range sortedKeys(f.Details) {
+			ew.printf("  %s: %s\n", k, Printable(f.Details[k]))
+		}
+		ew.printf("  since:  %s\n", f.FirstSeen.UTC().Format(time.RFC3339))
+		ew.printf("%s", wrap(Printable(f.Message), "  ", 78))
+	}
+
+}
+
+// writeChecks writes how each check went and the layout found.
+func writeChecks(ew *errWriter, r *check.Report) {
+	s := r.Snapshot
+	mode := "live"
+	if !s.Live {
+		mode = "captured file"
+	}
+	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Path), mode)
+	for _, c := range r.Checks {
+		switch c.Status {
+		case check.StatusSkipped:
+			ew.printf("  %-20s skipped: %s\n", c.Check, c.Reason)
+		case check.StatusError:
+			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
+		default:
+			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))
+			if c.Reason != "" {
+				ew.printf("  %-20s not checked: %s\n", "", Printable(c.Reason))
+			}
+		}
+	}
+	l := s.Layout
+	ew.printf("Layout (what was found, and from what):\n")
+	for _, d := range []struct {
+		name string
+		dir  layout.Dir
+	}{{"kubelet root", l.Kubelet}, {"containerd root", l.ContainerdRoot}, {"containerd snapshots", l.ContainerdSnapshots},
+		{"pod logs", l.PodLogs}} {
+		ew.printf("  %-20s %s\n", d.name, Printable(d.dir.String()))
+	}
+	if len(l.KubeletRoots) > 1 {
+		ew.printf("  %-20s %s\n", "kubelet roots used", Printable(strings.Join(l.KubeletRoots, ", ")))
+	}
 }
 
 func kubeLine(k mounts.Kube) string {
