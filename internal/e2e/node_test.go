@@ -33,6 +33,7 @@ func TestRealNode(t *testing.T) {
 	t.Run("stale_mount", func(t *testing.T) { testStale(t, c, m) })
 	t.Run("deleted_subpath", func(t *testing.T) { testDeletedSubPath(t, c, m) })
 	t.Run("unmounted_volume", func(t *testing.T) { testUnmounted(t, c, m) })
+	t.Run("seed_stack_deleted_on_server", func(t *testing.T) { testSeedStack(t, c, m) })
 	// Last: it leaves a connection hung until its end.
 	t.Run("hung_mount", func(t *testing.T) { testHung(t, c, m) })
 }
@@ -174,25 +175,75 @@ func testHung(t *testing.T, c *kube.Cluster, m *mwd) {
 	// is stuck: it goes within its grace period, and its replacement
 	// reports the connection hung from the state record without sending it
 	// another probe (which would stick too).
-	before := stuckHelpers(t)
+	before := stuckHelpers(t, c)
 	if before != 1 {
 		t.Errorf("%d mountwatchd processes wait on the hung connection before the pod is deleted, want 1 (its one probe)", before)
 	}
 	old := m.pod
-	if out, err := c.KubectlErr("-n", chartNS, "delete", "pod", old, "--timeout=90s"); err != nil {
-		t.Fatalf("mountwatchd's pod with a stuck probe was not deleted within 90s (grace 30s): %v\n%s", err, out)
+	deleted := time.Now()
+	c.Kubectl(t, "-n", chartNS, "delete", "pod", old, "--wait=false")
+	var finished string
+	testenv.WaitUntil(t, time.Minute, "mountwatchd's container with a stuck probe terminated", func() bool {
+		finished, _ = c.KubectlErr("-n", chartNS, "get", "pod", old, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.finishedAt}")
+		return finished != ""
+	})
+	end, err := time.Parse(time.RFC3339, finished)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its grace period is 30 s; kubelet's status has a resolution of a
+	// second.
+	if end.After(deleted.Add(31 * time.Second)) {
+		t.Errorf("mountwatchd's container ended %v after its pod was deleted: past its grace period of 30s\n%s",
+			end.Sub(deleted), mountwatchdProcs(c))
 	}
 	m.waitReady(t, 2*time.Minute)
 	if m.pod == old {
 		t.Fatalf("the DaemonSet's pod %s is still the old one", old)
 	}
+	// The old pod's object stays Terminating while the probe stuck in the
+	// kernel keeps its cgroup: kubelet removes a pod only once its cgroup
+	// is gone. The container itself has ended; the replacement runs.
+	obj, _ := c.KubectlErr("-n", chartNS, "get", "pod", old, "-o", "jsonpath={.metadata.deletionTimestamp} {.status.phase}")
+	t.Logf("mountwatchd's old pod: container ended %v after deletion; its object now: %q; the stuck probe:\n%s",
+		end.Sub(deleted).Round(time.Second), obj, mountwatchdProcs(c))
 	again := m.waitProblem(t, time.Minute, problem{"check": "hung_mount", "pod_name": "hung"})
 	m.ranOnce(t)
-	after := stuckHelpers(t)
+	after := stuckHelpers(t, c)
 	t.Logf("replacement pod %s: %v; mountwatchd processes waiting on the connection: %d before, %d after", m.pod, again, before, after)
 	if after > 1 {
 		t.Errorf("%d mountwatchd processes wait on the hung connection after the pod was replaced: the new pod probed it again", after)
 	}
+}
+
+// ours reports whether /proc entry pid is a mountwatchd process (the
+// daemon, a probe helper) of this cluster's pods: other tests on the
+// machine run mountwatchd too.
+func ours(c *kube.Cluster, pid string) bool {
+	comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+	cg, _ := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+	return strings.HasPrefix(string(comm), "mountwatchd") && strings.Contains(string(cg), c.CgroupRoot+"/")
+}
+
+// mountwatchdProcs lists mountwatchd's processes with their state, wait
+// channel and cgroup, for a failure message.
+func mountwatchdProcs(c *kube.Cluster) string {
+	var b strings.Builder
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if !ours(c, e.Name()) {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		wchan, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "wchan"))
+		cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		fmt.Fprintf(&b, "pid %s %s wchan=%s\n  %s\n", e.Name(), strings.TrimSpace(string(stat)), wchan,
+			strings.ReplaceAll(strings.TrimSpace(string(cg)), "\n", "\n  "))
+	}
+	return b.String()
 }
 
 // restartedState is what kubelet says of a pod's container once it ended:
@@ -213,7 +264,7 @@ func restartedState(c *kube.Cluster, pod string) string {
 
 // stuckHelpers counts mountwatchd's processes (the daemon's probe helpers)
 // waiting in the kernel on a FUSE request.
-func stuckHelpers(t *testing.T) int {
+func stuckHelpers(t *testing.T, c *kube.Cluster) int {
 	t.Helper()
 	n := 0
 	ents, err := os.ReadDir("/proc")
@@ -224,8 +275,7 @@ func stuckHelpers(t *testing.T) int {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if strings.TrimSpace(string(comm)) != "mountwatchd" {
+		if !ours(c, e.Name()) {
 			continue
 		}
 		tasks, _ := os.ReadDir(filepath.Join("/proc", e.Name(), "task"))
@@ -238,4 +288,43 @@ func stuckHelpers(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// testSeedStack is the seed's own stack: a real ceph-fuse against a
+// one-machine Ceph, staged by the CSI plugin at kubelet's staging path with
+// -r <rootPath> as ceph-csi's FUSE mounter runs it, a static
+// PersistentVolume and its claim, and a Grafana-like pod. Another CephFS
+// client removes the volume's directory: the mount table does not change
+// and no root becomes //deleted, but the pod now works on an unlinked,
+// empty directory.
+func testSeedStack(t *testing.T, c *kube.Cluster, m *mwd) {
+	ceph := testenv.StartCeph(t)
+	admin := filepath.Join(t.TempDir(), "admin")
+	ceph.Mount(admin, "")
+	dir := filepath.Join(admin, "volumes", "csi", "dash")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "home.json"), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newVolume(t, c, "dash", map[string]string{"server": "ceph-fuse", "conf": ceph.Conf, "root": "/volumes/csi/dash"})
+	runPod(t, c, "grafana-0", "dash", "")
+	m.ranOnce(t)
+	if ps, err := m.problems(); err == nil {
+		for _, p := range ps {
+			if p["volume"] == "dash" {
+				t.Fatalf("a problem on the healthy ceph-fuse volume: %v", p)
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil { // through the other client
+		t.Fatal(err)
+	}
+	p := m.waitProblem(t, time.Minute, problem{"check": "deleted_root", "pod_namespace": kube.Namespace, "pod_name": "grafana-0",
+		"volume": "dash", "csi_driver": c.CSIDriver})
+	t.Logf("mountwatchd: %v", p)
+	restartContainer(t, c, "grafana-0")
+	t.Logf("kubelet, container restarted on the volume deleted on the server: %s; events: %q", restartedState(c, "grafana-0"), events(c, "grafana-0"))
+	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "grafana-0", "--wait=false")
 }
