@@ -368,12 +368,47 @@ func TestOnceHungFUSEReturns(t *testing.T) {
 		t.Errorf("probe stats %+v, want 1 blocked probe and 1 timeout", d.Probe)
 	}
 
-	// The same node once the server answers again: healthy.
+	// The same node once the server answers again: healthy. The first
+	// run's probe, stuck until now, is recorded in the state directory and
+	// trusted while its thread lives; it lives on for a moment after the
+	// answer (longer on a loaded machine), so wait until it has gone before
+	// the next run asks (the record itself is what the next run must not
+	// trust once its probe returned).
 	if err := server.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+	waitStuckProbesGone(t)
 	if r := mountwatchd(t, "--once", "--probe.timeout=3s"); r.code != 0 { // generous, within --once.timeout
 		t.Errorf("after SIGCONT: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// waitStuckProbesGone waits until every probe recorded as stuck in the
+// state directory ($RUNTIME_DIRECTORY) has returned: its thread (or, when
+// not known, its helper process) is gone.
+func waitStuckProbesGone(t *testing.T) {
+	t.Helper()
+	records, _ := filepath.Glob(filepath.Join(os.Getenv("RUNTIME_DIRECTORY"), "stuck-*.json"))
+	for _, rec := range records {
+		data, err := os.ReadFile(rec)
+		if err != nil {
+			continue
+		}
+		var r struct {
+			PID int `json:"pid"`
+			TID int `json:"tid"`
+		}
+		if json.Unmarshal(data, &r) != nil || r.PID <= 0 {
+			continue
+		}
+		p := fmt.Sprintf("/proc/%d", r.PID)
+		if r.TID > 0 {
+			p = fmt.Sprintf("/proc/%d/task/%d", r.PID, r.TID)
+		}
+		testenv.WaitUntil(t, 10*time.Second, "the stuck probe recorded in "+rec+" to return", func() bool {
+			_, err := os.Stat(p)
+			return err != nil
+		})
 	}
 }
 

@@ -64,7 +64,7 @@ func (SysFS) ProbeRequest(req Request) (Answer, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return Answer{}, rootErr("stat", p, err)
 	}
-	a := Answer{Dev: st.Dev, Mode: st.Mode, Nlink: st.Nlink}
+	a := Answer{Dev: st.Dev, Mode: st.Mode, Nlink: uint64(st.Nlink)}
 	if req.Deep && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		a.Listed = true
 		if a.Names, a.Gone, err = readDir(fd); err != nil {
