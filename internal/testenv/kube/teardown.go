@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 func run(name string, args ...string) (string, error) {
@@ -146,21 +148,14 @@ func tasks(pid int) []int {
 }
 
 // unmountUnder detaches every mount at or below the directories, deepest
-// first (MNT_DETACH never waits on a FUSE server).
+// first (MNT_DETACH never waits on a FUSE server). The table is read, never
+// a mount point stat'ed: one may be a hung FUSE mount.
 func (c *Cluster) unmountUnder(dirs ...string) {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
 	var targets []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescape(f[4])
-		for _, d := range dirs {
-			if mp == d || strings.HasPrefix(mp, d+"/") {
-				targets = append(targets, mp)
-				break
-			}
+	for _, d := range dirs {
+		ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(d))
+		for _, m := range ms {
+			targets = append(targets, m.Mountpoint)
 		}
 	}
 	sort.Slice(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
@@ -191,22 +186,4 @@ func (c *Cluster) removeCgroups() {
 			}
 		}
 	}
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
