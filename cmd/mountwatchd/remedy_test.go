@@ -68,9 +68,12 @@ func (v *hungPodVolume) hang(t *testing.T) {
 	v.pod = testenv.StartStandInPod(t, testenv.CgroupfsDriver, "burstable", "sh", "-c",
 		`exec 3<"$0/b/f"; while [ ! -e "$1" ]; do sleep 0.05; done; cat "$0/a/new" & cat <&3 & wait`, v.mnt, trigger)
 	t.Cleanup(v.sshfs.Resume) // before the pod's cleanup: lets it exit
-	testenv.WaitUntil(t, 20*time.Second, "the pod to open its files", func() bool {
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", v.pod.Cmd.Process.Pid))
-		return len(fds) >= 5
+	// The shell holds the file open once its descriptor 3 names it; a
+	// count of descriptors would also count whatever the test inherited.
+	file := filepath.Join(v.mnt, "b", "f")
+	testenv.WaitUntil(t, 20*time.Second, "the pod to open "+file, func() bool {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", v.pod.Cmd.Process.Pid))
+		return err == nil && target == file
 	})
 	v.sshfs.Stall()
 	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
