@@ -162,8 +162,9 @@ func deletedEffect(m *mounts.Mount) string {
 	case m.Kube != nil && m.Kube.Kind == mounts.CSIStaging:
 		return ", so no new pod can publish this volume" + runc + ". "
 	case m.Kube != nil && m.Kube.Kind == mounts.SubPath:
-		return fmt.Sprintf(". Checked with kubelet 1.34 and containerd 1.6: kubelet re-creates the subPath's directory, empty, "+
-			"binds it anew and the restarted container of pod %s runs, without an error or event: the data of volume %s's "+
+		return fmt.Sprintf(". Checked with kubelet 1.34 and containerd 1.6: the restarted container of pod %s first waits with "+
+			`CreateContainerConfigError "failed to prepare subPath for volumeMount", then kubelet re-creates the subPath's `+
+			"directory, empty, binds it anew and the container runs, with no error naming the deletion: the data of volume %s's "+
 			"subPath is silently gone from it; older kubelets, with runc 1.1 and earlier, fail the container instead "+
 			`("mount through procfd: no such file or directory"). `, podName(m.Kube), volumeName(m.Kube))
 	case m.Kube != nil && m.Kube.PodUID != "":

@@ -124,9 +124,15 @@ func testDeletedSubPath(t *testing.T, c *kube.Cluster, m *mwd) {
 	p := m.waitProblem(t, time.Minute, problem{"check": "deleted_root", "pod_namespace": kube.Namespace, "pod_name": "subdel", "volume": "subdel"})
 	t.Logf("mountwatchd: %v", p)
 	restartContainer(t, c, "subdel")
-	st := restartedState(c, "subdel")
+	// What the kubelet at hand does, which the finding's message says:
+	// every state the restarted container goes through until it runs.
+	states, running := statesUntilRunning(c, "subdel", 2*time.Minute)
 	_, err := os.Stat(filepath.Join(v.backing, "app"))
-	t.Logf("kubelet, container restarted on the deleted subPath: %s; the subPath directory re-created: %v", st, err == nil)
+	t.Logf("kubelet, container restarted on the deleted subPath: %s; the subPath directory re-created: %v", strings.Join(states, " -> "), err == nil)
+	if !running || err != nil {
+		t.Errorf("the deleted_root message for a subPath says kubelet 1.34 re-creates the directory and the restarted container runs; "+
+			"here it ran: %v, the directory re-created: %v", running, err == nil)
+	}
 	c.Kubectl(t, "-n", kube.Namespace, "delete", "pod", "subdel", "--wait=false")
 }
 
@@ -260,6 +266,24 @@ func restartedState(c *kube.Cluster, pod string) string {
 		time.Sleep(500 * time.Millisecond)
 	}
 	return st
+}
+
+// statesUntilRunning are the distinct states of the pod's container from
+// now until it runs again after a restart (true), or until timeout.
+func statesUntilRunning(c *kube.Cluster, pod string, timeout time.Duration) ([]string, bool) {
+	var states []string
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		st := containerStatus(c, pod)
+		if len(states) == 0 || states[len(states)-1] != st {
+			states = append(states, st)
+		}
+		if strings.Contains(st, `"running"`) && !strings.Contains(st, "restarts=0") {
+			return states, true
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return states, false
 }
 
 // stuckHelpers counts mountwatchd's processes (the daemon's probe helpers)
