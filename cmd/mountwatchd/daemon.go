@@ -120,11 +120,17 @@ func runDaemon(cfg config, stderr io.Writer) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	expo := export.NewExposition(dc.maxProblemSeries, reg)
+	publish, stopKube, err := startKube(cfg.kube, log, reg, expo.Publish)
+	if err != nil {
+		log.Error("Kubernetes API reporting", zap.Error(err))
+		return exitUnknown
+	}
+	defer stopKube()
 	cs, prober := checks(cfg, log, true, false)
 	d := daemon.New(daemon.Config{
 		Host: cfg.host, Checks: cs, Prober: prober,
 		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
-		Log: log, Notify: notify, Watchdog: watchdog, Publish: expo.Publish,
+		Log: log, Notify: notify, Watchdog: watchdog, Publish: publish,
 	})
 	mux := http.NewServeMux()
 	mux.Handle(dc.telemetryPath, promhttp.InstrumentMetricHandler(reg, expo))

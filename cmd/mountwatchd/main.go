@@ -64,6 +64,7 @@ type config struct {
 	scan           scanConfig
 	volumes        volumeConfig
 	daemon         daemonConfig
+	kube           kubeConfig
 	installTo      string
 
 	pidFlag *intValue // to tell --target.pid given from its default
@@ -141,6 +142,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
 	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
+	addKubeFlags(app, &cfg.kube)
 	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see README.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app
