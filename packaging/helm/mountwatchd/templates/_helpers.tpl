@@ -70,3 +70,8 @@ app.kubernetes.io/part-of: mountwatchd
 {{- define "mountwatchd.port" -}}
 {{- .Values.service.port | int }}
 {{- end }}
+
+{{/* "true" when mountwatchd talks to the API server (a kubeAPI switch is on), else "". */}}
+{{- define "mountwatchd.kubeAPI" -}}
+{{- if or .Values.kubeAPI.events .Values.kubeAPI.condition .Values.kubeAPI.taint }}true{{ end }}
+{{- end }}
