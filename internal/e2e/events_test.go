@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -70,7 +71,7 @@ func deployKube(t *testing.T, c *kube.Cluster, sets ...string) *mwd {
 	apiProxy(t, c)
 	helm := testenv.RequireCommand(t, "helm", "make tools")
 	args := []string{"template", daemonName, filepath.Join(repoRoot(), "packaging/helm/mountwatchd"),
-		"--namespace", chartNS,
+		"--namespace", chartNS, "--kube-version", strings.TrimPrefix(kube.Version, "v"),
 		"--set", "image.registry=localhost", "--set", "image.repository=mountwatchd", "--set", "image.tag=e2e",
 		"--set", fmt.Sprintf("targetPID=%d", os.Getpid()),
 		"--set-json", fmt.Sprintf("extraArgs=[%q,%q,%q]", fastArgs[0], fastArgs[1], fastArgs[2]),
@@ -83,16 +84,29 @@ func deployKube(t *testing.T, c *kube.Cluster, sets ...string) *mwd {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, helm, args...).Output()
 	if err != nil {
-		t.Fatalf("helm template: %v", err)
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("helm template: %v\n%s", err, stderr)
 	}
 	c.Kubectl("create", "namespace", chartNS)
 	c.Apply(string(out))
 	m := &mwd{t: t, c: c}
-	testenv.WaitUntil(t, 3*time.Minute, "the DaemonSet's pod Ready", func() bool {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
 		m.pod, _ = c.KubectlErr("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/name=mountwatchd",
 			"-o", `jsonpath={.items[?(@.status.conditions[?(@.type=="Ready")].status=="True")].metadata.name}`)
-		return m.pod != "" && !strings.Contains(m.pod, " ")
-	})
+		if m.pod != "" && !strings.Contains(m.pod, " ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			desc, _ := c.KubectlErr("-n", chartNS, "describe", "pods")
+			logs, _ := c.KubectlErr("-n", chartNS, "logs", "-l", "app.kubernetes.io/name=mountwatchd", "--tail=30")
+			t.Fatalf("the DaemonSet's pod is not Ready within 3m:\n%s\n%s\n--- kubelet:\n%s", desc, logs, tail(c.KubeletLog(), 30))
+		}
+		time.Sleep(time.Second)
+	}
 	m.ip = c.Kubectl("-n", chartNS, "get", "pod", m.pod, "-o", "jsonpath={.status.podIP}")
 	return m
 }
@@ -192,6 +206,7 @@ func hasTaint(ts []string, want string) bool {
 // then hangs a real pod's FUSE volume and resumes it, kills another's
 // server while the API server is down, and takes a verb from the role.
 func TestKubeReporting(t *testing.T) {
+	dummyShim(t)
 	c := kube.Start(t, kube.Options{})
 	c.Kubectl("taint", "node", c.NodeName, decoyTaint)
 	m := deployKube(t, c, "kubeAPI.events=true", "kubeAPI.condition=true", "kubeAPI.taint=true", "kubeAPI.heartbeat=10s")

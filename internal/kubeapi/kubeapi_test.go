@@ -121,6 +121,9 @@ func TestEventOncePerProblem(t *testing.T) {
 	}
 	list, _ := cs.CoreV1().Events(testNS).List(context.Background(), metav1.ListOptions{})
 	for _, e := range list.Items {
+		if e.Count != 1 {
+			t.Errorf("event %s on %s counted %d times: want one per problem, not one per state", e.Reason, e.InvolvedObject.Name, e.Count)
+		}
 		if e.Source.Component != "mountwatchd" || e.Source.Host != testNode || e.ReportingController != "mountwatchd" || e.ReportingInstance != testNode {
 			t.Errorf("event %s: source %+v, reporting %s/%s", e.Reason, e.Source, e.ReportingController, e.ReportingInstance)
 		}
