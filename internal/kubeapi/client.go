@@ -8,16 +8,16 @@ import (
 	"github.com/go-logr/logr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 )
 
-// NewClient returns a core/v1 client with the credentials of kubeconfig,
-// or, when it is empty, of the pod's ServiceAccount (in-cluster config).
-// Every request carries timeout as its HTTP deadline besides its own.
-func NewClient(kubeconfig, userAgent string, timeout time.Duration) (corev1client.CoreV1Interface, error) {
+// NewClient returns the API the reporter uses, with the credentials of
+// kubeconfig, or, when it is empty, of the pod's ServiceAccount (in-cluster
+// config). Every request carries timeout as its HTTP deadline besides its
+// own.
+func NewClient(kubeconfig, userAgent string, timeout time.Duration) (API, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -36,7 +36,7 @@ func NewClient(kubeconfig, userAgent string, timeout time.Duration) (corev1clien
 	}
 	cfg.UserAgent = userAgent
 	cfg.Timeout = timeout
-	return corev1client.NewForConfig(cfg)
+	return newRESTAPI(cfg)
 }
 
 // LogTo sends client-go's own log lines (klog) to log: errors as errors,

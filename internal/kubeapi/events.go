@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
@@ -220,10 +219,9 @@ func (r *Reporter) deliver(ctx context.Context, it *item) error {
 // write creates the event, or patches it when the correlator counted a
 // repeat of one already written.
 func (r *Reporter) write(ctx context.Context, it *item) (*v1.Event, string, error) {
-	events := r.core.Events(it.ev.Namespace)
 	if it.ev.Count > 1 && it.patch != nil {
 		rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		ev, err := events.PatchWithEventNamespaceWithContext(rctx, it.ev, it.patch)
+		ev, err := r.api.PatchEvent(rctx, it.ev, it.patch)
 		cancel()
 		reason := r.m.request(reqPatchEvent, err)
 		if err == nil || !apierrors.IsNotFound(err) {
@@ -235,7 +233,7 @@ func (r *Reporter) write(ctx context.Context, it *item) (*v1.Event, string, erro
 	e.ResourceVersion = ""
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	ev, err := events.CreateWithEventNamespaceWithContext(rctx, e)
+	ev, err := r.api.CreateEvent(rctx, e)
 	reason := r.m.request(reqCreateEvent, err)
 	r.said.result(reqCreateEvent, reason, err)
 	return ev, reason, err
@@ -257,7 +255,7 @@ func (r *Reporter) deliverClaim(ctx context.Context, j *claimJob) error {
 	e, ok := r.claims[j.pv]
 	if !ok || now.After(e.until) {
 		rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		pv, err := r.core.PersistentVolumes().Get(rctx, j.pv, metav1.GetOptions{})
+		pv, err := r.api.GetPersistentVolume(rctx, j.pv)
 		cancel()
 		reason := r.m.request(reqGetPV, err)
 		if reason != "not_found" {

@@ -60,7 +60,7 @@ func start(t *testing.T, cs *fake.Clientset, cfg Config) *Reporter {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	r := New(cfg, cs.CoreV1())
+	r := New(cfg, typedAPI{cs.CoreV1()})
 	r.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -296,7 +296,7 @@ func TestReasons(t *testing.T) {
 }
 
 func TestMetricsLint(t *testing.T) {
-	r := New(Config{Events: true, NodeName: testNode}, fake.NewClientset().CoreV1())
+	r := New(Config{Events: true, NodeName: testNode}, typedAPI{fake.NewClientset().CoreV1()})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(r.Collectors()...)
 	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {

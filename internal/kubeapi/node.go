@@ -13,8 +13,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 )
@@ -72,11 +70,11 @@ func wantFrom(findings []check.Finding) nodeWant {
 // nodeSync writes the condition and the taint. Its run goroutine owns all
 // but the wanted state.
 type nodeSync struct {
-	cfg   Config
-	nodes corev1client.NodeInterface
-	m     *metrics
-	said  *saidErrors
-	log   *zap.Logger
+	cfg  Config
+	api  API
+	m    *metrics
+	said *saidErrors
+	log  *zap.Logger
 
 	mu     sync.Mutex
 	wanted *nodeWant
@@ -90,8 +88,8 @@ type nodeSync struct {
 	retryAt    time.Time // no attempt before, after a failure
 }
 
-func newNodeSync(cfg Config, nodes corev1client.NodeInterface, m *metrics, said *saidErrors, log *zap.Logger) *nodeSync {
-	return &nodeSync{cfg: cfg, nodes: nodes, m: m, said: said, log: log, wake: make(chan struct{}, 1)}
+func newNodeSync(cfg Config, api API, m *metrics, said *saidErrors, log *zap.Logger) *nodeSync {
+	return &nodeSync{cfg: cfg, api: api, m: m, said: said, log: log, wake: make(chan struct{}, 1)}
 }
 
 func (n *nodeSync) want(w nodeWant) {
@@ -200,7 +198,7 @@ func (n *nodeSync) patchCondition(ctx context.Context, c v1.NodeCondition) error
 	}
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
 	defer cancel()
-	_, err = n.nodes.PatchStatus(rctx, n.cfg.NodeName, patch)
+	err = n.api.PatchNodeStatus(rctx, n.cfg.NodeName, patch)
 	n.said.result(reqPatchNodeStatus, n.m.request(reqPatchNodeStatus, err), err)
 	return err
 }
@@ -219,7 +217,7 @@ const maxTaintTries = 5
 func (n *nodeSync) syncTaint(ctx context.Context, want bool) error {
 	for try := 0; ; try++ {
 		rctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
-		node, err := n.nodes.Get(rctx, n.cfg.NodeName, metav1.GetOptions{})
+		node, err := n.api.GetNode(rctx, n.cfg.NodeName)
 		cancel()
 		n.said.result(reqGetNode, n.m.request(reqGetNode, err), err)
 		if err != nil {
@@ -249,7 +247,7 @@ func (n *nodeSync) syncTaint(ctx context.Context, want bool) error {
 			return err
 		}
 		rctx, cancel = context.WithTimeout(ctx, n.cfg.Timeout)
-		_, err = n.nodes.Patch(rctx, n.cfg.NodeName, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "mountwatchd"})
+		err = n.api.PatchNode(rctx, n.cfg.NodeName, patch)
 		cancel()
 		n.said.result(reqPatchNode, n.m.request(reqPatchNode, err), err)
 		if apierrors.IsConflict(err) && try+1 < maxTaintTries {

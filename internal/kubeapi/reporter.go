@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/mountwatchd/mountwatchd/internal/export"
@@ -78,10 +77,10 @@ func (c Config) withDefaults() Config {
 // Reporter tells the API server what the daemon publishes. Publish is safe
 // from any goroutine and never blocks; Start and Stop are called once.
 type Reporter struct {
-	cfg  Config
-	log  *zap.Logger
-	core corev1client.CoreV1Interface
-	m    *metrics
+	cfg Config
+	log *zap.Logger
+	api API
+	m   *metrics
 
 	latest atomic.Pointer[export.State]
 	wake   chan struct{}
@@ -103,10 +102,10 @@ type Reporter struct {
 	stop   bool
 }
 
-// New returns a reporter that talks to the API server through core.
-func New(cfg Config, core corev1client.CoreV1Interface) *Reporter {
+// New returns a reporter that talks to the API server through api.
+func New(cfg Config, api API) *Reporter {
 	cfg = cfg.withDefaults()
-	r := &Reporter{cfg: cfg, log: cfg.Log.With(zap.String("component", "kubeapi")), core: core,
+	r := &Reporter{cfg: cfg, log: cfg.Log.With(zap.String("component", "kubeapi")), api: api,
 		wake: make(chan struct{}, 1), q: newQueue[item](cfg.QueueSize),
 		active: map[string]activeProblem{}, claims: map[string]claimEntry{}}
 	r.said = &saidErrors{log: r.log, last: map[string]string{}}
@@ -118,7 +117,7 @@ func New(cfg Config, core corev1client.CoreV1Interface) *Reporter {
 		r.bcast.StartEventWatcher(func(ev *v1.Event) { r.enqueue(item{ev: ev}) })
 	}
 	if cfg.Condition || cfg.Taint {
-		r.node = newNodeSync(cfg, core.Nodes(), r.m, r.said, r.log)
+		r.node = newNodeSync(cfg, api, r.m, r.said, r.log)
 	}
 	return r
 }
