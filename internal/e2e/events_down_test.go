@@ -26,6 +26,10 @@ import (
 func stopAPIServer(t *testing.T, c *kube.Cluster) []string {
 	t.Helper()
 	bin := filepath.Join(c.Bin, "kube-apiserver")
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -34,7 +38,10 @@ func stopAPIServer(t *testing.T, c *kube.Cluster) []string {
 		}
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if argv[0] != bin {
+		// The Bin directory is shared: another test binary's cluster runs
+		// the same kube-apiserver in a network namespace of its own.
+		ns, _ := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net"))
+		if argv[0] != bin || ns != self {
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -142,9 +149,13 @@ func testVerbShort(t *testing.T, c *kube.Cluster, m *mwd) {
 	if out, err := c.KubectlInput([]byte(cut), "replace", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	before := counter(t, m, "mountwatchd_kube_api_errors_total", problem{"request": "patch_node_status", "reason": "forbidden"})
 	testenv.WaitUntil(t, 2*time.Minute, "the condition's heartbeat forbidden", func() bool {
-		return counter(t, m, "mountwatchd_kube_api_errors_total", problem{"request": "patch_node_status", "reason": "forbidden"}) > 0
+		return counter(t, m, "mountwatchd_kube_api_errors_total", problem{"request": "patch_node_status", "reason": "forbidden"}) > before
 	})
+	if before != 0 {
+		t.Errorf("forbidden before the role lost its verb: %v", before)
+	}
 	testenv.WaitUntil(t, time.Minute, "the warning in the log", func() bool {
 		l := podLog(t, c, m)
 		return strings.Contains(l, "Kubernetes API request failed") && strings.Contains(l, "ClusterRole lacks this verb")

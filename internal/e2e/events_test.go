@@ -95,9 +95,7 @@ func deployKube(t *testing.T, c *kube.Cluster, sets ...string) *mwd {
 	m := &mwd{t: t, c: c}
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		m.pod, _ = c.KubectlErr("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/name=mountwatchd",
-			"-o", `jsonpath={.items[?(@.status.conditions[?(@.type=="Ready")].status=="True")].metadata.name}`)
-		if m.pod != "" && !strings.Contains(m.pod, " ") {
+		if m.pod = readyPod(c); m.pod != "" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -295,4 +293,28 @@ func describe(evs []corev1.Event) string {
 		fmt.Fprintf(&b, "\n  %s %s/%s %s %s x%d: %s", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Source.Component, e.Count, e.Message)
 	}
 	return b.String()
+}
+
+// readyPod is the name of the DaemonSet's one Ready pod, or "".
+func readyPod(c *kube.Cluster) string {
+	out, err := c.KubectlErr("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/name=mountwatchd", "-o", "json")
+	if err != nil {
+		return ""
+	}
+	var l corev1.PodList
+	if json.Unmarshal([]byte(out), &l) != nil {
+		return ""
+	}
+	var ready []string
+	for _, p := range l.Items {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+				ready = append(ready, p.Name)
+			}
+		}
+	}
+	if len(ready) != 1 {
+		return ""
+	}
+	return ready[0]
 }
