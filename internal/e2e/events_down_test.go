@@ -58,8 +58,9 @@ func stopAPIServer(t *testing.T, c *kube.Cluster) []string {
 }
 
 // restartAPIServer starts the API server again with the same command line
-// and waits until it is ready; it is killed when the test ends.
-func restartAPIServer(t *testing.T, c *kube.Cluster, argv []string) {
+// and waits until it is ready; it is killed when owner (the test that owns
+// the cluster, not a subtest) ends.
+func restartAPIServer(t, owner *testing.T, c *kube.Cluster, argv []string) {
 	t.Helper()
 	log, err := os.Create(filepath.Join(c.Dir, "kube-apiserver-restarted.log"))
 	if err != nil {
@@ -71,7 +72,7 @@ func restartAPIServer(t *testing.T, c *kube.Cluster, argv []string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
+	owner.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
 	testenv.WaitUntil(t, 2*time.Minute, "the API server ready again", func() bool {
 		out, err := c.KubectlErr("get", "--raw", "/readyz")
 		return err == nil && out == "ok"
@@ -113,7 +114,7 @@ func counter(t *testing.T, m *mwd, family string, labels map[string]string) floa
 // testAPIDown kills the API server, then the dead volume's FUSE server:
 // the checks, the metrics and the journal go on without it; when it comes
 // back the pod's Warning and the condition arrive.
-func testAPIDown(t *testing.T, c *kube.Cluster, m *mwd, v volume) {
+func testAPIDown(t, owner *testing.T, c *kube.Cluster, m *mwd, v volume) {
 	argv := stopAPIServer(t, c)
 	v.signal(t, c, syscall.SIGKILL)
 	p := m.waitProblem(2*time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead"})
@@ -126,7 +127,7 @@ func testAPIDown(t *testing.T, c *kube.Cluster, m *mwd, v volume) {
 	})
 	errs := counter(t, m, "mountwatchd_kube_api_errors_total", problem{})
 	t.Logf("API errors while down: %v", errs)
-	restartAPIServer(t, c, argv)
+	restartAPIServer(t, owner, c, argv)
 	w := waitEvents(t, c, "dead", "StaleMount", 3*time.Minute)
 	t.Logf("after the API server came back: %s %s %q", w.Type, w.Reason, w.Message)
 	if w.Type != "Warning" || !strings.Contains(w.Message, `volume "dead"`) || !strings.Contains(w.Message, c.CSIDriver) {
@@ -141,7 +142,10 @@ func testAPIDown(t *testing.T, c *kube.Cluster, m *mwd, v volume) {
 // ClusterRole, mountwatchd_kube_api_errors_total{reason="forbidden"}) and
 // the daemon goes on.
 func testVerbShort(t *testing.T, c *kube.Cluster, m *mwd) {
-	role := c.Kubectl("get", "clusterrole", daemonName, "-o", "json")
+	role, err := c.KubectlErr("get", "clusterrole", daemonName, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cut := strings.Replace(role, `"nodes/status"`, `"nodes/status-not"`, 1)
 	if cut == role {
 		t.Fatalf("the ClusterRole has no nodes/status rule:\n%s", role)

@@ -216,7 +216,7 @@ func TestKubeReporting(t *testing.T) {
 	waitCondition(t, c, corev1.ConditionFalse, "NoMountProblem")
 
 	t.Run("hung", func(t *testing.T) { testHungEvents(t, c, m, hung) })
-	t.Run("api_down", func(t *testing.T) { testAPIDown(t, c, m, dead) })
+	t.Run("api_down", func(st *testing.T) { testAPIDown(st, t, c, m, dead) })
 	t.Run("rbac_one_verb_short", func(t *testing.T) { testVerbShort(t, c, m) })
 }
 
