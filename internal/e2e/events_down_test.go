@@ -115,6 +115,11 @@ func counter(t *testing.T, m *mwd, family string, labels map[string]string) floa
 // the checks, the metrics and the journal go on without it; when it comes
 // back the pod's Warning and the condition arrive.
 func testAPIDown(t, owner *testing.T, c *kube.Cluster, m *mwd, v volume) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mountwatchd's log:\n%s", tail(podLog(t, c, m), 40))
+		}
+	})
 	argv := stopAPIServer(t, c)
 	v.signal(t, c, syscall.SIGKILL)
 	p := m.waitProblem(2*time.Minute, problem{"check": "stale_mount", "pod_namespace": kube.Namespace, "pod_name": "dead", "volume": "dead"})

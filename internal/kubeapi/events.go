@@ -29,6 +29,26 @@ type item struct {
 	correlated bool
 	patch      []byte
 	claim      *claimJob
+	// refusals so far: an API server starting refuses (401, 403) until
+	// its caches are warm, so a refusal is retried a few times
+	refusals int
+}
+
+// maxRefusals is how often an item refused (forbidden) is retried before
+// it is dropped: about half a minute of backoff.
+const maxRefusals = 5
+
+// retryItem reports whether an item that failed for reason is to be
+// retried, counting refusals.
+func (it *item) retry(reason string) bool {
+	if retryable(reason) {
+		return true
+	}
+	if reason == "forbidden" && it.refusals < maxRefusals {
+		it.refusals++
+		return true
+	}
+	return false
 }
 
 // claimJob is the event a pod got, to repeat on the claim of the
@@ -190,7 +210,7 @@ func (r *Reporter) flush(ctx context.Context) {
 // retried.
 func (r *Reporter) deliver(ctx context.Context, it *item) error {
 	if it.claim != nil {
-		return r.deliverClaim(ctx, it.claim)
+		return r.deliverClaim(ctx, it)
 	}
 	if !it.correlated {
 		res, err := r.corr.EventCorrelate(it.ev)
@@ -209,7 +229,7 @@ func (r *Reporter) deliver(ctx context.Context, it *item) error {
 		r.m.events.WithLabelValues("sent").Inc()
 		return nil
 	}
-	if retryable(reason) {
+	if it.retry(reason) {
 		return err
 	}
 	r.m.events.WithLabelValues("rejected").Inc()
@@ -250,7 +270,8 @@ type claimEntry struct {
 // (and, for CSI, of the same driver and handle): a pod volume directory is
 // named after its PersistentVolume, and an inline volume's name is no
 // PersistentVolume's, or one bound elsewhere.
-func (r *Reporter) deliverClaim(ctx context.Context, j *claimJob) error {
+func (r *Reporter) deliverClaim(ctx context.Context, it *item) error {
+	j := it.claim
 	now := time.Now()
 	e, ok := r.claims[j.pv]
 	if !ok || now.After(e.until) {
@@ -262,7 +283,7 @@ func (r *Reporter) deliverClaim(ctx context.Context, j *claimJob) error {
 			r.said.result(reqGetPV, reason, err)
 		}
 		switch {
-		case retryable(reason):
+		case err != nil && reason != "not_found" && it.retry(reason):
 			return err
 		case err != nil:
 			e = claimEntry{} // refused or no such PersistentVolume: no claim

@@ -267,13 +267,17 @@ func TestForbiddenSaysWhy(t *testing.T) {
 	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "events"}, "", errors.New("RBAC: no"))
 	})
+	first := firstRetryDelay
+	firstRetryDelay = 10 * time.Millisecond
+	t.Cleanup(func() { firstRetryDelay = first })
 	core, logs := observer.New(zap.InfoLevel)
 	r := start(t, cs, Config{Events: true, Log: zap.New(core)})
 	r.Publish(state(hungFinding(check.Critical)))
+	// Retried (an API server starting refuses for a while), then dropped.
 	waitFor(t, "two rejected events (pod and claim)", func() bool {
 		return testutil.ToFloat64(r.m.events.WithLabelValues("rejected")) == 2
 	})
-	if got := testutil.ToFloat64(r.m.errs.WithLabelValues(reqCreateEvent, "forbidden")); got != 2 {
+	if got := testutil.ToFloat64(r.m.errs.WithLabelValues(reqCreateEvent, "forbidden")); got != 2*(maxRefusals+1) {
 		t.Errorf("forbidden errors: %v", got)
 	}
 	warned := logs.FilterMessage("Kubernetes API request failed").All()

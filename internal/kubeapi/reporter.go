@@ -20,8 +20,6 @@ const (
 	DefaultTimeout    = 10 * time.Second
 	DefaultHeartbeat  = time.Minute
 	DefaultQueueSize  = 1000
-	maxRetryDelay     = 30 * time.Second
-	firstRetryDelay   = time.Second
 	claimCacheTTL     = 10 * time.Minute
 	maxClaimCacheSize = 4096
 )
@@ -73,6 +71,12 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Pauses between retries: doubling from the first to the longest.
+var (
+	firstRetryDelay = time.Second
+	maxRetryDelay   = 30 * time.Second
+)
 
 // Reporter tells the API server what the daemon publishes. Publish is safe
 // from any goroutine and never blocks; Start and Stop are called once.
