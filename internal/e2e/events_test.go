@@ -224,14 +224,16 @@ func testHungEvents(t *testing.T, c *kube.Cluster, m *mwd, v volume) {
 	if ts := taints(t, c); !hasTaint(ts, decoyTaint) || len(ts) != 1 {
 		t.Errorf("taints after: %v, want only %s", ts, decoyTaint)
 	}
-	fams, err := m.metrics()
-	if err != nil {
-		t.Fatal(err)
+	// mountwatchd-kube's counters reach the daemon's /metrics within a
+	// couple of seconds (it sends them every 2s and after each state).
+	taintChanges := func(op string) float64 {
+		return counter(t, m, "mountwatchd_kube_taint_changes_total", problem{"op": op})
 	}
-	for _, s := range fams["mountwatchd_kube_taint_changes_total"].GetMetric() {
-		if v := s.GetCounter().GetValue(); v != 1 {
-			t.Errorf("taint changes %v: %v, want one add and one remove", s.GetLabel(), v)
-		}
+	testenv.WaitUntil(t, 30*time.Second, "the taint's add and remove counted", func() bool {
+		return taintChanges("add") >= 1 && taintChanges("remove") >= 1
+	})
+	if add, remove := taintChanges("add"), taintChanges("remove"); add != 1 || remove != 1 {
+		t.Errorf("taint changes: %v adds and %v removes, want one of each", add, remove)
 	}
 }
 

@@ -5,7 +5,8 @@
 // PersistentVolume), a node condition, and, separately, a NoSchedule taint
 // while a critical problem lasts.
 //
-// Its one job is that reporting. It takes the daemon's published states
+// Its one job is that reporting. It runs in mountwatchd-kube, never in the
+// daemon (internal/kubelink says why). It takes the daemon's snapshots
 // (Reporter.Publish, which never blocks) and works on its own goroutines:
 // events go through client-go's recorder and correlator (aggregation and
 // the per-object rate limit of Kubernetes' own components) into a bounded
