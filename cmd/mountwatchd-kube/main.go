@@ -70,7 +70,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer logger.Close()
-	log := logger.Logger.With(zap.String("process", "mountwatchd-kube"))
+	log := logger.With(zap.String("process", "mountwatchd-kube"))
 	// The daemon stops this process (a word on its input); a terminal's or
 	// systemd's signal to the whole group must not cut the last events.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

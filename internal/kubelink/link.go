@@ -252,11 +252,17 @@ func (l *Link) stopHelper(cmd *exec.Cmd, stdin io.WriteCloser, readErr <-chan er
 	timer := time.NewTimer(l.stopTimeout())
 	defer timer.Stop()
 	select {
-	case <-readErr:
+	case err := <-readErr:
+		if err != nil && !errors.Is(err, io.EOF) {
+			l.log.Warn("reading "+HelperName+"'s metrics while it stopped", zap.Error(err))
+		}
 	case <-timer.C:
 		l.log.Warn(HelperName+" did not stop in time; killing it", zap.Duration("timeout", l.stopTimeout()))
 		_ = cmd.Process.Kill()
-		<-readErr // the killed helper's end of its output closes
+		// The killed helper's end of its output closes.
+		if err := <-readErr; err != nil && !errors.Is(err, io.EOF) {
+			l.log.Debug("reading "+HelperName+"'s metrics as it was killed", zap.Error(err))
+		}
 	}
 	err := cmd.Wait()
 	l.m.up.Set(0)

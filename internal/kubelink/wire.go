@@ -3,6 +3,7 @@ package kubelink
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -61,7 +62,7 @@ func (r *Reader) Next() (s *Snapshot, stop bool, err error) {
 		if len(line) > MaxMessage {
 			return nil, false, fmt.Errorf("a message from the daemon longer than %d bytes", MaxMessage)
 		}
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
 		if err != nil {
