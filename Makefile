@@ -25,8 +25,12 @@ LDFLAGS   := -s -w \
 
 all: check test build
 
+# mountwatchd-kube, the process that talks to the Kubernetes API server
+# when a --kube.* switch is on, is built beside it: the daemon looks for it
+# in its own directory.
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o mountwatchd ./cmd/mountwatchd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o mountwatchd-kube ./cmd/mountwatchd-kube
 
 # The Debian package: a static binary (CGO_ENABLED=0, so it depends on
 # nothing), the systemd unit, /etc/default/mountwatchd and the docs, built
@@ -38,6 +42,7 @@ GOARCH    ?= $(shell $(GO) env GOARCH)
 deb:
 	@mkdir -p $(DEBDIR)/build
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEBDIR)/build/mountwatchd ./cmd/mountwatchd
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEBDIR)/build/mountwatchd-kube ./cmd/mountwatchd-kube
 	packaging/deb/build.sh $(DEBDIR)/build/mountwatchd '$(VERSION)' $(GOARCH) $(DEBDIR)
 
 # The RPM, from the same files as the .deb, built by nfpm (make tools)
@@ -51,6 +56,7 @@ RPM_VERSION ?= $(shell echo '$(VERSION)' | sed -e 's/^v//' -e 's/[-_]/+/g')
 rpm:
 	@mkdir -p $(RPMDIR)/build
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RPMDIR)/build/mountwatchd ./cmd/mountwatchd
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RPMDIR)/build/mountwatchd-kube ./cmd/mountwatchd-kube
 	MOUNTWATCHD_BINARY=$(abspath $(RPMDIR))/build/mountwatchd MOUNTWATCHD_VERSION='$(RPM_VERSION)' GOARCH=$(GOARCH) \
 		$(NFPM) package --config packaging/rpm/nfpm.yaml --packager rpm --target $(RPMDIR)/
 
@@ -71,7 +77,8 @@ image:
 		arch=$${p#linux/}; mkdir -p $(IMAGE_BUILD)/linux-$$arch; \
 		echo "build $$p"; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_BUILD)/linux-$$arch/mountwatchd ./cmd/mountwatchd; \
-		bins="$$bins -binary $$p=$(abspath $(IMAGE_BUILD))/linux-$$arch/mountwatchd"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_BUILD)/linux-$$arch/mountwatchd-kube ./cmd/mountwatchd-kube; \
+		bins="$$bins -binary $$p=$(abspath $(IMAGE_BUILD))/linux-$$arch/mountwatchd -helper $$p=$(abspath $(IMAGE_BUILD))/linux-$$arch/mountwatchd-kube"; \
 	done; \
 	cd packaging/image && $(GO) run . -out $(abspath $(IMAGE_OUT)) -ref $(IMAGE):$(IMAGE_TAG) \
 		-version '$(VERSION)' -revision '$(REVISION)' -created '$(CREATED)' \
@@ -216,5 +223,5 @@ bench-scale:
 	MOUNTWATCHD_BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench NodeScale -benchtime 1x -timeout 2h ./bench/
 
 clean:
-	rm -f mountwatchd
+	rm -f mountwatchd mountwatchd-kube
 	rm -rf dist

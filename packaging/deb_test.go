@@ -63,18 +63,20 @@ func TestDebPackage(t *testing.T) {
 		testenv.Run(t, "dpkg-deb", "--extract", deb, x)
 		// Static: no program interpreter, no shared library needed, so
 		// Depends can stay empty.
-		f, err := elf.Open(filepath.Join(x, "usr/bin/mountwatchd"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		for _, p := range f.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Error("usr/bin/mountwatchd has a program interpreter: not static")
+		for _, name := range []string{"usr/bin/mountwatchd", "usr/bin/mountwatchd-kube"} {
+			f, err := elf.Open(filepath.Join(x, name))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
-			t.Errorf("usr/bin/mountwatchd needs %v", libs)
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("%s has a program interpreter: not static", name)
+				}
+			}
+			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+				t.Errorf("%s needs %v", name, libs)
+			}
+			f.Close()
 		}
 		want, err := os.ReadFile(filepath.Join(top, "systemd/mountwatchd.service"))
 		if err != nil {
@@ -141,7 +143,7 @@ func testDebInstall(t *testing.T, deb string) {
 	if o := mustSh("dpkg-query -W -f='${Status} ${Version}' mountwatchd"); o != "install ok installed "+testDebVersion {
 		t.Errorf("dpkg-query after install: %q", o)
 	}
-	files := []string{"/usr/bin/mountwatchd", "/lib/systemd/system/mountwatchd.service",
+	files := []string{"/usr/bin/mountwatchd", "/usr/bin/mountwatchd-kube", "/lib/systemd/system/mountwatchd.service",
 		"/usr/share/doc/mountwatchd/copyright", "/usr/share/doc/mountwatchd/README.md.gz"}
 	for _, p := range append(files, "/etc/default/mountwatchd") {
 		if !exists(p) {

@@ -175,20 +175,24 @@ func checkArchive(t *testing.T, archive string) imageConfig {
 		if !bytes.Equal(files["usr/share/doc/mountwatchd/LICENSE"], license) {
 			t.Errorf("%s: the image does not carry LICENSE", arch)
 		}
-		bin, ok := files["usr/bin/mountwatchd"]
-		if !ok {
-			t.Fatalf("%s: no usr/bin/mountwatchd in the layer", arch)
-		}
-		f, err := elf.NewFile(bytes.NewReader(bin))
-		if err != nil {
-			t.Fatalf("%s: %v", arch, err)
-		}
-		if f.Machine != machines[arch] {
-			t.Errorf("%s: binary for %v", arch, f.Machine)
-		}
-		for _, p := range f.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Errorf("%s: the binary has a program interpreter: not static", arch)
+		// The daemon and mountwatchd-kube, which it starts from its own
+		// directory when a --kube.* switch is on.
+		for _, name := range []string{"usr/bin/mountwatchd", "usr/bin/mountwatchd-kube"} {
+			bin, ok := files[name]
+			if !ok {
+				t.Fatalf("%s: no %s in the layer", arch, name)
+			}
+			f, err := elf.NewFile(bytes.NewReader(bin))
+			if err != nil {
+				t.Fatalf("%s: %s: %v", arch, name, err)
+			}
+			if f.Machine != machines[arch] {
+				t.Errorf("%s: %s for %v", arch, name, f.Machine)
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("%s: %s has a program interpreter: not static", arch, name)
+				}
 			}
 		}
 		if arch == "amd64" {

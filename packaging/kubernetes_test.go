@@ -327,7 +327,7 @@ func TestDaemonSetManifest(t *testing.T) {
 	}
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken ||
 		m.sa.AutomountServiceAccountToken == nil || *m.sa.AutomountServiceAccountToken {
-		t.Error("a service account token is mounted: mountwatchd never talks to the API server")
+		t.Error("a service account token is mounted by default: without kubeAPI mountwatchd never talks to the API server")
 	}
 }
 

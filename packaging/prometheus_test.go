@@ -63,13 +63,17 @@ func promtool(t *testing.T, dir string, args ...string) string {
 // collector's).
 func exposedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	data, err := os.ReadFile(top + "/internal/export/testdata/metrics.prom")
-	if err != nil {
-		t.Fatal(err)
-	}
 	names := map[string]bool{"mountwatchd_build_info": true}
-	for _, m := range regexp.MustCompile(`(?m)^# TYPE (mountwatchd_\w+) `).FindAllStringSubmatch(string(data), -1) {
-		names[m[1]] = true
+	// The daemon's, then with --kube.*: the link's and mountwatchd-kube's
+	// (relayed by the daemon).
+	for _, golden := range []string{"internal/export", "internal/kubelink", "internal/kubeapi"} {
+		data, err := os.ReadFile(top + "/" + golden + "/testdata/metrics.prom")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`(?m)^# TYPE (mountwatchd_\w+) `).FindAllStringSubmatch(string(data), -1) {
+			names[m[1]] = true
+		}
 	}
 	return names
 }

@@ -120,11 +120,17 @@ func runDaemon(cfg config, stderr io.Writer) int {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	expo := export.NewExposition(dc.maxProblemSeries, reg)
+	publish, stopKube, err := startKube(cfg, stderr, log, reg, expo.Publish)
+	if err != nil {
+		log.Error("Kubernetes API reporting", zap.Error(err))
+		return exitUnknown
+	}
+	defer stopKube()
 	cs, prober := checks(cfg, log, true, false)
 	dcfg := daemon.Config{
 		Host: cfg.host, Checks: cs, Prober: prober,
 		Interval: dc.interval, ProbeInterval: dc.probeInterval, ScanInterval: dc.scanInterval,
-		Log: log, Notify: notify, Watchdog: watchdog, Publish: expo.Publish,
+		Log: log, Notify: notify, Watchdog: watchdog, Publish: publish,
 	}
 	if rem := newRemedy(cfg, prober, log, false); rem != nil { // --remediation.mode
 		reg.MustRegister(rem.Actions)

@@ -66,6 +66,7 @@ type config struct {
 	volumes        volumeConfig
 	daemon         daemonConfig
 	remediation    remediationConfig
+	kube           kubeConfig
 	installTo      string
 
 	pidFlag *intValue // to tell --target.pid given from its default
@@ -145,6 +146,7 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
 	addRemediationFlags(app, &cfg.remediation)
+	addKubeFlags(app, &cfg.kube)
 	app.Flag(flagname.InstallTo, "Copy this binary to DIR/mountwatchd and exit (a node-problem-detector init container; see docs/deployment.md).").
 		PlaceHolder("DIR").StringVar(&cfg.installTo)
 	return app

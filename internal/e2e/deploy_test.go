@@ -49,10 +49,10 @@ type mwd struct {
 }
 
 // deploy imports the image into the node's containerd, renders the chart
-// with Helm (only the image, the node's PID and the schedules set) and
-// applies it, and waits until the DaemonSet's pod is Ready through its
-// real readiness probe.
-func deploy(t *testing.T, c *kube.Cluster) *mwd {
+// with Helm (only the image, the node's PID, the schedules and the
+// test's extra helm arguments set) and applies it, and waits until the
+// DaemonSet's pod is Ready through its real readiness probe.
+func deploy(t *testing.T, c *kube.Cluster, extra ...string) *mwd {
 	t.Helper()
 	archive := os.Getenv(imageEnv)
 	testenv.Require(t, archive != "", "$%s: the image archive (make e2e builds it)", imageEnv)
@@ -67,6 +67,7 @@ func deploy(t *testing.T, c *kube.Cluster) *mwd {
 		// processes (kubelet, this test) are the node's init here.
 		"--set", fmt.Sprintf("targetPID=%d", os.Getpid()),
 		"--set-json", fmt.Sprintf("extraArgs=[%q,%q,%q]", fastArgs[0], fastArgs[1], fastArgs[2])}
+	args = append(args, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, helm, args...)

@@ -47,6 +47,7 @@ import (
 // through /proc/1/root: Kubernetes grants added capabilities to root only.
 const (
 	binPath    = "/usr/bin/mountwatchd"
+	helperPath = "/usr/bin/mountwatchd-kube"
 	user       = "65534:65534"
 	metricPort = "9842/tcp"
 	source     = "https://github.com/mountwatchd/mountwatchd"
@@ -65,7 +66,7 @@ func (b binaries) Set(s string) error {
 }
 
 func main() {
-	bins := binaries{}
+	bins, helpers := binaries{}, binaries{}
 	var (
 		out      = flag.String("out", "dist/mountwatchd-image.tar", "OCI archive to write")
 		ref      = flag.String("ref", "ghcr.io/mountwatchd/mountwatchd:dev", "image reference recorded in the archive (what ctr image import names it)")
@@ -76,16 +77,22 @@ func main() {
 		npd      = flag.String("npd", "", "node-problem-detector plugin config, shipped as /usr/share/mountwatchd/npd-custom-plugin.json")
 	)
 	flag.Var(bins, "binary", "linux/ARCH=PATH of a static mountwatchd binary (repeatable; one manifest each)")
+	flag.Var(helpers, "helper", "linux/ARCH=PATH of the static mountwatchd-kube binary for that platform, shipped as "+helperPath+" (one per -binary)")
 	flag.Parse()
-	if err := build(*out, *ref, *ver, *revision, *created, *license, *npd, bins); err != nil {
+	if err := build(*out, *ref, *ver, *revision, *created, *license, *npd, bins, helpers); err != nil {
 		fmt.Fprintf(os.Stderr, "image: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func build(out, ref, ver, revision, created, license, npd string, bins binaries) error {
+func build(out, ref, ver, revision, created, license, npd string, bins, helpers binaries) error {
 	if len(bins) == 0 {
 		return fmt.Errorf("no -binary given")
+	}
+	for p := range bins {
+		if helpers[p] == "" {
+			return fmt.Errorf("-binary %s without -helper %s=PATH (mountwatchd-kube)", p, p)
+		}
 	}
 	when, err := time.Parse(time.RFC3339, created)
 	if err != nil {
@@ -123,7 +130,11 @@ func build(out, ref, ver, revision, created, license, npd string, bins binaries)
 		if err != nil {
 			return err
 		}
-		files := map[string]file{strings.TrimPrefix(binPath, "/"): bin}
+		helper, err := readFile(helpers[plat], 0o755)
+		if err != nil {
+			return err
+		}
+		files := map[string]file{strings.TrimPrefix(binPath, "/"): bin, strings.TrimPrefix(helperPath, "/"): helper}
 		for k, v := range extra {
 			files[k] = v
 		}

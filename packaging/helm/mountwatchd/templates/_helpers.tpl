@@ -85,3 +85,8 @@ with .Values.runbookBaseURL. Call with (list $ <text>).
 {{- $base := printf "%s/" (trimSuffix "/" (required "runbookBaseURL" $root.Values.runbookBaseURL)) }}
 {{- replace $repoDocs $base $text }}
 {{- end }}
+
+{{/* "true" when mountwatchd talks to the API server (a kubeAPI switch is on), else "". */}}
+{{- define "mountwatchd.kubeAPI" -}}
+{{- if or .Values.kubeAPI.events .Values.kubeAPI.condition .Values.kubeAPI.taint }}true{{ end }}
+{{- end }}
