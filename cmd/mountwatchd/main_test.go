@@ -377,18 +377,18 @@ func TestOnceHungFUSEReturns(t *testing.T) {
 	if err := server.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	waitStuckProbesGone(t)
+	waitStuckProbesGone(t, os.Getenv("RUNTIME_DIRECTORY"))
 	if r := mountwatchd(t, "--once", "--probe.timeout=3s"); r.code != 0 { // generous, within --once.timeout
 		t.Errorf("after SIGCONT: exit %d\n%s", r.code, r.stdout)
 	}
 }
 
 // waitStuckProbesGone waits until every probe recorded as stuck in the
-// state directory ($RUNTIME_DIRECTORY) has returned: its thread (or, when
-// not known, its helper process) is gone.
-func waitStuckProbesGone(t *testing.T) {
+// state directory dir has returned: its thread (or, when not known, its
+// helper process) is gone.
+func waitStuckProbesGone(t *testing.T, dir string) {
 	t.Helper()
-	records, _ := filepath.Glob(filepath.Join(os.Getenv("RUNTIME_DIRECTORY"), "stuck-*.json"))
+	records, _ := filepath.Glob(filepath.Join(dir, "stuck-*.json"))
 	for _, rec := range records {
 		data, err := os.ReadFile(rec)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,12 +220,34 @@ func TestStuckRecordStale(t *testing.T) {
 			t.Errorf("%s: the record was not removed", name)
 		}
 	}
+	// A thread of this process that the Go runtime parked: alive, with the
+	// recorded start time, but back from whatever it did (an aborted
+	// probe's helper, for a moment before it exits).
+	parkedTID, parkedStart := 0, uint64(0)
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, e := range tasks {
+		w, _ := os.ReadFile("/proc/self/task/" + e.Name() + "/wchan")
+		if strings.HasPrefix(string(w), "futex_") {
+			parkedTID, _ = strconv.Atoi(e.Name())
+			parkedStart, _ = procStart("/proc/self/task/" + e.Name() + "/stat")
+			break
+		}
+	}
+	testenv.Require(t, parkedTID != 0, "a thread of the test parked in futex_* (wchan names kernel functions)")
+	path, _ := recordPath(dir, "0:97")
+	b, _ := jsonMarshal(stuckRecord{PID: os.Getpid(), PStart: self, TID: parkedTID, TStart: parkedStart, Since: time.Now()})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := readRecord(dir, "0:97"); ok {
+		t.Errorf("a record of a thread parked in the Go runtime (tid %d) holds", parkedTID)
+	}
 	if _, err := recordPath(dir, "../x"); err == nil {
 		t.Error("a connection name with a path in it was accepted")
 	}
 	// And one that holds: this very thread's process.
-	path, _ := recordPath(dir, "0:98")
-	b, _ := jsonMarshal(stuckRecord{PID: os.Getpid(), PStart: self, Since: time.Unix(100, 0)})
+	path, _ = recordPath(dir, "0:98")
+	b, _ = jsonMarshal(stuckRecord{PID: os.Getpid(), PStart: self, Since: time.Unix(100, 0)})
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,26 @@ func (r stuckRecord) holds() bool {
 		return true
 	}
 	s, err := procStart(fmt.Sprintf("/proc/%d/task/%d/stat", r.PID, r.TID))
-	return err == nil && s == r.TStart
+	return err == nil && s == r.TStart && !parked(r.PID, r.TID)
+}
+
+// parkedIn are the kernel functions a thread of ours waits in once it is
+// back from its probe: the Go runtime polling, or the thread exiting; and
+// any futex_* (the runtime parking it: futex_wait_queue_me before Linux
+// 5.16, futex_wait_queue, futex_do_wait on 6.18). A probe stuck on a
+// filesystem waits elsewhere (request_wait_answer for FUSE, the RPC layer
+// for NFS), never on a futex.
+var parkedIn = map[string]bool{"do_epoll_wait": true, "ep_poll": true, "do_exit": true, "do_group_exit": true}
+
+// parked reports whether the recorded thread is known to be back from its
+// probe: after an abort the helper lives on for a moment, and a record
+// believed then would call an aborted connection hung. Where wchan says
+// nothing ("0" without the symbol, or unreadable), the start times alone
+// decide, as before.
+func parked(pid, tid int) bool {
+	b, err := readSmall(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid), 256)
+	w := strings.TrimSpace(string(b))
+	return err == nil && (strings.HasPrefix(w, "futex_") || parkedIn[w])
 }
 
 // readSmall reads a regular file of at most max bytes without following a
