@@ -63,7 +63,7 @@ func TestDebPackage(t *testing.T) {
 		testenv.Run(t, "dpkg-deb", "--extract", deb, x)
 		// Static: no program interpreter, no shared library needed, so
 		// Depends can stay empty.
-		for _, name := range []string{"usr/bin/mountwatchd", "usr/bin/mountwatchd-kube"} {
+		for _, name := range []string{"usr/bin/mountwatchd", "usr/lib/mountwatchd/mountwatchd-kube"} {
 			f, err := elf.Open(filepath.Join(x, name))
 			if err != nil {
 				t.Fatal(err)
@@ -143,7 +143,7 @@ func testDebInstall(t *testing.T, deb string) {
 	if o := mustSh("dpkg-query -W -f='${Status} ${Version}' mountwatchd"); o != "install ok installed "+testDebVersion {
 		t.Errorf("dpkg-query after install: %q", o)
 	}
-	files := []string{"/usr/bin/mountwatchd", "/usr/bin/mountwatchd-kube", "/lib/systemd/system/mountwatchd.service",
+	files := []string{"/usr/bin/mountwatchd", "/usr/lib/mountwatchd/mountwatchd-kube", "/lib/systemd/system/mountwatchd.service",
 		"/usr/share/doc/mountwatchd/copyright", "/usr/share/doc/mountwatchd/README.md.gz"}
 	for _, p := range append(files, "/etc/default/mountwatchd") {
 		if !exists(p) {

@@ -69,7 +69,8 @@ func TestRPMPackage(t *testing.T) {
 	}
 
 	files := strings.Fields(q("-l"))
-	want := []string{"/etc/default/mountwatchd", "/usr/bin/mountwatchd", "/usr/bin/mountwatchd-kube", "/usr/lib/systemd/system/mountwatchd.service",
+	want := []string{"/etc/default/mountwatchd", "/usr/bin/mountwatchd", "/usr/lib/systemd/system/mountwatchd.service",
+		"/usr/libexec/mountwatchd/mountwatchd-kube",
 		"/usr/share/doc/mountwatchd/README.md", "/usr/share/doc/mountwatchd/README.systemd.md",
 		"/usr/share/licenses/mountwatchd/LICENSE", "/usr/share/mountwatchd/npd-custom-plugin.json"}
 	if !slices.Equal(files, want) {
@@ -85,11 +86,11 @@ func TestRPMPackage(t *testing.T) {
 		flags[f[0]] = strings.Join(f[1:], " ")
 	}
 	for path, want := range map[string]string{
-		"/etc/default/mountwatchd":                "cn -rw-r--r-- root:root",
-		"/usr/bin/mountwatchd":                    " -rwxr-xr-x root:root",
-		"/usr/bin/mountwatchd-kube":               " -rwxr-xr-x root:root",
-		"/usr/share/licenses/mountwatchd/LICENSE": "l -rw-r--r-- root:root",
-		"/usr/share/doc/mountwatchd/README.md":    "d -rw-r--r-- root:root",
+		"/etc/default/mountwatchd":                  "cn -rw-r--r-- root:root",
+		"/usr/bin/mountwatchd":                      " -rwxr-xr-x root:root",
+		"/usr/libexec/mountwatchd/mountwatchd-kube": " -rwxr-xr-x root:root",
+		"/usr/share/licenses/mountwatchd/LICENSE":   "l -rw-r--r-- root:root",
+		"/usr/share/doc/mountwatchd/README.md":      "d -rw-r--r-- root:root",
 	} {
 		if flags[path] != want {
 			t.Errorf("%s: flags, mode, owner %q, want %q", path, flags[path], want)

@@ -23,7 +23,7 @@ type kubeConfig struct {
 
 func addKubeFlags(app *kingpin.Application, kc *kubeConfig) {
 	kubelink.AddFlags(app, &kc.Config)
-	app.Flag(flagname.KubeHelper, "Path of "+kubelink.HelperName+", the process that talks to the API server (default: beside this binary, else in $PATH).").
+	app.Flag(flagname.KubeHelper, "Path of "+kubelink.HelperName+", the process that talks to the API server (default: beside this binary, else in ../lib/mountwatchd or ../libexec/mountwatchd from it, else in $PATH).").
 		PlaceHolder("FILE").StringVar(&kc.helper)
 }
 

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -176,6 +179,25 @@ func TestKubeReporting(t *testing.T) {
 	t.Run("hung", func(t *testing.T) { testHungEvents(t, c, m, hung) })
 	t.Run("api_down", func(t *testing.T) { testAPIDown(t, c, m, dead) })
 	t.Run("rbac_one_verb_short", func(t *testing.T) { testVerbShort(t, c, m) })
+
+	// Every mountwatchd_kube_* series the alerting rules use is in the
+	// pod's /metrics (the image test checks the others, without --kube.*).
+	rules, err := os.ReadFile(filepath.Join(repoRoot(), "packaging/prometheus/mountwatchd.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams, err := m.metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`\bmountwatchd_kube_[a-z_]+\b`).FindAllString(string(rules), -1) {
+		if len(fams[name].GetMetric()) == 0 {
+			t.Errorf("the rules use %s, which the pod's /metrics does not have", name)
+		}
+	}
+	if up := fams["mountwatchd_kube_helper_up"].GetMetric(); len(up) != 1 || up[0].GetGauge().GetValue() != 1 {
+		t.Errorf("mountwatchd_kube_helper_up: %v, want 1", up)
+	}
 }
 
 // testHungEvents: one Warning on the pod and its claim however long the

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// HelperName is the helper's file name, looked for beside the daemon's
-// binary, then in $PATH.
+// HelperName is the helper's file name (FindHelper says where it is
+// looked for).
 const HelperName = "mountwatchd-kube"
 
 // Restart pauses after the helper exits: doubling from the first to the
@@ -63,17 +63,26 @@ type Link struct {
 	stdin io.WriteCloser // of the running helper; nil between runs
 }
 
-// FindHelper is mountwatchd-kube beside the running binary, else in $PATH.
+// FindHelper is mountwatchd-kube beside the running binary (a build, the
+// image), in the packages' directory for helper programs next to it
+// (../lib/mountwatchd for the .deb, ../libexec/mountwatchd for the RPM),
+// else in $PATH.
 func FindHelper() (string, error) {
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), HelperName)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+		dir := filepath.Dir(exe)
+		for _, p := range []string{
+			filepath.Join(dir, HelperName),
+			filepath.Join(dir, "..", "lib", "mountwatchd", HelperName),
+			filepath.Join(dir, "..", "libexec", "mountwatchd", HelperName),
+		} {
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				return filepath.Clean(p), nil
+			}
 		}
 	}
 	p, err := exec.LookPath(HelperName)
 	if err != nil {
-		return "", errors.New(HelperName + " is neither beside this binary nor in $PATH (the package and the image install it beside mountwatchd); give its path with --kube.helper")
+		return "", errors.New(HelperName + " is neither beside this binary, nor in ../lib/mountwatchd or ../libexec/mountwatchd, nor in $PATH (the packages and the image install it); give its path with --kube.helper")
 	}
 	return p, nil
 }

@@ -40,8 +40,10 @@ install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" \
   "$stage/usr/share/doc/mountwatchd" "$stage/etc/default"
 install -m 0755 "$bin" "$stage/usr/bin/mountwatchd"
 # mountwatchd-kube is built beside the binary (make deb); the daemon starts
-# it only with a --kube.* switch.
-install -m 0755 "$(dirname "$bin")/mountwatchd-kube" "$stage/usr/bin/mountwatchd-kube"
+# it only with a --kube.* switch. Not a command of its own: in the
+# package's directory for helper programs, where the daemon looks.
+install -d "$stage/usr/lib/mountwatchd"
+install -m 0755 "$(dirname "$bin")/mountwatchd-kube" "$stage/usr/lib/mountwatchd/mountwatchd-kube"
 install -m 0644 "$top/systemd/mountwatchd.service" "$stage/lib/systemd/system/mountwatchd.service"
 install -m 0644 "$here/mountwatchd.default" "$stage/etc/default/mountwatchd"
 install -m 0644 "$here/copyright" "$stage/usr/share/doc/mountwatchd/copyright"
