@@ -24,6 +24,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -356,7 +357,7 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	onceRemedy(ctx, cfg, prober, log, rep)             // --remediation.mode; before the findings are stamped
 	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
-		if c.Status == check.StatusError {
+		if c.Status == finding.StatusError {
 			log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
 	}
@@ -369,9 +370,9 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 	switch rep.Status() {
-	case check.StatusProblems:
+	case finding.StatusProblems:
 		return exitProblems
-	case check.StatusOK:
+	case finding.StatusOK:
 		return exitOK
 	}
 	return exitUnknown

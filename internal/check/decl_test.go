@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -14,20 +15,20 @@ import (
 // declaration is complete: what --once, the daemon, the journal and the
 // metrics are built from.
 func TestCatalogueFollowsDeclarations(t *testing.T) {
-	var ids []ID
+	var ids []finding.ID
 	for _, d := range Declared() {
 		if err := validateAlone(d); err != nil {
 			t.Error(err)
 		}
 		ids = append(ids, d.ID)
 	}
-	want := []ID{DeletedRoot, StaleMount, HungMount, ShadowedMount, OpaquePropagation, StrayOverlayXattr}
+	want := []finding.ID{DeletedRoot, StaleMount, HungMount, ShadowedMount, OpaquePropagation, StrayOverlayXattr}
 	for _, id := range want {
 		if !slices.Contains(ids, id) {
 			t.Errorf("%s is not declared", id)
 		}
 	}
-	var old []ID // the catalogue order of the checks that existed before declarations
+	var old []finding.ID // the catalogue order of the checks that existed before declarations
 	for _, id := range ids {
 		if slices.Contains(want, id) {
 			old = append(old, id)
@@ -58,7 +59,7 @@ func TestCatalogueFollowsDeclarations(t *testing.T) {
 func validateAlone(d Decl) error {
 	registryMu.Lock()
 	saved := registry
-	registry = map[ID]Decl{}
+	registry = map[finding.ID]Decl{}
 	registryMu.Unlock()
 	defer func() {
 		registryMu.Lock()

@@ -12,18 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/beneath"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // HiddenEntries is the ID of HiddenEntriesCheck.
-const HiddenEntries ID = "hidden_entries"
+const HiddenEntries finding.ID = "hidden_entries"
 
 var hiddenEntriesDecl = Decl{
 	// NeedsLive, not NeedsRoot: the directories are reached through this
 	// process's own mount namespace, never the inspected root.
-	ID: HiddenEntries, Kind: ScanCheck, Needs: NeedsLive, Order: 80,
+	ID: HiddenEntries, Kind: finding.ScanCheck, Needs: NeedsLive, Order: 80,
 	MessageID:  "27d04e4a948e40cc8062c66d24f8581c",
-	Severities: []Severity{Warning},
+	Severities: []finding.Severity{finding.Warning},
 	New:        func(*Config) Check { return &HiddenEntriesCheck{} },
 }
 
@@ -173,9 +174,9 @@ func reachUnderneath(c hiddenCandidate, own *mounts.Snapshot, same bool) (*mount
 
 // hiddenFinding reports what a listing of the directory under m shows; ok
 // is false when it is empty.
-func hiddenFinding(c hiddenCandidate, l beneath.Listing) (Finding, bool) {
+func hiddenFinding(c hiddenCandidate, l beneath.Listing) (finding.Finding, bool) {
 	if len(l.Names) == 0 {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
 	count := strconv.Itoa(len(l.Names))
 	if l.More {
@@ -200,7 +201,7 @@ func hiddenFinding(c hiddenCandidate, l beneath.Listing) (Finding, bool) {
 	}
 	fmt.Fprintf(&b, "To see them without unmounting: mount --bind %s /mnt/x (a bind mount without submounts) and look in /mnt/x/%s; "+
 		"move what is needed into the mounted filesystem, then remove them there.", p.Mountpoint, strings.TrimPrefix(c.dir, strings.TrimSuffix(p.Root, "/")+"/"))
-	f := newFinding(HiddenEntries, Warning, m, b.String())
+	f := newFinding(HiddenEntries, finding.Warning, m, b.String())
 	f.Details = map[string]string{
 		"hidden_entries":   count,
 		"hidden_names":     quoted(shown),
@@ -245,7 +246,7 @@ func (c *HiddenEntriesCheck) Run(ctx context.Context, env *Env) Outcome {
 	return Outcome{Findings: found, Notes: notes, Err: err}
 }
 
-func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]Finding, []string, error) {
+func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]finding.Finding, []string, error) {
 	cands := hiddenCandidates(s)
 	if len(cands) == 0 {
 		return nil, nil, nil
@@ -279,7 +280,7 @@ type hiddenRun struct {
 	trees    map[int]*beneath.Tree
 	treeErrs map[int]error
 
-	out                               []Finding
+	out                               []finding.Finding
 	errs                              []error
 	reached, notHere, refused, absent int
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -85,7 +86,7 @@ type Config struct {
 	// (remedy.Remedy.Run), which may add to it. Its ctx ends when the
 	// daemon stops, not with the run (whose round may have used up the
 	// probe interval); it must return within a probe timeout or so.
-	AfterProbe func(ctx context.Context, rep *check.Report)
+	AfterProbe func(ctx context.Context, rep *finding.Report)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -248,7 +249,7 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
 		rep := l.run(rctx, snap, prober)
-		if l.kind == check.ProbeCheck && d.cfg.AfterProbe != nil {
+		if l.kind == finding.ProbeCheck && d.cfg.AfterProbe != nil {
 			d.cfg.AfterProbe(ctx, rep) // not the run's deadline, which the round may have used up
 		}
 		select {

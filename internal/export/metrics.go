@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -20,7 +20,7 @@ import (
 type State struct {
 	// Report is the current report: the latest mount table with the latest
 	// findings of every check. Nil until the mount table was first read.
-	Report *check.Report
+	Report *finding.Report
 	// Checks has one entry per registered check, in catalogue order.
 	Checks []CheckState
 	// TableReads and TableReadErrors count mount table reads since start;
@@ -36,13 +36,13 @@ type State struct {
 
 // CheckState is how one check has been doing since start.
 type CheckState struct {
-	ID       check.ID
-	Kind     check.Kind
+	ID       finding.ID
+	Kind     finding.Kind
 	Runs     uint64
 	Errors   uint64
-	Duration time.Duration // of the last run
-	LastRun  time.Time     // end of the last run; zero before the first
-	Status   check.Status  // of the last run; empty before the first
+	Duration time.Duration  // of the last run
+	LastRun  time.Time      // end of the last run; zero before the first
+	Status   finding.Status // of the last run; empty before the first
 }
 
 // DefaultMaxProblemSeries is the default cap on mountwatchd_problem series.
@@ -50,7 +50,7 @@ const DefaultMaxProblemSeries = 1000
 
 // problemLabels are the labels of one active problem. Values are bounded by
 // what is mounted; error text never goes into a label. directory is the
-// directory the problem is about (check.Finding.Directory, else the mount
+// directory the problem is about (finding.Finding.Directory, else the mount
 // point): bounded by the node's mounts, volumes, scan roots and image
 // directories, never a file below them. csi_driver is the CSI driver of the
 // volume, "" when the finding has none: bounded by the drivers installed.
@@ -183,7 +183,7 @@ func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped 
 		counter(ch, descRuns, c.Runs, id, kind)
 		counter(ch, descErrors, c.Errors, id, kind)
 		ok := 0.0
-		if c.Status == check.StatusOK || c.Status == check.StatusProblems {
+		if c.Status == finding.StatusOK || c.Status == finding.StatusProblems {
 			ok = 1
 		}
 		gauge(ch, descSuccess, ok, id, kind)
@@ -252,14 +252,14 @@ func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped 
 func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 	type key struct{ check, sev string }
 	counts := map[key]int{}
-	var findings []check.Finding
+	var findings []finding.Finding
 	if st.Report != nil {
 		findings = st.Report.Findings
 	}
 	for i := range findings {
 		counts[key{string(findings[i].Check), string(findings[i].Severity)}]++
 	}
-	ids := make([]check.ID, 0, len(st.Checks))
+	ids := make([]finding.ID, 0, len(st.Checks))
 	for _, c := range st.Checks {
 		ids = append(ids, c.ID)
 	}
@@ -269,7 +269,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 		}
 	}
 	for _, id := range ids {
-		for _, sev := range check.Severities {
+		for _, sev := range finding.Severities {
 			gauge(ch, descProblems, float64(counts[key{string(id), string(sev)}]), string(id), string(sev))
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -99,7 +99,7 @@ type decision struct {
 // round over rep's snapshot, acts in mode on, and puts what it decided in
 // rep: the hung findings' details, a warning finding per connection held
 // back, rep.Remediation. ctx bounds the fresh probes.
-func (r *Remedy) Run(ctx context.Context, rep *check.Report) {
+func (r *Remedy) Run(ctx context.Context, rep *finding.Report) {
 	if r == nil || r.cfg.Mode == Off || rep == nil || rep.Snapshot == nil || !rep.Snapshot.Live {
 		return
 	}
@@ -163,7 +163,7 @@ func candidates(round *probe.Round) []*candidate {
 
 // decide checks each precondition of c, the cheapest and least intrusive
 // first, and acts when they all hold.
-func (r *Remedy) decide(ctx context.Context, c *candidate, rep *check.Report, st *state, stErr error, fc *fusectl, fcErr error) decision {
+func (r *Remedy) decide(ctx context.Context, c *candidate, rep *finding.Report, st *state, stErr error, fc *fusectl, fcErr error) decision {
 	now := r.now()
 	d := decision{c: c, at: now}
 	hungFor := now.Sub(c.res.Since)
