@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/beneath"
 	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/tableread"
 )
 
 // HiddenEntries is the ID of HiddenEntriesCheck.
@@ -251,7 +251,7 @@ func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]fin
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
-	own, same, err := c.ownTable(s)
+	own, same, err := c.ownTable(ctx, s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -354,7 +354,10 @@ func (r *hiddenRun) judge() []string {
 
 // ownTable is this process's mount table and whether it is the inspected
 // one (then the parents themselves are cloned).
-func (c *HiddenEntriesCheck) ownTable(s *mounts.Snapshot) (*mounts.Snapshot, bool, error) {
+// It is read within ctx's deadline (package tableread), parsed and indexed
+// only; its unparsable lines are left out and not reported (the inspected
+// table's are).
+func (c *HiddenEntriesCheck) ownTable(ctx context.Context, s *mounts.Snapshot) (*mounts.Snapshot, bool, error) {
 	if s.Host.PID == 0 && c.OwnTable == "" {
 		return s, true, nil
 	}
@@ -362,16 +365,11 @@ func (c *HiddenEntriesCheck) ownTable(s *mounts.Snapshot) (*mounts.Snapshot, boo
 	if name == "" {
 		name = path.Join(s.Host.WithDefaults().Procfs, "self", "mountinfo")
 	}
-	f, err := os.Open(name)
+	own, err := (&tableread.Reader{Source: tableread.Own(name, s.Host.MaxTableBytes)}).Read(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read our own mount table: %w", err)
+		return nil, false, fmt.Errorf("our own mount table: %w", err)
 	}
-	defer f.Close()
-	ms, _, _, err := mounts.ParseMountTableLimit(f, s.Host.MaxTableBytes)
-	if err != nil {
-		return nil, false, fmt.Errorf("read our own mount table %s: %w", name, err)
-	}
-	return mounts.IndexSnapshot(&mounts.Snapshot{Path: name, Live: true, Mounts: ms}), false, nil
+	return own, false, nil
 }
 
 // hasCapSysAdmin reports whether CAP_SYS_ADMIN is in our effective set.

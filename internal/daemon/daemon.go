@@ -126,7 +126,7 @@ type Daemon struct {
 	health health
 
 	// owned by the loop
-	table tableReader
+	table *tableReader
 	store store
 	pub   publisher
 }
@@ -135,7 +135,7 @@ type Daemon struct {
 func New(cfg Config) *Daemon {
 	cfg = cfg.withDefaults()
 	d := &Daemon{cfg: cfg, lanes: newLanes(cfg)}
-	d.table = tableReader{host: cfg.Host, timeout: cfg.ReadTimeout, minReread: cfg.MinReread, read: mounts.RereadSnapshot}
+	d.table = newTableReader(cfg.Host, cfg.ReadTimeout, cfg.MinReread)
 	d.health.start(cfg)
 	d.pub = newPublisher(cfg)
 	d.setState(&export.State{Checks: d.pub.checkStates()})
@@ -219,13 +219,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 // readTable reads the mount table, runs the table checks over it and
 // publishes the merged report.
 func (d *Daemon) readTable(ctx context.Context) error {
-	snap, err := d.table.readSnapshot(ctx, d.store.snap, d.cfg.Log)
+	snap, err := d.table.readSnapshot(ctx, d.cfg.Log)
 	d.health.tableRead(err)
 	if err != nil {
 		d.publish()
 		return err
 	}
-	d.table.logParseErrors(snap, d.cfg.Log)
+	d.table.r.LogParseErrors(snap, d.cfg.Log)
 	d.table.logLayout(snap, d.cfg.Log)
 	d.store.setSnapshot(snap)
 	for _, l := range d.lanes {
