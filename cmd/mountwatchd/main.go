@@ -26,6 +26,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
@@ -186,6 +187,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
+	// This run's memory of what the node's kubelet and containerd
+	// processes said: one for the daemon's life, or for one --once.
+	cfg.host.Processes = layout.NewProcessCache()
 	if cfg.once || cfg.mountinfo != "" {
 		if err := cfg.forOnce(); err != nil {
 			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)

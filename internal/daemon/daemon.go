@@ -30,6 +30,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/finding"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -134,6 +135,9 @@ type Daemon struct {
 // New returns a daemon; Run starts it.
 func New(cfg Config) *Daemon {
 	cfg = cfg.withDefaults()
+	if cfg.Host.Processes == nil { // what the node's processes said, for this daemon's life
+		cfg.Host.Processes = layout.NewProcessCache()
+	}
 	d := &Daemon{cfg: cfg, lanes: newLanes(cfg)}
 	d.table = newTableReader(cfg.Host, cfg.ReadTimeout, cfg.MinReread)
 	d.health.start(cfg)

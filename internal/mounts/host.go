@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,11 @@ type Host struct {
 	// MaxTableBytes is the most bytes read from the mount table
 	// (0: DefaultMaxTableBytes).
 	MaxTableBytes int64
+	// Processes is the run's memory of what the node's kubelet and
+	// containerd processes said (their command lines, read when no flag
+	// gives a directory), made once per daemon or --once run; nil reads
+	// them afresh on every read of a live table.
+	Processes *layout.ProcessCache
 }
 
 // WithDefaults is h with the default of every field left empty.

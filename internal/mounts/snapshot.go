@@ -251,8 +251,8 @@ func (s *Snapshot) findLayout(h Host) layout.Layout {
 	}
 	var proc layout.ProcessEvidence
 	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "" || given.PodLogs == "") {
-		proc = layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
-			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }}.ReadCached()
+		proc = h.Processes.Read(layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
+			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }})
 	}
 	return layout.Decide(given, layout.FromEntries(entries), proc)
 }
