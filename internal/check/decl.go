@@ -148,14 +148,6 @@ func Declared() []Decl {
 	return out
 }
 
-// Lookup returns the declaration of a registered check.
-func Lookup(id finding.ID) (Decl, bool) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	d, ok := registry[id]
-	return d, ok
-}
-
 // Catalogue builds every registered check from cfg, in catalogue order:
 // the checks --once and the daemon run.
 func Catalogue(cfg *Config) []Check {

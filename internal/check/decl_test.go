@@ -42,7 +42,7 @@ func TestCatalogueFollowsDeclarations(t *testing.T) {
 		if d.ID != ids[i] {
 			t.Errorf("catalogue check %d is %s, want %s", i, d.ID, ids[i])
 		}
-		if reg, _ := Lookup(d.ID); reg.MessageID != d.MessageID || reg.Kind != d.Kind || reg.Needs != d.Needs {
+		if reg, _ := lookup(d.ID); reg.MessageID != d.MessageID || reg.Kind != d.Kind || reg.Needs != d.Needs {
 			t.Errorf("%s: its Decl() differs from the one it registered", d.ID)
 		}
 	}
@@ -72,7 +72,7 @@ func validateAlone(d Decl) error {
 // Register refuses a declaration that collides with another or is
 // incomplete, so a broken check never starts.
 func TestRegisterRefusesBrokenDeclarations(t *testing.T) {
-	d, _ := Lookup(DeletedRoot)
+	d, _ := lookup(DeletedRoot)
 	for name, bad := range map[string]Decl{
 		"same id":         d,
 		"same message id": {ID: "x_new", MessageID: d.MessageID, Severities: d.Severities, New: d.New},
@@ -89,7 +89,7 @@ func TestRegisterRefusesBrokenDeclarations(t *testing.T) {
 			Register(bad)
 		}()
 	}
-	if _, ok := Lookup("x_new"); ok {
+	if _, ok := lookup("x_new"); ok {
 		t.Error("a refused declaration is in the registry")
 	}
 }
@@ -195,4 +195,14 @@ func TestDashboardCoversEveryCheck(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lookup is the registered declaration of id.
+func lookup(id finding.ID) (Decl, bool) {
+	for _, d := range Declared() {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return Decl{}, false
 }

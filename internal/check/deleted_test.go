@@ -15,7 +15,7 @@ import (
 
 func snapshotOf(t *testing.T, name string) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/"+name, mounts.DefaultKubeletRoot)
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/"+name, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestDeletedRootHealthyTables(t *testing.T) {
 }
 
 func TestDeletedRootCapturedBindfs(t *testing.T) {
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/capture-bindfs-deleted.mountinfo", "/w/var/lib/kubelet")
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/capture-bindfs-deleted.mountinfo", mounts.Host{KubeletRoot: "/w/var/lib/kubelet"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestDeletedRootCapturedBindfs(t *testing.T) {
 }
 
 func BenchmarkDeletedRoot20000(b *testing.B) {
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(testenv.KubeletMountTable(20000)))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(testenv.KubeletMountTable(20000)), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -239,7 +239,7 @@ func TestMountLeakCapturedTables(t *testing.T) {
 		t.Fatalf("no captured tables: %v", err)
 	}
 	for _, file := range files {
-		s, err := mounts.ReadSnapshotFile(file, mounts.DefaultKubeletRoot)
+		s, err := mounts.ReadCapturedTable(file, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 		if err != nil {
 			t.Fatal(err)
 		}

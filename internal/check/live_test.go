@@ -19,7 +19,7 @@ import (
 
 func liveSnapshot(t *testing.T, h mounts.Host) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(h)
+	s, err := mounts.RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

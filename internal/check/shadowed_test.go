@@ -36,7 +36,7 @@ func TestShadowedMountTable(t *testing.T) {
 		"72 1 0:51 / /mnt/s3 rw - fuse.s3fs s3fs rw",
 		"73 72 0:52 / /mnt/s3 rw - fuse.s3fs s3fs rw",
 	}
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(strings.Join(lines, "\n")), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

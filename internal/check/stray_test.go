@@ -33,7 +33,7 @@ func kubeletVolume(t *testing.T, dir string) (mounts.Host, string) {
 
 func snapshotFor(t testing.TB, h mounts.Host) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(h)
+	s, err := mounts.RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func BenchmarkTableIteration(b *testing.B) {
 	host := mounts.Host{Procfs: dir, KubeletRoot: "/var/lib/kubelet", PodLogDir: dir + "/nonexistent"}
 	b.Run("baseline-read-snapshot", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := mounts.ReadSnapshot(host); err != nil {
+			if _, err := mounts.RereadSnapshot(host, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

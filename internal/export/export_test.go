@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // fixedReport is the brief's node with F1, checked at a fixed time.
 func fixedReport(t *testing.T) *finding.Report {
 	t.Helper()
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/k8s-node-brief.mountinfo", mounts.DefaultKubeletRoot)
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/k8s-node-brief.mountinfo", mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}

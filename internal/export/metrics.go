@@ -3,7 +3,6 @@ package export
 import (
 	"maps"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/finding"
@@ -118,26 +117,18 @@ var (
 		descStuck, descStuckUnatt, descConnStuck, descConnSince, descTaskScanOK}
 )
 
-// Metrics is a prometheus.Collector built from the latest State on each
-// scrape. A scrape only reads an immutable State through load: it never runs
-// a check, touches a mount or waits for the daemon's loop.
+// Metrics writes the metrics of one State (collectState), for the
+// Exposition, which encodes them once per published State. It only reads
+// the immutable State: it never runs a check, touches a mount or waits for
+// the daemon's loop.
 type Metrics struct {
-	load      func() *State
 	maxSeries int
-	dropped   atomic.Uint64
 }
 
-// NewMetrics returns a collector of the State load returns (nil: nothing
-// known yet). maxProblemSeries caps the per-problem series (0: no series).
-func NewMetrics(load func() *State, maxProblemSeries int) *Metrics {
-	return &Metrics{load: load, maxSeries: max(maxProblemSeries, 0)}
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
-	}
+// newMetrics returns the writer of a State's metrics; maxProblemSeries
+// caps the per-problem series (0: no series).
+func newMetrics(maxProblemSeries int) *Metrics {
+	return &Metrics{maxSeries: max(maxProblemSeries, 0)}
 }
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
@@ -149,16 +140,6 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels .
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	st := m.load()
-	if st == nil {
-		st = &State{}
-	}
-	dropped := m.collectState(ch, st)
-	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
-}
 
 // collectState writes every metric that is a function of st alone (all
 // but mountwatchd_problem_series_dropped_total, which sums over scrapes)

@@ -95,7 +95,7 @@ func TestMetricsGolden(t *testing.T) {
 
 // lintMetrics fails the test unless client_golang's linter and promtool
 // both accept m's exposition.
-func lintMetrics(t *testing.T, m *Metrics) {
+func lintMetrics(t *testing.T, m *collector) {
 	t.Helper()
 	problems, err := testutil.CollectAndLint(m)
 	if err != nil {

@@ -84,10 +84,6 @@ func (h Host) Path(p string) string {
 	return filepath.Join(h.proc(), "root", p)
 }
 
-// NamespaceRootError explains a failure to open root (the inspected namespace's
-// root, as <procfs>/<pid>/root for pid != 0).
-func NamespaceRootError(root string, pid int, err error) error { return rootError(root, pid != 0, err) }
-
 // rootError explains a failure to open root, another process's root when
 // other is set.
 func rootError(root string, other bool, err error) error {

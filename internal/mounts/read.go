@@ -8,18 +8,17 @@ import (
 	"time"
 )
 
-// ReadSnapshot reads and classifies the mount table of h's namespace, with
-// the Kubernetes context of each kubelet mount taken from kubelet's files.
-func ReadSnapshot(h Host) (*Snapshot, error) { return RereadSnapshot(h, nil) }
-
-// RereadSnapshot is ReadSnapshot for a daemon that read the table before,
-// as prev (nil: never). When the table's bytes are those prev was parsed
-// from, and the layout and the Kubernetes context that ReadSnapshot would
-// find now are prev's, the new snapshot shares prev's parsed mounts and
-// indexes (SameTable) instead of parsing a second copy of the table: only
-// its Taken and Layout are new. Otherwise it is ReadSnapshot's. Either way
-// the result is what ReadSnapshot would return: kubelet's files and the
-// running processes are read again on every read.
+// RereadSnapshot reads and classifies the mount table of h's namespace,
+// with the Kubernetes context of each kubelet mount taken from kubelet's
+// files, for a reader that read the table before as prev (nil: never; the
+// daemon's and --once's reads go through package tableread). When the
+// table's bytes are those prev was parsed from, and the layout and the
+// Kubernetes context a fresh read would find now are prev's, the new
+// snapshot shares prev's parsed mounts and indexes (SameTable) instead of
+// parsing a second copy of the table: only its Taken and Layout are new.
+// Either way the result is what a fresh read would return: kubelet's files
+// and the running processes (through h.Processes) are read again on every
+// read.
 //
 // prev is only read, never changed: it may be in use by checks running
 // over it.
@@ -37,15 +36,11 @@ func RereadSnapshot(h Host, prev *Snapshot) (*Snapshot, error) {
 	return s, nil
 }
 
-// ReadSnapshotFile reads a captured mount table (for example from a support
-// bundle). Kubernetes context comes from mount points alone; kubeletRoot is
-// the kubelet root of the machine the table was captured on.
-func ReadSnapshotFile(path, kubeletRoot string) (*Snapshot, error) {
-	return ReadCapturedTable(path, Host{KubeletRoot: kubeletRoot})
-}
-
-// ReadCapturedTable is ReadSnapshotFile with h's KubeletRoot and
-// MaxTableBytes; its PID is not used (a captured table has no process).
+// ReadCapturedTable reads a captured mount table (for example from a
+// support bundle). Kubernetes context comes from mount points alone, under
+// h's KubeletRoot and containerd directories (those of the machine the
+// table was captured on); h's MaxTableBytes bounds the read; its PID and
+// Procfs are not used (a captured table has no process).
 func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -72,7 +67,7 @@ func ReadCaptured(r io.Reader, source string, h Host) (*Snapshot, error) {
 // 0: DefaultMaxTableBytes) without classifying it: no layout, no
 // Kubernetes context, no files read beside it. It is for a table whose
 // mounts are only looked up (mountwatchd's own, beside the inspected one);
-// its unparsable lines are counted in ParseErrors as ReadSnapshot's are.
+// its unparsable lines are counted in ParseErrors as RereadSnapshot's are.
 func ParseSnapshot(r io.Reader, source string, maxBytes int64) (*Snapshot, error) {
 	ms, perrs, nerrs, err := ParseMountTableLimit(r, maxBytes)
 	if err != nil {

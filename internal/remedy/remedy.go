@@ -71,9 +71,6 @@ func New(cfg Config, host mounts.Host, prober *probe.Prober, fresh probe.FS, log
 		now: time.Now}
 }
 
-// Mode is the configured mode.
-func (r *Remedy) Mode() Mode { return r.cfg.Mode }
-
 // candidate is one hung FUSE connection of a round.
 type candidate struct {
 	dev    string

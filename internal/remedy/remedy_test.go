@@ -78,7 +78,7 @@ func (g *rig) restart() *rig {
 // run is one probe run of the checks and the remediation after it.
 func (g *rig) run() *finding.Report {
 	g.t.Helper()
-	snap, err := mounts.ReadSnapshot(mounts.Host{})
+	snap, err := mounts.RereadSnapshot(mounts.Host{}, nil)
 	if err != nil {
 		g.t.Fatal(err)
 	}
