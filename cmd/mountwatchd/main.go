@@ -2,6 +2,9 @@
 // mount roots, dead and hung FUSE daemons, shadowed mounts and overlay
 // xattr anomalies. See README.md, and docs/ for each check, the flags,
 // the metrics and the journal.
+//
+// This command only parses the flags, wires the packages under internal/
+// together and decides how to log and exit; it finds nothing itself.
 package main
 
 import (

@@ -17,7 +17,9 @@
 // (the daemon, or one --once, hands it on in mounts.Host.Processes); the
 // package keeps no state of its own.
 //
-// It does not parse kubelet's KubeletConfiguration file: the root directory
-// is a command-line flag only (files such as /etc/default/kubelet reach
-// kubelet through its command line, which is what is read).
+// Kubelet's root directory is a command-line flag only (files such as
+// /etc/default/kubelet reach kubelet through its command line, which is what
+// is read); of kubelet's KubeletConfiguration file (its --config) only
+// podLogsDir is read, and of containerd's config.toml only its top-level
+// root. It is not a parser of either file.
 package layout
