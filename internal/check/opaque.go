@@ -180,8 +180,8 @@ func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, c
 	if c.ver == nil || c.verKey != ctrRoot+"\x00"+snapRoot { // the layout found may change
 		c.verKey = ctrRoot + "\x00" + snapRoot
 		c.ver = containerd.NewVerifier(containerd.Config{
-			Root:        s.Host.Path(ctrRoot),
-			Snapshotter: s.Host.Path(path.Dir(snapRoot)),
+			Root:        s.Host.FS().Path(ctrRoot),
+			Snapshotter: s.Host.FS().Path(path.Dir(snapRoot)),
 			MaxEntries:  int64(c.Limits.Budget),
 		})
 	}

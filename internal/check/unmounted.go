@@ -211,7 +211,8 @@ func (c *UnmountedVolumeCheck) Run(ctx context.Context, env *Env) Outcome {
 	if cs == "" {
 		cs = DefaultContainerdState
 	}
-	live := &podlive.Reader{Cgroup: h.Path(cg), NodeCgroup: cg, Containerd: h.Path(cs), NodeContainerd: cs}
+	fs := h.FS()
+	live := &podlive.Reader{Cgroup: fs.Path(cg), NodeCgroup: cg, Containerd: fs.Path(cs), NodeContainerd: cs}
 	defer live.Close()
 	dirs, notes, err := findPlainDirs(ctx, env.Root, s, h, live)
 

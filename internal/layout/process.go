@@ -41,7 +41,7 @@ type Procs struct {
 	// not this node's and is left out.
 	TargetPID int
 	// Path maps a path of the inspected namespace to one this process can
-	// open (mounts.Host.Path).
+	// open (mounts.HostFS.Path).
 	Path func(string) string
 	// MayHang reports whether looking up a path of the inspected namespace
 	// crosses a mount that may hang (FUSE, network); such a config file is

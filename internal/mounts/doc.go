@@ -1,9 +1,10 @@
 // Package mounts reads a mount table into a Snapshot: every line parsed and
 // classified once (FUSE, network, overlay, kubelet pod volume, subpath, CSI
 // staging), the overlay layer chains, and Host, the mount namespace inspected
-// and how to reach its files. Root, its root held open, is how the checks
-// reach a path of that namespace; some callers still build paths from
-// Host.Path strings.
+// and how to reach its files: HostFS (Host.FS), the namespace's root as
+// this process reaches it, turns each path of the namespace into one this
+// process opens, and Root, that root held open, is how the checks resolve
+// a path of it without following a symlink out.
 //
 // Parsing is a function of the table's bytes, read from an io.Reader
 // (ParseMountTableLimit, ParseSnapshot, ReadCaptured), so tests parse tables

@@ -251,7 +251,7 @@ func (s *Snapshot) findLayout(h Host) layout.Layout {
 	}
 	var proc layout.ProcessEvidence
 	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "" || given.PodLogs == "") {
-		proc = h.Processes.Read(layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
+		proc = h.Processes.Read(layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: func(p string) string { return h.FS().Path(p) },
 			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }})
 	}
 	return layout.Decide(given, layout.FromEntries(entries), proc)

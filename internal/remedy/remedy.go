@@ -283,7 +283,7 @@ func (r *Remedy) freshProbe(ctx context.Context, c *candidate) (bool, string) {
 		err error
 	}
 	ch := make(chan answer, 1)
-	req := probe.Request{Root: r.host.Path("/"), Path: c.probed.Mountpoint, Conn: c.dev, Deep: r.prober.Deep(c.probed)}
+	req := probe.Request{Root: string(r.host.FS()), Path: c.probed.Mountpoint, Conn: c.dev, Deep: r.prober.Deep(c.probed)}
 	go func() {
 		var a answer
 		if rfs, ok := r.fresh.(probe.RequestFS); ok {
