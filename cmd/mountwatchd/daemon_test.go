@@ -29,6 +29,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -187,7 +188,7 @@ func criticalDeletedBaseline(t *testing.T) int {
 	d := decode(t, mountwatchd(t, "--once", "--output=json"))
 	n := 0
 	for _, f := range d.Findings {
-		if f.Check == check.DeletedRoot && f.Severity == check.Critical {
+		if f.Check == check.DeletedRoot && f.Severity == finding.Critical {
 			n++
 		}
 	}

@@ -2,6 +2,9 @@
 // mount roots, dead and hung FUSE daemons, shadowed mounts and overlay
 // xattr anomalies. See README.md, and docs/ for each check, the flags,
 // the metrics and the journal.
+//
+// This command only parses the flags, wires the packages under internal/
+// together and decides how to log and exit; it finds nothing itself.
 package main
 
 import (
@@ -24,10 +27,13 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/tableread"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
@@ -186,6 +192,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
+	// This run's memory of what the node's kubelet and containerd
+	// processes said: one for the daemon's life, or for one --once.
+	cfg.host.Processes = layout.NewProcessCache()
 	if cfg.once || cfg.mountinfo != "" {
 		if err := cfg.forOnce(); err != nil {
 			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
@@ -335,7 +344,8 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	ctx, cancel := context.WithTimeoutCause(ctx, cfg.onceTimeout-reserve,
 		fmt.Errorf("%w (%s)", errOnceTimeout, cfg.onceTimeout))
 	defer cancel()
-	snap, err := readOnce(ctx, cfg)
+	table := tableread.Reader{Source: onceSource(cfg)}
+	snap, err := table.Read(ctx) // until ctx's deadline: classifying a live table reads kubelet's files
 	if err != nil {
 		if cfg.output == "json" {
 			_ = export.WriteJSON(stdout, export.ErrorDocument(err, time.Now()))
@@ -347,18 +357,13 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 	}
 
 	export.LogLayout(log, zapcore.DebugLevel, snap.Layout)
-	for _, pe := range snap.ParseErrors {
-		log.Warn("mount table line not parsed", zap.String("table", snap.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
-	}
-	if more := snap.ParseErrorTotal() - len(snap.ParseErrors); more > 0 {
-		log.Warn("more mount table lines not parsed", zap.String("table", snap.Path), zap.Int("more", more))
-	}
+	table.LogParseErrors(snap, log)
 	cs, prober := checks(cfg, log, snap.Live, true)
 	rep := (&check.Runner{Checks: cs, Prober: prober, Concurrent: true}).Run(ctx, snap)
 	onceRemedy(ctx, cfg, prober, log, rep)             // --remediation.mode; before the findings are stamped
 	check.NewTracker().Stamp(snap.Taken, rep.Findings) // every problem is new to --once
 	for _, c := range rep.Checks {
-		if c.Status == check.StatusError {
+		if c.Status == finding.StatusError {
 			log.Error("check failed", zap.String("check", string(c.Check)), zap.String("error", c.Error))
 		}
 	}
@@ -371,42 +376,21 @@ func runOnce(ctx context.Context, cfg config, log *zap.Logger, stdout io.Writer)
 		return exitUnknown
 	}
 	switch rep.Status() {
-	case check.StatusProblems:
+	case finding.StatusProblems:
 		return exitProblems
-	case check.StatusOK:
+	case finding.StatusOK:
 		return exitOK
 	}
 	return exitUnknown
 }
 
-// readOnce reads the table for --once, waiting at most until ctx's
-// deadline: classifying a live table reads kubelet's files, which a hung
-// filesystem under the kubelet root can block.
-func readOnce(ctx context.Context, cfg config) (*mounts.Snapshot, error) {
-	type result struct {
-		snap *mounts.Snapshot
-		err  error
+// onceSource is the table --once reads: the captured one --mountinfo
+// names, else the inspected namespace's.
+func onceSource(cfg config) tableread.Source {
+	if cfg.mountinfo != "" {
+		return tableread.Captured(cfg.mountinfo, cfg.host)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		var r result
-		if cfg.mountinfo != "" {
-			file := cfg.mountinfo
-			if file == "-" {
-				file = "/dev/stdin"
-			}
-			r.snap, r.err = mounts.ReadCapturedTable(file, cfg.host)
-		} else {
-			r.snap, r.err = mounts.ReadSnapshot(cfg.host)
-		}
-		ch <- r
-	}()
-	select {
-	case r := <-ch:
-		return r.snap, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("read mount table: %w (a hung filesystem under the kubelet root or pod log directory?)", context.Cause(ctx))
-	}
+	return tableread.Live(cfg.host)
 }
 
 func newLogger(cfg config, stderr io.Writer) (*zap.Logger, error) {

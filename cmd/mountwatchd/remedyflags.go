@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
@@ -76,7 +76,7 @@ func newRemedy(cfg config, prober *probe.Prober, log *zap.Logger, once bool) *re
 // onceRemedy runs --once's remediation over rep, its audit entries going to
 // the journal when there is one (an SRE's terminal shows them on stderr as
 // well).
-func onceRemedy(ctx context.Context, cfg config, prober *probe.Prober, log *zap.Logger, rep *check.Report) {
+func onceRemedy(ctx context.Context, cfg config, prober *probe.Prober, log *zap.Logger, rep *finding.Report) {
 	if cfg.remediation.mode == string(remedy.Off) || !rep.Snapshot.Live {
 		return
 	}

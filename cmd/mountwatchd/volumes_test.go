@@ -11,6 +11,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
@@ -86,7 +87,7 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 	})
 
 	for _, c := range []struct {
-		id    check.ID
+		id    finding.ID
 		match string
 		want  map[string]string
 	}{
@@ -131,7 +132,7 @@ func TestOnceMountLeakStacked(t *testing.T) {
 		t.Errorf("exit %d, want %d", r.code, exitProblems)
 	}
 	doc := decode(t, r)
-	var found []check.Finding
+	var found []finding.Finding
 	for _, f := range doc.Findings {
 		if f.Check == check.MountLeak {
 			found = append(found, f)

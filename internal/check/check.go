@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -41,7 +42,7 @@ type Env struct {
 type Outcome struct {
 	// Findings are the problems found. They are reported even when Err is
 	// set (a check that could not look everywhere still says what it saw).
-	Findings []Finding
+	Findings []finding.Finding
 	// Err means the check could not finish. A SkipError (or several,
 	// joined) means it could not see what it needs for a reason of how it
 	// runs (no CAP_SYS_ADMIN): with nothing found the check is reported as
@@ -57,41 +58,11 @@ type Outcome struct {
 	Scan *walk.Stats
 	// Table is the mount table's size and growth, from the check that
 	// measures them (mount_leak); the Runner puts it in Report.Table.
-	Table *TableStats
+	Table *finding.TableStats
 	// Tasks is the scan of the node's tasks stuck on FUSE and network
 	// filesystems that the check used (the probing checks, one scan per
 	// probe round); the Runner puts it in Report.Tasks.
 	Tasks *tasks.Report
-}
-
-// Kind is a check's schedule in the daemon: how often it runs.
-type Kind int
-
-// Kinds of checks.
-const (
-	// TableCheck runs on every read of the mount table, in the daemon's
-	// loop: it must be cheap and never block on a mount. Only table checks
-	// that do not need the live system run on a captured table.
-	TableCheck Kind = iota
-	// ProbeCheck runs every probe interval: it reads the run's probe round
-	// (stat, statfs of mounts, made by a prober that never blocks its
-	// caller).
-	ProbeCheck
-	// ScanCheck runs every scan interval, the slowest: it walks trees
-	// inside mounts under a budget.
-	ScanCheck
-)
-
-func (k Kind) String() string {
-	switch k {
-	case TableCheck:
-		return "table"
-	case ProbeCheck:
-		return "probe"
-	case ScanCheck:
-		return "scan"
-	}
-	return "unknown"
 }
 
 // Needs says what a check needs from its Env: the Runner provides it, or

@@ -7,20 +7,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 type fakeCheck struct {
-	id    ID
-	kind  Kind
-	found []Finding
+	id    finding.ID
+	kind  finding.Kind
+	found []finding.Finding
 	err   error
 	panic bool
 }
 
 func (c fakeCheck) Decl() Decl {
 	d := Decl{ID: c.id, Kind: c.kind}
-	if c.kind != TableCheck {
+	if c.kind != finding.TableCheck {
 		d.Needs = NeedsLive
 	}
 	return d
@@ -45,12 +46,12 @@ func testRunnerIsolatesChecks(t *testing.T, concurrent bool) {
 	s := &mounts.Snapshot{Live: false}
 	r := &Runner{Concurrent: concurrent, Checks: []Check{
 		fakeCheck{id: "panics", panic: true},
-		fakeCheck{id: "fails", err: errors.New("fusectl missing"), found: []Finding{{Check: "fails", Severity: Info}}},
-		fakeCheck{id: "live", kind: ProbeCheck, found: []Finding{{Check: "live", Severity: Critical}}},
-		fakeCheck{id: "finds", found: []Finding{{Check: "finds", Severity: Warning}, {Check: "finds", Severity: Critical}}},
+		fakeCheck{id: "fails", err: errors.New("fusectl missing"), found: []finding.Finding{{Check: "fails", Severity: finding.Info}}},
+		fakeCheck{id: "live", kind: finding.ProbeCheck, found: []finding.Finding{{Check: "live", Severity: finding.Critical}}},
+		fakeCheck{id: "finds", found: []finding.Finding{{Check: "finds", Severity: finding.Warning}, {Check: "finds", Severity: finding.Critical}}},
 	}}
 	rep := r.Run(context.Background(), s)
-	want := []Status{StatusError, StatusError, StatusSkipped, StatusProblems}
+	want := []finding.Status{finding.StatusError, finding.StatusError, finding.StatusSkipped, finding.StatusProblems}
 	for i, c := range rep.Checks {
 		if c.Status != want[i] {
 			t.Errorf("check %s: status %s, want %s", c.Check, c.Status, want[i])
@@ -59,10 +60,10 @@ func testRunnerIsolatesChecks(t *testing.T, concurrent bool) {
 	if rep.Checks[2].Reason == "" {
 		t.Error("skipped check gives no reason")
 	}
-	if len(rep.Findings) != 3 || rep.Findings[0].Severity != Critical || rep.Findings[2].Severity != Info {
+	if len(rep.Findings) != 3 || rep.Findings[0].Severity != finding.Critical || rep.Findings[2].Severity != finding.Info {
 		t.Errorf("findings not kept or not sorted: %+v", rep.Findings)
 	}
-	if rep.Status() != StatusProblems {
+	if rep.Status() != finding.StatusProblems {
 		t.Errorf("status %s", rep.Status())
 	}
 }
@@ -71,11 +72,11 @@ func testRunnerIsolatesChecks(t *testing.T, concurrent bool) {
 // run one after another, the first would wait for the others until ctx
 // ends.
 type barrierCheck struct {
-	id      ID
+	id      finding.ID
 	started *sync.WaitGroup
 }
 
-func (c barrierCheck) Decl() Decl { return Decl{ID: c.id, Kind: TableCheck} }
+func (c barrierCheck) Decl() Decl { return Decl{ID: c.id, Kind: finding.TableCheck} }
 
 func (c barrierCheck) Run(ctx context.Context, _ *Env) Outcome {
 	c.started.Done()
@@ -83,7 +84,7 @@ func (c barrierCheck) Run(ctx context.Context, _ *Env) Outcome {
 	go func() { c.started.Wait(); close(all) }()
 	select {
 	case <-all:
-		return Outcome{Findings: []Finding{{Check: c.id, Severity: Info}}}
+		return Outcome{Findings: []finding.Finding{{Check: c.id, Severity: finding.Info}}}
 	case <-ctx.Done():
 		return Outcome{Err: errors.New("the other checks never started while this one ran")}
 	}
@@ -93,7 +94,7 @@ func (c barrierCheck) Run(ctx context.Context, _ *Env) Outcome {
 // order.
 func TestConcurrentRunnerRunsChecksAtOnce(t *testing.T) {
 	var started sync.WaitGroup
-	ids := []ID{"c1", "c2", "c3"}
+	ids := []finding.ID{"c1", "c2", "c3"}
 	started.Add(len(ids))
 	var cs []Check
 	for _, id := range ids {
@@ -103,7 +104,7 @@ func TestConcurrentRunnerRunsChecksAtOnce(t *testing.T) {
 	defer cancel()
 	rep := (&Runner{Checks: cs, Concurrent: true}).Run(ctx, &mounts.Snapshot{})
 	for i, c := range rep.Checks {
-		if c.Check != ids[i] || c.Status != StatusProblems {
+		if c.Check != ids[i] || c.Status != finding.StatusProblems {
 			t.Errorf("check %d: %s %s %s, want %s with its finding", i, c.Check, c.Status, c.Error, ids[i])
 		}
 	}
@@ -113,12 +114,12 @@ func TestConcurrentRunnerRunsChecksAtOnce(t *testing.T) {
 }
 
 func TestReportStatus(t *testing.T) {
-	ok := &Report{Snapshot: &mounts.Snapshot{}, Checks: []Result{{Status: StatusOK}, {Status: StatusSkipped}}}
-	if ok.Status() != StatusOK {
+	ok := &finding.Report{Snapshot: &mounts.Snapshot{}, Checks: []finding.Result{{Status: finding.StatusOK}, {Status: finding.StatusSkipped}}}
+	if ok.Status() != finding.StatusOK {
 		t.Errorf("healthy: %s", ok.Status())
 	}
-	bad := &Report{Snapshot: &mounts.Snapshot{ParseErrors: []mounts.ParseError{{Line: 3}}}}
-	if bad.Status() != StatusError {
+	bad := &finding.Report{Snapshot: &mounts.Snapshot{ParseErrors: []mounts.ParseError{{Line: 3}}}}
+	if bad.Status() != finding.StatusError {
 		t.Errorf("unparsable line, no findings: %s", bad.Status())
 	}
 }

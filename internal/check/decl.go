@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
@@ -19,9 +20,9 @@ import (
 // fails while the README, the alert rules or the dashboard lack it.
 type Decl struct {
 	// ID is the check's stable, documented name; never rename one.
-	ID ID
+	ID finding.ID
 	// Kind is the check's schedule in the daemon.
-	Kind Kind
+	Kind finding.Kind
 	// Needs is what the check needs from its Env.
 	Needs Needs
 	// MessageID is the journal MESSAGE_ID of the check's problem entries:
@@ -30,7 +31,7 @@ type Decl struct {
 	MessageID string
 	// Severities are the severities its findings can have, most severe
 	// first.
-	Severities []Severity
+	Severities []finding.Severity
 	// Order places the check in the catalogue and so in reports:
 	// ascending, ties broken by ID.
 	Order int
@@ -89,7 +90,7 @@ type Config struct {
 
 var (
 	registryMu sync.Mutex
-	registry   = map[ID]Decl{}
+	registry   = map[finding.ID]Decl{}
 )
 
 var messageIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -105,6 +106,7 @@ func Register(d Decl) {
 		panic("check.Register: " + err.Error())
 	}
 	registry[d.ID] = d
+	finding.MessageIDs[d.ID] = d.MessageID
 }
 
 func validate(d Decl) error {
@@ -144,14 +146,6 @@ func Declared() []Decl {
 	}
 	slices.SortFunc(out, func(a, b Decl) int { return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.ID, b.ID)) })
 	return out
-}
-
-// Lookup returns the declaration of a registered check.
-func Lookup(id ID) (Decl, bool) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	d, ok := registry[id]
-	return d, ok
 }
 
 // Catalogue builds every registered check from cfg, in catalogue order:

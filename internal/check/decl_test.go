@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -14,20 +15,20 @@ import (
 // declaration is complete: what --once, the daemon, the journal and the
 // metrics are built from.
 func TestCatalogueFollowsDeclarations(t *testing.T) {
-	var ids []ID
+	var ids []finding.ID
 	for _, d := range Declared() {
 		if err := validateAlone(d); err != nil {
 			t.Error(err)
 		}
 		ids = append(ids, d.ID)
 	}
-	want := []ID{DeletedRoot, StaleMount, HungMount, ShadowedMount, OpaquePropagation, StrayOverlayXattr}
+	want := []finding.ID{DeletedRoot, StaleMount, HungMount, ShadowedMount, OpaquePropagation, StrayOverlayXattr}
 	for _, id := range want {
 		if !slices.Contains(ids, id) {
 			t.Errorf("%s is not declared", id)
 		}
 	}
-	var old []ID // the catalogue order of the checks that existed before declarations
+	var old []finding.ID // the catalogue order of the checks that existed before declarations
 	for _, id := range ids {
 		if slices.Contains(want, id) {
 			old = append(old, id)
@@ -41,7 +42,7 @@ func TestCatalogueFollowsDeclarations(t *testing.T) {
 		if d.ID != ids[i] {
 			t.Errorf("catalogue check %d is %s, want %s", i, d.ID, ids[i])
 		}
-		if reg, _ := Lookup(d.ID); reg.MessageID != d.MessageID || reg.Kind != d.Kind || reg.Needs != d.Needs {
+		if reg, _ := lookup(d.ID); reg.MessageID != d.MessageID || reg.Kind != d.Kind || reg.Needs != d.Needs {
 			t.Errorf("%s: its Decl() differs from the one it registered", d.ID)
 		}
 	}
@@ -58,7 +59,7 @@ func TestCatalogueFollowsDeclarations(t *testing.T) {
 func validateAlone(d Decl) error {
 	registryMu.Lock()
 	saved := registry
-	registry = map[ID]Decl{}
+	registry = map[finding.ID]Decl{}
 	registryMu.Unlock()
 	defer func() {
 		registryMu.Lock()
@@ -71,7 +72,7 @@ func validateAlone(d Decl) error {
 // Register refuses a declaration that collides with another or is
 // incomplete, so a broken check never starts.
 func TestRegisterRefusesBrokenDeclarations(t *testing.T) {
-	d, _ := Lookup(DeletedRoot)
+	d, _ := lookup(DeletedRoot)
 	for name, bad := range map[string]Decl{
 		"same id":         d,
 		"same message id": {ID: "x_new", MessageID: d.MessageID, Severities: d.Severities, New: d.New},
@@ -88,7 +89,7 @@ func TestRegisterRefusesBrokenDeclarations(t *testing.T) {
 			Register(bad)
 		}()
 	}
-	if _, ok := Lookup("x_new"); ok {
+	if _, ok := lookup("x_new"); ok {
 		t.Error("a refused declaration is in the registry")
 	}
 }
@@ -194,4 +195,14 @@ func TestDashboardCoversEveryCheck(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lookup is the registered declaration of id.
+func lookup(id finding.ID) (Decl, bool) {
+	for _, d := range Declared() {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return Decl{}, false
 }

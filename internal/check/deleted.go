@@ -7,16 +7,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // DeletedRoot is the ID of DeletedRootCheck.
-const DeletedRoot ID = "deleted_root"
+const DeletedRoot finding.ID = "deleted_root"
 
 var deletedRootDecl = Decl{
-	ID: DeletedRoot, Kind: TableCheck, Needs: UsesRoot | UsesProbes, Order: 10,
+	ID: DeletedRoot, Kind: finding.TableCheck, Needs: UsesRoot | UsesProbes, Order: 10,
 	MessageID:  "faa7a0350bc2426cb8b19c486849983b",
-	Severities: []Severity{Critical, Warning},
+	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New:        func(*Config) Check { return DeletedRootCheck{} },
 }
 
@@ -54,7 +55,7 @@ func (DeletedRootCheck) Decl() Decl { return deletedRootDecl }
 // Run implements Check.
 func (DeletedRootCheck) Run(_ context.Context, env *Env) Outcome {
 	s := env.Snapshot
-	var out []Finding
+	var out []finding.Finding
 	for _, m := range s.Mounts {
 		rootGone := strings.HasSuffix(m.Root, mounts.DeletedRootSuffix) && !procMask(s, m)
 		mpGone := strings.HasSuffix(m.Mountpoint, mounts.DeletedMountSuffix)
@@ -64,9 +65,9 @@ func (DeletedRootCheck) Run(_ context.Context, env *Env) Outcome {
 			}
 			continue
 		}
-		sev := Warning
+		sev := finding.Warning
 		if m.FUSE || (m.Kube != nil && m.Kube.PodUID != "") || (m.Kube != nil && m.Kube.Kind == mounts.CSIStaging) {
-			sev = Critical
+			sev = finding.Critical
 		}
 		kind := ""
 		if rootGone && !mpGone && s.Live && env.Root != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -11,17 +12,17 @@ import (
 // serverDeleted is deleted_root's finding for a mount whose root directory
 // the latest probe found deleted on the server (probe.Result.RootDeleted),
 // with nothing in the mount table to say so.
-func serverDeleted(r *probe.Round, m *mounts.Mount) (Finding, bool) {
+func serverDeleted(r *probe.Round, m *mounts.Mount) (finding.Finding, bool) {
 	if r == nil {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
 	res, ok := r.Results[m.ID]
 	if !ok || res.State != probe.OK || !res.RootDeleted {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
-	sev := Warning // as for a //deleted root: critical on FUSE and kubelet's mounts
+	sev := finding.Warning // as for a //deleted root: critical on FUSE and kubelet's mounts
 	if m.FUSE || (m.Kube != nil && (m.Kube.PodUID != "" || m.Kube.Kind == mounts.CSIStaging)) {
-		sev = Critical
+		sev = finding.Critical
 	}
 	f := newFinding(DeletedRoot, sev, m, serverDeletedMessage(m, res))
 	f.Details = map[string]string{

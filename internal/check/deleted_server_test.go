@@ -13,17 +13,18 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 // deletedRootRun runs deleted_root with a prober on the live table of h.
-func deletedRootRun(t *testing.T, h mounts.Host) []Finding {
+func deletedRootRun(t *testing.T, h mounts.Host) []finding.Finding {
 	t.Helper()
 	p := probe.NewProber(probe.Config{Timeout: 10 * time.Second}, probe.SysFS{})
 	rep := (&Runner{Prober: p, Checks: []Check{DeletedRootCheck{}, HungMountCheck{}}}).Run(context.Background(), liveSnapshot(t, h))
-	var out []Finding
+	var out []finding.Finding
 	for _, f := range rep.Findings {
 		if f.Check == DeletedRoot {
 			out = append(out, f)
@@ -73,7 +74,7 @@ func TestLiveCephVolumeRootRemovedByAnotherClient(t *testing.T) {
 	if err := os.RemoveAll(vol); err != nil { // through the other client
 		t.Fatal(err)
 	}
-	var got map[string]Finding
+	var got map[string]finding.Finding
 	testenv.WaitUntil(t, 20*time.Second, "deleted_root on the staging mount, the pod volume and the subPath", func() bool {
 		got = byMountpoint(deletedRootRun(t, h))
 		return len(got) == 3
@@ -84,7 +85,7 @@ func TestLiveCephVolumeRootRemovedByAnotherClient(t *testing.T) {
 		if !ok {
 			t.Fatalf("no deleted_root on %s: %v", mp, got)
 		}
-		if f.Severity != Critical || f.CSIDriver != "cephfs.csi.ceph.com" {
+		if f.Severity != finding.Critical || f.CSIDriver != "cephfs.csi.ceph.com" {
 			t.Errorf("%s: severity %s driver %q; want critical, cephfs.csi.ceph.com", mp, f.Severity, f.CSIDriver)
 		}
 		if mp == subPath {
@@ -199,13 +200,13 @@ func TestLiveSSHFSRemoteRootRemoved(t *testing.T) {
 	if err := os.RemoveAll(src); err != nil {
 		t.Fatal(err)
 	}
-	var f Finding
+	var f finding.Finding
 	testenv.WaitUntil(t, 20*time.Second, "deleted_root on the sshfs mount", func() bool {
 		var ok bool
 		f, ok = byMountpoint(deletedRootRun(t, mounts.Host{}))[mnt]
 		return ok
 	})
-	if f.Severity != Critical || f.Details["deleted_on"] != "server" || !strings.Contains(f.Message, "ENOENT") {
+	if f.Severity != finding.Critical || f.Details["deleted_on"] != "server" || !strings.Contains(f.Message, "ENOENT") {
 		t.Errorf("finding %+v; want critical, deleted on the server, the server's ENOENT said", f)
 	}
 }

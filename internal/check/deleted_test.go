@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"golang.org/x/sys/unix"
 
@@ -14,7 +15,7 @@ import (
 
 func snapshotOf(t *testing.T, name string) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/"+name, mounts.DefaultKubeletRoot)
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/"+name, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func TestDeletedRootOnBriefNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]Finding{}
+	got := map[string]finding.Finding{}
 	for _, f := range found {
 		if f.Check != DeletedRoot {
 			t.Errorf("check %q", f.Check)
@@ -35,11 +36,11 @@ func TestDeletedRootOnBriefNode(t *testing.T) {
 		got[f.MountPoint] = f
 	}
 	pod := "/var/lib/kubelet/pods/7c3e1f0a-2b4d-4c6e-8f10-123456789abc"
-	want := map[string]Severity{
-		pod + "/volumes/kubernetes.io~csi/pvc-1/mount": Critical, // FUSE pod volume (the brief's line)
-		pod + "/volume-subpaths/pvc-2/app/0":           Critical, // subpath
-		"/srv/export":                                  Warning,  // plain ext4 bind mount
-		"/mnt/scratch (deleted)":                       Warning,  // deleted mount point
+	want := map[string]finding.Severity{
+		pod + "/volumes/kubernetes.io~csi/pvc-1/mount": finding.Critical, // FUSE pod volume (the brief's line)
+		pod + "/volume-subpaths/pvc-2/app/0":           finding.Critical, // subpath
+		"/srv/export":                                  finding.Warning,  // plain ext4 bind mount
+		"/mnt/scratch (deleted)":                       finding.Warning,  // deleted mount point
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d findings, want %d: %v", len(got), len(want), found)
@@ -84,7 +85,7 @@ func TestDeletedRootHealthyTables(t *testing.T) {
 }
 
 func TestDeletedRootCapturedBindfs(t *testing.T) {
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/capture-bindfs-deleted.mountinfo", "/w/var/lib/kubelet")
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/capture-bindfs-deleted.mountinfo", mounts.Host{KubeletRoot: "/w/var/lib/kubelet"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,16 +94,16 @@ func TestDeletedRootCapturedBindfs(t *testing.T) {
 		t.Fatalf("got %d findings, want 2 (FUSE pod volume and tmpfs bind): %+v", len(found), found)
 	}
 	SortFindings(found)
-	if found[0].Severity != Critical || found[0].PodUID != "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11" || found[0].Volume != "pvc-1" {
+	if found[0].Severity != finding.Critical || found[0].PodUID != "0d5f7a8e-4b1c-4e7e-9a63-3c2a1f0e9b11" || found[0].Volume != "pvc-1" {
 		t.Errorf("first finding: %+v", found[0])
 	}
-	if found[1].Severity != Warning || found[1].MountPoint != "/w/b" {
+	if found[1].Severity != finding.Warning || found[1].MountPoint != "/w/b" {
 		t.Errorf("second finding: %+v", found[1])
 	}
 }
 
 func BenchmarkDeletedRoot20000(b *testing.B) {
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(testenv.KubeletMountTable(20000)))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(testenv.KubeletMountTable(20000)), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestNspawnBootedSystemHealthy(t *testing.T) {
 		t.Fatalf("the fixture has %d masks of /proc entries, want nspawn's 3", masks)
 	}
 	rep := (&Runner{Checks: []Check{DeletedRootCheck{}, ShadowedMountCheck{}}}).Run(context.Background(), s)
-	if rep.Status() != StatusOK || len(rep.Findings) != 0 {
+	if rep.Status() != finding.StatusOK || len(rep.Findings) != 0 {
 		t.Errorf("status %s, findings %+v, checks %+v", rep.Status(), rep.Findings, rep.Checks)
 	}
 }

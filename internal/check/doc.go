@@ -11,10 +11,12 @@
 // only the Tracker, stamps when each problem was first seen and what
 // appeared, changed or cleared.
 //
-// The exporters (package export) consume Findings and Reports and never
-// reach back into the checks. Nothing here writes to a watched filesystem.
+// What a run produces (Finding, Result, Report, Change, their IDs and
+// severities) is package finding's: the exporters (package export) import
+// that and never this package. Nothing here writes to a watched filesystem.
 //
-// It is not where the mount table is read or parsed (package mounts), where
+// It is not where the mount table is read (package tableread) or parsed
+// (package mounts), where
 // mounts are probed (package probe) or trees walked (package walk), nor where
 // schedules, metrics or the journal live (packages daemon and export).
 //
@@ -28,12 +30,12 @@
 // check):
 //
 //	// MyCheck is the ID of MyCheckCheck.
-//	const MyCheck ID = "my_check" // stable: JSON, metric labels, journal
+//	const MyCheck finding.ID = "my_check" // stable: JSON, metric labels, journal
 //
 //	var myCheckDecl = Decl{
-//		ID: MyCheck, Kind: TableCheck, Needs: UsesRoot, Order: 90,
+//		ID: MyCheck, Kind: finding.TableCheck, Needs: UsesRoot, Order: 90,
 //		MessageID:  "0123456789abcdef0123456789abcdef", // uuidgen | tr -d -
-//		Severities: []Severity{Warning},
+//		Severities: []finding.Severity{finding.Warning},
 //		New:        func(cfg *Config) Check { return MyCheckCheck{} },
 //	}
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -12,18 +11,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/beneath"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/tableread"
 )
 
 // HiddenEntries is the ID of HiddenEntriesCheck.
-const HiddenEntries ID = "hidden_entries"
+const HiddenEntries finding.ID = "hidden_entries"
 
 var hiddenEntriesDecl = Decl{
 	// NeedsLive, not NeedsRoot: the directories are reached through this
 	// process's own mount namespace, never the inspected root.
-	ID: HiddenEntries, Kind: ScanCheck, Needs: NeedsLive, Order: 80,
+	ID: HiddenEntries, Kind: finding.ScanCheck, Needs: NeedsLive, Order: 80,
 	MessageID:  "27d04e4a948e40cc8062c66d24f8581c",
-	Severities: []Severity{Warning},
+	Severities: []finding.Severity{finding.Warning},
 	New:        func(*Config) Check { return &HiddenEntriesCheck{} },
 }
 
@@ -173,9 +174,9 @@ func reachUnderneath(c hiddenCandidate, own *mounts.Snapshot, same bool) (*mount
 
 // hiddenFinding reports what a listing of the directory under m shows; ok
 // is false when it is empty.
-func hiddenFinding(c hiddenCandidate, l beneath.Listing) (Finding, bool) {
+func hiddenFinding(c hiddenCandidate, l beneath.Listing) (finding.Finding, bool) {
 	if len(l.Names) == 0 {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
 	count := strconv.Itoa(len(l.Names))
 	if l.More {
@@ -200,7 +201,7 @@ func hiddenFinding(c hiddenCandidate, l beneath.Listing) (Finding, bool) {
 	}
 	fmt.Fprintf(&b, "To see them without unmounting: mount --bind %s /mnt/x (a bind mount without submounts) and look in /mnt/x/%s; "+
 		"move what is needed into the mounted filesystem, then remove them there.", p.Mountpoint, strings.TrimPrefix(c.dir, strings.TrimSuffix(p.Root, "/")+"/"))
-	f := newFinding(HiddenEntries, Warning, m, b.String())
+	f := newFinding(HiddenEntries, finding.Warning, m, b.String())
 	f.Details = map[string]string{
 		"hidden_entries":   count,
 		"hidden_names":     quoted(shown),
@@ -245,12 +246,12 @@ func (c *HiddenEntriesCheck) Run(ctx context.Context, env *Env) Outcome {
 	return Outcome{Findings: found, Notes: notes, Err: err}
 }
 
-func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]Finding, []string, error) {
+func (c *HiddenEntriesCheck) run(ctx context.Context, s *mounts.Snapshot) ([]finding.Finding, []string, error) {
 	cands := hiddenCandidates(s)
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
-	own, same, err := c.ownTable(s)
+	own, same, err := c.ownTable(ctx, s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,7 +280,7 @@ type hiddenRun struct {
 	trees    map[int]*beneath.Tree
 	treeErrs map[int]error
 
-	out                               []Finding
+	out                               []finding.Finding
 	errs                              []error
 	reached, notHere, refused, absent int
 }
@@ -353,7 +354,10 @@ func (r *hiddenRun) judge() []string {
 
 // ownTable is this process's mount table and whether it is the inspected
 // one (then the parents themselves are cloned).
-func (c *HiddenEntriesCheck) ownTable(s *mounts.Snapshot) (*mounts.Snapshot, bool, error) {
+// It is read within ctx's deadline (package tableread), parsed and indexed
+// only; its unparsable lines are left out and not reported (the inspected
+// table's are).
+func (c *HiddenEntriesCheck) ownTable(ctx context.Context, s *mounts.Snapshot) (*mounts.Snapshot, bool, error) {
 	if s.Host.PID == 0 && c.OwnTable == "" {
 		return s, true, nil
 	}
@@ -361,16 +365,11 @@ func (c *HiddenEntriesCheck) ownTable(s *mounts.Snapshot) (*mounts.Snapshot, boo
 	if name == "" {
 		name = path.Join(s.Host.WithDefaults().Procfs, "self", "mountinfo")
 	}
-	f, err := os.Open(name)
+	own, err := (&tableread.Reader{Source: tableread.Own(name, s.Host.MaxTableBytes)}).Read(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read our own mount table: %w", err)
+		return nil, false, fmt.Errorf("our own mount table: %w", err)
 	}
-	defer f.Close()
-	ms, _, _, err := mounts.ParseMountTableLimit(f, s.Host.MaxTableBytes)
-	if err != nil {
-		return nil, false, fmt.Errorf("read our own mount table %s: %w", name, err)
-	}
-	return mounts.IndexSnapshot(&mounts.Snapshot{Path: name, Live: true, Mounts: ms}), false, nil
+	return own, false, nil
 }
 
 // hasCapSysAdmin reports whether CAP_SYS_ADMIN is in our effective set.

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/mountwatchd/mountwatchd/internal/beneath"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -155,7 +156,7 @@ func TestHiddenFinding(t *testing.T) {
 		t.Error("an empty directory is a finding")
 	}
 	f, ok := hiddenFinding(c, beneath.Listing{Names: []string{"a", "b", "c", "d", "e", "f\nnewline"}, More: true})
-	if !ok || f.Severity != Warning || f.Check != HiddenEntries || f.Details["hidden_entries"] != "6+" ||
+	if !ok || f.Severity != finding.Warning || f.Check != HiddenEntries || f.Details["hidden_entries"] != "6+" ||
 		f.Details["hidden_names"] != `"a" "b" "c" "d" "e"` || f.PodUID != "92f2591b-66b5-4843-b7a7-42d0acd2be07" || f.Volume != "dashboard-folder" {
 		t.Fatalf("finding = %+v", f)
 	}
@@ -167,7 +168,7 @@ func TestHiddenFinding(t *testing.T) {
 	}
 }
 
-func runHidden(t *testing.T, h mounts.Host) ([]Finding, []string, error) {
+func runHidden(t *testing.T, h mounts.Host) ([]finding.Finding, []string, error) {
 	t.Helper()
 	out := (&HiddenEntriesCheck{}).Run(context.Background(), &Env{Snapshot: liveSnapshot(t, h)})
 	return out.Findings, out.Notes, out.Err

@@ -7,18 +7,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
 
 // HungMount is the ID of HungMountCheck.
-const HungMount ID = "hung_mount"
+const HungMount finding.ID = "hung_mount"
 
 var hungMountDecl = Decl{
-	ID: HungMount, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 30,
+	ID: HungMount, Kind: finding.ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 30,
 	MessageID:  "0b3bc3277687449192a2a991a8da58f0",
-	Severities: []Severity{Critical},
+	Severities: []finding.Severity{finding.Critical},
 	New: func(cfg *Config) Check {
 		return HungMountCheck{Fusectl: cfg.Fusectl, FusectlErr: cfg.FusectlErr, Tasks: cfg.Tasks, StuckAfter: stuckAfter(cfg.StuckAfter)}
 	},
@@ -52,7 +53,7 @@ func (HungMountCheck) Decl() Decl { return hungMountDecl }
 func (c HungMountCheck) Run(ctx context.Context, env *Env) Outcome {
 	s, r := env.Snapshot, env.Probes
 	tr := scanTasks(ctx, c.Tasks, r, s)
-	var out []Finding
+	var out []finding.Finding
 	waiting := map[string]string{} // by connection, read once
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
@@ -60,7 +61,7 @@ func (c HungMountCheck) Run(ctx context.Context, env *Env) Outcome {
 		if !ok || res.State != probe.Hung {
 			continue
 		}
-		f := newFinding(HungMount, Critical, m, "")
+		f := newFinding(HungMount, finding.Critical, m, "")
 		f.Details = connDetails(conns, m)
 		f.Details["blocked_since"] = res.Since.UTC().Format(time.RFC3339)
 		f.Details["probed"] = res.Path

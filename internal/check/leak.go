@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -55,19 +56,6 @@ func (c LeakConfig) withDefaults() LeakConfig {
 		c.TableFraction = DefaultTableFraction
 	}
 	return c
-}
-
-// TableStats is the size of the mount table and its growth, for metrics.
-type TableStats struct {
-	Size int // mounts in the table (lines, parsed or not)
-	// MountMax is the inspected host's fs.mount-max; 0 when unknown (a
-	// captured table, or unreadable).
-	MountMax int
-	// Growth is Size less the size of the first table this process read.
-	Growth int
-	// FirstSize and FirstTaken are that first table's.
-	FirstSize  int
-	FirstTaken time.Time
 }
 
 // LeakState is what mount_leak remembers from one table read to the next:
@@ -142,7 +130,7 @@ func (t leakTrack) next(count int, now time.Time, seen bool) leakTrack {
 // It costs one pass over the table with a map of (filesystem or source,
 // root) to a count, and the state holds only stacks and groups of more than
 // one mount.
-func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int) ([]Finding, *LeakState, TableStats) {
+func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int) ([]finding.Finding, *LeakState, finding.TableStats) {
 	cfg = cfg.withDefaults()
 	now := s.Taken
 	size := len(s.Mounts) + s.ParseErrorTotal()
@@ -150,8 +138,8 @@ func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int
 	if prev != nil {
 		next.Reads, next.FirstSize, next.FirstTaken, next.seed = prev.Reads+1, prev.FirstSize, prev.FirstTaken, prev.seed
 	}
-	stats := TableStats{Size: size, MountMax: mountMax, Growth: size - next.FirstSize, FirstSize: next.FirstSize, FirstTaken: next.FirstTaken}
-	var out []Finding
+	stats := finding.TableStats{Size: size, MountMax: mountMax, Growth: size - next.FirstSize, FirstSize: next.FirstSize, FirstTaken: next.FirstTaken}
+	var out []finding.Finding
 
 	out = append(out, findStacks(s, prev, next, cfg)...)
 	out = append(out, findGroups(s, prev, next, cfg)...)
@@ -165,9 +153,9 @@ func FindLeaks(s *mounts.Snapshot, prev *LeakState, cfg LeakConfig, mountMax int
 // findStacks walks up from each stack's bottom (a covered mount whose parent
 // is not at the same mount point), records each stack's height in next and
 // reports those over the threshold.
-func findStacks(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []Finding {
+func findStacks(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []finding.Finding {
 	now := s.Taken
-	var out []Finding
+	var out []finding.Finding
 	next.stacks = map[string]leakTrack{}
 	for _, m := range s.Mounts {
 		top := s.CoveredBy(m)
@@ -198,7 +186,7 @@ func findStacks(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []Fin
 
 // findGroups counts the mounts of each group, records the groups of more
 // than one mount in next and reports those grown past the threshold.
-func findGroups(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []Finding {
+func findGroups(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []finding.Finding {
 	now := s.Taken
 	var counts map[uint64]int32
 	if prev != nil && prev.counts != nil {
@@ -239,12 +227,12 @@ func findGroups(s *mounts.Snapshot, prev, next *LeakState, cfg LeakConfig) []Fin
 }
 
 // MountLeak is the ID of MountLeakCheck.
-const MountLeak ID = "mount_leak"
+const MountLeak finding.ID = "mount_leak"
 
 var mountLeakDecl = Decl{
-	ID: MountLeak, Kind: TableCheck, Order: 80,
+	ID: MountLeak, Kind: finding.TableCheck, Order: 80,
 	MessageID:  "45156a0644c7401490314ef36861a8da",
-	Severities: []Severity{Critical, Warning},
+	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New: func(cfg *Config) Check {
 		return &MountLeakCheck{Config: cfg.Leak}
 	},

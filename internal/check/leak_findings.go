@@ -7,14 +7,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 // This file is mount_leak's findings: what each says and the details it
 // carries.
 
-func stackFinding(bottom, top *mounts.Mount, height int, t leakTrack, cfg LeakConfig) Finding {
-	f := newFinding(MountLeak, Warning, bottom, fmt.Sprintf("%d mounts are stacked on %s (more than %d): the top one, mount %d (%s from %s), "+
+func stackFinding(bottom, top *mounts.Mount, height int, t leakTrack, cfg LeakConfig) finding.Finding {
+	f := newFinding(MountLeak, finding.Warning, bottom, fmt.Sprintf("%d mounts are stacked on %s (more than %d): the top one, mount %d (%s from %s), "+
 		"hides the %d below it, which are never used again and each stay in the table. %s "+
 		"A remount loop or a plugin that mounts without unmounting does this; %d were there when first seen, %d since %s. "+
 		"Fix: stop what remounts (the CSI node plugin or FUSE server's retries), then unmount the stack down to one (umount %s, repeated).",
@@ -37,7 +38,7 @@ func stackFinding(bottom, top *mounts.Mount, height int, t leakTrack, cfg LeakCo
 // groupFindings reports the grown groups, one finding each, named by the
 // group's filesystem or source and root, and by the pod its newest mount is
 // in when the paths say so.
-func groupFindings(s *mounts.Snapshot, seed maphash.Seed, grown []uint64, tracks map[uint64]leakTrack) []Finding {
+func groupFindings(s *mounts.Snapshot, seed maphash.Seed, grown []uint64, tracks map[uint64]leakTrack) []finding.Finding {
 	type agg struct {
 		n          int
 		first, new *mounts.Mount
@@ -63,12 +64,12 @@ func groupFindings(s *mounts.Snapshot, seed maphash.Seed, grown []uint64, tracks
 		}
 		a.points[m.Mountpoint] = true
 	}
-	var out []Finding
+	var out []finding.Finding
 	for _, k := range grown {
 		a, t := aggs[k], tracks[k]
 		m := a.new
 		what := fmt.Sprintf("filesystem %s (%s from %s)", m.Dev(), m.FSType, m.Source)
-		f := Finding{Check: MountLeak, Severity: Warning, FSType: m.FSType, Source: m.Source, Root: m.Root}
+		f := finding.Finding{Check: MountLeak, Severity: finding.Warning, FSType: m.FSType, Source: m.Source, Root: m.Root}
 		if groupedBySource(m) {
 			what = fmt.Sprintf("source %s (%s)", m.Source, m.FSType)
 		} else {
@@ -101,12 +102,12 @@ func groupFindings(s *mounts.Snapshot, seed maphash.Seed, grown []uint64, tracks
 	return out
 }
 
-func tableFinding(size, mountMax int, st TableStats, cfg LeakConfig) Finding {
-	sev := Warning
+func tableFinding(size, mountMax int, st finding.TableStats, cfg LeakConfig) finding.Finding {
+	sev := finding.Warning
 	if float64(size) >= criticalTableFraction*float64(mountMax) {
-		sev = Critical
+		sev = finding.Critical
 	}
-	f := Finding{Check: MountLeak, Severity: sev, Message: fmt.Sprintf("The mount table holds %d mounts, %.0f%% of fs.mount-max (%d; warning at %.0f%%), "+
+	f := finding.Finding{Check: MountLeak, Severity: sev, Message: fmt.Sprintf("The mount table holds %d mounts, %.0f%% of fs.mount-max (%d; warning at %.0f%%), "+
 		"%+d since this process first read it (%d at %s). At the max every new mount in this mount namespace fails with ENOSPC, "+
 		"so no pod can start, and every tool that reads the table slows down. Fix: find what piles up (the other mount_leak findings, "+
 		"or findmnt -o SOURCE,FSROOT | sort | uniq -c | sort -n | tail), stop it and unmount what it left.",

@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
-func leaksOf(fs []Finding, kind string) []Finding {
-	var out []Finding
+func leaksOf(fs []finding.Finding, kind string) []finding.Finding {
+	var out []finding.Finding
 	for _, f := range fs {
 		if f.Check == MountLeak && f.Details["kind"] == kind {
 			out = append(out, f)
@@ -40,7 +41,7 @@ func TestMountLeakStacked(t *testing.T) {
 	}
 	h := mounts.Host{KubeletRoot: kubelet, PodLogDir: dir + "/logs"}
 	c := &MountLeakCheck{MountMaxPath: "/proc/sys/fs/mount-max"}
-	run := func() []Finding {
+	run := func() []finding.Finding {
 		t.Helper()
 		found, err := runOne(c, snapshotFor(t, h))
 		if err != nil {
@@ -188,7 +189,7 @@ func TestMountLeakTableSize(t *testing.T) {
 	s := snapshotFor(t, mounts.Host{KubeletRoot: "/nonexistent"})
 	size := len(s.Mounts) + s.ParseErrorTotal()
 	dir := t.TempDir()
-	for max, want := range map[int]Severity{size * 2: "", size + size/10: Warning, size: Critical, size - 1: Critical} {
+	for max, want := range map[int]finding.Severity{size * 2: "", size + size/10: finding.Warning, size: finding.Critical, size - 1: finding.Critical} {
 		p := filepath.Join(dir, strconv.Itoa(max))
 		if err := os.WriteFile(p, []byte(strconv.Itoa(max)+"\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -238,14 +239,14 @@ func TestMountLeakCapturedTables(t *testing.T) {
 		t.Fatalf("no captured tables: %v", err)
 	}
 	for _, file := range files {
-		s, err := mounts.ReadSnapshotFile(file, mounts.DefaultKubeletRoot)
+		s, err := mounts.ReadCapturedTable(file, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var st *LeakState
 		for i := range 5 {
 			s.Taken = time.Unix(int64(i), 0)
-			var found []Finding
+			var found []finding.Finding
 			found, st, _ = FindLeaks(s, st, LeakConfig{}, 100000)
 			if len(found) != 0 {
 				t.Errorf("%s, read %d: %+v", file, i, found)

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
@@ -18,7 +19,7 @@ import (
 
 func liveSnapshot(t *testing.T, h mounts.Host) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(h)
+	s, err := mounts.RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +35,8 @@ func mkdirs(t *testing.T, dirs ...string) {
 	}
 }
 
-func byMountpoint(found []Finding) map[string]Finding {
-	out := map[string]Finding{}
+func byMountpoint(found []finding.Finding) map[string]finding.Finding {
+	out := map[string]finding.Finding{}
 	for _, f := range found {
 		out[f.MountPoint] = f
 	}
@@ -82,7 +83,7 @@ func TestLiveStaleBindfsKilled(t *testing.T) {
 			t.Errorf("no stale_mount for %s: %+v", mp, found)
 			continue
 		}
-		if f.Severity != Critical || f.Details["errno"] != "ENOTCONN" || f.Details["mounts_on_connection"] != "3" {
+		if f.Severity != finding.Critical || f.Details["errno"] != "ENOTCONN" || f.Details["mounts_on_connection"] != "3" {
 			t.Errorf("%s: %s %v", mp, f.Severity, f.Details)
 		}
 	}
@@ -116,12 +117,12 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 
 	p := probe.NewProber(probe.Config{Timeout: time.Second}, probe.SysFS{})
 	hung := HungMountCheck{Fusectl: probe.DefaultFusectl}
-	done := make(chan []Finding, 1)
+	done := make(chan []finding.Finding, 1)
 	go func() {
 		found, _ := runProbed(p, hung, liveSnapshot(t, mounts.Host{}))
 		done <- found
 	}()
-	var found []Finding
+	var found []finding.Finding
 	select {
 	case found = <-done:
 	case <-time.After(30 * time.Second):
@@ -130,7 +131,7 @@ func TestLiveHungBindfsStopped(t *testing.T) {
 	got := byMountpoint(found)
 	for _, mp := range []string{dir + "/fuse", dir + "/bind-a"} {
 		f, ok := got[mp]
-		if !ok || f.Severity != Critical {
+		if !ok || f.Severity != finding.Critical {
 			t.Fatalf("no critical hung_mount for %s: %+v", mp, found)
 		}
 		if w := f.Details["fuse_waiting"]; w == "" || w == "0" || strings.HasPrefix(w, "unknown") {
@@ -262,7 +263,7 @@ func TestLiveCephFuseDiesThenShadowed(t *testing.T) {
 	rep := runner.Run(context.Background(), liveSnapshot(t, h))
 	got := byMountpoint(rep.Findings)
 	for _, mp := range []string{staging, pvc1, pvc2} {
-		if f, ok := got[mp]; !ok || f.Check != StaleMount || f.Severity != Critical {
+		if f, ok := got[mp]; !ok || f.Check != StaleMount || f.Severity != finding.Critical {
 			t.Fatalf("no critical stale_mount for %s: %+v", mp, rep.Findings)
 		}
 	}
@@ -299,7 +300,7 @@ func TestLiveCephFuseDiesThenShadowed(t *testing.T) {
 		switch {
 		case f.Check == ShadowedMount && f.MountPoint == staging:
 			shadowed++
-			if f.Severity != Critical || f.Details["other_mounts"] != "2" || f.Details["hidden_state"] != "ENOTCONN" {
+			if f.Severity != finding.Critical || f.Details["other_mounts"] != "2" || f.Details["hidden_state"] != "ENOTCONN" {
 				t.Errorf("shadowed_mount: %s %v", f.Severity, f.Details)
 			}
 		case f.Check == StaleMount && (f.MountPoint == pvc1 || f.MountPoint == pvc2):

@@ -12,17 +12,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // OpaquePropagation is the ID of OpaquePropagationCheck.
-const OpaquePropagation ID = "opaque_propagation"
+const OpaquePropagation finding.ID = "opaque_propagation"
 
 var opaquePropagationDecl = Decl{
-	ID: OpaquePropagation, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 50,
+	ID: OpaquePropagation, Kind: finding.ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 50,
 	MessageID:  "7aac74898c294e34ac64c74e85f8b140",
-	Severities: []Severity{Critical, Warning},
+	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New: func(cfg *Config) Check {
 		return &OpaquePropagationCheck{SnapshotRoot: cfg.SnapshotRoot, ContainerdRoot: cfg.ContainerdRoot,
 			Limits: cfg.ScanLimits, FullPass: cfg.FullPass}
@@ -125,7 +126,7 @@ func (c *OpaquePropagationCheck) Run(ctx context.Context, env *Env) Outcome {
 			return fmt.Errorf("overlay %s: layer %s not scanned: %w", c.users[l], l, r.Err)
 		},
 		passDone: func() { c.known, c.pending = c.pending, nil },
-		findings: func() ([]Finding, error) { return c.findings(s, snapRoot, chains) },
+		findings: func() ([]finding.Finding, error) { return c.findings(s, snapRoot, chains) },
 	})
 	out.Notes = slices.Clone(c.notes)
 	return out
@@ -171,7 +172,7 @@ func (c *OpaquePropagationCheck) visit(e *walk.Entry) bool {
 
 // findings checks every pair of opaque layers known so far on the live
 // layers and against their layer tars.
-func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, chains []*mounts.OverlayChain) ([]Finding, error) {
+func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, chains []*mounts.OverlayChain) ([]finding.Finding, error) {
 	ctrRoot := c.ContainerdRoot
 	if ctrRoot == "" {
 		ctrRoot = cmp.Or(s.Host.ContainerdRoot, containerd.DefaultRoot)
@@ -179,15 +180,15 @@ func (c *OpaquePropagationCheck) findings(s *mounts.Snapshot, snapRoot string, c
 	if c.ver == nil || c.verKey != ctrRoot+"\x00"+snapRoot { // the layout found may change
 		c.verKey = ctrRoot + "\x00" + snapRoot
 		c.ver = containerd.NewVerifier(containerd.Config{
-			Root:        s.Host.Path(ctrRoot),
-			Snapshotter: s.Host.Path(path.Dir(snapRoot)),
+			Root:        s.Host.FS().Path(ctrRoot),
+			Snapshotter: s.Host.FS().Path(path.Dir(snapRoot)),
 			MaxEntries:  int64(c.Limits.Budget),
 		})
 	}
 	v := &verification{pass: c.ver.Pass(), snapRoot: snapRoot}
 	defer v.pass.Close()
 	var (
-		out  []Finding
+		out  []finding.Finding
 		errs []error
 	)
 	for _, ch := range chains {
@@ -267,9 +268,9 @@ func (c *OpaquePropagationCheck) opaqueDirs(r layerRoot) []string {
 // chainFindings reports each directory of ch opaque in a layer and in the
 // layer directly below, checked on the live layers. One finding per
 // directory: the topmost such pair, with the run of opaque layers below it.
-func (c *OpaquePropagationCheck) chainFindings(ch *mounts.OverlayChain, v *verification) ([]Finding, error) {
+func (c *OpaquePropagationCheck) chainFindings(ch *mounts.OverlayChain, v *verification) ([]finding.Finding, error) {
 	var (
-		out  []Finding
+		out  []finding.Finding
 		errs []error
 		done = map[string]bool{}
 	)

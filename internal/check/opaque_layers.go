@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
@@ -107,15 +108,15 @@ func (v *verification) verify(l mounts.Layer, dir string) containerd.Result {
 
 // pairFinding checks layers i and i+1 of ch at dir on the live system, and
 // the run of opaque layers below, against their layer tars.
-func (c *OpaquePropagationCheck) pairFinding(ch *mounts.OverlayChain, i int, dir string, v *verification) (Finding, bool, error) {
+func (c *OpaquePropagationCheck) pairFinding(ch *mounts.OverlayChain, i int, dir string, v *verification) (finding.Finding, bool, error) {
 	run, err := c.opaqueRun(ch, i, dir)
 	if err != nil || run == nil {
-		return Finding{}, false, err
+		return finding.Finding{}, false, err
 	}
 	p := &opaquePair{ch: ch, i: i, dir: dir, run: run}
 	p.verify(v)
 	if p.firstProp < 0 && p.firstUnver < 0 {
-		return Finding{}, false, nil // every marker is the image's intent
+		return finding.Finding{}, false, nil // every marker is the image's intent
 	}
 	return p.finding(v), true, nil
 }
@@ -215,12 +216,12 @@ func (p *opaquePair) hidden() (hidden int, truncated bool) {
 
 // finding is the pair's finding: critical when a propagated marker hides
 // entries, a warning otherwise.
-func (p *opaquePair) finding(v *verification) Finding {
+func (p *opaquePair) finding(v *verification) finding.Finding {
 	ch, i := p.ch, p.i
 	hidden, truncated := p.hidden()
-	sev := Warning
+	sev := finding.Warning
 	if p.firstProp >= 0 && hidden > 0 {
-		sev = Critical
+		sev = finding.Critical
 	}
 	image := ""
 	if ch.Container != "" {

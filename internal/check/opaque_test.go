@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -50,7 +51,7 @@ func TestOpaqueHiddenEntries(t *testing.T) {
 		spec     map[string][]string
 		opaque   map[string]string
 		chain    string // lowerdir, top first
-		sev      Severity
+		sev      finding.Severity
 		hidden   string
 		nlayers  string
 		noFinds  bool
@@ -61,16 +62,16 @@ func TestOpaqueHiddenEntries(t *testing.T) {
 	}{
 		{name: "hides nothing", chain: "C:B:A",
 			spec:   map[string][]string{"A": {"func/min"}, "B": {"func/max"}, "C": {"func/max"}},
-			opaque: map[string]string{"B/func": "y", "C/func": "y"}, sev: Warning, hidden: "0", nlayers: "2"},
+			opaque: map[string]string{"B/func": "y", "C/func": "y"}, sev: finding.Warning, hidden: "0", nlayers: "2"},
 		{name: "whiteouts are not entries", chain: "C:B:A",
 			spec:   map[string][]string{"A": {"func/min", "func/gone"}, "B": {"func/max", "func/max2", "wh:func/gone"}, "C": {"func/max"}},
-			opaque: map[string]string{"B/func": "y", "C/func": "y"}, sev: Warning, hidden: "1", nlayers: "2"},
+			opaque: map[string]string{"B/func": "y", "C/func": "y"}, sev: finding.Warning, hidden: "1", nlayers: "2"},
 		{name: "run of three", chain: "D:C:B:A",
 			spec:   map[string][]string{"A": {"func/a"}, "B": {"func/b"}, "C": {"func/c"}, "D": {"func/d"}},
-			opaque: map[string]string{"B/func": "y", "C/func": "y", "D/func": "y"}, sev: Warning, hidden: "2", nlayers: "3"},
+			opaque: map[string]string{"B/func": "y", "C/func": "y", "D/func": "y"}, sev: finding.Warning, hidden: "2", nlayers: "3"},
 		{name: "nested directory", chain: "C:B:A",
 			spec:   map[string][]string{"A": {"usr/lib/x/a"}, "B": {"usr/lib/x/b"}, "C": {"usr/lib/x/c"}},
-			opaque: map[string]string{"B/usr/lib/x": "y", "C/usr/lib/x": "y"}, sev: Warning, hidden: "1", nlayers: "2"},
+			opaque: map[string]string{"B/usr/lib/x": "y", "C/usr/lib/x": "y"}, sev: finding.Warning, hidden: "1", nlayers: "2"},
 		{name: "xwhiteouts marker x is not opaque", chain: "C:B:A",
 			spec:   map[string][]string{"A": {"func/min"}, "B": {"func/max"}, "C": {"func/new"}},
 			opaque: map[string]string{"B/func": "y", "C/func": "x"}, noFinds: true},
@@ -91,7 +92,7 @@ func TestOpaqueHiddenEntries(t *testing.T) {
 		// hide itself.
 		{name: "upper dir over an opaque lower pair", chain: "B:A", upperDir: "C",
 			spec:   map[string][]string{"A": {"func/min"}, "B": {"func/max"}, "C": {"func/new"}, "W": {}},
-			opaque: map[string]string{"A/func": "y", "B/func": "y", "C/func": "y"}, sev: Warning, hidden: "0", nlayers: "3", lowerPair: true},
+			opaque: map[string]string{"A/func": "y", "B/func": "y", "C/func": "y"}, sev: finding.Warning, hidden: "0", nlayers: "3", lowerPair: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -195,7 +196,7 @@ func TestOpaqueRelativeLowerdirs(t *testing.T) {
 		t.Fatalf("findings %+v", found)
 	}
 	// Laid out like containerd's but without its metadata: not verifiable.
-	if f := got[0]; f.Severity != Warning || f.Details["verification"] != "unverified" || f.Details["snapshot_id"] != "3" ||
+	if f := got[0]; f.Severity != finding.Warning || f.Details["verification"] != "unverified" || f.Details["snapshot_id"] != "3" ||
 		!strings.Contains(f.Details["unverified_reason"], "metadata.db") {
 		t.Errorf("verification: %s %v", f.Severity, f.Details)
 	}
@@ -280,7 +281,7 @@ func TestOpaqueNodeIsAContainer(t *testing.T) {
 	r := &Runner{Checks: []Check{opaque, &StrayOverlayXattrCheck{}}}
 	for run := 0; run < 2; run++ {
 		rep := r.Run(context.Background(), s)
-		if rep.Status() != StatusOK {
+		if rep.Status() != finding.StatusOK {
 			t.Fatalf("run %d: status %s: %+v", run, rep.Status(), rep.Checks)
 		}
 		reason := rep.Checks[0].Reason

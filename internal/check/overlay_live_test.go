@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -91,8 +92,8 @@ func getxattr(t testing.TB, p, name string) string {
 	return string(buf[:n])
 }
 
-func findingsAt(fs []Finding, check ID, mountpoint string) []Finding {
-	var out []Finding
+func findingsAt(fs []finding.Finding, check finding.ID, mountpoint string) []finding.Finding {
+	var out []finding.Finding
 	for _, f := range fs {
 		if f.Check == check && f.MountPoint == mountpoint {
 			out = append(out, f)
@@ -155,7 +156,7 @@ func TestOpaquePropagationReal(t *testing.T) {
 			}
 			// Hand-made layers are no containerd snapshots: the marker
 			// cannot be verified against an image layer, so a warning.
-			if f.Severity != Warning || f.Path != "/func" || f.FSType != "overlay" || f.Details["verification"] != "unverified" {
+			if f.Severity != finding.Warning || f.Path != "/func" || f.FSType != "overlay" || f.Details["verification"] != "unverified" {
 				t.Errorf("finding %+v", f)
 			}
 			st := check.Stats()

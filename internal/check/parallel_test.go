@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -163,7 +164,7 @@ func TestWalkerParallelSameAsSequential(t *testing.T) {
 
 	// The check on four workers finds what it finds on one: 10 opaque and
 	// 7 redirect markers, nothing from outside, the FUSE or the late tmpfs.
-	run := func(workers int) []Finding {
+	run := func(workers int) []finding.Finding {
 		c := &StrayOverlayXattrCheck{Limits: walk.ScanLimits{Workers: workers}, FullPass: true}
 		f, err := runOne(c, s)
 		if err != nil {

@@ -140,7 +140,10 @@ func TestProberNamespaceUnreachableIsNotStale(t *testing.T) {
 	fs := probetest.NewFS()
 	kube := "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pvc-1/mount"
 	s := probetest.Table(t, fs, probetest.FuseLine(10, 40, "/", kube), probetest.FuseLine(11, 40, "/", "/mnt/a"), probetest.FuseLine(20, 41, "/", "/mnt/b"))
-	fs.Errs[kube] = mounts.NamespaceRootError("/proc/4242/root", 4242, syscall.EACCES)
+	// What opening another process's root without CAP_SYS_PTRACE returns
+	// (mounts.OpenRootAt).
+	fs.Errs[kube] = fmt.Errorf("%w: open /proc/4242/root: %w; reaching another process's files (/proc/4242/root) needs CAP_SYS_PTRACE, which this process does not hold",
+		mounts.ErrNamespaceUnreachable, syscall.EACCES)
 	fs.Errs["/mnt/a"] = fs.Errs[kube]
 	fs.Errs["/mnt/b"] = fmt.Errorf("open /mnt/b: %w", syscall.EACCES) // the mount's own answer
 	p := probe.NewProber(probe.Config{}, fs)

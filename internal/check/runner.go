@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -39,11 +40,11 @@ type Runner struct {
 // Run runs every check over s and returns the report. Findings have no
 // FirstSeen: a Tracker stamps them (the daemon's, across runs; --once's,
 // with the snapshot's time).
-func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *Report {
-	rep := &Report{Snapshot: s}
+func (r *Runner) Run(ctx context.Context, s *mounts.Snapshot) *finding.Report {
+	rep := &finding.Report{Snapshot: s}
 	x := &run{Runner: r, s: s}
 	defer x.close()
-	results := make([]Result, len(r.Checks))
+	results := make([]finding.Result, len(r.Checks))
 	outcomes := make([]Outcome, len(r.Checks))
 	if r.Concurrent {
 		var wg sync.WaitGroup
@@ -96,18 +97,18 @@ type run struct {
 const needsLiveSystem = NeedsLive | NeedsRoot | NeedsProbes
 
 // execute runs one check with the Env it needs and judges its Outcome.
-func (x *run) execute(ctx context.Context, c Check) (Result, Outcome) {
+func (x *run) execute(ctx context.Context, c Check) (finding.Result, Outcome) {
 	d := c.Decl()
-	res := Result{Check: d.ID}
+	res := finding.Result{Check: d.ID}
 	if d.Needs&needsLiveSystem != 0 && !x.s.Live {
-		res.Status, res.Reason = StatusSkipped, "needs the live system; the mount table is a captured file"
+		res.Status, res.Reason = finding.StatusSkipped, "needs the live system; the mount table is a captured file"
 		return res, Outcome{}
 	}
 	env := &Env{Snapshot: x.s}
 	if d.Needs&(NeedsRoot|UsesRoot) != 0 && x.s.Live {
 		root, err := x.openRoot()
 		if err != nil && d.Needs&NeedsRoot != 0 {
-			res.Status, res.Error = StatusError, err.Error()
+			res.Status, res.Error = finding.StatusError, err.Error()
 			return res, Outcome{Err: err}
 		}
 		env.Root = root
@@ -188,22 +189,22 @@ func runCheck(ctx context.Context, c Check, env *Env) (out Outcome) {
 }
 
 // judge sets the status, reason and error of res from out.
-func judge(res *Result, out Outcome) {
+func judge(res *finding.Result, out Outcome) {
 	reason, cause, skipped := "", "", false
 	if out.Err != nil {
 		reason, cause, skipped = skipReason(out.Err)
 	}
 	switch {
 	case skipped && len(out.Findings) == 0:
-		res.Status, res.Reason, res.Cause = StatusSkipped, reason, cause
+		res.Status, res.Reason, res.Cause = finding.StatusSkipped, reason, cause
 	case skipped: // found something with what it could see
-		res.Status, res.Reason = StatusProblems, reason
+		res.Status, res.Reason = finding.StatusProblems, reason
 	case out.Err != nil:
-		res.Status, res.Error = StatusError, out.Err.Error()
+		res.Status, res.Error = finding.StatusError, out.Err.Error()
 	case len(out.Findings) > 0:
-		res.Status = StatusProblems
+		res.Status = finding.StatusProblems
 	default:
-		res.Status = StatusOK
+		res.Status = finding.StatusOK
 	}
 	if len(out.Notes) > 0 {
 		notes := out.Notes
@@ -216,8 +217,8 @@ func judge(res *Result, out Outcome) {
 
 // SortFindings orders findings most severe first, then by check, mount point
 // and path, so reports and golden files are stable.
-func SortFindings(fs []Finding) {
-	slices.SortStableFunc(fs, func(a, b Finding) int {
+func SortFindings(fs []finding.Finding) {
+	slices.SortStableFunc(fs, func(a, b finding.Finding) int {
 		return cmp.Or(
 			cmp.Compare(b.Severity.Rank(), a.Severity.Rank()),
 			cmp.Compare(a.Check, b.Check),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -34,7 +35,7 @@ func (s *scanner) Stats() walk.Stats {
 
 // scanPass is what a scanning check supplies for one run.
 type scanPass struct {
-	id       ID
+	id       finding.ID
 	limits   walk.ScanLimits
 	fullPass bool // a run that stops before its pass is complete is an error (--once)
 	// errs are the run's errors found before the walk (they come first).
@@ -53,7 +54,7 @@ type scanPass struct {
 	passDone func()
 	// findings are the run's findings from what is known so far, worked
 	// out with the walker still begun.
-	findings func() ([]Finding, error)
+	findings func() ([]finding.Finding, error)
 }
 
 // scan runs one run of p over env: begin, walk on from the cursor, word the
@@ -65,7 +66,7 @@ func (s *scanner) scan(ctx context.Context, env *Env, p scanPass) Outcome {
 	return Outcome{Findings: found, Err: errors.Join(append(p.errs, errs...)...), Scan: &st}
 }
 
-func (s *scanner) walk(ctx context.Context, snap *mounts.Snapshot, root *mounts.Root, p *scanPass) (found []Finding, errs []error) {
+func (s *scanner) walk(ctx context.Context, snap *mounts.Snapshot, root *mounts.Root, p *scanPass) (found []finding.Finding, errs []error) {
 	if err := s.w.Begin(ctx, snap, root); err != nil {
 		return nil, []error{err}
 	}

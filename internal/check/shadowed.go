@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"golang.org/x/sys/unix"
@@ -27,12 +28,12 @@ import (
 type ShadowedMountCheck struct{}
 
 // ShadowedMount is the ID of ShadowedMountCheck.
-const ShadowedMount ID = "shadowed_mount"
+const ShadowedMount finding.ID = "shadowed_mount"
 
 var shadowedMountDecl = Decl{
-	ID: ShadowedMount, Kind: TableCheck, Needs: UsesProbes, Order: 40,
+	ID: ShadowedMount, Kind: finding.TableCheck, Needs: UsesProbes, Order: 40,
 	MessageID:  "b54f1f2dd8154b68baf59c4299f22c7d",
-	Severities: []Severity{Critical, Warning},
+	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New:        func(*Config) Check { return ShadowedMountCheck{} },
 }
 
@@ -44,7 +45,7 @@ func (ShadowedMountCheck) Decl() Decl { return shadowedMountDecl }
 // Run implements Check.
 func (ShadowedMountCheck) Run(_ context.Context, env *Env) Outcome {
 	s, latest := env.Snapshot, env.Probes
-	var out []Finding
+	var out []finding.Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		top := s.CoveredBy(m)
@@ -65,9 +66,9 @@ func (ShadowedMountCheck) Run(_ context.Context, env *Env) Outcome {
 				stale = "hung"
 			}
 		}
-		sev := Warning
+		sev := finding.Warning
 		if (m.FUSE || m.Network) && (others > 0 || stale != "") {
-			sev = Critical
+			sev = finding.Critical
 		}
 		f := newFinding(ShadowedMount, sev, m, shadowMessage(conns, m, top, others, stale))
 		f.Details = map[string]string{

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -35,7 +36,7 @@ func TestShadowedMountTable(t *testing.T) {
 		"72 1 0:51 / /mnt/s3 rw - fuse.s3fs s3fs rw",
 		"73 72 0:52 / /mnt/s3 rw - fuse.s3fs s3fs rw",
 	}
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(strings.Join(lines, "\n")), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +48,11 @@ func TestShadowedMountTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[int]Finding{}
+	got := map[int]finding.Finding{}
 	for _, f := range found {
 		got[f.MountID] = f
 	}
-	want := map[int]Severity{60: Critical, 70: Warning, 72: Warning}
+	want := map[int]finding.Severity{60: finding.Critical, 70: finding.Warning, 72: finding.Warning}
 	if len(got) != len(want) {
 		t.Errorf("got %d findings, want %d: %+v", len(got), len(want), found)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -37,12 +38,12 @@ func isStale(m *mounts.Mount, errno syscall.Errno) bool {
 }
 
 // StaleMount is the ID of StaleMountCheck.
-const StaleMount ID = "stale_mount"
+const StaleMount finding.ID = "stale_mount"
 
 var staleMountDecl = Decl{
-	ID: StaleMount, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 20,
+	ID: StaleMount, Kind: finding.ProbeCheck, Needs: NeedsLive | NeedsRoot | NeedsProbes, Order: 20,
 	MessageID:  "2a3f10996b9740bebc72984411f7b637",
-	Severities: []Severity{Critical, Warning},
+	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New:        func(cfg *Config) Check { return StaleMountCheck{Tasks: cfg.Tasks} },
 }
 
@@ -66,16 +67,16 @@ func (StaleMountCheck) Decl() Decl { return staleMountDecl }
 func (c StaleMountCheck) Run(ctx context.Context, env *Env) Outcome {
 	s, r := env.Snapshot, env.Probes
 	tr := scanTasks(ctx, c.Tasks, r, s)
-	var out []Finding
+	var out []finding.Finding
 	conns := newConnIndex(s)
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State != probe.Failed || !isStale(m, res.Errno) {
 			continue
 		}
-		sev := Critical
+		sev := finding.Critical
 		if res.Errno == syscall.EACCES {
-			sev = Warning
+			sev = finding.Warning
 		}
 		f := newFinding(StaleMount, sev, m, staleMessage(conns, m, res))
 		f.Details = connDetails(conns, m)

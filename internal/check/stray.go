@@ -8,18 +8,19 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
 	"golang.org/x/sys/unix"
 )
 
 // StrayOverlayXattr is the ID of StrayOverlayXattrCheck.
-const StrayOverlayXattr ID = "stray_overlay_xattr"
+const StrayOverlayXattr finding.ID = "stray_overlay_xattr"
 
 var strayOverlayXattrDecl = Decl{
-	ID: StrayOverlayXattr, Kind: ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 60,
+	ID: StrayOverlayXattr, Kind: finding.ScanCheck, Needs: NeedsLive | NeedsRoot, Order: 60,
 	MessageID:  "2e99fe2d89da4cda87a3051b0f19042e",
-	Severities: []Severity{Warning},
+	Severities: []finding.Severity{finding.Warning},
 	New: func(cfg *Config) Check {
 		return &StrayOverlayXattrCheck{Roots: cfg.ScanRoots, SnapshotRoot: cfg.SnapshotRoot, Limits: cfg.ScanLimits,
 			FullPass: cfg.FullPass}
@@ -88,7 +89,7 @@ func (c *StrayOverlayXattrCheck) Run(ctx context.Context, env *Env) Outcome {
 			return fmt.Errorf("stray_overlay_xattr: root not scanned: %w", r)
 		},
 		passDone: func() { c.last, c.found = c.found, nil },
-		findings: func() ([]Finding, error) {
+		findings: func() ([]finding.Finding, error) {
 			hits := map[string]strayHit{}
 			for p, h := range c.last {
 				hits[p] = h
@@ -194,7 +195,7 @@ func insideLive(p string, live map[string]bool) bool {
 	return false
 }
 
-func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]strayHit, live map[string]bool) []Finding {
+func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]strayHit, live map[string]bool) []finding.Finding {
 	if len(hits) == 0 {
 		return nil
 	}
@@ -204,7 +205,7 @@ func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]st
 		byID[m.ID] = m
 	}
 	var kf *mounts.KubeFiles
-	var out []Finding
+	var out []finding.Finding
 	for _, hit := range hits {
 		if insideLive(hit.path, live) {
 			continue
@@ -216,7 +217,7 @@ func (c *StrayOverlayXattrCheck) findings(s *mounts.Snapshot, hits map[string]st
 		if m == nil {
 			continue
 		}
-		f := newFinding(StrayOverlayXattr, Warning, m, strayMessage(hit))
+		f := newFinding(StrayOverlayXattr, finding.Warning, m, strayMessage(hit))
 		f.Path = hit.path
 		f.Kube = mounts.Kube{}
 		kubelet, _ := s.KubeletRootOf(hit.path)

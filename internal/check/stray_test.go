@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 	"github.com/mountwatchd/mountwatchd/internal/walk"
@@ -32,15 +33,15 @@ func kubeletVolume(t *testing.T, dir string) (mounts.Host, string) {
 
 func snapshotFor(t testing.TB, h mounts.Host) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(h)
+	s, err := mounts.RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func strayByPath(fs []Finding) map[string]Finding {
-	out := map[string]Finding{}
+func strayByPath(fs []finding.Finding) map[string]finding.Finding {
+	out := map[string]finding.Finding{}
 	for _, f := range fs {
 		if f.Check == StrayOverlayXattr {
 			out[f.Path] = f
@@ -79,7 +80,7 @@ func TestStrayOverlayXattrKubeletVolume(t *testing.T) {
 	}
 	wantKube := mounts.Kube{Kind: mounts.PodVolume, PodUID: podUID, PodNamespace: "build", PodName: "kaniko-0",
 		VolumePlugin: "kubernetes.io~empty-dir", Volume: "cache"}
-	if f.Kube != wantKube || f.Severity != Warning || f.Details["xattrs"] != "trusted.overlay.opaque" ||
+	if f.Kube != wantKube || f.Severity != finding.Warning || f.Details["xattrs"] != "trusted.overlay.opaque" ||
 		!strings.Contains(f.Message, "opaque marker hides") || f.MountPoint != dir {
 		t.Errorf("finding %+v", f)
 	}
@@ -229,7 +230,7 @@ func TestWalkerHostileTree(t *testing.T) {
 
 	// The stray check over the same tree: nothing from outside or from the
 	// FUSE mount, and it returns.
-	got := make(chan []Finding, 1)
+	got := make(chan []finding.Finding, 1)
 	go func() {
 		f, _ := runOne(&StrayOverlayXattrCheck{}, s)
 		got <- f
@@ -283,7 +284,7 @@ func TestWalkerBudgetResume200k(t *testing.T) {
 	last := root + "/d19/d19"
 	setxattr(t, last, "trusted.overlay.opaque", "y")
 	check := &StrayOverlayXattrCheck{Roots: []string{root}, Limits: walk.ScanLimits{Budget: 100000}}
-	var found []Finding
+	var found []finding.Finding
 	for i := 0; i < 3; i++ {
 		var err error
 		found, err = runOne(check, s)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -140,11 +141,11 @@ func stuckSentence(c *tasks.Conn) string {
 // probe did not find it hung, while tasks have waited on it longer than
 // after: the server answers our probe (statfs, a cached stat) and not what
 // its users ask for, as ceph-fuse does with its MDS down.
-func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tasks.Report, after time.Duration, fusectl string) []Finding {
+func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tasks.Report, after time.Duration, fusectl string) []finding.Finding {
 	if tr == nil || after <= 0 {
 		return nil
 	}
-	var out []Finding
+	var out []finding.Finding
 	for _, m := range s.Mounts {
 		res, ok := r.Results[m.ID]
 		if !ok || res.State == probe.Hung || (res.State == probe.Failed && isStale(m, res.Errno)) {
@@ -154,7 +155,7 @@ func stuckFindings(conns *connIndex, s *mounts.Snapshot, r *probe.Round, tr *tas
 		if c == nil || tr.Taken.Sub(c.Since) < after {
 			continue
 		}
-		f := newFinding(HungMount, Critical, m, "")
+		f := newFinding(HungMount, finding.Critical, m, "")
 		f.Details = connDetails(conns, m)
 		f.Details["probe"] = res.State.String()
 		f.Details["stuck_after"] = after.String()

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -110,8 +111,8 @@ func TestLiveStuckTasksOnTwoHungConnections(t *testing.T) {
 			p := probe.NewProber(probe.Config{Timeout: 500 * time.Millisecond}, probe.NewHelperFS(probe.HelperConfig{}))
 			sc := tasks.NewScanner(tasks.Config{Host: h})
 			runner := &Runner{Prober: p, Checks: []Check{HungMountCheck{Tasks: sc, FusectlErr: fusectlErr}}}
-			var rep *Report
-			var got map[string]Finding
+			var rep *finding.Report
+			var got map[string]finding.Finding
 			testenv.WaitUntil(t, 20*time.Second, "hung_mount on the three connections, with their stuck tasks", func() bool {
 				rep = runner.Run(context.Background(), liveSnapshot(t, h))
 				got = byMountpoint(rep.Findings)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -23,7 +24,7 @@ func newStuckPodVolume(t *testing.T, stallAll bool) *stuckPodVolume {
 	return &stuckPodVolume{v, mounts.Host{KubeletRoot: v.KubeletRoot, PodLogDir: v.PodLogs}}
 }
 
-func hungAt(found []Finding, mp string) *Finding {
+func hungAt(found []finding.Finding, mp string) *finding.Finding {
 	for i := range found {
 		if found[i].Check == HungMount && found[i].MountPoint == mp {
 			return &found[i]
@@ -58,13 +59,13 @@ func TestLiveHungByStuckTasksWhileProbeAnswered(t *testing.T) {
 		t.Fatalf("the report's task scan %+v does not count the stand-in's task on the volume's connection", rep.Tasks)
 	}
 
-	var f *Finding
+	var f *finding.Finding
 	testenv.WaitUntil(t, 20*time.Second, "hung_mount once the pod's task waited past the threshold", func() bool {
 		rep = runner.Run(context.Background(), liveSnapshot(t, v.host))
 		f = hungAt(rep.Findings, v.Mnt)
 		return f != nil
 	})
-	if f.Severity != Critical || f.Details["probe"] != "ok" || f.Details["stuck_tasks"] != "1" || f.Details["stuck_after"] != after.String() {
+	if f.Severity != finding.Critical || f.Details["probe"] != "ok" || f.Details["stuck_tasks"] != "1" || f.Details["stuck_after"] != after.String() {
 		t.Errorf("finding details %v, want probe ok, 1 stuck task, stuck_after %s", f.Details, after)
 	}
 	if want := "team-a/stand-in (container " + v.Pod.ContainerID[:12] + "): 1"; f.Details["stuck_pods"] != want {

@@ -1,31 +1,26 @@
 package check
 
-import "time"
+import (
+	"time"
 
-// Change is how a problem changed between two runs.
-type Change struct {
-	Finding Finding
-	// Event is "appeared", "changed" (severity) or "cleared".
-	Event string
-	// Was is the previous severity, for "changed".
-	Was Severity
-}
+	"github.com/mountwatchd/mountwatchd/internal/finding"
+)
 
 // Tracker remembers the active problems across runs: when each was first
 // seen and how each changed. It is not safe for concurrent use.
 type Tracker struct {
-	active  map[string]Finding
-	changes []Change
+	active  map[string]finding.Finding
+	changes []finding.Change
 }
 
 // NewTracker returns an empty tracker.
-func NewTracker() *Tracker { return &Tracker{active: map[string]Finding{}} }
+func NewTracker() *Tracker { return &Tracker{active: map[string]finding.Finding{}} }
 
 // Stamp sets FirstSeen on each finding (now for a new problem, the earlier
 // time for one already active), makes the findings the active set, and
 // records what appeared, changed severity and cleared since the last call.
-func (t *Tracker) Stamp(now time.Time, findings []Finding) {
-	next := make(map[string]Finding, len(findings))
+func (t *Tracker) Stamp(now time.Time, findings []finding.Finding) {
+	next := make(map[string]finding.Finding, len(findings))
 	for i := range findings {
 		f := &findings[i]
 		k := f.Key()
@@ -36,15 +31,15 @@ func (t *Tracker) Stamp(now time.Time, findings []Finding) {
 		if prev, ok := t.active[k]; ok {
 			f.FirstSeen = prev.FirstSeen
 			if prev.Severity != f.Severity {
-				t.changes = append(t.changes, Change{Finding: *f, Event: "changed", Was: prev.Severity})
+				t.changes = append(t.changes, finding.Change{Finding: *f, Event: "changed", Was: prev.Severity})
 			}
 		} else {
 			f.FirstSeen = now
-			t.changes = append(t.changes, Change{Finding: *f, Event: "appeared"})
+			t.changes = append(t.changes, finding.Change{Finding: *f, Event: "appeared"})
 		}
 		next[k] = *f
 	}
-	var cleared []Finding
+	var cleared []finding.Finding
 	for k, f := range t.active {
 		if _, ok := next[k]; !ok {
 			cleared = append(cleared, f)
@@ -52,13 +47,13 @@ func (t *Tracker) Stamp(now time.Time, findings []Finding) {
 	}
 	SortFindings(cleared)
 	for _, f := range cleared {
-		t.changes = append(t.changes, Change{Finding: f, Event: "cleared"})
+		t.changes = append(t.changes, finding.Change{Finding: f, Event: "cleared"})
 	}
 	t.active = next
 }
 
 // Changes returns and forgets the changes recorded since the last call.
-func (t *Tracker) Changes() []Change {
+func (t *Tracker) Changes() []finding.Change {
 	c := t.changes
 	t.changes = nil
 	return c

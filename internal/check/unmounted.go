@@ -8,12 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/podlive"
 )
 
 // UnmountedVolume is the ID of UnmountedVolumeCheck.
-const UnmountedVolume ID = "unmounted_volume"
+const UnmountedVolume finding.ID = "unmounted_volume"
 
 // Defaults of UnmountedVolumeCheck.
 const (
@@ -53,9 +54,9 @@ var persistentPlugins = map[string]bool{
 }
 
 var unmountedVolumeDecl = Decl{
-	ID: UnmountedVolume, Kind: ProbeCheck, Needs: NeedsLive | NeedsRoot, Order: 70,
+	ID: UnmountedVolume, Kind: finding.ProbeCheck, Needs: NeedsLive | NeedsRoot, Order: 70,
 	MessageID:  "27be16e602684267a14505a80e837d14",
-	Severities: []Severity{Critical},
+	Severities: []finding.Severity{finding.Critical},
 	New: func(cfg *Config) Check {
 		return &UnmountedVolumeCheck{Grace: cfg.UnmountedGrace, CgroupRoot: cfg.CgroupRoot,
 			ContainerdState: cfg.ContainerdState, Once: cfg.Once}
@@ -210,7 +211,8 @@ func (c *UnmountedVolumeCheck) Run(ctx context.Context, env *Env) Outcome {
 	if cs == "" {
 		cs = DefaultContainerdState
 	}
-	live := &podlive.Reader{Cgroup: h.Path(cg), NodeCgroup: cg, Containerd: h.Path(cs), NodeContainerd: cs}
+	fs := h.FS()
+	live := &podlive.Reader{Cgroup: fs.Path(cg), NodeCgroup: cg, Containerd: fs.Path(cs), NodeContainerd: cs}
 	defer live.Close()
 	dirs, notes, err := findPlainDirs(ctx, env.Root, s, h, live)
 
@@ -237,9 +239,9 @@ func (c *UnmountedVolumeCheck) Run(ctx context.Context, env *Env) Outcome {
 // birth (or ctime) is older than grace. It returns the findings and the
 // state for the next run: only the directories observed now, so a
 // directory seen mounted, or its pod stopped, starts afresh.
-func JudgeUnmounted(dirs []plainDir, prev UnmountedState, now time.Time, grace time.Duration, once bool) ([]Finding, UnmountedState) {
+func JudgeUnmounted(dirs []plainDir, prev UnmountedState, now time.Time, grace time.Duration, once bool) ([]finding.Finding, UnmountedState) {
 	next := UnmountedState{}
-	var out []Finding
+	var out []finding.Finding
 	for i := range dirs {
 		d := &dirs[i]
 		t, ok := prev[d.path]
@@ -259,12 +261,12 @@ func JudgeUnmounted(dirs []plainDir, prev UnmountedState, now time.Time, grace t
 	return out, next
 }
 
-func unmountedFinding(d *plainDir, since time.Time, sinceKnown bool) Finding {
-	var f Finding
+func unmountedFinding(d *plainDir, since time.Time, sinceKnown bool) finding.Finding {
+	var f finding.Finding
 	if d.holder != nil {
-		f = newFinding(UnmountedVolume, Critical, d.holder, "")
+		f = newFinding(UnmountedVolume, finding.Critical, d.holder, "")
 	} else {
-		f = Finding{Check: UnmountedVolume, Severity: Critical}
+		f = finding.Finding{Check: UnmountedVolume, Severity: finding.Critical}
 	}
 	f.Path = d.path
 	f.Directory = d.path

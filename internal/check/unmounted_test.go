@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -55,8 +56,8 @@ func (n *standIn) hostFor(dir string) mounts.Host {
 	return mounts.Host{KubeletRoot: n.kubelet, PodLogDir: dir + "/logs"}
 }
 
-func unmountedOf(fs []Finding) []Finding {
-	var out []Finding
+func unmountedOf(fs []finding.Finding) []finding.Finding {
+	var out []finding.Finding
 	for _, f := range fs {
 		if f.Check == UnmountedVolume {
 			out = append(out, f)
@@ -65,7 +66,7 @@ func unmountedOf(fs []Finding) []Finding {
 	return out
 }
 
-func (n *standIn) run(t *testing.T, c *UnmountedVolumeCheck) []Finding {
+func (n *standIn) run(t *testing.T, c *UnmountedVolumeCheck) []finding.Finding {
 	t.Helper()
 	found, err := runOne(c, snapshotFor(t, n.host))
 	if err != nil {
@@ -105,7 +106,7 @@ func TestUnmountedVolumeRunningPod(t *testing.T) {
 			got := f[0]
 			since, err := time.Parse(time.RFC3339, got.Details["unmounted_since"])
 			if got.Path != mp || got.Directory != mp || got.PodUID != n.uid || got.PodNamespace != "shop" || got.PodName != "web-0" ||
-				got.Volume != "pvc-data" || got.CSIDriver != "cephfs.csi.ceph.com" || got.Severity != Critical ||
+				got.Volume != "pvc-data" || got.CSIDriver != "cephfs.csi.ceph.com" || got.Severity != finding.Critical ||
 				got.Details["files"] != "1" || got.Details["bytes"] != fmt.Sprint(len("written-by-the-pod\n")) ||
 				err != nil || since.After(unmounted.Add(time.Second)) || !strings.Contains(got.Message, "1 file ") ||
 				!strings.Contains(got.Details["pod_state"], "running") {
@@ -256,7 +257,7 @@ func TestUnmountedVolumeOnce(t *testing.T) {
 		}
 	}
 	const grace = 300 * time.Millisecond
-	once := func() []Finding { return n.run(t, &UnmountedVolumeCheck{Grace: grace, Once: true}) }
+	once := func() []finding.Finding { return n.run(t, &UnmountedVolumeCheck{Grace: grace, Once: true}) }
 	if f := once(); len(f) != 0 {
 		t.Fatalf("a directory made just now: %+v", f)
 	}
@@ -289,7 +290,7 @@ func TestUnmountedVolumeHungNeighbour(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &UnmountedVolumeCheck{Grace: time.Millisecond}
-	done := make(chan []Finding, 1)
+	done := make(chan []finding.Finding, 1)
 	go func() {
 		found, _ := runOne(c, snapshotFor(t, n.host))
 		done <- found

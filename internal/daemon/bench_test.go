@@ -14,7 +14,7 @@ import (
 // unchanged 20,000-mount table with 2,000 problems (what every --interval
 // costs when nothing changed): read and classify the table, run the table
 // checks, merge, stamp and publish. The baseline is reading and classifying
-// the same table alone (mounts.ReadSnapshot).
+// the same table alone (mounts.RereadSnapshot).
 func BenchmarkTableIteration(b *testing.B) {
 	dir := b.TempDir()
 	if err := os.MkdirAll(dir+"/self", 0o755); err != nil {
@@ -26,7 +26,7 @@ func BenchmarkTableIteration(b *testing.B) {
 	host := mounts.Host{Procfs: dir, KubeletRoot: "/var/lib/kubelet", PodLogDir: dir + "/nonexistent"}
 	b.Run("baseline-read-snapshot", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := mounts.ReadSnapshot(host); err != nil {
+			if _, err := mounts.RereadSnapshot(host, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -29,6 +29,8 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -85,7 +87,7 @@ type Config struct {
 	// (remedy.Remedy.Run), which may add to it. Its ctx ends when the
 	// daemon stops, not with the run (whose round may have used up the
 	// probe interval); it must return within a probe timeout or so.
-	AfterProbe func(ctx context.Context, rep *check.Report)
+	AfterProbe func(ctx context.Context, rep *finding.Report)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -125,7 +127,7 @@ type Daemon struct {
 	health health
 
 	// owned by the loop
-	table tableReader
+	table *tableReader
 	store store
 	pub   publisher
 }
@@ -133,8 +135,11 @@ type Daemon struct {
 // New returns a daemon; Run starts it.
 func New(cfg Config) *Daemon {
 	cfg = cfg.withDefaults()
+	if cfg.Host.Processes == nil { // what the node's processes said, for this daemon's life
+		cfg.Host.Processes = layout.NewProcessCache()
+	}
 	d := &Daemon{cfg: cfg, lanes: newLanes(cfg)}
-	d.table = tableReader{host: cfg.Host, timeout: cfg.ReadTimeout, minReread: cfg.MinReread, read: mounts.RereadSnapshot}
+	d.table = newTableReader(cfg.Host, cfg.ReadTimeout, cfg.MinReread)
 	d.health.start(cfg)
 	d.pub = newPublisher(cfg)
 	d.setState(&export.State{Checks: d.pub.checkStates()})
@@ -218,13 +223,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 // readTable reads the mount table, runs the table checks over it and
 // publishes the merged report.
 func (d *Daemon) readTable(ctx context.Context) error {
-	snap, err := d.table.readSnapshot(ctx, d.store.snap, d.cfg.Log)
+	snap, err := d.table.readSnapshot(ctx, d.cfg.Log)
 	d.health.tableRead(err)
 	if err != nil {
 		d.publish()
 		return err
 	}
-	d.table.logParseErrors(snap, d.cfg.Log)
+	d.table.r.LogParseErrors(snap, d.cfg.Log)
 	d.table.logLayout(snap, d.cfg.Log)
 	d.store.setSnapshot(snap)
 	for _, l := range d.lanes {
@@ -248,7 +253,7 @@ func (d *Daemon) startLane(ctx context.Context, l *lane, results chan<- laneResu
 		rctx, cancel := context.WithTimeout(ctx, l.interval)
 		defer cancel()
 		rep := l.run(rctx, snap, prober)
-		if l.kind == check.ProbeCheck && d.cfg.AfterProbe != nil {
+		if l.kind == finding.ProbeCheck && d.cfg.AfterProbe != nil {
 			d.cfg.AfterProbe(ctx, rep) // not the run's deadline, which the round may have used up
 		}
 		select {

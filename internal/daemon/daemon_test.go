@@ -16,6 +16,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
@@ -52,11 +53,11 @@ func fakeProcfs(t *testing.T, table string) (mounts.Host, func(string)) {
 
 // fakeCheck is a check of any kind whose runs the test controls.
 type fakeCheck struct {
-	id    check.ID
-	kind  check.Kind
+	id    finding.ID
+	kind  finding.Kind
 	mu    sync.Mutex
 	runs  int
-	find  func(s *mounts.Snapshot) []check.Finding
+	find  func(s *mounts.Snapshot) []finding.Finding
 	block chan struct{} // when set, Run waits for it (or ctx)
 	stats *probe.Stats
 	err   error // returned by Run
@@ -64,7 +65,7 @@ type fakeCheck struct {
 
 func (c *fakeCheck) Decl() check.Decl {
 	d := check.Decl{ID: c.id, Kind: c.kind}
-	if c.kind != check.TableCheck {
+	if c.kind != finding.TableCheck {
 		d.Needs = check.NeedsLive | check.NeedsRoot
 	}
 	return d
@@ -104,12 +105,12 @@ func (c *fakeCheck) Runs() int {
 }
 
 // findOn reports a finding of check id on every mount of fstype.
-func findOn(id check.ID, fstype string, sev check.Severity) func(*mounts.Snapshot) []check.Finding {
-	return func(s *mounts.Snapshot) []check.Finding {
-		var out []check.Finding
+func findOn(id finding.ID, fstype string, sev finding.Severity) func(*mounts.Snapshot) []finding.Finding {
+	return func(s *mounts.Snapshot) []finding.Finding {
+		var out []finding.Finding
 		for _, m := range s.Mounts {
 			if m.FSType == fstype {
-				out = append(out, check.Finding{Check: id, Severity: sev, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
+				out = append(out, finding.Finding{Check: id, Severity: sev, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
 					Source: m.Source, Details: map[string]string{"errno": "ENOTCONN"}})
 			}
 		}
@@ -137,7 +138,7 @@ func start(t *testing.T, cfg Config) (*Daemon, context.CancelFunc) {
 	return d, cancel
 }
 
-func count(st *export.State, id check.ID) int {
+func count(st *export.State, id finding.ID) int {
 	n := 0
 	if st.Report != nil {
 		for _, f := range st.Report.Findings {
@@ -153,9 +154,9 @@ func count(st *export.State, id check.ID) int {
 // table checks on each read, probe and scan checks on their intervals.
 func TestLoopSchedulesByKindAndMerges(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "tmpfs", check.Critical),
+	stale := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck, find: findOn(check.StaleMount, "tmpfs", finding.Critical),
 		stats: &probe.Stats{Connections: 2}}
-	scan := &fakeCheck{id: check.OpaquePropagation, kind: check.ScanCheck, find: findOn(check.OpaquePropagation, "ext4", check.Warning)}
+	scan := &fakeCheck{id: check.OpaquePropagation, kind: finding.ScanCheck, find: findOn(check.OpaquePropagation, "ext4", finding.Warning)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale, scan},
 		Interval: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, ScanInterval: time.Hour})
 
@@ -187,7 +188,7 @@ func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	block := make(chan struct{})
 	defer close(block)
-	hung := &fakeCheck{id: check.HungMount, kind: check.ProbeCheck, block: block}
+	hung := &fakeCheck{id: check.HungMount, kind: finding.ProbeCheck, block: block}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, hung},
 		Interval: 20 * time.Millisecond, ProbeInterval: time.Hour})
 
@@ -210,9 +211,9 @@ func TestBlockedProbeDoesNotBlockLoop(t *testing.T) {
 func TestChangesLoggedOnce(t *testing.T) {
 	host, write := fakeProcfs(t, healthyTable)
 	core, logs := observer.New(zapcore.DebugLevel)
-	sev := check.Warning
+	sev := finding.Warning
 	var mu sync.Mutex
-	fc := &fakeCheck{id: check.StaleMount, kind: check.TableCheck, find: func(s *mounts.Snapshot) []check.Finding {
+	fc := &fakeCheck{id: check.StaleMount, kind: finding.TableCheck, find: func(s *mounts.Snapshot) []finding.Finding {
 		mu.Lock()
 		defer mu.Unlock()
 		return findOn(check.StaleMount, "fuse.ceph-fuse", sev)(s)
@@ -225,11 +226,11 @@ func TestChangesLoggedOnce(t *testing.T) {
 	r := reads()
 	testenv.WaitUntil(t, 10*time.Second, "10 more reads", func() bool { return reads() >= r+10 })
 	mu.Lock()
-	sev = check.Critical
+	sev = finding.Critical
 	mu.Unlock()
 	testenv.WaitUntil(t, 10*time.Second, "the severity change", func() bool {
 		st := d.State()
-		return count(st, check.StaleMount) == 1 && st.Report.Findings[0].Severity == check.Critical
+		return count(st, check.StaleMount) == 1 && st.Report.Findings[0].Severity == finding.Critical
 	})
 	r = reads()
 	testenv.WaitUntil(t, 10*time.Second, "10 more reads", func() bool { return reads() >= r+10 })
@@ -259,7 +260,7 @@ func TestChangesLoggedOnce(t *testing.T) {
 // from the merged report at the next table read, not at the next probe.
 func TestFindingsOfGoneMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	stale := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", finding.Critical)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
 	testenv.WaitUntil(t, 10*time.Second, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
@@ -276,7 +277,7 @@ func TestFindingsOfGoneMountsDropped(t *testing.T) {
 // again for a probe interval).
 func TestFindingsOfRemadeMountsDropped(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	stale := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", finding.Critical)}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{stale}, Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
 	testenv.WaitUntil(t, 10*time.Second, "the stale mount", func() bool { return count(d.State(), check.StaleMount) == 1 })
 	write(healthyTable)
@@ -299,7 +300,7 @@ func TestFindingsOfRemadeMountsDropped(t *testing.T) {
 // run is recorded.
 func TestUnchangedTableNotParsedAgain(t *testing.T) {
 	host, write := fakeProcfs(t, brokenTable)
-	stale := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", check.Critical)}
+	stale := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck, find: findOn(check.StaleMount, "fuse.ceph-fuse", finding.Critical)}
 	d := New(Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, stale},
 		Interval: 10 * time.Millisecond, ProbeInterval: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -359,7 +360,7 @@ func TestNotify(t *testing.T) {
 	host, _ := fakeProcfs(t, brokenTable)
 	n := &notes{}
 	block := make(chan struct{})
-	probeCheck := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck, block: block}
+	probeCheck := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck, block: block}
 	start(t, Config{Host: host, Checks: []check.Check{check.DeletedRootCheck{}, probeCheck},
 		Interval: time.Hour, ProbeInterval: time.Hour, Notify: n.notify, Watchdog: 40 * time.Millisecond})
 	testenv.WaitUntil(t, 10*time.Second, "watchdog pets", func() bool { return strings.Count(n.all(), "WATCHDOG=1") >= 3 })
@@ -545,9 +546,9 @@ func TestUnreadableTableIsUnhealthy(t *testing.T) {
 func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
 	host, _ := fakeProcfs(t, healthyTable)
 	core, logs := observer.New(zapcore.DebugLevel)
-	failing := &fakeCheck{id: check.StaleMount, kind: check.ProbeCheck,
+	failing := &fakeCheck{id: check.StaleMount, kind: finding.ProbeCheck,
 		err: fmt.Errorf("%w: open /proc/1/root: permission denied; needs CAP_SYS_PTRACE", mounts.ErrNamespaceUnreachable)}
-	skipping := &fakeCheck{id: check.StrayOverlayXattr, kind: check.ScanCheck, err: check.ErrNoTrustedXattrs}
+	skipping := &fakeCheck{id: check.StrayOverlayXattr, kind: finding.ScanCheck, err: check.ErrNoTrustedXattrs}
 	d, _ := start(t, Config{Host: host, Checks: []check.Check{failing, skipping}, Interval: time.Hour,
 		ProbeInterval: 5 * time.Millisecond, ScanInterval: 5 * time.Millisecond, Log: zap.New(core)})
 	testenv.WaitUntil(t, 10*time.Second, "10 runs of each", func() bool { return failing.Runs() >= 10 && skipping.Runs() >= 10 })
@@ -558,7 +559,7 @@ func TestCheckErrorAndSkipLoggedOnce(t *testing.T) {
 		t.Errorf("skip logged %d times, want once", n)
 	}
 	for _, c := range d.State().Checks {
-		if c.Status == check.StatusOK || c.Status == check.StatusProblems {
+		if c.Status == finding.StatusOK || c.Status == finding.StatusProblems {
 			t.Errorf("%s: status %q, want error or skipped (check_success 0)", c.ID, c.Status)
 		}
 	}

@@ -3,8 +3,8 @@ package daemon
 import (
 	"slices"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // State is the latest published state; never nil. Only the tests read it
@@ -12,8 +12,8 @@ import (
 func (d *Daemon) State() *export.State { return d.state.Load() }
 
 // Checks lists the registered checks' ids in catalogue order.
-func (d *Daemon) Checks() []check.ID {
-	var ids []check.ID
+func (d *Daemon) Checks() []finding.ID {
+	var ids []finding.ID
 	for _, c := range d.cfg.Checks {
 		ids = append(ids, c.Decl().ID)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // publisher says what the loop found where operators look: each check's
@@ -21,16 +22,16 @@ type publisher struct {
 	notifyF func(string) error
 	checks  []check.Check
 	tracker *check.Tracker
-	stats   map[check.ID]*export.CheckState
+	stats   map[finding.ID]*export.CheckState
 
-	checkMsg map[check.ID]*said // the last error or skip reason logged per check
+	checkMsg map[finding.ID]*said // the last error or skip reason logged per check
 	ready    bool
 	status   said // the last STATUS= sent
 }
 
 func newPublisher(cfg Config) publisher {
 	p := publisher{log: cfg.Log, notifyF: cfg.Notify, checks: cfg.Checks, tracker: check.NewTracker(),
-		stats: map[check.ID]*export.CheckState{}, checkMsg: map[check.ID]*said{}}
+		stats: map[finding.ID]*export.CheckState{}, checkMsg: map[finding.ID]*said{}}
 	for _, c := range cfg.Checks {
 		d := c.Decl()
 		p.stats[d.ID] = &export.CheckState{ID: d.ID, Kind: d.Kind}
@@ -49,14 +50,14 @@ func (p *publisher) checkStates() []export.CheckState {
 }
 
 // recordRun counts a lane's run that ended at end.
-func (p *publisher) recordRun(rep *check.Report, end time.Time) {
+func (p *publisher) recordRun(rep *finding.Report, end time.Time) {
 	for _, c := range rep.Checks {
 		st := p.stats[c.Check]
-		if st == nil || (c.Status == check.StatusSkipped && c.Cause == "") {
+		if st == nil || (c.Status == finding.StatusSkipped && c.Cause == "") {
 			continue // skipped for a captured table: not a run
 		}
 		st.Runs++
-		if c.Status == check.StatusError {
+		if c.Status == finding.StatusError {
 			st.Errors++
 		}
 		p.logCheckState(c)
@@ -67,12 +68,12 @@ func (p *publisher) recordRun(rep *check.Report, end time.Time) {
 // logCheckState logs a check that failed or was skipped (check_success 0)
 // once per distinct reason, not on every run (a probe run is every 30s),
 // and once when it works again.
-func (p *publisher) logCheckState(c check.Result) {
+func (p *publisher) logCheckState(c finding.Result) {
 	var msg string
 	switch c.Status {
-	case check.StatusError:
+	case finding.StatusError:
 		msg = "error: " + c.Error
-	case check.StatusSkipped:
+	case finding.StatusSkipped:
 		msg = "skipped: " + c.Reason
 	default:
 		if c.Reason != "" { // what a check that ran left out on purpose (check.Outcome.Notes)
@@ -90,9 +91,9 @@ func (p *publisher) logCheckState(c check.Result) {
 	}
 	log := p.log.With(zap.String("check", string(c.Check)))
 	switch {
-	case c.Status == check.StatusError:
+	case c.Status == finding.StatusError:
 		log.Error("check failed", zap.String("error", c.Error))
-	case c.Status == check.StatusSkipped:
+	case c.Status == finding.StatusSkipped:
 		log.Warn("check skipped: it cannot see what it needs", zap.String("reason", c.Reason))
 	case c.Reason != "":
 		log.Info("check leaves part of the system out", zap.String("reason", c.Reason))
@@ -103,7 +104,7 @@ func (p *publisher) logCheckState(c check.Result) {
 
 // stamp sets when each finding of rep was first seen and logs what
 // appeared, changed or cleared since the last report.
-func (p *publisher) stamp(rep *check.Report) {
+func (p *publisher) stamp(rep *finding.Report) {
 	p.tracker.Stamp(time.Now(), rep.Findings)
 	for _, c := range p.tracker.Changes() {
 		export.LogChange(p.log, c)

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,47 +9,46 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
+	"github.com/mountwatchd/mountwatchd/internal/tableread"
 )
 
-// tableReader reads the mount table for the loop, waiting at most timeout
-// for a read, with at most one read in flight. Owned by the loop.
+// tableReader reads the mount table for the loop through a
+// tableread.Reader (the deadline, at most one read in flight, the reuse of
+// an unchanged table, the unparsable lines logged once), and counts and
+// times the reads. Owned by the loop.
 type tableReader struct {
 	host      mounts.Host
-	timeout   time.Duration
 	minReread time.Duration
 	// read reads the table; prev is the last table read, nil before the
 	// first (mounts.RereadSnapshot, which does not parse an unchanged
 	// table again).
 	read func(h mounts.Host, prev *mounts.Snapshot) (*mounts.Snapshot, error)
+	r    tableread.Reader
 
 	reads, readErrs, events uint64
-	lastRead                time.Time       // start of the last read of the table
-	readCost                time.Duration   // how long it took
-	blocked                 chan readResult // a read that outlived the timeout, until it returns
+	lastRead                time.Time     // start of the last read of the table
+	readCost                time.Duration // how long it took
 	// readErr is the error of the last read, "" when it succeeded: logged
 	// when it changes, and said in the systemd status.
-	readErr   said
-	lastParse said // the unparsable lines last logged
-	layout    said // the layout decision last logged
+	readErr said
+	layout  said // the layout decision last logged
 }
 
-type readResult struct {
-	snap *mounts.Snapshot
-	err  error
+func newTableReader(host mounts.Host, timeout, minReread time.Duration) *tableReader {
+	t := &tableReader{host: host, minReread: minReread, read: mounts.RereadSnapshot}
+	// t.read, not mounts.RereadSnapshot: a test replaces it.
+	t.r = tableread.Reader{Timeout: timeout, Source: func(prev *mounts.Snapshot) (*mounts.Snapshot, error) { return t.read(t.host, prev) }}
+	return t
 }
-
-// errReadBlocked is returned while an earlier read of the table is still
-// blocked: at most one read is ever in flight.
-var errReadBlocked = errors.New("an earlier read of the mount table is still blocked")
 
 // readSnapshot reads the table, counting the read and logging an error once
-// per distinct error, and once when the table is readable again. prev is
-// the last table read (nil before the first): an unchanged table shares
-// its parse. Every read is counted, changed or not.
-func (t *tableReader) readSnapshot(ctx context.Context, prev *mounts.Snapshot, log *zap.Logger) (*mounts.Snapshot, error) {
+// per distinct error, and once when the table is readable again. An
+// unchanged table shares the last read's parse. Every read is counted,
+// changed or not.
+func (t *tableReader) readSnapshot(ctx context.Context, log *zap.Logger) (*mounts.Snapshot, error) {
 	t.reads++
 	t.lastRead = time.Now()
-	snap, err := t.readWithTimeout(ctx, prev)
+	snap, err := t.r.Read(ctx)
 	t.readCost = time.Since(t.lastRead)
 	if err != nil {
 		t.readErrs++
@@ -76,60 +73,10 @@ func (t *tableReader) rereadDelay(now time.Time) time.Duration {
 	return max(t.lastRead.Add(gap).Sub(now), 0)
 }
 
-// readWithTimeout reads the table in a goroutine and waits at most timeout
-// for it. A read that takes longer is left to finish on its own (its result
-// is dropped: it is stale by then) and no other read starts until it has.
-func (t *tableReader) readWithTimeout(ctx context.Context, prev *mounts.Snapshot) (*mounts.Snapshot, error) {
-	if t.blocked != nil {
-		select {
-		case <-t.blocked:
-			t.blocked = nil
-		default:
-			return nil, errReadBlocked
-		}
-	}
-	ch := make(chan readResult, 1)
-	host, read := t.host, t.read
-	go func() {
-		s, err := read(host, prev)
-		ch <- readResult{s, err}
-	}()
-	timer := time.NewTimer(t.timeout)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		return r.snap, r.err
-	case <-timer.C:
-		t.blocked = ch
-		return nil, fmt.Errorf("reading the mount table took more than %s (a hung filesystem under the kubelet root or pod log directory?)", t.timeout)
-	case <-ctx.Done():
-		t.blocked = ch
-		return nil, ctx.Err()
-	}
-}
-
 // logLayout logs where kubelet and containerd were found when the decision
 // differs from the last read's (not when only the evidence counts do).
 func (t *tableReader) logLayout(s *mounts.Snapshot, log *zap.Logger) {
 	if _, changed := t.layout.update(s.Layout.Decision()); changed {
 		export.LogLayout(log, zapcore.InfoLevel, s.Layout)
-	}
-}
-
-// logParseErrors logs unparsable lines when they differ from the last read's,
-// not on every read.
-func (t *tableReader) logParseErrors(s *mounts.Snapshot, log *zap.Logger) {
-	var key string
-	for _, pe := range s.ParseErrors {
-		key += pe.Text + "\n"
-	}
-	if _, changed := t.lastParse.update(key); !changed {
-		return
-	}
-	for _, pe := range s.ParseErrors {
-		log.Warn("mount table line not parsed", zap.String("table", s.Path), zap.Int("line", pe.Line), zap.String("error", pe.Err))
-	}
-	if more := s.ParseErrorTotal() - len(s.ParseErrors); more > 0 {
-		log.Warn("more mount table lines not parsed", zap.String("table", s.Path), zap.Int("more", more))
 	}
 }

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
 
 // schedule is how the daemon runs one kind of check.
 type schedule struct {
-	kind check.Kind
+	kind finding.Kind
 	// every is the interval of a timed kind, run in a goroutine of its own
 	// over the latest table, at most one run at a time; nil: run on every
 	// read of the table, in the loop.
@@ -22,28 +23,28 @@ type schedule struct {
 // schedules are every kind's schedule, in the order lanes are started and
 // merged: the one place the daemon tells the kinds apart.
 var schedules = []schedule{
-	{kind: check.TableCheck},
-	{kind: check.ProbeCheck, every: func(c Config) time.Duration { return c.ProbeInterval }},
-	{kind: check.ScanCheck, every: func(c Config) time.Duration { return c.ScanInterval }},
+	{kind: finding.TableCheck},
+	{kind: finding.ProbeCheck, every: func(c Config) time.Duration { return c.ProbeInterval }},
+	{kind: finding.ScanCheck, every: func(c Config) time.Duration { return c.ScanInterval }},
 }
 
 // lane is one kind of check with its schedule.
 type lane struct {
-	kind     check.Kind
+	kind     finding.Kind
 	checks   []check.Check
 	interval time.Duration // 0 for a kind run on every read
 	running  atomic.Int64  // unix nanoseconds the current run started; 0 when idle
 
 	// owned by the loop
-	due     time.Time     // the next tick of a timed lane
-	last    *check.Report // the last run's report
-	lastSeq uint64        // number of the table last checked
+	due     time.Time       // the next tick of a timed lane
+	last    *finding.Report // the last run's report
+	lastSeq uint64          // number of the table last checked
 	lastEnd time.Time
 }
 
 type laneResult struct {
 	lane *lane
-	rep  *check.Report
+	rep  *finding.Report
 	seq  uint64 // number of the table the run checked
 	end  time.Time
 }
@@ -69,7 +70,7 @@ func newLanes(cfg Config) []*lane {
 }
 
 // run runs the lane's checks over snap.
-func (l *lane) run(ctx context.Context, snap *mounts.Snapshot, prober *probe.Prober) *check.Report {
+func (l *lane) run(ctx context.Context, snap *mounts.Snapshot, prober *probe.Prober) *finding.Report {
 	return (&check.Runner{Checks: l.checks, Prober: prober}).Run(ctx, snap)
 }
 

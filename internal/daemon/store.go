@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -50,9 +51,9 @@ func (st *store) setSnapshot(s *mounts.Snapshot) {
 // older table are kept only while their mount has been in every table read
 // since: one that went away is no longer broken, and a new mount that reuses
 // its id and mount point has not been checked yet.
-func (st *store) merge(lanes []*lane, checks []check.Check) *check.Report {
-	rep := &check.Report{Snapshot: st.snap}
-	byID := map[check.ID]check.Result{}
+func (st *store) merge(lanes []*lane, checks []check.Check) *finding.Report {
+	rep := &finding.Report{Snapshot: st.snap}
+	byID := map[finding.ID]finding.Result{}
 	for _, l := range lanes {
 		if l.last == nil {
 			continue
@@ -93,7 +94,7 @@ func (st *store) merge(lanes []*lane, checks []check.Check) *check.Report {
 
 // unbroken reports whether f's mount has been in every table since table
 // seq.
-func (st *store) unbroken(f check.Finding, seq uint64) bool {
+func (st *store) unbroken(f finding.Finding, seq uint64) bool {
 	n, ok := st.since[mountKey{f.MountID, f.MountPoint}]
 	return ok && n <= seq
 }

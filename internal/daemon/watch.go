@@ -18,7 +18,7 @@ import (
 // The kernel remembers the namespace's event counter per open file: it is
 // set when the file is opened and updated each time poll reports a change.
 // So a change made after open is reported exactly once, whatever was read,
-// and the loop can read the table through ReadSnapshot on a separate open:
+// and the loop can read the table through RereadSnapshot on a separate open:
 // it opens the watch first, then reads, and misses nothing. No read of the
 // watched file is needed to re-arm it.
 //

@@ -11,15 +11,16 @@ import (
 	"unicode/utf8"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // fixedReport is the brief's node with F1, checked at a fixed time.
-func fixedReport(t *testing.T) *check.Report {
+func fixedReport(t *testing.T) *finding.Report {
 	t.Helper()
-	s, err := mounts.ReadSnapshotFile("../mounts/testdata/k8s-node-brief.mountinfo", mounts.DefaultKubeletRoot)
+	s, err := mounts.ReadCapturedTable("../mounts/testdata/k8s-node-brief.mountinfo", mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +79,9 @@ func TestJSONReportGolden(t *testing.T) {
 
 func TestSummaryFitsEighty(t *testing.T) {
 	long := "/var/lib/kubelet/pods/" + strings.Repeat("é", 100) + "/volumes/kubernetes.io~csi/pvc-1/mount"
-	rep := &check.Report{
+	rep := &finding.Report{
 		Snapshot: &mounts.Snapshot{Mounts: make([]*mounts.Mount, 3)},
-		Findings: []check.Finding{{Check: check.DeletedRoot, Severity: check.Critical, MountPoint: long}},
+		Findings: []finding.Finding{{Check: check.DeletedRoot, Severity: finding.Critical, MountPoint: long}},
 	}
 	s := Summary(rep)
 	if len(s) > SummaryMax || !utf8.ValidString(s) || !strings.HasSuffix(s, "...") {
@@ -107,9 +108,9 @@ func TestPrintableEscapesHostileNames(t *testing.T) {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
-	rep := &check.Report{
+	rep := &finding.Report{
 		Snapshot: &mounts.Snapshot{Mounts: make([]*mounts.Mount, 1)},
-		Findings: []check.Finding{{Check: check.DeletedRoot, Severity: check.Warning, MountPoint: "/x\nOK: forged", Message: "m"}},
+		Findings: []finding.Finding{{Check: check.DeletedRoot, Severity: finding.Warning, MountPoint: "/x\nOK: forged", Message: "m"}},
 	}
 	var b bytes.Buffer
 	if err := WriteText(&b, rep); err != nil {

@@ -72,7 +72,7 @@ const wantedFor = 10 * time.Minute
 // promhttp_metric_handler_errors_total), and gathers live on each scrape.
 func NewExposition(maxProblemSeries int, live *prometheus.Registry) *Exposition {
 	e := &Exposition{
-		metrics: NewMetrics(func() *State { return nil }, maxProblemSeries),
+		metrics: newMetrics(maxProblemSeries),
 		live:    live,
 		formats: expfmt.DefaultOpenMetricsAcceptedFormats(),
 		asked:   map[encodingKey]time.Time{},

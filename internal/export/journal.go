@@ -1,7 +1,7 @@
 package export
 
 import (
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -10,16 +10,9 @@ import (
 // MessageIDs are the journal MESSAGE_IDs of problem entries, one per
 // registered check (check.Decl.MessageID), fixed forever so that
 // `journalctl MESSAGE_ID=<id>` finds every appearance, severity change and
-// clearing of one kind of problem. docs/journal.md lists them.
-var MessageIDs = messageIDs()
-
-func messageIDs() map[check.ID]string {
-	ids := map[check.ID]string{}
-	for _, d := range check.Declared() {
-		ids[d.ID] = d.MessageID
-	}
-	return ids
-}
+// clearing of one kind of problem. docs/journal.md lists them. It is
+// finding.MessageIDs, the one map the declaring packages fill from init.
+var MessageIDs = finding.MessageIDs
 
 // Journal priorities (syslog levels) of problem entries.
 const (
@@ -36,14 +29,14 @@ const PriorityField = "priority"
 // ChangePriority is the journal priority of a change: the severity's for
 // "appeared" and "changed" (critical 2, warning 4, info 6), notice (5) for
 // "cleared".
-func ChangePriority(c check.Change) int {
+func ChangePriority(c finding.Change) int {
 	if c.Event == "cleared" {
 		return PriorityNotice
 	}
 	switch c.Finding.Severity {
-	case check.Critical:
+	case finding.Critical:
 		return PriorityCrit
-	case check.Warning:
+	case finding.Warning:
 		return PriorityWarning
 	}
 	return PriorityInfo
@@ -54,7 +47,7 @@ func ChangePriority(c check.Change) int {
 // fstype, source, pod_uid, pod_namespace, pod_name, volume, errno (when the
 // check found one), message_id and priority. The journald core upper-cases
 // them into journal fields (CHECK, MOUNT_POINT, ...).
-func LogChange(log *zap.Logger, c check.Change) {
+func LogChange(log *zap.Logger, c finding.Change) {
 	f := &c.Finding
 	fields := []zap.Field{
 		zap.String("event", c.Event),
@@ -93,9 +86,9 @@ func LogChange(log *zap.Logger, c check.Change) {
 	level := zapcore.InfoLevel
 	if c.Event != "cleared" {
 		switch f.Severity {
-		case check.Critical:
+		case finding.Critical:
 			level = zapcore.ErrorLevel
-		case check.Warning:
+		case finding.Warning:
 			level = zapcore.WarnLevel
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
@@ -23,17 +23,17 @@ const SchemaVersion = 1
 // Document is the JSON report of --once --output json. docs/operations.md documents
 // every field.
 type Document struct {
-	SchemaVersion int          `json:"schema_version"`
-	Status        check.Status `json:"status"`
-	Summary       string       `json:"summary"`
-	Node          string       `json:"node"`
-	Time          time.Time    `json:"time"`
-	MountTable    *MountTable  `json:"mount_table,omitempty"`
+	SchemaVersion int            `json:"schema_version"`
+	Status        finding.Status `json:"status"`
+	Summary       string         `json:"summary"`
+	Node          string         `json:"node"`
+	Time          time.Time      `json:"time"`
+	MountTable    *MountTable    `json:"mount_table,omitempty"`
 	// Layout is where kubelet and containerd keep their state, and what
 	// said so.
 	Layout      *layout.Layout      `json:"layout,omitempty"`
-	Findings    []check.Finding     `json:"findings"`
-	Checks      []check.Result      `json:"checks"`
+	Findings    []finding.Finding   `json:"findings"`
+	Checks      []finding.Result    `json:"checks"`
 	ParseErrors []mounts.ParseError `json:"parse_errors"`
 	// ParseErrorsTotal counts every unparsable line; parse_errors lists
 	// the first mounts.MaxParseErrorsListed.
@@ -45,8 +45,8 @@ type Document struct {
 	Tasks *tasks.Report `json:"stuck_tasks,omitempty"`
 	// Remediation is what the opt-in remediation decided in this run
 	// (--remediation.mode).
-	Remediation []check.Remediation `json:"remediation,omitempty"`
-	Error       string              `json:"error,omitempty"`
+	Remediation []finding.Remediation `json:"remediation,omitempty"`
+	Error       string                `json:"error,omitempty"`
 }
 
 // MountTable says which table was checked.
@@ -61,7 +61,7 @@ type MountTable struct {
 }
 
 // NewDocument builds the JSON document of a report.
-func NewDocument(r *check.Report) *Document {
+func NewDocument(r *finding.Report) *Document {
 	s := r.Snapshot
 	d := &Document{
 		SchemaVersion:    SchemaVersion,
@@ -93,12 +93,12 @@ func NewDocument(r *check.Report) *Document {
 func ErrorDocument(err error, now time.Time) *Document {
 	return &Document{
 		SchemaVersion: SchemaVersion,
-		Status:        check.StatusError,
+		Status:        finding.StatusError,
 		Summary:       ErrorSummary(err),
 		Node:          hostname(),
 		Time:          now.UTC(),
-		Findings:      []check.Finding{},
-		Checks:        []check.Result{},
+		Findings:      []finding.Finding{},
+		Checks:        []finding.Result{},
 		ParseErrors:   []mounts.ParseError{},
 		Error:         err.Error(),
 	}

@@ -3,10 +3,9 @@ package export
 import (
 	"maps"
 	"slices"
-	"sync/atomic"
 	"time"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
@@ -20,7 +19,7 @@ import (
 type State struct {
 	// Report is the current report: the latest mount table with the latest
 	// findings of every check. Nil until the mount table was first read.
-	Report *check.Report
+	Report *finding.Report
 	// Checks has one entry per registered check, in catalogue order.
 	Checks []CheckState
 	// TableReads and TableReadErrors count mount table reads since start;
@@ -36,13 +35,13 @@ type State struct {
 
 // CheckState is how one check has been doing since start.
 type CheckState struct {
-	ID       check.ID
-	Kind     check.Kind
+	ID       finding.ID
+	Kind     finding.Kind
 	Runs     uint64
 	Errors   uint64
-	Duration time.Duration // of the last run
-	LastRun  time.Time     // end of the last run; zero before the first
-	Status   check.Status  // of the last run; empty before the first
+	Duration time.Duration  // of the last run
+	LastRun  time.Time      // end of the last run; zero before the first
+	Status   finding.Status // of the last run; empty before the first
 }
 
 // DefaultMaxProblemSeries is the default cap on mountwatchd_problem series.
@@ -50,7 +49,7 @@ const DefaultMaxProblemSeries = 1000
 
 // problemLabels are the labels of one active problem. Values are bounded by
 // what is mounted; error text never goes into a label. directory is the
-// directory the problem is about (check.Finding.Directory, else the mount
+// directory the problem is about (finding.Finding.Directory, else the mount
 // point): bounded by the node's mounts, volumes, scan roots and image
 // directories, never a file below them. csi_driver is the CSI driver of the
 // volume, "" when the finding has none: bounded by the drivers installed.
@@ -118,26 +117,18 @@ var (
 		descStuck, descStuckUnatt, descConnStuck, descConnSince, descTaskScanOK}
 )
 
-// Metrics is a prometheus.Collector built from the latest State on each
-// scrape. A scrape only reads an immutable State through load: it never runs
-// a check, touches a mount or waits for the daemon's loop.
+// Metrics writes the metrics of one State (collectState), for the
+// Exposition, which encodes them once per published State. It only reads
+// the immutable State: it never runs a check, touches a mount or waits for
+// the daemon's loop.
 type Metrics struct {
-	load      func() *State
 	maxSeries int
-	dropped   atomic.Uint64
 }
 
-// NewMetrics returns a collector of the State load returns (nil: nothing
-// known yet). maxProblemSeries caps the per-problem series (0: no series).
-func NewMetrics(load func() *State, maxProblemSeries int) *Metrics {
-	return &Metrics{load: load, maxSeries: max(maxProblemSeries, 0)}
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
-	}
+// newMetrics returns the writer of a State's metrics; maxProblemSeries
+// caps the per-problem series (0: no series).
+func newMetrics(maxProblemSeries int) *Metrics {
+	return &Metrics{maxSeries: max(maxProblemSeries, 0)}
 }
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
@@ -149,16 +140,6 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels .
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	st := m.load()
-	if st == nil {
-		st = &State{}
-	}
-	dropped := m.collectState(ch, st)
-	counter(ch, descDropped, m.dropped.Add(uint64(dropped)))
-}
 
 // collectState writes every metric that is a function of st alone (all
 // but mountwatchd_problem_series_dropped_total, which sums over scrapes)
@@ -183,7 +164,7 @@ func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped 
 		counter(ch, descRuns, c.Runs, id, kind)
 		counter(ch, descErrors, c.Errors, id, kind)
 		ok := 0.0
-		if c.Status == check.StatusOK || c.Status == check.StatusProblems {
+		if c.Status == finding.StatusOK || c.Status == finding.StatusProblems {
 			ok = 1
 		}
 		gauge(ch, descSuccess, ok, id, kind)
@@ -252,14 +233,14 @@ func (m *Metrics) collectState(ch chan<- prometheus.Metric, st *State) (dropped 
 func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 	type key struct{ check, sev string }
 	counts := map[key]int{}
-	var findings []check.Finding
+	var findings []finding.Finding
 	if st.Report != nil {
 		findings = st.Report.Findings
 	}
 	for i := range findings {
 		counts[key{string(findings[i].Check), string(findings[i].Severity)}]++
 	}
-	ids := make([]check.ID, 0, len(st.Checks))
+	ids := make([]finding.ID, 0, len(st.Checks))
 	for _, c := range st.Checks {
 		ids = append(ids, c.ID)
 	}
@@ -269,7 +250,7 @@ func (m *Metrics) collectProblems(ch chan<- prometheus.Metric, st *State) int {
 		}
 	}
 	for _, id := range ids {
-		for _, sev := range check.Severities {
+		for _, sev := range finding.Severities {
 			gauge(ch, descProblems, float64(counts[key{string(id), string(sev)}]), string(id), string(sev))
 		}
 	}

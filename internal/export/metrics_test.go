@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
@@ -31,10 +32,10 @@ func fixedState(t *testing.T) *State {
 	rep.Probe = &probe.Stats{Connections: 3, Blocked: 1, NotProbed: 1, Probes: 42, Timeouts: 2}
 	rep.Scan = &walk.Stats{Entries: 12345, Passes: 2, BudgetExhausted: 1, Complete: true}
 	at := time.Date(2026, 11, 22, 10, 0, 5, 0, time.UTC)
-	rep.Table = &check.TableStats{Size: 14, MountMax: 100000, Growth: 3, FirstSize: 11, FirstTaken: at}
+	rep.Table = &finding.TableStats{Size: 14, MountMax: 100000, Growth: 3, FirstSize: 11, FirstTaken: at}
 	// A running pod's CSI volume left unmounted: the series names the
 	// volume's directory besides the filesystem the writes land on.
-	rep.Findings = append(rep.Findings, check.Finding{Check: check.UnmountedVolume, Severity: check.Critical, MountID: 21,
+	rep.Findings = append(rep.Findings, finding.Finding{Check: check.UnmountedVolume, Severity: finding.Critical, MountID: 21,
 		MountPoint: "/", FSType: "ext4", Source: "/dev/nvme0n1p1", Root: "/", Dev: "259:1",
 		Path:      "/var/lib/kubelet/pods/7c3e1f0a-2b4d-4c6e-8f10-123456789abc/volumes/kubernetes.io~csi/pvc-3/mount",
 		Directory: "/var/lib/kubelet/pods/7c3e1f0a-2b4d-4c6e-8f10-123456789abc/volumes/kubernetes.io~csi/pvc-3/mount",
@@ -42,19 +43,19 @@ func fixedState(t *testing.T) *State {
 			VolumePlugin: mounts.CsiPlugin, Volume: "pvc-3", CSIDriver: "ebs.csi.aws.com", VolumeHandle: "vol-0a1b"},
 		FirstSeen: at})
 	st := &State{Report: rep, TableReads: 17, TableReadErrors: 1, TableEvents: 9, TableReadOK: true, LastComplete: at}
-	kinds := map[check.ID]check.Kind{
-		check.DeletedRoot: check.TableCheck, check.StaleMount: check.ProbeCheck, check.HungMount: check.ProbeCheck,
-		check.ShadowedMount: check.TableCheck, check.OpaquePropagation: check.ScanCheck, check.StrayOverlayXattr: check.ScanCheck,
-		check.UnmountedVolume: check.ProbeCheck, check.MountLeak: check.TableCheck,
+	kinds := map[finding.ID]finding.Kind{
+		check.DeletedRoot: finding.TableCheck, check.StaleMount: finding.ProbeCheck, check.HungMount: finding.ProbeCheck,
+		check.ShadowedMount: finding.TableCheck, check.OpaquePropagation: finding.ScanCheck, check.StrayOverlayXattr: finding.ScanCheck,
+		check.UnmountedVolume: finding.ProbeCheck, check.MountLeak: finding.TableCheck,
 	}
-	for _, id := range []check.ID{check.DeletedRoot, check.StaleMount, check.HungMount, check.ShadowedMount,
+	for _, id := range []finding.ID{check.DeletedRoot, check.StaleMount, check.HungMount, check.ShadowedMount,
 		check.OpaquePropagation, check.StrayOverlayXattr, check.UnmountedVolume, check.MountLeak} {
-		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: check.StatusOK}
+		cs := CheckState{ID: id, Kind: kinds[id], Runs: 17, Duration: 1500 * time.Microsecond, LastRun: at, Status: finding.StatusOK}
 		if id == check.DeletedRoot {
-			cs.Status = check.StatusProblems
+			cs.Status = finding.StatusProblems
 		}
 		if id == check.HungMount {
-			cs.Errors, cs.Status = 1, check.StatusError
+			cs.Errors, cs.Status = 1, finding.StatusError
 		}
 		if id == check.StrayOverlayXattr {
 			cs.Runs, cs.Duration, cs.LastRun, cs.Status = 0, 0, time.Time{}, ""
@@ -94,7 +95,7 @@ func TestMetricsGolden(t *testing.T) {
 
 // lintMetrics fails the test unless client_golang's linter and promtool
 // both accept m's exposition.
-func lintMetrics(t *testing.T, m *Metrics) {
+func lintMetrics(t *testing.T, m *collector) {
 	t.Helper()
 	problems, err := testutil.CollectAndLint(m)
 	if err != nil {
@@ -124,10 +125,10 @@ func countLines(out []byte, prefix string) int {
 // Before the first read every check and severity still has a count of 0,
 // so an alert on mountwatchd_problems > 0 has a series to evaluate.
 func TestMetricsCountsAlwaysPresent(t *testing.T) {
-	st := &State{Checks: []CheckState{{ID: check.DeletedRoot}, {ID: check.StaleMount, Kind: check.ProbeCheck}}}
+	st := &State{Checks: []CheckState{{ID: check.DeletedRoot}, {ID: check.StaleMount, Kind: finding.ProbeCheck}}}
 	out := exposition(t, NewMetrics(func() *State { return st }, 10))
-	if n := countLines(out, "mountwatchd_problems{"); n != 2*len(check.Severities) {
-		t.Errorf("%d count series, want %d:\n%s", n, 2*len(check.Severities), out)
+	if n := countLines(out, "mountwatchd_problems{"); n != 2*len(finding.Severities) {
+		t.Errorf("%d count series, want %d:\n%s", n, 2*len(finding.Severities), out)
 	}
 	if !strings.Contains(string(out), `mountwatchd_problems{check="stale_mount",severity="critical"} 0`) {
 		t.Errorf("no zero count for stale_mount:\n%s", out)
@@ -143,14 +144,14 @@ func TestMetricsCountsAlwaysPresent(t *testing.T) {
 // and counted.
 func TestMetricsDedupeAndCap(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	f := func(id int, mp string, sev check.Severity, seen time.Time) check.Finding {
-		return check.Finding{Check: check.DeletedRoot, Severity: sev, MountID: id, MountPoint: mp, FSType: "tmpfs", Source: "none", FirstSeen: seen}
+	f := func(id int, mp string, sev finding.Severity, seen time.Time) finding.Finding {
+		return finding.Finding{Check: check.DeletedRoot, Severity: sev, MountID: id, MountPoint: mp, FSType: "tmpfs", Source: "none", FirstSeen: seen}
 	}
-	rep := &check.Report{Snapshot: &mounts.Snapshot{}, Findings: []check.Finding{
-		f(10, "/a", check.Critical, t0.Add(time.Hour)),
-		f(11, "/a", check.Critical, t0), // the same labels again
-		f(12, "/b", check.Warning, t0),
-		f(13, "/c\n\xff", check.Info, t0), // hostile name: escaped, valid UTF-8
+	rep := &finding.Report{Snapshot: &mounts.Snapshot{}, Findings: []finding.Finding{
+		f(10, "/a", finding.Critical, t0.Add(time.Hour)),
+		f(11, "/a", finding.Critical, t0), // the same labels again
+		f(12, "/b", finding.Warning, t0),
+		f(13, "/c\n\xff", finding.Info, t0), // hostile name: escaped, valid UTF-8
 	}}
 	st := &State{Report: rep, Checks: []CheckState{{ID: check.DeletedRoot}}}
 
@@ -184,7 +185,7 @@ func TestMetricsDedupeAndCap(t *testing.T) {
 // benchState is a node with n mounts and p problems.
 func benchState(n, p int) *State {
 	s := &mounts.Snapshot{Live: true}
-	rep := &check.Report{Snapshot: s}
+	rep := &finding.Report{Snapshot: s}
 	types := []string{"overlay", "tmpfs", "fuse.ceph-fuse", "ext4", "proc", "nsfs"}
 	for i := range n {
 		m := &mounts.Mount{}
@@ -194,7 +195,7 @@ func benchState(n, p int) *State {
 	}
 	for i := range p {
 		m := s.Mounts[i*(n/p)]
-		f := check.Finding{Check: check.DeletedRoot, Severity: check.Critical, MountID: m.ID, MountPoint: m.Mountpoint,
+		f := finding.Finding{Check: check.DeletedRoot, Severity: finding.Critical, MountID: m.ID, MountPoint: m.Mountpoint,
 			FSType: m.FSType, Source: "ceph-fuse", FirstSeen: time.Unix(1_790_000_000, 0)}
 		f.PodUID, f.PodNamespace, f.PodName, f.Volume = fmt.Sprintf("%08d", i), "ns", fmt.Sprintf("pod-%d", i), fmt.Sprintf("pvc-%d", i)
 		rep.Findings = append(rep.Findings, f)

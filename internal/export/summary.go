@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // SummaryMax is the longest summary line: node-problem-detector shows at
@@ -14,21 +14,21 @@ import (
 const SummaryMax = 80
 
 // Summary is the one-line verdict of a report, at most SummaryMax bytes.
-func Summary(r *check.Report) string {
+func Summary(r *finding.Report) string {
 	s := r.Snapshot
 	var line string
 	switch r.Status() {
-	case check.StatusProblems:
+	case finding.StatusProblems:
 		f := r.Findings[0] // most severe first
 		line = fmt.Sprintf("%s (%s): %s %s", plural(len(r.Findings), "mount problem"),
 			severityCounts(r.Findings), f.Check, Printable(f.MountPoint))
-	case check.StatusError:
+	case finding.StatusError:
 		var what []string
 		if n := s.ParseErrorTotal(); n > 0 {
 			what = append(what, plural(n, "unparsable line"))
 		}
 		for _, c := range r.Checks {
-			if c.Status == check.StatusError {
+			if c.Status == finding.StatusError {
 				what = append(what, string(c.Check)+" failed")
 			}
 		}
@@ -36,7 +36,7 @@ func Summary(r *check.Report) string {
 	default:
 		line = fmt.Sprintf("OK: %s checked, no problems", plural(len(s.Mounts), "mount"))
 	}
-	if r.Status() != check.StatusProblems {
+	if r.Status() != finding.StatusProblems {
 		line += skippedSummary(r)
 	}
 	return Truncate(line, SummaryMax)
@@ -45,11 +45,11 @@ func Summary(r *check.Report) string {
 // skippedSummary says how many checks of a live run were skipped and why
 // ("; 2 checks skipped (no CAP_SYS_ADMIN)"); empty when none was. A captured
 // table's live checks are skipped by definition and not counted.
-func skippedSummary(r *check.Report) string {
+func skippedSummary(r *finding.Report) string {
 	n := 0
 	var causes []string
 	for _, c := range r.Checks {
-		if c.Status != check.StatusSkipped || c.Cause == "" {
+		if c.Status != finding.StatusSkipped || c.Cause == "" {
 			continue
 		}
 		n++
@@ -68,13 +68,13 @@ func ErrorSummary(err error) string {
 	return Truncate("UNKNOWN: could not check: "+Printable(err.Error()), SummaryMax)
 }
 
-func severityCounts(fs []check.Finding) string {
-	n := map[check.Severity]int{}
+func severityCounts(fs []finding.Finding) string {
+	n := map[finding.Severity]int{}
 	for _, f := range fs {
 		n[f.Severity]++
 	}
 	var parts []string
-	for _, sev := range check.Severities {
+	for _, sev := range finding.Severities {
 		if n[sev] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n[sev], sev))
 		}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
@@ -16,7 +16,7 @@ import (
 
 // WriteText writes the human report of --once: the summary line, then each
 // finding, then how each check went and which table lines were skipped.
-func WriteText(w io.Writer, r *check.Report) error {
+func WriteText(w io.Writer, r *finding.Report) error {
 	ew := &errWriter{w: w}
 	ew.printf("%s\n", Summary(r))
 	writeFindings(ew, r.Findings)
@@ -57,7 +57,7 @@ func WriteText(w io.Writer, r *check.Report) error {
 
 // writeFindings writes each finding: its mount, its pod, its details and
 // its message.
-func writeFindings(ew *errWriter, findings []check.Finding) {
+func writeFindings(ew *errWriter, findings []finding.Finding) {
 	for _, f := range findings {
 		ew.printf("\n%s %s %s\n", strings.ToUpper(string(f.Severity)), f.Check, Printable(f.MountPoint))
 		if f.Path != "" {
@@ -78,7 +78,7 @@ func writeFindings(ew *errWriter, findings []check.Finding) {
 }
 
 // writeChecks writes how each check went and the layout found.
-func writeChecks(ew *errWriter, r *check.Report) {
+func writeChecks(ew *errWriter, r *finding.Report) {
 	s := r.Snapshot
 	mode := "live"
 	if !s.Live {
@@ -87,9 +87,9 @@ func writeChecks(ew *errWriter, r *check.Report) {
 	ew.printf("\nChecked %s from %s (%s):\n", plural(len(s.Mounts), "mount"), Printable(s.Path), mode)
 	for _, c := range r.Checks {
 		switch c.Status {
-		case check.StatusSkipped:
+		case finding.StatusSkipped:
 			ew.printf("  %-20s skipped: %s\n", c.Check, c.Reason)
-		case check.StatusError:
+		case finding.StatusError:
 			ew.printf("  %-20s error: %s\n", c.Check, Printable(c.Error))
 		default:
 			ew.printf("  %-20s %-8s %s in %s\n", c.Check, c.Status, plural(c.Findings, "finding"), c.Duration.Round(time.Microsecond))

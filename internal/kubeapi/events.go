@@ -13,7 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -60,25 +60,25 @@ type claimJob struct {
 
 // activeProblem is a problem an event was sent for: the first finding of
 // its key, for the clearing event.
-type activeProblem struct{ f check.Finding }
+type activeProblem struct{ f finding.Finding }
 
 // eventKey identifies a problem for events: the pod, the check and the
 // volume. Two mounts of one volume (its mount and a subPath) with the same
 // check are one problem for the pod's user; a remount (a new mount ID)
 // does not make a new one.
-func eventKey(f *check.Finding) string {
+func eventKey(f *finding.Finding) string {
 	return f.PodUID + "\x00" + string(f.Check) + "\x00" + f.Volume
 }
 
 // namesPod reports whether f is a warning or critical finding about a pod
 // this node's files name (UID, namespace and name).
-func namesPod(f *check.Finding) bool {
-	return f.Severity.Rank() >= check.Warning.Rank() && f.PodUID != "" && f.PodNamespace != "" && f.PodName != ""
+func namesPod(f *finding.Finding) bool {
+	return f.Severity.Rank() >= finding.Warning.Rank() && f.PodUID != "" && f.PodNamespace != "" && f.PodName != ""
 }
 
 // diffEvents sends a Warning for each problem that appeared since the last
 // state and a Normal for each that cleared.
-func (r *Reporter) diffEvents(findings []check.Finding, now time.Time) {
+func (r *Reporter) diffEvents(findings []finding.Finding, now time.Time) {
 	next := map[string]bool{}
 	for i := range findings {
 		f := &findings[i]
@@ -110,7 +110,7 @@ func (r *Reporter) diffEvents(findings []check.Finding, now time.Time) {
 }
 
 // emit records an event on f's pod and queues the same for its claim.
-func (r *Reporter) emit(f *check.Finding, typ, reason, msg string) {
+func (r *Reporter) emit(f *finding.Finding, typ, reason, msg string) {
 	pod := &v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: f.PodNamespace, Name: f.PodName, UID: types.UID(f.PodUID)}
 	r.rec.Event(pod, typ, reason, msg)
 	if f.Kind == mounts.PodVolume && f.Volume != "" {
@@ -120,7 +120,7 @@ func (r *Reporter) emit(f *check.Finding, typ, reason, msg string) {
 }
 
 // volumeWords names f's volume and what serves it.
-func volumeWords(f *check.Finding) string {
+func volumeWords(f *finding.Finding) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "volume %q", f.Volume)
 	if f.CSIDriver != "" {
@@ -132,12 +132,12 @@ func volumeWords(f *check.Finding) string {
 	return b.String()
 }
 
-func warningMessage(f *check.Finding) string {
+func warningMessage(f *finding.Finding) string {
 	return truncate(fmt.Sprintf("%s (%s) on %s, since %s: %s", f.Check, f.Severity, volumeWords(f),
 		f.FirstSeen.UTC().Format(time.RFC3339), f.Message))
 }
 
-func clearedMessage(f *check.Finding, now time.Time) string {
+func clearedMessage(f *finding.Finding, now time.Time) string {
 	return truncate(fmt.Sprintf("%s cleared on %s (seen from %s to %s)", f.Check, volumeWords(f),
 		f.FirstSeen.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 }

@@ -21,6 +21,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/kubelink"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
@@ -31,15 +32,15 @@ const (
 )
 
 // hungFinding is hung_mount on pod apps/web's CSI volume pv-1.
-func hungFinding(sev check.Severity) check.Finding {
-	return check.Finding{Check: "hung_mount", Severity: sev, Message: "the FUSE server does not answer",
+func hungFinding(sev finding.Severity) finding.Finding {
+	return finding.Finding{Check: "hung_mount", Severity: sev, Message: "the FUSE server does not answer",
 		MountID: 7, MountPoint: "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~csi/pv-1/mount", FSType: "fuse.ceph-fuse",
 		Kube: mounts.Kube{Kind: mounts.PodVolume, PodUID: "uid-1", PodNamespace: testNS, PodName: "web",
 			VolumePlugin: mounts.CsiPlugin, Volume: "pv-1", CSIDriver: "cephfs.csi.ceph.com", VolumeHandle: "h-1"},
 		FirstSeen: time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)}
 }
 
-func state(findings ...check.Finding) *kubelink.Snapshot {
+func state(findings ...finding.Finding) *kubelink.Snapshot {
 	return kubelink.NewSnapshot(findings, true)
 }
 
@@ -104,7 +105,7 @@ func TestEventOncePerProblem(t *testing.T) {
 	cs := fake.NewClientset(objects()...)
 	r := start(t, cs, Config{Config: kubelink.Config{Events: true}})
 	for i := 0; i < 20; i++ {
-		r.Publish(state(hungFinding(check.Critical)))
+		r.Publish(state(hungFinding(finding.Critical)))
 		time.Sleep(5 * time.Millisecond)
 	}
 	waitFor(t, "Warning events on the pod and the claim", func() bool {
@@ -138,7 +139,7 @@ func TestEventOncePerProblem(t *testing.T) {
 func TestClaimOnlyWhenTheVolumeIsItsPV(t *testing.T) {
 	cs := fake.NewClientset(objects()...)
 	r := start(t, cs, Config{Config: kubelink.Config{Events: true}})
-	f := hungFinding(check.Critical)
+	f := hungFinding(finding.Critical)
 	f.VolumeHandle = "another"
 	r.Publish(state(f))
 	waitFor(t, "the pod's Warning", func() bool { return len(eventsOn(t, cs, "web")) == 1 })
@@ -176,15 +177,15 @@ func TestConditionAndTaint(t *testing.T) {
 		return false, nil, nil
 	})
 	r := start(t, cs, Config{Config: kubelink.Config{Condition: true, ConditionType: "MountTrouble", Taint: true, ClearOnStop: true}})
-	r.Publish(kubelink.NewSnapshot([]check.Finding{hungFinding(check.Critical)}, false)) // not complete: nothing yet
+	r.Publish(kubelink.NewSnapshot([]finding.Finding{hungFinding(finding.Critical)}, false)) // not complete: nothing yet
 	time.Sleep(50 * time.Millisecond)
 	if c := condition(t, cs); c != nil {
 		t.Fatalf("condition written before every check ran: %+v", c)
 	}
-	warn := hungFinding(check.Warning)
+	warn := hungFinding(finding.Warning)
 	warn.Check = "stale_mount"
 	for i := 0; i < 10; i++ {
-		r.Publish(state(warn, hungFinding(check.Critical)))
+		r.Publish(state(warn, hungFinding(finding.Critical)))
 	}
 	waitFor(t, "condition True", func() bool { c := condition(t, cs); return c != nil && c.Status == v1.ConditionTrue })
 	if c := condition(t, cs); c.Reason != "HungMount" || !strings.Contains(c.Message, "1 critical, 1 warning") {
@@ -231,7 +232,7 @@ func TestAPIDownNeverBlocks(t *testing.T) {
 	})
 	r := start(t, cs, Config{Config: kubelink.Config{Events: true, Condition: true, ConditionType: "MountTrouble", QueueSize: 4}})
 	for i := 0; i < 10; i++ {
-		f := hungFinding(check.Critical)
+		f := hungFinding(finding.Critical)
 		f.PodUID, f.PodName = f.PodUID+string(rune('a'+i)), f.PodName+string(rune('a'+i))
 		done := make(chan struct{})
 		go func() { r.Publish(state(f)); close(done) }()
@@ -272,7 +273,7 @@ func TestForbiddenSaysWhy(t *testing.T) {
 	t.Cleanup(func() { firstRetryDelay = first })
 	core, logs := observer.New(zap.InfoLevel)
 	r := start(t, cs, Config{Config: kubelink.Config{Events: true}, Log: zap.New(core)})
-	r.Publish(state(hungFinding(check.Critical)))
+	r.Publish(state(hungFinding(finding.Critical)))
 	// Retried (an API server starting refuses for a while), then dropped.
 	waitFor(t, "two rejected events (pod and claim)", func() bool {
 		return testutil.ToFloat64(r.m.events.WithLabelValues("rejected")) == 2

@@ -14,7 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // nodeWant is what the node should say: the condition and whether the
@@ -28,16 +28,16 @@ type nodeWant struct {
 // wantFrom is the node's wanted state for the current findings: the
 // condition True while a warning or critical problem exists, with the
 // worst check's reason, the taint while a critical one does.
-func wantFrom(findings []check.Finding) nodeWant {
-	counts := map[check.ID]int{}
-	worst := map[check.ID]int{}
+func wantFrom(findings []finding.Finding) nodeWant {
+	counts := map[finding.ID]int{}
+	worst := map[finding.ID]int{}
 	var crit, warn int
 	for i := range findings {
 		f := &findings[i]
 		switch f.Severity {
-		case check.Critical:
+		case finding.Critical:
 			crit++
-		case check.Warning:
+		case finding.Warning:
 			warn++
 		default:
 			continue
@@ -48,7 +48,7 @@ func wantFrom(findings []check.Finding) nodeWant {
 	if crit+warn == 0 {
 		return nodeWant{reason: ReasonNoProblem, message: "mountwatchd finds no warning or critical mount problem"}
 	}
-	ids := make([]check.ID, 0, len(counts))
+	ids := make([]finding.ID, 0, len(counts))
 	for id := range counts {
 		ids = append(ids, id)
 	}

@@ -3,7 +3,7 @@ package kubeapi
 import (
 	"strings"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/kubelink"
 )
 
@@ -16,7 +16,7 @@ const (
 // Reason is the reason of the Warning event a check's finding raises: its
 // ID in CamelCase (hung_mount: HungMount). Check IDs never change, so
 // neither do reasons.
-func Reason(id check.ID) string {
+func Reason(id finding.ID) string {
 	var b strings.Builder
 	for _, part := range strings.Split(string(id), "_") {
 		if part == "" {
@@ -29,7 +29,7 @@ func Reason(id check.ID) string {
 
 // ClearedReason is the reason of the Normal event when the problem clears:
 // Reason followed by "Cleared" (HungMountCleared).
-func ClearedReason(id check.ID) string { return Reason(id) + "Cleared" }
+func ClearedReason(id finding.ID) string { return Reason(id) + "Cleared" }
 
 // Condition reasons that are not a check's.
 const (

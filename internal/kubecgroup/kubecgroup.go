@@ -86,16 +86,6 @@ func PodPaths(uid string) []string {
 	return out
 }
 
-// ContainerPath is the cgroup of container id of pod uid, relative to a
-// hierarchy's root; under the systemd driver it is containerd's scope
-// (cri-containerd-<id>.scope).
-func ContainerPath(driver, qos, uid, id string) string {
-	if driver == Systemd {
-		return PodPath(driver, qos, uid) + "/cri-containerd-" + id + ".scope"
-	}
-	return PodPath(driver, qos, uid) + "/" + id
-}
-
 // Pod is what a cgroup path says of the pod it belongs to.
 type Pod struct {
 	UID string

@@ -25,12 +25,6 @@ func TestPodPath(t *testing.T) {
 			t.Errorf("PodPath(%s, %s) = %s, want %s", tc.driver, tc.qos, got, tc.want)
 		}
 	}
-	if got := ContainerPath(Systemd, Burstable, uid, cid); got != PodPath(Systemd, Burstable, uid)+"/cri-containerd-"+cid+".scope" {
-		t.Errorf("systemd container path %s", got)
-	}
-	if got := ContainerPath(Cgroupfs, Guaranteed, uid, cid); got != "kubepods/pod"+uid+"/"+cid {
-		t.Errorf("cgroupfs container path %s", got)
-	}
 	for i, d := range Drivers {
 		if !strings.HasPrefix(PodPath(d, BestEffort, uid), Roots[i]+"/") {
 			t.Errorf("%s's pod path %s is not below its root %s", d, PodPath(d, BestEffort, uid), Roots[i])
@@ -49,10 +43,6 @@ func TestParseReadsWhatPodPathWrites(t *testing.T) {
 			want := Pod{UID: uid, QoS: q}
 			if got, ok := Parse("/" + PodPath(d, q, uid)); !ok || got != want {
 				t.Errorf("%s %s pod: %+v %v, want %+v", d, q, got, ok, want)
-			}
-			want.ContainerID = cid
-			if got, ok := Parse("/kubelet.slice/" + ContainerPath(d, q, uid, cid)); !ok || got != want {
-				t.Errorf("%s %s container: %+v %v, want %+v", d, q, got, ok, want)
 			}
 		}
 	}

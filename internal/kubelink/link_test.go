@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // The test binary is also the helper the link starts: with
@@ -140,10 +140,10 @@ func (f *fake) gather(name string) string {
 
 var enabled = Config{Events: true, NodeName: "node-1", ConditionType: DefaultConditionType, Timeout: time.Second, Heartbeat: time.Minute, QueueSize: 10}
 
-func findings(sevs ...check.Severity) []check.Finding {
-	var out []check.Finding
+func findings(sevs ...finding.Severity) []finding.Finding {
+	var out []finding.Finding
 	for i, s := range sevs {
-		out = append(out, check.Finding{Check: "stale_mount", Severity: s, MountID: i + 1})
+		out = append(out, finding.Finding{Check: "stale_mount", Severity: s, MountID: i + 1})
 	}
 	return out
 }
@@ -153,7 +153,7 @@ func findings(sevs ...check.Severity) []check.Finding {
 func TestLinkSendsSnapshotsAndRelaysMetrics(t *testing.T) {
 	f := startFake(t, "echo", enabled)
 	f.waitLine("start --kube.condition-type=MountProblem --kube.node-name=node-1 --kube.timeout=1s --kube.heartbeat=1m0s --kube.event-queue=10 --kube.events --log.level=debug", 1)
-	f.l.Publish(NewSnapshot(findings(check.Info, check.Warning, check.Critical), false))
+	f.l.Publish(NewSnapshot(findings(finding.Info, finding.Warning, finding.Critical), false))
 	f.waitLine("snapshot complete=false findings=2", 1)
 	f.l.Publish(NewSnapshot(nil, true))
 	f.waitLine("snapshot complete=true findings=0", 1)
@@ -179,9 +179,9 @@ func TestLinkSendsSnapshotsAndRelaysMetrics(t *testing.T) {
 func TestLinkNeverBlocksOnADeafHelper(t *testing.T) {
 	f := startFake(t, "deaf", enabled)
 	f.waitLine("start", 1)
-	big := make([]check.Finding, 2000) // more than a pipe holds
+	big := make([]finding.Finding, 2000) // more than a pipe holds
 	for i := range big {
-		big[i] = check.Finding{Check: "hung_mount", Severity: check.Critical, Message: strings.Repeat("x", 200), MountID: i}
+		big[i] = finding.Finding{Check: "hung_mount", Severity: finding.Critical, Message: strings.Repeat("x", 200), MountID: i}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -213,7 +213,7 @@ func TestLinkRestartsAnExitedHelper(t *testing.T) {
 	firstRestartDelay = 50 * time.Millisecond
 	t.Cleanup(func() { firstRestartDelay = saved })
 	f := startFake(t, "exit", enabled)
-	f.l.Publish(NewSnapshot(findings(check.Critical), true))
+	f.l.Publish(NewSnapshot(findings(finding.Critical), true))
 	f.waitLine("start", 2)
 	f.waitLine("snapshot complete=true findings=1", 2)
 	testWait(t, "two starts counted", func() bool { return testutil.ToFloat64(f.l.m.starts) >= 2 })
@@ -264,3 +264,4 @@ func testWait(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 )
 
 // Snapshot is what the daemon knows that the API server is told: the
@@ -18,16 +18,16 @@ type Snapshot struct {
 	// Complete is true once every check has run at least once: a problem
 	// not yet probed is not an absent one, so the condition and the taint
 	// wait for it.
-	Complete bool            `json:"complete"`
-	Findings []check.Finding `json:"findings"`
+	Complete bool              `json:"complete"`
+	Findings []finding.Finding `json:"findings"`
 }
 
 // NewSnapshot keeps the findings the API server is told of: warning and
 // critical ones.
-func NewSnapshot(findings []check.Finding, complete bool) *Snapshot {
-	s := &Snapshot{Complete: complete, Findings: []check.Finding{}}
+func NewSnapshot(findings []finding.Finding, complete bool) *Snapshot {
+	s := &Snapshot{Complete: complete, Findings: []finding.Finding{}}
 	for i := range findings {
-		if findings[i].Severity.Rank() >= check.Warning.Rank() {
+		if findings[i].Severity.Rank() >= finding.Warning.Rank() {
 			s.Findings = append(s.Findings, findings[i])
 		}
 	}

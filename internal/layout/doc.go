@@ -13,7 +13,13 @@
 // the table shows kubelet mounts under is used besides the one decided
 // (Layout.KubeletRoots): a pod volume's path says which root it is under.
 //
-// It does not parse kubelet's KubeletConfiguration file: the root directory
-// is a command-line flag only (files such as /etc/default/kubelet reach
-// kubelet through its command line, which is what is read).
+// What the processes said is remembered by a ProcessCache that one run owns
+// (the daemon, or one --once, hands it on in mounts.Host.Processes); the
+// package keeps no state of its own.
+//
+// Kubelet's root directory is a command-line flag only (files such as
+// /etc/default/kubelet reach kubelet through its command line, which is what
+// is read); of kubelet's KubeletConfiguration file (its --config) only
+// podLogsDir is read, and of containerd's config.toml only its top-level
+// root. It is not a parser of either file.
 package layout

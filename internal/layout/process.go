@@ -41,7 +41,7 @@ type Procs struct {
 	// not this node's and is left out.
 	TargetPID int
 	// Path maps a path of the inspected namespace to one this process can
-	// open (mounts.Host.Path).
+	// open (mounts.HostFS.Path).
 	Path func(string) string
 	// MayHang reports whether looking up a path of the inspected namespace
 	// crosses a mount that may hang (FUSE, network); such a config file is
@@ -49,6 +49,11 @@ type Procs struct {
 	MayHang func(string) bool
 	// Timeout bounds the read of one process's command line (default 1s).
 	Timeout time.Duration
+
+	// inflight are the PIDs whose command line read has not returned: a
+	// second is never started (a blocked read pins a thread). The
+	// ProcessCache's, so across reads; else this Read's own.
+	inflight *sync.Map
 }
 
 const (
@@ -60,10 +65,6 @@ const (
 	// DefaultContainerdConfig is where containerd reads its config without --config.
 	DefaultContainerdConfig = "/etc/containerd/config.toml"
 )
-
-// inflight are the PIDs whose command line read has not returned: a
-// second is never started (a blocked read pins a thread).
-var inflight sync.Map
 
 // Read looks for kubelet and containerd processes by their comm in
 // /proc/<pid>/stat and reads a command line only of a process that is not
@@ -77,6 +78,9 @@ func (p Procs) Read() ProcessEvidence {
 	}
 	if p.Timeout <= 0 {
 		p.Timeout = time.Second
+	}
+	if p.inflight == nil {
+		p.inflight = new(sync.Map)
 	}
 	d, err := os.Open(p.Procfs)
 	if err != nil {
@@ -215,7 +219,7 @@ func (p Procs) kubeletPodLogs(pid int, args []string) Found {
 
 // cmdline reads /proc/<pid>/cmdline, waiting at most Timeout.
 func (p Procs) cmdline(pid int) ([]string, error) {
-	if _, busy := inflight.LoadOrStore(pid, true); busy {
+	if _, busy := p.inflight.LoadOrStore(pid, true); busy {
 		return nil, fmt.Errorf("an earlier read of its command line has not returned")
 	}
 	type result struct {
@@ -224,7 +228,7 @@ func (p Procs) cmdline(pid int) ([]string, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		defer inflight.Delete(pid)
+		defer p.inflight.Delete(pid)
 		data, err := readSmall(path.Join(p.Procfs, strconv.Itoa(pid), "cmdline"), maxCmdline)
 		ch <- result{data, err}
 	}()
@@ -313,23 +317,37 @@ func ContainerdConfigRoot(data []byte) (string, bool) {
 // restart.
 const processTTL = 30 * time.Second
 
-var cached struct {
-	sync.Mutex
-	key string
-	at  time.Time
-	ev  ProcessEvidence
+// ProcessCache owns what one run of mountwatchd (the daemon, or one --once)
+// learns from the inspected node's running processes: what kubelet and
+// containerd said (Procs.Read), reused for 30 seconds, and the command
+// line reads that have not returned, never started twice. The run makes
+// one (NewProcessCache) and hands it on in mounts.Host.Processes; there is
+// no package-level cache.
+type ProcessCache struct {
+	mu       sync.Mutex
+	key      string
+	at       time.Time
+	ev       ProcessEvidence
+	inflight sync.Map
 }
 
-// ReadCached is Read, reusing a result younger than 30 seconds for the
-// same procfs and target.
-func (p Procs) ReadCached() ProcessEvidence {
+// NewProcessCache returns an empty cache.
+func NewProcessCache() *ProcessCache { return &ProcessCache{} }
+
+// Read is p.Read, reusing a result younger than 30 seconds for the same
+// procfs and target. A nil cache reads afresh every time.
+func (c *ProcessCache) Read(p Procs) ProcessEvidence {
+	if c == nil {
+		return p.Read()
+	}
+	p.inflight = &c.inflight
 	key := p.Procfs + "\x00" + strconv.Itoa(p.TargetPID)
-	cached.Lock()
-	defer cached.Unlock()
-	if cached.key == key && time.Since(cached.at) < processTTL {
-		return cached.ev
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.key == key && time.Since(c.at) < processTTL {
+		return c.ev
 	}
 	ev := p.Read()
-	cached.key, cached.at, cached.ev = key, time.Now(), ev
+	c.key, c.at, c.ev = key, time.Now(), ev
 	return ev
 }

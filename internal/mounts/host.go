@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/mountwatchd/mountwatchd/internal/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,11 @@ type Host struct {
 	// MaxTableBytes is the most bytes read from the mount table
 	// (0: DefaultMaxTableBytes).
 	MaxTableBytes int64
+	// Processes is the run's memory of what the node's kubelet and
+	// containerd processes said (their command lines, read when no flag
+	// gives a directory), made once per daemon or --once run; nil reads
+	// them afresh on every read of a live table.
+	Processes *layout.ProcessCache
 }
 
 // WithDefaults is h with the default of every field left empty.
@@ -69,18 +75,38 @@ func (h Host) proc() string {
 // MountinfoPath is the mount table of the inspected namespace.
 func (h Host) MountinfoPath() string { return filepath.Join(h.proc(), "mountinfo") }
 
-// Path returns where path p of the inspected namespace is reachable from this
-// process: p itself for our own namespace, <procfs>/<pid>/root/p otherwise.
-func (h Host) Path(p string) string {
+// HostFS is the inspected mount namespace's root as this process reaches
+// it: "/" for our own namespace, <procfs>/<pid>/root for another process's
+// (prometheus/procfs's rooted FS). Its Path is the one way a path of that
+// namespace (kubelet's root, the pod log directory, a config file, a
+// cgroup or containerd directory) becomes a path this process opens; Open
+// holds the root open as a Root, which resolves paths below it without
+// following a symlink out of it.
+type HostFS string
+
+// FS is h's namespace root.
+func (h Host) FS() HostFS {
 	if h.PID == 0 {
-		return p
+		return "/"
 	}
-	return filepath.Join(h.proc(), "root", p)
+	return HostFS(filepath.Join(h.proc(), "root"))
 }
 
-// NamespaceRootError explains a failure to open root (the inspected namespace's
-// root, as <procfs>/<pid>/root for pid != 0).
-func NamespaceRootError(root string, pid int, err error) error { return rootError(root, pid != 0, err) }
+// Path returns where the path of the namespace joined from elems is
+// reachable from this process: the path itself for our own namespace
+// (one element as it is), below <procfs>/<pid>/root otherwise.
+func (fs HostFS) Path(elems ...string) string {
+	if fs == "/" {
+		if len(elems) == 1 {
+			return elems[0]
+		}
+		return filepath.Join(elems...)
+	}
+	return filepath.Join(append([]string{string(fs)}, elems...)...)
+}
+
+// Open opens the namespace's root (OpenRootAt).
+func (fs HostFS) Open() (*Root, error) { return OpenRootAt(string(fs)) }
 
 // rootError explains a failure to open root, another process's root when
 // other is set.

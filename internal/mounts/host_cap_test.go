@@ -18,7 +18,7 @@ import (
 func TestNamespaceRootErrorSaysWhetherPtraceIsHeld(t *testing.T) {
 	const held, missing = "although this one holds CAP_SYS_PTRACE", "needs CAP_SYS_PTRACE, which this process does not hold"
 	check := func(t *testing.T, want string) {
-		msg := NamespaceRootError("/proc/1/root", 1, unix.EACCES).Error()
+		msg := rootError("/proc/1/root", true, unix.EACCES).Error()
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %q", msg, want)
 		}

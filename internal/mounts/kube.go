@@ -110,7 +110,7 @@ func openKubeFiles(h Host, pods map[string][2]string) *KubeFiles {
 func (kf *KubeFiles) root(kubeletRoot string) *os.Root {
 	r, ok := kf.kubelet[kubeletRoot]
 	if !ok {
-		r, _ = os.OpenRoot(kf.h.Path(kubeletRoot))
+		r, _ = os.OpenRoot(kf.h.FS().Path(kubeletRoot))
 		kf.kubelet[kubeletRoot] = r
 	}
 	return r
@@ -120,7 +120,7 @@ func (kf *KubeFiles) root(kubeletRoot string) *os.Root {
 // neither namespaces, names nor UIDs may contain "_", so the split is exact.
 func listPodLogs(h Host) map[string][2]string {
 	pods := map[string][2]string{}
-	if entries, err := os.ReadDir(h.Path(h.PodLogDir)); err == nil {
+	if entries, err := os.ReadDir(h.FS().Path(h.PodLogDir)); err == nil {
 		for _, e := range entries {
 			if ns, name, uid, ok := parsePodLogDir(e.Name()); ok && e.IsDir() {
 				pods[uid] = [2]string{ns, name}

@@ -113,7 +113,7 @@ func TestContainerdTask(t *testing.T) {
 // The overlay mounts capture-overlay.sh made on a 6.18 kernel parse into the
 // layers that were mounted.
 func TestOverlayChainsCaptured(t *testing.T) {
-	s, err := ReadSnapshotFile("testdata/capture-overlay.mountinfo", "/w/var/lib/kubelet")
+	s, err := ReadCapturedTable("testdata/capture-overlay.mountinfo", Host{KubeletRoot: "/w/var/lib/kubelet"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestOverlayChainsCaptured(t *testing.T) {
 // The scanning checks of one run share the chains: parsed once per
 // snapshot and snapshot root, not once per check.
 func TestOverlayChainsParsedOnce(t *testing.T) {
-	s, err := ReadSnapshotFile("testdata/capture-overlay.mountinfo", DefaultKubeletRoot)
+	s, err := ReadCapturedTable("testdata/capture-overlay.mountinfo", Host{KubeletRoot: DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func sameMounts(t *testing.T, got, want *Snapshot) {
 // what a fresh read says.
 func TestRereadUnchangedTableSharesParse(t *testing.T) {
 	h, _ := rereadHost(t)
-	first, err := ReadSnapshot(h)
+	first, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestRereadUnchangedTableSharesParse(t *testing.T) {
 	if len(m) != 1 || again.ByID[42] != m[0] || again.ByDev("0:50")[1] != again.Mounts[2] {
 		t.Errorf("indexes of the shared parse: %v %v", m, again.ByDev("0:50"))
 	}
-	fresh, err := ReadSnapshot(h)
+	fresh, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestRereadUnchangedTableSharesParse(t *testing.T) {
 // with one changed.
 func TestRereadChangedTableParses(t *testing.T) {
 	h, write := rereadHost(t)
-	first, err := ReadSnapshot(h)
+	first, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestRereadSeesKubeletFilesChange(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(h.PodLogDir, "shop_web-0_u1")); err != nil {
 		t.Fatal(err)
 	}
-	first, err := ReadSnapshot(h)
+	first, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestRereadSeesKubeletFilesChange(t *testing.T) {
 	if rewritten.SameTable(named) || rewritten.ByID[40].Kube.VolumeHandle != "0001-0011-csi-vol-2" {
 		t.Fatalf("vol_data.json rewritten: shared=%v, handle %q", rewritten.SameTable(named), rewritten.ByID[40].Kube.VolumeHandle)
 	}
-	fresh, err := ReadSnapshot(h)
+	fresh, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestRereadSeesKubeletFilesChange(t *testing.T) {
 // And a read that fails returns no snapshot, whatever the last one.
 func TestRereadFailedRead(t *testing.T) {
 	h, _ := rereadHost(t)
-	first, err := ReadSnapshot(h)
+	first, err := RereadSnapshot(h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,10 @@ type Root struct {
 // OpenRoot opens the inspected namespace's root: the start of every path
 // the probing and scanning checks resolve. Its error wraps
 // ErrNamespaceUnreachable and names what is missing.
-func (h Host) OpenRoot() (*Root, error) { return OpenRootAt(h.Path("/")) }
+func (h Host) OpenRoot() (*Root, error) { return h.FS().Open() }
 
 // OpenRootAt opens dir as the inspected namespace's root, for a caller that
-// has only Host.Path("/"): / for our own namespace, <procfs>/<pid>/root for
+// has only its HostFS as a string: / for our own namespace, <procfs>/<pid>/root for
 // another process's (the prober's FS, which may run in a helper process).
 // Its error wraps ErrNamespaceUnreachable and names what is missing.
 func OpenRootAt(dir string) (*Root, error) {

@@ -1,9 +1,6 @@
 package mounts
 
 import (
-	"fmt"
-	"io"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -85,114 +82,11 @@ func (s *Snapshot) OverlayChains(snapshotRoot string) ([]*OverlayChain, []error)
 	return oc.chains, oc.errs
 }
 
-// ReadSnapshot reads and classifies the mount table of h's namespace, with
-// the Kubernetes context of each kubelet mount taken from kubelet's files.
-func ReadSnapshot(h Host) (*Snapshot, error) { return RereadSnapshot(h, nil) }
-
-// RereadSnapshot is ReadSnapshot for a daemon that read the table before,
-// as prev (nil: never). When the table's bytes are those prev was parsed
-// from, and the layout and the Kubernetes context that ReadSnapshot would
-// find now are prev's, the new snapshot shares prev's parsed mounts and
-// indexes (SameTable) instead of parsing a second copy of the table: only
-// its Taken and Layout are new. Otherwise it is ReadSnapshot's. Either way
-// the result is what ReadSnapshot would return: kubelet's files and the
-// running processes are read again on every read.
-//
-// prev is only read, never changed: it may be in use by checks running
-// over it.
-func RereadSnapshot(h Host, prev *Snapshot) (*Snapshot, error) {
-	path := h.MountinfoPath()
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	defer f.Close()
-	s, err := newSnapshot(path, f, h, true, prev)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table %s: %w", path, err)
-	}
-	return s, nil
-}
-
 // SameTable reports whether s and o share one parse of the same table
 // (RereadSnapshot found it unchanged): the same *Mount values, so whatever
 // was derived from the mounts of one holds for the other.
 func (s *Snapshot) SameTable(o *Snapshot) bool {
 	return s != nil && o != nil && len(s.Mounts) > 0 && len(s.Mounts) == len(o.Mounts) && &s.Mounts[0] == &o.Mounts[0]
-}
-
-// ReadSnapshotFile reads a captured mount table (for example from a support
-// bundle). Kubernetes context comes from mount points alone; kubeletRoot is
-// the kubelet root of the machine the table was captured on.
-func ReadSnapshotFile(path, kubeletRoot string) (*Snapshot, error) {
-	return ReadCapturedTable(path, Host{KubeletRoot: kubeletRoot})
-}
-
-// ReadCapturedTable is ReadSnapshotFile with h's KubeletRoot and
-// MaxTableBytes; its PID is not used (a captured table has no process).
-func ReadCapturedTable(path string, h Host) (*Snapshot, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table: %w", err)
-	}
-	defer f.Close()
-	s, err := newSnapshot(path, f, Host{KubeletRoot: h.KubeletRoot, ContainerdRoot: h.ContainerdRoot,
-		ContainerdSnapshots: h.ContainerdSnapshots, MaxTableBytes: h.MaxTableBytes}, false, nil)
-	if err != nil {
-		return nil, fmt.Errorf("read mount table %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// newSnapshot reads, parses and classifies the table in f, or, when prev
-// is a snapshot of the same bytes and the same context, shares its parse
-// (RereadSnapshot).
-func newSnapshot(source string, f *os.File, h Host, live bool, prev *Snapshot) (*Snapshot, error) {
-	maxBytes := h.MaxTableBytes
-	if maxBytes <= 0 {
-		maxBytes = DefaultMaxTableBytes
-	}
-	var last int64
-	if prev != nil {
-		last = prev.size
-	}
-	pods := podLogLister(h, live)
-	raw, err := readTable(f, maxBytes, last)
-	if err != nil {
-		return nil, err
-	}
-	taken := time.Now()
-	if prev != nil && prev.sum == raw.sum && prev.Path == source && prev.Live == live && len(prev.Mounts) > 0 {
-		raw = nil // prev's bytes, parsed: not kept alive while the context is compared
-		if s := prev.again(h, taken, pods); s != nil {
-			return s, nil
-		}
-		// The table is unchanged but what kubelet's files say is not (a
-		// pod's log directory made since): read it again to classify it
-		// afresh. Rare, so it costs a second read rather than keeping the
-		// bytes of every read alive until the comparison is done.
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, err
-		}
-		if raw, err = readTable(f, maxBytes, last); err != nil {
-			return nil, err
-		}
-		taken = time.Now()
-	}
-	mounts, perrs, nerrs, err := parseTable(raw.String())
-	if err != nil {
-		return nil, err
-	}
-	if len(mounts) == 0 {
-		if nerrs > 0 {
-			return nil, fmt.Errorf("%w: none of its %d lines could be parsed (first: %w)", ErrEmptyTable, nerrs, perrs[0])
-		}
-		return nil, fmt.Errorf("%w (a live table always has the root mount): is it a mountinfo file?", ErrEmptyTable)
-	}
-	s := IndexSnapshot(&Snapshot{Path: source, Live: live, Taken: taken, Mounts: mounts,
-		ParseErrors: perrs, ParseErrorCount: nerrs, sum: raw.sum, size: raw.size})
-	s.classify(h, pods, func(m *Mount, k *Kube) bool { m.Kube = k; return true })
-	return s, nil
 }
 
 // podLogLister lists h's pod log directory at once, beside the read of
@@ -357,8 +251,8 @@ func (s *Snapshot) findLayout(h Host) layout.Layout {
 	}
 	var proc layout.ProcessEvidence
 	if s.Live && (given.KubeletRoot == "" || given.ContainerdRoot == "" || given.PodLogs == "") {
-		proc = layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: h.Path,
-			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }}.ReadCached()
+		proc = h.Processes.Read(layout.Procs{Procfs: h.WithDefaults().Procfs, TargetPID: h.PID, Path: func(p string) string { return h.FS().Path(p) },
+			MayHang: func(p string) bool { m, _ := s.HangsOnTheWay(p, nil); return m != nil }})
 	}
 	return layout.Decide(given, layout.FromEntries(entries), proc)
 }

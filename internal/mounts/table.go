@@ -51,21 +51,13 @@ func (e ParseError) Error() string {
 
 func (e ParseError) Unwrap() error { return ErrMalformed }
 
-// ParseMountTable parses a mount table in /proc/<pid>/mountinfo format.
-// A malformed line becomes a ParseError naming its line number and does not
-// hide the other mounts. The error is non-nil only when r cannot be read.
-//
-// It reads at most DefaultMaxTableBytes and keeps the first
-// MaxParseErrorsListed parse errors; ParseMountTableLimit says how many
-// there were.
-func ParseMountTable(r io.Reader) ([]*Mount, []ParseError, error) {
-	mounts, perrs, _, err := ParseMountTableLimit(r, DefaultMaxTableBytes)
-	return mounts, perrs, err
-}
-
-// ParseMountTableLimit is ParseMountTable reading at most maxBytes (a longer
-// table is ErrTableTooLarge, read no further). It also returns how many lines
-// could not be parsed, of which the first MaxParseErrorsListed are listed.
+// ParseMountTableLimit parses a mount table in /proc/<pid>/mountinfo
+// format from r, reading at most maxBytes (0: DefaultMaxTableBytes; a
+// longer table is ErrTableTooLarge, read no further). A malformed line
+// becomes a ParseError naming its line number and does not hide the other
+// mounts; it returns how many lines could not be parsed, of which the first
+// MaxParseErrorsListed are listed. The error is non-nil only when r cannot
+// be read or is too long.
 func ParseMountTableLimit(r io.Reader, maxBytes int64) ([]*Mount, []ParseError, int, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxTableBytes

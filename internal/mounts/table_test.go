@@ -19,9 +19,9 @@ func parseFile(t *testing.T, name string) ([]*Mount, []ParseError) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	mounts, perrs, err := ParseMountTable(f)
+	mounts, perrs, _, err := ParseMountTableLimit(f, 0)
 	if err != nil {
-		t.Fatalf("ParseMountTable(%s): %v", name, err)
+		t.Fatalf("ParseMountTableLimit(%s): %v", name, err)
 	}
 	return mounts, perrs
 }
@@ -113,7 +113,7 @@ func TestClassify(t *testing.T) {
 
 func TestParseEmptySource(t *testing.T) {
 	table := "30 1 0:50 / /mnt/empty rw,relatime - fuse.sshfs  rw,user_id=0\n"
-	mounts, perrs, err := ParseMountTable(strings.NewReader(table))
+	mounts, perrs, _, err := ParseMountTableLimit(strings.NewReader(table), 0)
 	if err != nil || len(perrs) != 0 || len(mounts) != 1 {
 		t.Fatalf("got %d mounts, %v, %v", len(mounts), perrs, err)
 	}
@@ -139,7 +139,7 @@ func TestParseMalformedLines(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			table := good + "\n" + c.line + "\n" + strings.Replace(good, "/good", "/after", 1) + "\n"
-			mounts, perrs, err := ParseMountTable(strings.NewReader(table))
+			mounts, perrs, _, err := ParseMountTableLimit(strings.NewReader(table), 0)
 			if err != nil {
 				t.Fatalf("whole table failed: %v", err)
 			}
@@ -158,7 +158,7 @@ func TestParseMalformedLines(t *testing.T) {
 
 func TestParseCRLFAndBlankLines(t *testing.T) {
 	table := "25 1 0:23 / /a rw - tmpfs none rw\r\n\r\n26 1 0:24 / /b rw - tmpfs none rw\r\n"
-	mounts, perrs, err := ParseMountTable(strings.NewReader(table))
+	mounts, perrs, _, err := ParseMountTableLimit(strings.NewReader(table), 0)
 	if err != nil || len(perrs) != 0 || len(mounts) != 2 {
 		t.Fatalf("got %d mounts, %v, %v", len(mounts), perrs, err)
 	}
@@ -174,7 +174,7 @@ func TestParseTwentyThousandLines(t *testing.T) {
 	if len(table) < 1<<20 {
 		t.Fatalf("table is only %d bytes", len(table))
 	}
-	mounts, perrs, err := ParseMountTable(strings.NewReader(table))
+	mounts, perrs, _, err := ParseMountTableLimit(strings.NewReader(table), 0)
 	if err != nil || len(perrs) != 0 {
 		t.Fatalf("%v %v", perrs, err)
 	}

@@ -32,7 +32,7 @@ func BenchmarkParse20000(b *testing.B) {
 	table := testenv.KubeletMountTable(20000)
 	b.SetBytes(int64(len(table)))
 	for b.Loop() {
-		if _, _, err := mounts.ParseMountTable(strings.NewReader(table)); err != nil {
+		if _, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(table), 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -47,7 +47,7 @@ func proberBenchTable(b *testing.B, n int) (*mounts.Snapshot, *probetest.FS) {
 		lines = append(lines, probetest.FuseLine(10+2*i, 100+i, "/", fmt.Sprintf("/mnt/c%d", i)),
 			probetest.FuseLine(11+2*i, 100+i, "/v", fmt.Sprintf("/pods/c%d", i)))
 	}
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(strings.Join(lines, "\n")), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func stalledBenchNode(b *testing.B) *mounts.Snapshot {
 			_ = p.Signal(syscall.SIGUSR2)
 		}
 	})
-	ms, _, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, _, _, err := mounts.ParseMountTableLimit(strings.NewReader(strings.Join(lines, "\n")), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func BenchmarkProberStalled50(b *testing.B) {
 		p.Round(context.Background(), s) // the stalled connections get stuck
 		pids := func() []int {
 			if helpers {
-				return append([]int{os.Getpid()}, hfs.pids()...)
+				return append([]int{os.Getpid()}, helperPIDs(hfs)...)
 			}
 			return []int{os.Getpid()}
 		}
@@ -140,4 +140,15 @@ func BenchmarkProberStalled50(b *testing.B) {
 	}
 	b.Run("helpers", func(b *testing.B) { run(b, NewHelperFS(HelperConfig{})) })
 	b.Run("in-process-baseline", func(b *testing.B) { run(b, SysFS{}) })
+}
+
+// helperPIDs are the PIDs of f's helpers that have not exited.
+func helperPIDs(f *HelperFS) []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for h := range f.live {
+		out = append(out, h.pid)
+	}
+	return out
 }

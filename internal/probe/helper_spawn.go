@@ -136,14 +136,3 @@ func cloexecInherited() {
 		}
 	}
 }
-
-// pids are the PIDs of the helpers that have not exited.
-func (f *HelperFS) pids() []int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []int
-	for h := range f.live {
-		out = append(out, h.pid)
-	}
-	return out
-}

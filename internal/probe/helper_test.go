@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 // liveTable is the live snapshot of our own namespace.
 func liveTable(t *testing.T) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(mounts.Host{})
+	s, err := mounts.RereadSnapshot(mounts.Host{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

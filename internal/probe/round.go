@@ -21,7 +21,7 @@ func (p *Prober) round(ctx context.Context, s *mounts.Snapshot) *Round {
 	conns := p.connections(s)
 	r.Stats.Connections = len(conns)
 
-	x := &roundRun{p: p, r: r, root: s.Host.Path("/"), results: make(chan *flight, len(conns))}
+	x := &roundRun{p: p, r: r, root: string(s.Host.FS()), results: make(chan *flight, len(conns))}
 	x.triage(conns)
 	if w, ok := p.fs.(warmer); ok && len(x.queue) > 0 {
 		w.warm() // before any deadline runs

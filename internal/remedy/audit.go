@@ -11,6 +11,7 @@ import (
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
 	"github.com/mountwatchd/mountwatchd/internal/export"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 )
 
@@ -21,7 +22,7 @@ const MessageID = "52e34adc81af4f3d9f8a7e27a9c2bc5b"
 // HeldID is the check id of the warning finding that says remediation of
 // a hung connection is held back (rate limit, cap) or cannot act (no write
 // access, no fusectl, no state directory).
-const HeldID check.ID = "remediation_held"
+const HeldID finding.ID = "remediation_held"
 
 // HeldMessageID is the MESSAGE_ID of the held finding's journal entries.
 const HeldMessageID = "38f66570f6e947079b56d5436c2cef4f"
@@ -47,7 +48,7 @@ func priority(result string) int {
 // one count per decision (the daemon says a connection's decision again
 // only when it changes), the hung findings' details, a warning finding per
 // connection held back, and rep.Remediation.
-func (r *Remedy) report(rep *check.Report, ds []decision) {
+func (r *Remedy) report(rep *finding.Report, ds []decision) {
 	seen := map[string]bool{}
 	defer func() { // a connection no longer decided about is forgotten: if it hangs again, that is said
 		for k := range r.said {
@@ -73,7 +74,7 @@ func (r *Remedy) report(rep *check.Report, ds []decision) {
 		if d.earlier != nil {
 			at = d.earlier.At
 		}
-		rep.Remediation = append(rep.Remediation, check.Remediation{
+		rep.Remediation = append(rep.Remediation, finding.Remediation{
 			Action: ActionAbort, Mode: string(r.cfg.Mode), Result: d.result, Connection: d.c.dev, FSType: d.c.fstype,
 			MountPoint: d.c.probed.Mountpoint, HungSince: d.c.res.Since.UTC(), At: at.UTC(), Reason: d.reason,
 		})
@@ -87,7 +88,7 @@ func (r *Remedy) report(rep *check.Report, ds []decision) {
 
 // annotateHung puts the decision in the details of the connection's hung
 // findings.
-func annotateHung(rep *check.Report, d decision, at time.Time) {
+func annotateHung(rep *finding.Report, d decision, at time.Time) {
 	for i := range rep.Findings {
 		f := &rep.Findings[i]
 		if f.Check != "hung_mount" || f.Dev != d.c.dev {
@@ -108,9 +109,9 @@ func annotateHung(rep *check.Report, d decision, at time.Time) {
 
 // heldFinding is the warning that remediation of d's connection is held
 // back, on the mount its probe went to.
-func heldFinding(d decision) check.Finding {
+func heldFinding(d decision) finding.Finding {
 	m := d.c.probed
-	f := check.Finding{Check: HeldID, Severity: check.Warning, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
+	f := finding.Finding{Check: HeldID, Severity: finding.Warning, MountID: m.ID, MountPoint: m.Mountpoint, FSType: m.FSType,
 		Source: m.Source, Root: m.Root, Dev: m.Dev(),
 		Details: map[string]string{"connection": d.c.dev, "result": d.result, "reason": d.reason,
 			"hung_since": d.c.res.Since.UTC().Format(time.RFC3339)},
@@ -129,7 +130,7 @@ func heldFinding(d decision) check.Finding {
 }
 
 // journal writes the one entry of decision d.
-func (r *Remedy) journal(rep *check.Report, d decision) {
+func (r *Remedy) journal(rep *finding.Report, d decision) {
 	c := d.c
 	fields := []zap.Field{
 		zap.String("message_id", MessageID),
@@ -199,7 +200,7 @@ func podVolumes(ms []*mounts.Mount) string {
 
 // stuckTasks lists the tasks stuck on connection dev that the task scan
 // listed: pid/tid comm [pod].
-func stuckTasks(rep *check.Report, dev string) string {
+func stuckTasks(rep *finding.Report, dev string) string {
 	if rep.Tasks == nil {
 		return ""
 	}
@@ -223,7 +224,7 @@ func stuckTasks(rep *check.Report, dev string) string {
 
 // annotateStale says, on the stale findings of a connection remediation
 // aborted, when and that it was this: an aborted connection is a dead one.
-func annotateStale(rep *check.Report, st *state, fc *fusectl) {
+func annotateStale(rep *finding.Report, st *state, fc *fusectl) {
 	ids := map[string]string{}
 	for i := range rep.Findings {
 		f := &rep.Findings[i]

@@ -32,17 +32,17 @@ func openFusectl(h mounts.Host, dir string) (*fusectl, error) {
 	fd, err := fc.open("", unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		root.Close()
-		return nil, fmt.Errorf("fusectl at %s: %w", h.Path(dir), err)
+		return nil, fmt.Errorf("fusectl at %s: %w", h.FS().Path(dir), err)
 	}
 	defer unix.Close(fd)
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		root.Close()
-		return nil, fmt.Errorf("fusectl at %s: %w", h.Path(dir), err)
+		return nil, fmt.Errorf("fusectl at %s: %w", h.FS().Path(dir), err)
 	}
 	if sfs.Type != fusectlMagic {
 		root.Close()
-		return nil, fmt.Errorf("fusectl is not mounted at %s in the inspected namespace (mount -t fusectl none %s there)", h.Path(dir), dir)
+		return nil, fmt.Errorf("fusectl is not mounted at %s in the inspected namespace (mount -t fusectl none %s there)", h.FS().Path(dir), dir)
 	}
 	return fc, nil
 }

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 )
@@ -71,9 +71,6 @@ func New(cfg Config, host mounts.Host, prober *probe.Prober, fresh probe.FS, log
 		now: time.Now}
 }
 
-// Mode is the configured mode.
-func (r *Remedy) Mode() Mode { return r.cfg.Mode }
-
 // candidate is one hung FUSE connection of a round.
 type candidate struct {
 	dev    string
@@ -99,7 +96,7 @@ type decision struct {
 // round over rep's snapshot, acts in mode on, and puts what it decided in
 // rep: the hung findings' details, a warning finding per connection held
 // back, rep.Remediation. ctx bounds the fresh probes.
-func (r *Remedy) Run(ctx context.Context, rep *check.Report) {
+func (r *Remedy) Run(ctx context.Context, rep *finding.Report) {
 	if r == nil || r.cfg.Mode == Off || rep == nil || rep.Snapshot == nil || !rep.Snapshot.Live {
 		return
 	}
@@ -163,7 +160,7 @@ func candidates(round *probe.Round) []*candidate {
 
 // decide checks each precondition of c, the cheapest and least intrusive
 // first, and acts when they all hold.
-func (r *Remedy) decide(ctx context.Context, c *candidate, rep *check.Report, st *state, stErr error, fc *fusectl, fcErr error) decision {
+func (r *Remedy) decide(ctx context.Context, c *candidate, rep *finding.Report, st *state, stErr error, fc *fusectl, fcErr error) decision {
 	now := r.now()
 	d := decision{c: c, at: now}
 	hungFor := now.Sub(c.res.Since)
@@ -286,7 +283,7 @@ func (r *Remedy) freshProbe(ctx context.Context, c *candidate) (bool, string) {
 		err error
 	}
 	ch := make(chan answer, 1)
-	req := probe.Request{Root: r.host.Path("/"), Path: c.probed.Mountpoint, Conn: c.dev, Deep: r.prober.Deep(c.probed)}
+	req := probe.Request{Root: string(r.host.FS()), Path: c.probed.Mountpoint, Conn: c.dev, Deep: r.prober.Deep(c.probed)}
 	go func() {
 		var a answer
 		if rfs, ok := r.fresh.(probe.RequestFS); ok {

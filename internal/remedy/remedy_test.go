@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
@@ -75,9 +76,9 @@ func (g *rig) restart() *rig {
 }
 
 // run is one probe run of the checks and the remediation after it.
-func (g *rig) run() *check.Report {
+func (g *rig) run() *finding.Report {
 	g.t.Helper()
-	snap, err := mounts.ReadSnapshot(mounts.Host{})
+	snap, err := mounts.RereadSnapshot(mounts.Host{}, nil)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func (g *rig) count(result, fstype string) float64 {
 	return testutil.ToFloat64(g.rem.Actions.WithLabelValues(ActionAbort, result, fstype))
 }
 
-func findingOf(rep *check.Report, id check.ID, mnt string) *check.Finding {
+func findingOf(rep *finding.Report, id finding.ID, mnt string) *finding.Finding {
 	for i := range rep.Findings {
 		if rep.Findings[i].Check == id && rep.Findings[i].MountPoint == mnt {
 			return &rep.Findings[i]
@@ -114,7 +115,7 @@ func findingOf(rep *check.Report, id check.ID, mnt string) *check.Finding {
 
 // hungPast runs until mnt's connection has been hung past the threshold:
 // one run sees it hung, the next, after the threshold, decides.
-func (g *rig) hungPast(mnt string) *check.Report {
+func (g *rig) hungPast(mnt string) *finding.Report {
 	g.t.Helper()
 	if f := findingOf(g.run(), "hung_mount", mnt); f == nil {
 		g.t.Fatalf("%s is not reported hung", mnt)
@@ -270,7 +271,7 @@ func TestRateLimitHoldsTheSecondBack(t *testing.T) {
 	if rep.Remediation[0].MountPoint != mnt1 {
 		aborted, held = mnt2, mnt1
 	}
-	if f := findingOf(rep, HeldID, held); f == nil || f.Severity != check.Warning || !strings.Contains(f.Message, "held back") {
+	if f := findingOf(rep, HeldID, held); f == nil || f.Severity != finding.Warning || !strings.Contains(f.Message, "held back") {
 		t.Errorf("no remediation_held warning on %s: %+v", held, f)
 	}
 	if f := findingOf(rep, "hung_mount", aborted); f == nil || f.Details["aborted_at"] == "" {

@@ -122,7 +122,7 @@ func BenchmarkTaskScan(b *testing.B) {
 		if err := os.WriteFile(f, []byte(lines), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		s, err := mounts.ReadSnapshotFile(f, mounts.DefaultKubeletRoot)
+		s, err := mounts.ReadCapturedTable(f, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -103,7 +103,7 @@ func TestLiveStuckPodTasksCountedAndNamed(t *testing.T) {
 		}
 	}
 
-	snap, err := mounts.ReadSnapshot(host)
+	snap, err := mounts.RereadSnapshot(host, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ type containerLog struct{ pod, namespace, container string }
 // the runtime. Only the names are read; no link is followed.
 func containerLogNames(h mounts.Host) map[string]containerLog {
 	out := map[string]containerLog{}
-	entries, err := os.ReadDir(h.Path(filepath.Join(filepath.Dir(filepath.Clean(h.PodLogDir)), "containers")))
+	entries, err := os.ReadDir(h.FS().Path(filepath.Dir(filepath.Clean(h.PodLogDir)), "containers"))
 	if err != nil {
 		return out
 	}

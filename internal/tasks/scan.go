@@ -36,7 +36,7 @@ const (
 type Config struct {
 	// Host is the inspected node: its procfs (Procfs, the node's when the
 	// daemon runs with the host PID namespace), and where its pod log
-	// directory is (PodLogDir, read through Host.Path).
+	// directory is (PodLogDir, read through Host.FS).
 	Host mounts.Host
 	// Fusectl is where fusectl is mounted (probe.DefaultFusectl when
 	// empty).

@@ -21,7 +21,7 @@ import (
 
 func fixtureSnapshot(t *testing.T) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshotFile("testdata/host-mountinfo", mounts.DefaultKubeletRoot)
+	s, err := mounts.ReadCapturedTable("testdata/host-mountinfo", mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestScanSkipsAnIdleNode(t *testing.T) {
 	if err := os.WriteFile(local, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	noNet, err := mounts.ReadSnapshotFile(local, mounts.DefaultKubeletRoot)
+	noNet, err := mounts.ReadCapturedTable(local, mounts.Host{KubeletRoot: mounts.DefaultKubeletRoot})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func StartPodCgroup(t testing.TB, hierarchies []string, driver, qos, uid string)
 	p := &PodCgroup{UID: uid, t: t}
 	t.Cleanup(p.Remove)
 	rel := kubecgroup.PodPath(driver, qos, uid)
-	container := kubecgroup.ContainerPath(driver, qos, uid, "0123456789abcdef")
+	container := ContainerPath(driver, qos, uid, "0123456789abcdef")
 	var leaves []string
 	for _, h := range hierarchies {
 		p.Dirs = append(p.Dirs, filepath.Join(h, rel))

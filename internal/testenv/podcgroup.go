@@ -16,6 +16,17 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/kubecgroup"
 )
 
+// ContainerPath is the cgroup of container id of pod uid, relative to a
+// hierarchy's root, as kubelet and containerd name it (kubecgroup.Parse
+// reads it back); under the systemd driver it is containerd's scope
+// (cri-containerd-<id>.scope).
+func ContainerPath(driver, qos, uid, id string) string {
+	if driver == kubecgroup.Systemd {
+		return kubecgroup.PodPath(driver, qos, uid) + "/cri-containerd-" + id + ".scope"
+	}
+	return kubecgroup.PodPath(driver, qos, uid) + "/" + id
+}
+
 // Kubelet's cgroup drivers, as a stand-in pod's cgroup is named.
 const (
 	// CgroupfsDriver names the cgroup kubepods/<qos>/pod<uid>/<container id>
@@ -84,7 +95,7 @@ func StartStandInPod(t testing.TB, driver, qos, name string, args ...string) *St
 	_, err := os.Stat(filepath.Join(root, "cgroup.procs"))
 	Require(t, err == nil, "a cgroup hierarchy at %s", root)
 	p := &StandInPod{UID: NewPodUID(t), QoS: qos, ContainerID: NewContainerID(t)}
-	rel := kubecgroup.ContainerPath(driver, qos, p.UID, p.ContainerID)
+	rel := ContainerPath(driver, qos, p.UID, p.ContainerID)
 
 	var made []string
 	dir := root

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 func snapshot(t *testing.T) *mounts.Snapshot {
 	t.Helper()
-	s, err := mounts.ReadSnapshot(mounts.Host{})
+	s, err := mounts.RereadSnapshot(mounts.Host{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

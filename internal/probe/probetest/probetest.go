@@ -62,7 +62,7 @@ func (f *FS) SetErr(p string, err error) {
 // device of each mount point.
 func Table(t testing.TB, fs *FS, lines ...string) *mounts.Snapshot {
 	t.Helper()
-	ms, perrs, err := mounts.ParseMountTable(strings.NewReader(strings.Join(lines, "\n")))
+	ms, perrs, _, err := mounts.ParseMountTableLimit(strings.NewReader(strings.Join(lines, "\n")), 0)
 	if err != nil || len(perrs) > 0 {
 		t.Fatal(err, perrs)
 	}

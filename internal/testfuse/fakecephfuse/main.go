@@ -11,6 +11,8 @@
 //	SIGTERM  die without unmounting (an OOM-killed ceph-fuse: ENOTCONN)
 //
 // Usage: fakecephfuse BACKING MOUNTPOINT. It prints "ready" once mounted.
+// It is a test fixture (the tests build and run it), not a Ceph client and
+// not part of what mountwatchd ships.
 package main
 
 import (
