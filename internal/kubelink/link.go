@@ -210,13 +210,12 @@ func (l *Link) runOnce() error {
 	}
 	l.kick()
 
-	readErr := make(chan error, 1)
-	go func() { readErr <- l.relay.read(bufio.NewReader(stdout)) }()
-	var err2 error
+	out := &reading{done: make(chan struct{})}
+	go func() { out.err = l.relay.read(bufio.NewReader(stdout)); close(out.done) }()
 	select {
-	case err2 = <-readErr:
-		if err2 != nil && !errors.Is(err2, io.EOF) {
-			l.log.Error("reading "+HelperName+"'s metrics; stopping it", zap.Error(err2))
+	case <-out.done:
+		if out.err != nil && !errors.Is(out.err, io.EOF) {
+			l.log.Error("reading "+HelperName+"'s metrics; stopping it", zap.Error(out.err))
 			_ = cmd.Process.Kill()
 		}
 	case <-l.ctx.Done():
@@ -225,7 +224,7 @@ func (l *Link) runOnce() error {
 	l.stdin = nil
 	l.mu.Unlock()
 	if l.ctx.Err() != nil {
-		return l.stopHelper(cmd, stdin, readErr)
+		return l.stopHelper(cmd, stdin, out)
 	}
 	_ = stdin.Close()
 	werr := cmd.Wait()
@@ -235,6 +234,14 @@ func (l *Link) runOnce() error {
 		werr = errors.New("exited with status 0 before the daemon stopped")
 	}
 	return werr
+}
+
+// reading is the relay of one helper's output: done is closed when it
+// ends, err then says why. Closed, not sent: runOnce and stopHelper may
+// both wait for it (the helper exiting as the daemon stops).
+type reading struct {
+	done chan struct{}
+	err  error
 }
 
 func (l *Link) kick() {
@@ -250,7 +257,7 @@ func (l *Link) stopTimeout() time.Duration { return 2*l.cfg.Timeout + time.Secon
 
 // stopHelper tells the helper to stop cleanly and waits for it, killing it
 // past stopTimeout.
-func (l *Link) stopHelper(cmd *exec.Cmd, stdin io.WriteCloser, readErr <-chan error) error {
+func (l *Link) stopHelper(cmd *exec.Cmd, stdin io.WriteCloser, out *reading) error {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -261,17 +268,14 @@ func (l *Link) stopHelper(cmd *exec.Cmd, stdin io.WriteCloser, readErr <-chan er
 	timer := time.NewTimer(l.stopTimeout())
 	defer timer.Stop()
 	select {
-	case err := <-readErr:
-		if err != nil && !errors.Is(err, io.EOF) {
-			l.log.Warn("reading "+HelperName+"'s metrics while it stopped", zap.Error(err))
-		}
+	case <-out.done:
 	case <-timer.C:
 		l.log.Warn(HelperName+" did not stop in time; killing it", zap.Duration("timeout", l.stopTimeout()))
 		_ = cmd.Process.Kill()
-		// The killed helper's end of its output closes.
-		if err := <-readErr; err != nil && !errors.Is(err, io.EOF) {
-			l.log.Debug("reading "+HelperName+"'s metrics as it was killed", zap.Error(err))
-		}
+		<-out.done // the killed helper's end of its output closes
+	}
+	if out.err != nil && !errors.Is(out.err, io.EOF) {
+		l.log.Debug("reading "+HelperName+"'s metrics as it stopped", zap.Error(out.err))
 	}
 	err := cmd.Wait()
 	l.m.up.Set(0)

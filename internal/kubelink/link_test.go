@@ -265,3 +265,21 @@ func testWait(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// A helper that exits just as the daemon stops: Stop returns within its
+// bound however the two meet (the relay's end was once awaited twice, and
+// Stop then hung).
+func TestLinkStopAsTheHelperExits(t *testing.T) {
+	for i := range 40 {
+		f := startFake(t, "exit", enabled)
+		f.l.Publish(NewSnapshot(nil, true))
+		f.waitLine("snapshot", 1)
+		time.Sleep(time.Duration(i%8) * 250 * time.Microsecond)
+		stopped := make(chan struct{})
+		go func() { f.l.Stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: Stop did not return within 20s of the helper exiting", i)
+		}
+	}
+}
