@@ -303,10 +303,8 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 	cc := &check.Config{
 		Fusectl:    cfg.fusectl,
 		ScanLimits: walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
-		FullPass:   once,
 		ScanRoots:  sc.roots,
-		// SnapshotRoot and ContainerdRoot are left to each snapshot's
-		// layout, which the flags decide when given (cfg.host).
+		Once:       once,
 		// One scan of the node's tasks per probe round, shared by both
 		// probing checks.
 		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl}),
@@ -316,7 +314,6 @@ func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe
 		cc.StuckAfter = -1 // the flag's 0 is never; Config's 0 the default
 	}
 	cfg.volumes.apply(cc)
-	cc.Once = once
 	if once {
 		// --once's pass completes in one run: its roots are walked on
 		// every core the process may use (GOMAXPROCS follows the CPU
