@@ -58,6 +58,19 @@ func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
 }
 
+// validate checks the daemon's intervals (config.validate, at start-up).
+func (c daemonConfig) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--" + flagname.Interval, c.interval}, {"--" + flagname.ProbeInterval, c.probeInterval}, {"--" + flagname.ScanInterval, c.scanInterval}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s=%s: want a positive duration", d.name, d.v)
+		}
+	}
+	return nil
+}
+
 // daemonGCPercent is the daemon's GOGC unless the environment sets one. Its
 // live heap is small and steady (about 12 MB at 10,000 mounts: the table,
 // the exposition's encoder, the first-seen map), and Go's default lets the
@@ -77,18 +90,10 @@ func collectSooner() {
 }
 
 // runDaemon runs until SIGTERM or SIGINT: exit 0 on a clean stop, 2 when it
-// cannot start (bad flags, the listen address is taken).
+// cannot start (the listen address is taken; its flags were validated by
+// config.validate).
 func runDaemon(cfg config, stderr io.Writer) int {
 	dc := cfg.daemon
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"--" + flagname.Interval, dc.interval}, {"--" + flagname.ProbeInterval, dc.probeInterval}, {"--" + flagname.ScanInterval, dc.scanInterval}} {
-		if d.v <= 0 {
-			fmt.Fprintf(stderr, "mountwatchd: %s=%s: want a positive duration\n", d.name, d.v)
-			return exitUnknown
-		}
-	}
 	logger, err := logging.New(logging.Options{Level: cfg.logLevel, Format: cfg.logFormat, Target: dc.logTarget,
 		PriorityField: export.PriorityField, Stderr: stderr})
 	if err != nil {

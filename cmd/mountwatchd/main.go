@@ -181,10 +181,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
 	}
-	if err := cfg.volumes.validate(); err != nil {
-		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-		return exitUnknown
-	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
@@ -195,19 +191,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// This run's memory of what the node's kubelet and containerd
 	// processes said: one for the daemon's life, or for one --once.
 	cfg.host.Processes = layout.NewProcessCache()
-	if cfg.once || cfg.mountinfo != "" {
-		if err := cfg.forOnce(); err != nil {
-			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-			return exitUnknown
-		}
+	if cfg.onceMode() {
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
 	return runDaemon(cfg, stderr)
 }
 
-// validate checks the flags that kingpin cannot and fills in what follows
-// from them (the probed types, the table cap).
+// validate checks, once and at start-up, every flag that kingpin cannot,
+// and fills in what follows from them (the probed types, the table cap,
+// the budgets of --once). Each concern's own validate names its flags;
+// the first error found is the one reported.
 func (cfg *config) validate() error {
+	if err := cfg.validateProbe(); err != nil {
+		return err
+	}
+	if err := cfg.validateHost(); err != nil {
+		return err
+	}
+	if err := cfg.remedyConfig(false).Validate(); err != nil {
+		return err
+	}
+	if err := cfg.scan.validate(); err != nil {
+		return err
+	}
+	if err := cfg.volumes.validate(); err != nil {
+		return err
+	}
+	if cfg.onceMode() {
+		return cfg.forOnce()
+	}
+	return cfg.daemon.validate()
+}
+
+// onceMode reports whether this run is one check of the node (--once, or
+// --mountinfo, which implies it) rather than the daemon.
+func (cfg *config) onceMode() bool { return cfg.once || cfg.mountinfo != "" }
+
+// validateProbe checks the probe settings and fills in the probed types
+// and the state directory.
+func (cfg *config) validateProbe() error {
 	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
 		return errors.New("--" + flagname.ProbeTimeout + " and --" + flagname.ProbeMaxBlocked + " must be positive")
 	}
@@ -234,6 +256,12 @@ func (cfg *config) validate() error {
 	if cfg.stateDir == "" {
 		cfg.stateDir = probe.DefaultStateDir()
 	}
+	return nil
+}
+
+// validateHost checks what says which namespace and table are inspected,
+// and fills in cfg.host from them.
+func (cfg *config) validateHost() error {
 	if cfg.host.PID < 0 {
 		return fmt.Errorf("--"+flagname.TargetPID+"=%d: want a PID, or 0 for our own namespace", cfg.host.PID)
 	}
@@ -246,10 +274,7 @@ func (cfg *config) validate() error {
 	}
 	// Empty: found by package layout when the table is read.
 	cfg.host.ContainerdRoot, cfg.host.ContainerdSnapshots = cfg.scan.containerdRoot, cfg.scan.snapshots
-	if err := cfg.remedyConfig(false).Validate(); err != nil {
-		return err
-	}
-	return cfg.scan.validate()
+	return nil
 }
 
 // forOnce sets the budgets of --once: it answers within its budget, probes
