@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	"go.uber.org/zap"
 
+	"github.com/mountwatchd/mountwatchd/internal/cliflag"
 	"github.com/mountwatchd/mountwatchd/internal/daemon"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
@@ -46,7 +47,7 @@ type daemonConfig struct {
 func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 	c.web = kingpinflag.AddFlags(app, defaultListen)
 	app.Flag(flagname.TelemetryPath, "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
-	intFlag(app, flagname.MaxProblemSeries, "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
+	cliflag.Int(app, flagname.MaxProblemSeries, "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
 		fmt.Sprint(export.DefaultMaxProblemSeries), &c.maxProblemSeries)
 	app.Flag(flagname.Interval, "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
 		Default(daemon.DefaultInterval.String()).DurationVar(&c.interval)
@@ -54,7 +55,7 @@ func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 		Default(daemon.DefaultProbeInterval.String()).DurationVar(&c.probeInterval)
 	app.Flag(flagname.ScanInterval, "Run the checks that scan trees inside mounts this often.").
 		Default(daemon.DefaultScanInterval.String()).DurationVar(&c.scanInterval)
-	enumFlag(app, flagname.LogTarget, "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
+	cliflag.Enum(app, flagname.LogTarget, "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
 		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
 }
 

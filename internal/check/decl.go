@@ -41,9 +41,9 @@ type Decl struct {
 }
 
 // Config is what the catalogue's checks are built from: the settings of
-// every check, set from the command line (cmd/mountwatchd's flags, where
-// the defaults are). A zero field means the check's default. A check that
-// needs a new setting adds a field here.
+// every check, set from the command line (the flags in flags.go, and
+// cmd/mountwatchd's probe and fusectl flags). A zero field means the
+// check's default. A check that needs a new setting adds a field here.
 type Config struct {
 	// Fusectl is where fusectl is mounted (probe.DefaultFusectl when
 	// empty); FusectlErr, when set, says why hung_mount cannot read the
