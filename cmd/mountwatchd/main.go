@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -33,6 +31,7 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/probe/probeflag"
 	"github.com/mountwatchd/mountwatchd/internal/tableread"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
 )
@@ -59,26 +58,18 @@ type config struct {
 	logLevel  string
 	logFormat string
 
-	probe          probe.Config
-	probeFSTypes   string
-	shallowFSTypes string
-	shallowSet     bool
-	stateDir       string
-	stuckAfter     time.Duration
-	fusectl        string
-	mountFusectl   bool
-	scan           check.ScanFlags
-	volumes        check.VolumeFlags
-	daemon         daemonConfig
-	remediation    remediationConfig
-	kube           kubeConfig
-	installTo      string
+	probe       probeflag.Flags
+	scan        check.ScanFlags
+	volumes     check.VolumeFlags
+	daemon      daemonConfig
+	remediation remediationConfig
+	kube        kubeConfig
+	installTo   string
 
 	pidFlag *cliflag.IntValue // to tell --target.pid given from its default
 
-	maxTableBytes   units.Base2Bytes
-	onceTimeout     time.Duration
-	probeTimeoutSet bool
+	maxTableBytes units.Base2Bytes
+	onceTimeout   time.Duration
 }
 
 // defaultOnceTimeout keeps --once below node-problem-detector's default
@@ -108,32 +99,10 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it "+
 		"(default: podLogsDir of the running kubelet's --config file, else "+mounts.DefaultPodLogDir+").").
 		PlaceHolder("DIR").StringVar(&cfg.host.PodLogDir)
-	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
-		Default(probe.DefaultTimeout.String()).IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
+	probeflag.AddTimeoutFlag(app, &cfg.probe)
 	app.Flag(flagname.OnceTimeout, "Time budget of --"+flagname.Once+", below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
 		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
-	cliflag.Int(app, flagname.ProbeMaxBlocked, "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
-		strconv.Itoa(probe.DefaultMaxBlocked), &cfg.probe.MaxBlocked)
-	app.Flag(flagname.ProbeFSTypes, "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
-		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
-		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
-	app.Flag(flagname.ProbeShallowFSTypes, "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
-		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
-		"object stores, whose listing is costly. Empty: read every probed type's root. "+
-		"Default: "+strings.Join(probe.DefaultShallowFSTypes, ", ")+".").
-		PlaceHolder("TYPES").IsSetByUser(&cfg.shallowSet).StringVar(&cfg.shallowFSTypes)
-	app.Flag(flagname.ProbeStateDir, "Where probes still stuck in the kernel are recorded, so that a later --"+flagname.Once+" or a restarted daemon reports their connections hung without probing them again "+
-		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
-		PlaceHolder("DIR").StringVar(&cfg.stateDir)
-	app.Flag(flagname.ProbeStuckAfter, "Report a connection hung, even when its probe is answered, once one of the node's tasks has waited on it "+
-		"this long (0: never). Long enough for a healthy but slow server: s3fs and gcsfuse answer close() or fsync() only once the "+
-		"whole object is uploaded (5GiB at 10MB/s is 8.5 minutes). Measured from when mountwatchd first saw the task waiting, "+
-		"so --"+flagname.Once+", which sees each task once, never reaches it.").
-		Default(check.DefaultStuckAfter.String()).DurationVar(&cfg.stuckAfter)
-	app.Flag(flagname.Fusectl, "Where the FUSE control filesystem is (waiting requests of hung connections).").
-		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
-	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
-		BoolVar(&cfg.mountFusectl)
+	probeflag.AddFlags(app, &cfg.probe)
 	check.AddScanFlags(app, &cfg.scan)
 	addContainerdFlags(app, &cfg.host)
 	check.AddVolumeFlags(app, &cfg.volumes)
@@ -191,7 +160,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // the budgets of --once). Each concern's own validate names its flags;
 // the first error found is the one reported.
 func (cfg *config) validate() error {
-	if err := cfg.validateProbe(); err != nil {
+	if err := cfg.probe.Validate(); err != nil {
 		return err
 	}
 	if err := cfg.validateHost(); err != nil {
@@ -216,38 +185,6 @@ func (cfg *config) validate() error {
 // --mountinfo, which implies it) rather than the daemon.
 func (cfg *config) onceMode() bool { return cfg.once || cfg.mountinfo != "" }
 
-// validateProbe checks the probe settings and fills in the probed types
-// and the state directory.
-func (cfg *config) validateProbe() error {
-	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
-		return errors.New("--" + flagname.ProbeTimeout + " and --" + flagname.ProbeMaxBlocked + " must be positive")
-	}
-	if cfg.stuckAfter < 0 {
-		return fmt.Errorf("--"+flagname.ProbeStuckAfter+"=%s: want a duration, or 0 for never", cfg.stuckAfter)
-	}
-	if cfg.probeFSTypes == "" {
-		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
-	}
-	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
-		}
-	}
-	if !cfg.shallowSet {
-		cfg.shallowFSTypes = strings.Join(probe.DefaultShallowFSTypes, ",")
-	}
-	cfg.probe.ShallowFSTypes = []string{}
-	for _, t := range strings.Split(cfg.shallowFSTypes, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.probe.ShallowFSTypes = append(cfg.probe.ShallowFSTypes, t)
-		}
-	}
-	if cfg.stateDir == "" {
-		cfg.stateDir = probe.DefaultStateDir()
-	}
-	return nil
-}
-
 // validateHost checks what says which namespace and table are inspected,
 // and fills in cfg.host from them.
 func (cfg *config) validateHost() error {
@@ -270,12 +207,7 @@ func (cfg *config) forOnce() error {
 	if cfg.onceTimeout <= 0 {
 		return fmt.Errorf("--"+flagname.OnceTimeout+"=%s: want a positive duration", cfg.onceTimeout)
 	}
-	if !cfg.probeTimeoutSet {
-		cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
-	} else if cfg.probe.Timeout >= cfg.onceTimeout {
-		return fmt.Errorf("--"+flagname.ProbeTimeout+"=%s must be shorter than --"+flagname.OnceTimeout+"=%s", cfg.probe.Timeout, cfg.onceTimeout)
-	}
-	return nil
+	return cfg.probe.ForOnce(cfg.onceTimeout)
 }
 
 // addContainerdFlags defines where containerd keeps its root and its
@@ -294,22 +226,19 @@ func addContainerdFlags(app *kingpin.Application, h *mounts.Host) {
 // and the prober that makes their probe rounds. once gives the scanning
 // checks the budget of one full pass.
 func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe.Prober) {
-	prober := probe.NewProber(cfg.probe, newProbeFS(cfg, log, live))
+	prober := probe.NewProber(cfg.probe.Config, newProbeFS(cfg, log, live))
 	cc := &check.Config{
-		Fusectl: cfg.fusectl,
+		Fusectl: cfg.probe.Fusectl,
 		Once:    once,
 		// One scan of the node's tasks per probe round, shared by both
 		// probing checks.
-		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl}),
-		StuckAfter: cfg.stuckAfter,
-	}
-	if cc.StuckAfter == 0 {
-		cc.StuckAfter = -1 // the flag's 0 is never; Config's 0 the default
+		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.probe.Fusectl}),
+		StuckAfter: cfg.probe.StuckAfterConfig(),
 	}
 	cfg.scan.Apply(cc)
 	cfg.volumes.Apply(cc)
 	if live {
-		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
+		if err := probe.EnsureFusectl(cfg.probe.Fusectl, cfg.probe.MountFusectl); err != nil {
 			cc.FusectlErr = err
 			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
 		}

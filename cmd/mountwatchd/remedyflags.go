@@ -56,7 +56,7 @@ func (cfg config) remedyConfig(once bool) remedy.Config {
 		}
 	}
 	return remedy.Config{Mode: remedy.Mode(rc.mode), FSTypes: types, HungFor: rc.hungFor, ApplyHungFor: !once || rc.hungForSet,
-		Interval: rc.interval, MaxPerHour: rc.maxPerHour, StateDir: cfg.stateDir, Fusectl: cfg.fusectl, Once: once}
+		Interval: rc.interval, MaxPerHour: rc.maxPerHour, StateDir: cfg.probe.StateDir, Fusectl: cfg.probe.Fusectl, Once: once}
 }
 
 // newRemedy returns the remediation of the prober's rounds, nil when it is
@@ -67,7 +67,7 @@ func newRemedy(cfg config, prober *probe.Prober, log *zap.Logger, once bool) *re
 	if rc.Mode == remedy.Off {
 		return nil
 	}
-	if err := probe.PrepareStateDir(cfg.stateDir); err != nil {
+	if err := probe.PrepareStateDir(cfg.probe.StateDir); err != nil {
 		rc.StateDir = "" // remediation then says it cannot act, and why
 		log.Warn("remediation cannot remember its decisions (--"+flagname.ProbeStateDir+"): it will not act", zap.Error(err))
 	}
