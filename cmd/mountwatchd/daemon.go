@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	"go.uber.org/zap"
 
+	"github.com/mountwatchd/mountwatchd/internal/cliflag"
 	"github.com/mountwatchd/mountwatchd/internal/daemon"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
@@ -46,7 +47,7 @@ type daemonConfig struct {
 func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 	c.web = kingpinflag.AddFlags(app, defaultListen)
 	app.Flag(flagname.TelemetryPath, "Path under which to expose metrics.").Default("/metrics").StringVar(&c.telemetryPath)
-	intFlag(app, flagname.MaxProblemSeries, "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
+	cliflag.Int(app, flagname.MaxProblemSeries, "Most mountwatchd_problem series exposed; the least severe beyond it are counted in mountwatchd_problem_series_dropped.",
 		fmt.Sprint(export.DefaultMaxProblemSeries), &c.maxProblemSeries)
 	app.Flag(flagname.Interval, "Re-read the mount table at least this often (it is also re-read as soon as the kernel reports a change).").
 		Default(daemon.DefaultInterval.String()).DurationVar(&c.interval)
@@ -54,8 +55,21 @@ func addDaemonFlags(app *kingpin.Application, c *daemonConfig) {
 		Default(daemon.DefaultProbeInterval.String()).DurationVar(&c.probeInterval)
 	app.Flag(flagname.ScanInterval, "Run the checks that scan trees inside mounts this often.").
 		Default(daemon.DefaultScanInterval.String()).DurationVar(&c.scanInterval)
-	enumFlag(app, flagname.LogTarget, "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
+	cliflag.Enum(app, flagname.LogTarget, "Where the daemon logs: auto (journald under systemd, else stderr), journald or stderr.",
 		logging.TargetAuto, &c.logTarget, logging.TargetAuto, logging.TargetJournal, logging.TargetStderr)
+}
+
+// validate checks the daemon's intervals (config.validate, at start-up).
+func (c daemonConfig) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--" + flagname.Interval, c.interval}, {"--" + flagname.ProbeInterval, c.probeInterval}, {"--" + flagname.ScanInterval, c.scanInterval}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s=%s: want a positive duration", d.name, d.v)
+		}
+	}
+	return nil
 }
 
 // daemonGCPercent is the daemon's GOGC unless the environment sets one. Its
@@ -77,18 +91,10 @@ func collectSooner() {
 }
 
 // runDaemon runs until SIGTERM or SIGINT: exit 0 on a clean stop, 2 when it
-// cannot start (bad flags, the listen address is taken).
+// cannot start (the listen address is taken; its flags were validated by
+// config.validate).
 func runDaemon(cfg config, stderr io.Writer) int {
 	dc := cfg.daemon
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"--" + flagname.Interval, dc.interval}, {"--" + flagname.ProbeInterval, dc.probeInterval}, {"--" + flagname.ScanInterval, dc.scanInterval}} {
-		if d.v <= 0 {
-			fmt.Fprintf(stderr, "mountwatchd: %s=%s: want a positive duration\n", d.name, d.v)
-			return exitUnknown
-		}
-	}
 	logger, err := logging.New(logging.Options{Level: cfg.logLevel, Format: cfg.logFormat, Target: dc.logTarget,
 		PriorityField: export.PriorityField, Stderr: stderr})
 	if err != nil {

@@ -32,10 +32,10 @@ func init() {
 func newProbeFS(cfg config, log *zap.Logger, live bool) probe.FS {
 	hc := probe.HelperConfig{}
 	if live {
-		if err := probe.PrepareStateDir(cfg.stateDir); err != nil {
+		if err := probe.PrepareStateDir(cfg.probe.StateDir); err != nil {
 			log.Warn("stuck probes will not be remembered across runs (--"+flagname.ProbeStateDir+")", zap.Error(err))
 		} else {
-			hc.StateDir = cfg.stateDir
+			hc.StateDir = cfg.probe.StateDir
 		}
 	}
 	return probe.NewHelperFS(hc)

@@ -13,9 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -25,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mountwatchd/mountwatchd/internal/check"
+	"github.com/mountwatchd/mountwatchd/internal/cliflag"
 	"github.com/mountwatchd/mountwatchd/internal/containerd"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/finding"
@@ -33,9 +31,9 @@ import (
 	"github.com/mountwatchd/mountwatchd/internal/logging"
 	"github.com/mountwatchd/mountwatchd/internal/mounts"
 	"github.com/mountwatchd/mountwatchd/internal/probe"
+	"github.com/mountwatchd/mountwatchd/internal/probe/probeflag"
 	"github.com/mountwatchd/mountwatchd/internal/tableread"
 	"github.com/mountwatchd/mountwatchd/internal/tasks"
-	"github.com/mountwatchd/mountwatchd/internal/walk"
 )
 
 // Exit codes of --once, the node-problem-detector custom plugin contract.
@@ -60,42 +58,23 @@ type config struct {
 	logLevel  string
 	logFormat string
 
-	probe          probe.Config
-	probeFSTypes   string
-	shallowFSTypes string
-	shallowSet     bool
-	stateDir       string
-	stuckAfter     time.Duration
-	fusectl        string
-	mountFusectl   bool
-	scan           scanConfig
-	volumes        volumeConfig
-	daemon         daemonConfig
-	remediation    remediationConfig
-	kube           kubeConfig
-	installTo      string
+	probe       probeflag.Flags
+	scan        check.ScanFlags
+	volumes     check.VolumeFlags
+	daemon      daemonConfig
+	remediation remediationConfig
+	kube        kubeConfig
+	installTo   string
 
-	pidFlag *intValue // to tell --target.pid given from its default
+	pidFlag *cliflag.IntValue // to tell --target.pid given from its default
 
-	maxTableBytes   units.Base2Bytes
-	onceTimeout     time.Duration
-	probeTimeoutSet bool
+	maxTableBytes units.Base2Bytes
+	onceTimeout   time.Duration
 }
 
 // defaultOnceTimeout keeps --once below node-problem-detector's default
 // custom plugin timeout (5s), with room for starting the process.
 const defaultOnceTimeout = 4 * time.Second
-
-// scanConfig are the flags of the scanning checks (opaque_propagation,
-// stray_overlay_xattr).
-type scanConfig struct {
-	budget, onceBudget int
-	rate               float64
-	rateSet            bool // --scan.rate given: --once keeps it
-	roots              []string
-	snapshots          string
-	containerdRoot     string
-}
 
 func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 	app := kingpin.New("mountwatchd", "Finds mounts that look fine and are not, and names the pod and volume they break. "+
@@ -107,49 +86,28 @@ func newApp(cfg *config, stdout, stderr io.Writer) *kingpin.Application {
 
 	app.Flag(flagname.Once, "Check the node once, print a report and exit: 0 healthy, 1 problems found, 2 could not check.").
 		BoolVar(&cfg.once)
-	enumFlag(app, flagname.Output, "Report format of --"+flagname.Once+": text or json.", "text", &cfg.output, "text", "json")
+	cliflag.Enum(app, flagname.Output, "Report format of --"+flagname.Once+": text or json.", "text", &cfg.output, "text", "json")
 	app.Flag(flagname.Mountinfo, "Analyse a captured mountinfo FILE instead of the live system (implies --"+flagname.Once+"; - reads standard input); "+
-		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(&stringValue{p: &cfg.mountinfo, name: flagname.Mountinfo})
+		"checks that need the live system are skipped and listed.").PlaceHolder("FILE").SetValue(cliflag.NonEmpty(&cfg.mountinfo, flagname.Mountinfo))
 	app.Flag(flagname.Procfs, "procfs mount point.").Default(mounts.DefaultProcfs).StringVar(&cfg.host.Procfs)
 	app.Flag(flagname.MaxTableBytes, "Most bytes read from a mount table (live or --"+flagname.Mountinfo+"); a longer one is an error. A live table of 20,000 mounts is about 4MiB.").
 		Default(units.Base2Bytes(mounts.DefaultMaxTableBytes).String()).BytesVar(&cfg.maxTableBytes)
-	cfg.pidFlag = intFlag(app, flagname.TargetPID, "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
+	cfg.pidFlag = cliflag.Int(app, flagname.TargetPID, "Inspect the mount namespace of this PID (1 in a DaemonSet with hostPID); 0 for our own.",
 		"0", &cfg.host.PID)
 	app.Flag(flagname.Kubelet, "kubelet root directory, as the inspected namespace sees it (default: found from the mount table and the running kubelet's --root-dir, else "+
-		mounts.DefaultKubeletRoot+"; see docs/operations.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(&stringValue{p: &cfg.host.KubeletRoot, name: flagname.Kubelet})
+		mounts.DefaultKubeletRoot+"; see docs/operations.md).").PlaceHolder(mounts.DefaultKubeletRoot).SetValue(cliflag.NonEmpty(&cfg.host.KubeletRoot, flagname.Kubelet))
 	app.Flag(flagname.PodLogs, "kubelet pod log directory (names pods by UID), as the inspected namespace sees it "+
 		"(default: podLogsDir of the running kubelet's --config file, else "+mounts.DefaultPodLogDir+").").
 		PlaceHolder("DIR").StringVar(&cfg.host.PodLogDir)
-	app.Flag(flagname.ProbeTimeout, "How long a probe of a FUSE or network mount may take before the mount is reported hung (--"+flagname.Once+": at most half of --"+flagname.OnceTimeout+" unless given).").
-		Default(probe.DefaultTimeout.String()).IsSetByUser(&cfg.probeTimeoutSet).DurationVar(&cfg.probe.Timeout)
+	probeflag.AddTimeoutFlag(app, &cfg.probe)
 	app.Flag(flagname.OnceTimeout, "Time budget of --"+flagname.Once+", below node-problem-detector's default plugin timeout (5s): probes wait at most half of it, "+
 		"and a scan cut short by it is a check error naming this flag.").Default(defaultOnceTimeout.String()).DurationVar(&cfg.onceTimeout)
-	intFlag(app, flagname.ProbeMaxBlocked, "Most probes left blocked in the kernel at once (each pins a thread); past it, connections are reported as not probed.",
-		strconv.Itoa(probe.DefaultMaxBlocked), &cfg.probe.MaxBlocked)
-	app.Flag(flagname.ProbeFSTypes, "Comma-separated filesystem types to probe; fuse.* matches every FUSE subtype. "+
-		"Default: FUSE and every filesystem whose server can stop answering ("+strings.Join(probe.DefaultProbeFSTypes, ", ")+").").
-		PlaceHolder("TYPES").StringVar(&cfg.probeFSTypes)
-	app.Flag(flagname.ProbeShallowFSTypes, "Comma-separated probed filesystem types whose probe is statfs and stat of the root only, "+
-		"without reading the root directory's first entries (one getdents64, which reaches the server where statfs and stat may be answered from the client's caches): "+
-		"object stores, whose listing is costly. Empty: read every probed type's root. "+
-		"Default: "+strings.Join(probe.DefaultShallowFSTypes, ", ")+".").
-		PlaceHolder("TYPES").IsSetByUser(&cfg.shallowSet).StringVar(&cfg.shallowFSTypes)
-	app.Flag(flagname.ProbeStateDir, "Where probes still stuck in the kernel are recorded, so that a later --"+flagname.Once+" or a restarted daemon reports their connections hung without probing them again "+
-		"(default $RUNTIME_DIRECTORY, /run/mountwatchd as root, else a per-user directory).").
-		PlaceHolder("DIR").StringVar(&cfg.stateDir)
-	app.Flag(flagname.ProbeStuckAfter, "Report a connection hung, even when its probe is answered, once one of the node's tasks has waited on it "+
-		"this long (0: never). Long enough for a healthy but slow server: s3fs and gcsfuse answer close() or fsync() only once the "+
-		"whole object is uploaded (5GiB at 10MB/s is 8.5 minutes). Measured from when mountwatchd first saw the task waiting, "+
-		"so --"+flagname.Once+", which sees each task once, never reaches it.").
-		Default(check.DefaultStuckAfter.String()).DurationVar(&cfg.stuckAfter)
-	app.Flag(flagname.Fusectl, "Where the FUSE control filesystem is (waiting requests of hung connections).").
-		Default(probe.DefaultFusectl).StringVar(&cfg.fusectl)
-	app.Flag(flagname.ProbeMountFusectl, "Mount fusectl at --"+flagname.Fusectl+" in our own mount namespace if it is not mounted (changes the system: off unless given).").
-		BoolVar(&cfg.mountFusectl)
-	addScanFlags(app, &cfg.scan)
-	addVolumeFlags(app, &cfg.volumes)
-	enumFlag(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
-	enumFlag(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
+	probeflag.AddFlags(app, &cfg.probe)
+	check.AddScanFlags(app, &cfg.scan)
+	addContainerdFlags(app, &cfg.host)
+	check.AddVolumeFlags(app, &cfg.volumes)
+	cliflag.Enum(app, flagname.LogLevel, "Log level: debug, info, warn, error.", "info", &cfg.logLevel, "debug", "info", "warn", "error")
+	cliflag.Enum(app, flagname.LogFormat, "Log format on stderr: json, logfmt (key=value, as node_exporter) or console.", logging.FormatJSON, &cfg.logFormat, logging.Formats...)
 	addDaemonFlags(app, &cfg.daemon)
 	addRemediationFlags(app, &cfg.remediation)
 	addKubeFlags(app, &cfg.kube)
@@ -163,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(&cfg, stdout, stderr)
 	exited := false
 	app.Terminate(func(int) { exited = true }) // --help and --version
-	if _, err := app.Parse(joinDashValues(app, args)); err != nil {
+	if _, err := app.Parse(cliflag.JoinDashValues(app, args)); err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v; try --help\n", err)
 		return exitUnknown
 	}
@@ -181,10 +139,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
 		return exitUnknown
 	}
-	if err := cfg.volumes.validate(); err != nil {
-		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-		return exitUnknown
-	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
@@ -195,45 +149,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// This run's memory of what the node's kubelet and containerd
 	// processes said: one for the daemon's life, or for one --once.
 	cfg.host.Processes = layout.NewProcessCache()
-	if cfg.once || cfg.mountinfo != "" {
-		if err := cfg.forOnce(); err != nil {
-			fmt.Fprintf(stderr, "mountwatchd: %v\n", err)
-			return exitUnknown
-		}
+	if cfg.onceMode() {
 		return runOnce(context.Background(), cfg, log, stdout)
 	}
 	return runDaemon(cfg, stderr)
 }
 
-// validate checks the flags that kingpin cannot and fills in what follows
-// from them (the probed types, the table cap).
+// validate checks, once and at start-up, every flag that kingpin cannot,
+// and fills in what follows from them (the probed types, the table cap,
+// the budgets of --once). Each concern's own validate names its flags;
+// the first error found is the one reported.
 func (cfg *config) validate() error {
-	if cfg.probe.Timeout <= 0 || cfg.probe.MaxBlocked <= 0 {
-		return errors.New("--" + flagname.ProbeTimeout + " and --" + flagname.ProbeMaxBlocked + " must be positive")
+	if err := cfg.probe.Validate(); err != nil {
+		return err
 	}
-	if cfg.stuckAfter < 0 {
-		return fmt.Errorf("--"+flagname.ProbeStuckAfter+"=%s: want a duration, or 0 for never", cfg.stuckAfter)
+	if err := cfg.validateHost(); err != nil {
+		return err
 	}
-	if cfg.probeFSTypes == "" {
-		cfg.probeFSTypes = strings.Join(probe.DefaultProbeFSTypes, ",")
+	if err := cfg.remedyConfig(false).Validate(); err != nil {
+		return err
 	}
-	for _, t := range strings.Split(cfg.probeFSTypes, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.probe.FSTypes = append(cfg.probe.FSTypes, t)
-		}
+	if err := cfg.scan.Validate(); err != nil {
+		return err
 	}
-	if !cfg.shallowSet {
-		cfg.shallowFSTypes = strings.Join(probe.DefaultShallowFSTypes, ",")
+	if err := cfg.volumes.Validate(); err != nil {
+		return err
 	}
-	cfg.probe.ShallowFSTypes = []string{}
-	for _, t := range strings.Split(cfg.shallowFSTypes, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.probe.ShallowFSTypes = append(cfg.probe.ShallowFSTypes, t)
-		}
+	if cfg.onceMode() {
+		return cfg.forOnce()
 	}
-	if cfg.stateDir == "" {
-		cfg.stateDir = probe.DefaultStateDir()
-	}
+	return cfg.daemon.validate()
+}
+
+// onceMode reports whether this run is one check of the node (--once, or
+// --mountinfo, which implies it) rather than the daemon.
+func (cfg *config) onceMode() bool { return cfg.once || cfg.mountinfo != "" }
+
+// validateHost checks what says which namespace and table are inspected,
+// and fills in cfg.host from them.
+func (cfg *config) validateHost() error {
 	if cfg.host.PID < 0 {
 		return fmt.Errorf("--"+flagname.TargetPID+"=%d: want a PID, or 0 for our own namespace", cfg.host.PID)
 	}
@@ -241,92 +195,50 @@ func (cfg *config) validate() error {
 		return fmt.Errorf("--"+flagname.MaxTableBytes+"=%s: want a positive size", cfg.maxTableBytes)
 	}
 	cfg.host.MaxTableBytes = int64(cfg.maxTableBytes)
-	if cfg.mountinfo != "" && cfg.pidFlag.set {
+	if cfg.mountinfo != "" && cfg.pidFlag.Given() {
 		return errors.New("--" + flagname.Mountinfo + " and --" + flagname.TargetPID + ": a captured table has no process to inspect; give one or the other")
 	}
-	// Empty: found by package layout when the table is read.
-	cfg.host.ContainerdRoot, cfg.host.ContainerdSnapshots = cfg.scan.containerdRoot, cfg.scan.snapshots
-	if err := cfg.remedyConfig(false).Validate(); err != nil {
-		return err
-	}
-	return cfg.scan.validate()
+	return nil
 }
 
-// forOnce sets the budgets of --once: it answers within its budget, probes
-// get half of it, and the scan is not rate limited unless asked (the rate
-// protects a node from a daemon scanning all day, not from one pass).
+// forOnce sets the budgets of --once: it answers within its budget and
+// probes get half of it (its scan's budget and rate: check.ScanFlags).
 func (cfg *config) forOnce() error {
 	if cfg.onceTimeout <= 0 {
 		return fmt.Errorf("--"+flagname.OnceTimeout+"=%s: want a positive duration", cfg.onceTimeout)
 	}
-	if !cfg.probeTimeoutSet {
-		cfg.probe.Timeout = min(cfg.probe.Timeout, cfg.onceTimeout/2)
-	} else if cfg.probe.Timeout >= cfg.onceTimeout {
-		return fmt.Errorf("--"+flagname.ProbeTimeout+"=%s must be shorter than --"+flagname.OnceTimeout+"=%s", cfg.probe.Timeout, cfg.onceTimeout)
-	}
-	if !cfg.scan.rateSet {
-		cfg.scan.rate = 0
-	}
-	return nil
+	return cfg.probe.ForOnce(cfg.onceTimeout)
 }
 
-func addScanFlags(app *kingpin.Application, sc *scanConfig) {
-	intFlag(app, flagname.ScanBudget, "Most directory entries one scan run examines; the next run resumes where it stopped (daemon).",
-		strconv.Itoa(walk.DefaultScanBudget), &sc.budget)
-	intFlag(app, flagname.ScanOnceBudget, "Most directory entries the full scan pass of --"+flagname.Once+" examines; a pass cut short is an error.",
-		strconv.Itoa(walk.DefaultOnceBudget), &sc.onceBudget)
-	app.Flag(flagname.ScanRate, "Most directory entries scanned per second by the daemon (and by --"+flagname.Once+" when given); 0 for no limit.").
-		Default(strconv.Itoa(walk.DefaultScanRate)).IsSetByUser(&sc.rateSet).Float64Var(&sc.rate)
-	app.Flag(flagname.ScanRoot, "Another directory to scan for stray overlay xattrs, besides <kubelet>/pods/*/volumes (repeatable; a real path, as the inspected namespace sees it).").
-		PlaceHolder("DIR").StringsVar(&sc.roots)
+// addContainerdFlags defines where containerd keeps its root and its
+// overlayfs snapshots, as the inspected namespace sees them; empty: found
+// by package layout when the table is read.
+func addContainerdFlags(app *kingpin.Application, h *mounts.Host) {
 	app.Flag(flagname.ContainerdRoot, "containerd's root directory, as the inspected namespace sees it: opaque_propagation reads its content store and metadata (read only) to verify opaque markers against the image layers "+
 		"(default: the running containerd's --root or config file, else the overlay layers in the mount table, else "+containerd.DefaultRoot+").").
-		PlaceHolder(containerd.DefaultRoot).SetValue(&stringValue{p: &sc.containerdRoot, name: flagname.ContainerdRoot})
+		PlaceHolder(containerd.DefaultRoot).SetValue(cliflag.NonEmpty(&h.ContainerdRoot, flagname.ContainerdRoot))
 	app.Flag(flagname.ContainerdSnapshots, "containerd overlayfs snapshotter's snapshots directory, against which relative lowerdirs are resolved, as the inspected namespace sees it "+
 		"(default <"+flagname.ContainerdRoot+">/"+containerd.OverlayfsDir+"/snapshots when that root is given or named by containerd, else the overlay layers in the mount table show it).").
-		PlaceHolder(mounts.DefaultContainerdSnapshots).SetValue(&stringValue{p: &sc.snapshots, name: flagname.ContainerdSnapshots})
-}
-
-func (sc scanConfig) validate() error {
-	if sc.budget < 0 || sc.onceBudget < 0 || sc.rate < 0 {
-		return errors.New("--" + flagname.ScanBudget + ", --" + flagname.ScanOnceBudget + " and --" + flagname.ScanRate + " must not be negative")
-	}
-	return nil
+		PlaceHolder(mounts.DefaultContainerdSnapshots).SetValue(cliflag.NonEmpty(&h.ContainerdSnapshots, flagname.ContainerdSnapshots))
 }
 
 // checks builds the catalogue (every registered check, in report order)
 // and the prober that makes their probe rounds. once gives the scanning
 // checks the budget of one full pass.
 func checks(cfg config, log *zap.Logger, live, once bool) ([]check.Check, *probe.Prober) {
-	prober := probe.NewProber(cfg.probe, newProbeFS(cfg, log, live))
-	sc := cfg.scan
+	prober := probe.NewProber(cfg.probe.Config, newProbeFS(cfg, log, live))
 	cc := &check.Config{
-		Fusectl:    cfg.fusectl,
-		ScanLimits: walk.ScanLimits{Budget: sc.budget, Rate: sc.rate},
-		FullPass:   once,
-		ScanRoots:  sc.roots,
-		// SnapshotRoot and ContainerdRoot are left to each snapshot's
-		// layout, which the flags decide when given (cfg.host).
+		Fusectl: cfg.probe.Fusectl,
+		Once:    once,
 		// One scan of the node's tasks per probe round, shared by both
 		// probing checks.
-		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.fusectl}),
-		StuckAfter: cfg.stuckAfter,
+		Tasks:      tasks.NewScanner(tasks.Config{Host: cfg.host, Fusectl: cfg.probe.Fusectl}),
+		StuckAfter: cfg.probe.StuckAfterConfig(),
 	}
-	if cc.StuckAfter == 0 {
-		cc.StuckAfter = -1 // the flag's 0 is never; Config's 0 the default
-	}
-	cfg.volumes.apply(cc)
-	cc.Once = once
-	if once {
-		// --once's pass completes in one run: its roots are walked on
-		// every core the process may use (GOMAXPROCS follows the CPU
-		// affinity and cgroup limit), under the same budget and rate.
-		// The daemon's runs stay one root at a time and resumable.
-		cc.ScanLimits.Budget = sc.onceBudget
-		cc.ScanLimits.Workers = runtime.GOMAXPROCS(0)
-	}
+	cfg.scan.Apply(cc)
+	cfg.volumes.Apply(cc)
 	if live {
-		if err := probe.EnsureFusectl(cfg.fusectl, cfg.mountFusectl); err != nil {
+		if err := probe.EnsureFusectl(cfg.probe.Fusectl, cfg.probe.MountFusectl); err != nil {
 			cc.FusectlErr = err
 			log.Debug("waiting requests of hung FUSE connections will not be reported", zap.Error(err))
 		}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mountwatchd/mountwatchd/internal/cliflag"
 	"github.com/mountwatchd/mountwatchd/internal/export"
 	"github.com/mountwatchd/mountwatchd/internal/finding"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
@@ -30,7 +31,7 @@ type remediationConfig struct {
 }
 
 func addRemediationFlags(app *kingpin.Application, rc *remediationConfig) {
-	enumFlag(app, flagname.RemediationMode, "Abort hung FUSE connections (echo 1 > <fusectl>/<N>/abort of the inspected namespace), which frees every task stuck on them: "+
+	cliflag.Enum(app, flagname.RemediationMode, "Abort hung FUSE connections (echo 1 > <fusectl>/<N>/abort of the inspected namespace), which frees every task stuck on them: "+
 		"off, dry-run (say what would be done, change nothing) or on. Never an unmount, a remount or a kill. See README.md.",
 		string(remedy.Off), &rc.mode, remedy.Modes...)
 	app.Flag(flagname.RemediationFSTypes, "Comma-separated FUSE types remediation may abort (fuse.* matches every FUSE subtype); FUSE types only.").
@@ -40,7 +41,7 @@ func addRemediationFlags(app *kingpin.Application, rc *remediationConfig) {
 		Default(remedy.DefaultHungFor.String()).IsSetByUser(&rc.hungForSet).DurationVar(&rc.hungFor)
 	app.Flag(flagname.RemediationInterval, "At most one abort per this interval on the node.").
 		Default(remedy.DefaultInterval.String()).DurationVar(&rc.interval)
-	intFlag(app, flagname.RemediationMaxPerHour, "At most this many aborts on the node in any hour; past it, a remediation_held warning says remediation is held back.",
+	cliflag.Int(app, flagname.RemediationMaxPerHour, "At most this many aborts on the node in any hour; past it, a remediation_held warning says remediation is held back.",
 		strconv.Itoa(remedy.DefaultMaxPerHour), &rc.maxPerHour)
 }
 
@@ -55,7 +56,7 @@ func (cfg config) remedyConfig(once bool) remedy.Config {
 		}
 	}
 	return remedy.Config{Mode: remedy.Mode(rc.mode), FSTypes: types, HungFor: rc.hungFor, ApplyHungFor: !once || rc.hungForSet,
-		Interval: rc.interval, MaxPerHour: rc.maxPerHour, StateDir: cfg.stateDir, Fusectl: cfg.fusectl, Once: once}
+		Interval: rc.interval, MaxPerHour: rc.maxPerHour, StateDir: cfg.probe.StateDir, Fusectl: cfg.probe.Fusectl, Once: once}
 }
 
 // newRemedy returns the remediation of the prober's rounds, nil when it is
@@ -66,7 +67,7 @@ func newRemedy(cfg config, prober *probe.Prober, log *zap.Logger, once bool) *re
 	if rc.Mode == remedy.Off {
 		return nil
 	}
-	if err := probe.PrepareStateDir(cfg.stateDir); err != nil {
+	if err := probe.PrepareStateDir(cfg.probe.StateDir); err != nil {
 		rc.StateDir = "" // remediation then says it cannot act, and why
 		log.Warn("remediation cannot remember its decisions (--"+flagname.ProbeStateDir+"): it will not act", zap.Error(err))
 	}

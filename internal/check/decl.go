@@ -41,9 +41,9 @@ type Decl struct {
 }
 
 // Config is what the catalogue's checks are built from: the settings of
-// every check, set from the command line (cmd/mountwatchd's flags, where
-// the defaults are). A zero field means the check's default. A check that
-// needs a new setting adds a field here.
+// every check, set from the command line (the flags in flags.go, and
+// cmd/mountwatchd's probe and fusectl flags). A zero field means the
+// check's default. A check that needs a new setting adds a field here.
 type Config struct {
 	// Fusectl is where fusectl is mounted (probe.DefaultFusectl when
 	// empty); FusectlErr, when set, says why hung_mount cannot read the
@@ -52,19 +52,9 @@ type Config struct {
 	FusectlErr error
 	// ScanLimits bound each run of a scanning check.
 	ScanLimits walk.ScanLimits
-	// FullPass makes a scan run that stops at its budget before its pass
-	// is complete an error (--once).
-	FullPass bool
 	// ScanRoots are more directories stray_overlay_xattr scans, as the
 	// inspected namespace sees them.
 	ScanRoots []string
-	// SnapshotRoot is containerd's overlayfs snapshots directory, against
-	// which relative lowerdirs are resolved
-	// (mounts.DefaultContainerdSnapshots when empty).
-	SnapshotRoot string
-	// ContainerdRoot is containerd's root (containerd.DefaultRoot when
-	// empty), whose content store verifies opaque markers.
-	ContainerdRoot string
 	// Leak are mount_leak's thresholds (zero fields: the defaults).
 	Leak LeakConfig
 	// UnmountedGrace is how long unmounted_volume waits before a running
@@ -83,8 +73,9 @@ type Config struct {
 	// hung_mount reports it even when its probe is answered
 	// (DefaultStuckAfter when 0; negative: never).
 	StuckAfter time.Duration
-	// Once is set for --once: one run, so a check with memory across runs
-	// judges from one look.
+	// Once is set for --once: one run, so a scanning check's pass must
+	// complete in it (a run that stops at its budget first is an error)
+	// and a check with memory across runs judges from one look.
 	Once bool
 }
 

@@ -52,8 +52,9 @@
 // table), NeedsRoot or UsesRoot (Env.Root, the one way to reach a path of
 // the inspected namespace), NeedsProbes or UsesProbes (Env.Probes). A
 // dependency on another check is a need, never the order of the catalogue.
-// Settings come from Config: add a field there and set it in
-// cmd/mountwatchd, where the flags and their defaults are. Order places the
+// Settings come from Config: add a field there, and its flag, validation
+// and Apply beside the others in flags.go (cmd/mountwatchd only assembles
+// them; the probe and fusectl settings are still its own). Order places the
 // check in reports (the checks today use 10 to 80). Registration is all that
 // the catalogue, --once, the daemon's schedule, the journal's MESSAGE_ID and
 // the per-check metric series need.

@@ -25,8 +25,9 @@ var opaquePropagationDecl = Decl{
 	MessageID:  "7aac74898c294e34ac64c74e85f8b140",
 	Severities: []finding.Severity{finding.Critical, finding.Warning},
 	New: func(cfg *Config) Check {
-		return &OpaquePropagationCheck{SnapshotRoot: cfg.SnapshotRoot, ContainerdRoot: cfg.ContainerdRoot,
-			Limits: cfg.ScanLimits, FullPass: cfg.FullPass}
+		// Its SnapshotRoot and ContainerdRoot are left to each
+		// snapshot's layout, which the flags decide when given.
+		return &OpaquePropagationCheck{Limits: cfg.ScanLimits, FullPass: cfg.Once}
 	},
 }
 

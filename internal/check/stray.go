@@ -22,8 +22,8 @@ var strayOverlayXattrDecl = Decl{
 	MessageID:  "2e99fe2d89da4cda87a3051b0f19042e",
 	Severities: []finding.Severity{finding.Warning},
 	New: func(cfg *Config) Check {
-		return &StrayOverlayXattrCheck{Roots: cfg.ScanRoots, SnapshotRoot: cfg.SnapshotRoot, Limits: cfg.ScanLimits,
-			FullPass: cfg.FullPass}
+		// Its SnapshotRoot is left to each snapshot's layout.
+		return &StrayOverlayXattrCheck{Roots: cfg.ScanRoots, Limits: cfg.ScanLimits, FullPass: cfg.Once}
 	},
 }
 

@@ -1,4 +1,13 @@
-package main
+// Package cliflag holds the kingpin flag values mountwatchd's flags share:
+// integers that refuse fractions, strings that refuse an empty value, enums
+// whose errors name the flag, and the "--flag -" fix-up of the command
+// line. Every error names its flag.
+//
+// It is for the packages that define their own flags beside their
+// settings (cmd/mountwatchd, internal/check); the packages the exporters
+// import (finding, export, probe, mounts...) must not import it, nor
+// kingpin.
+package cliflag
 
 import (
 	"fmt"
@@ -8,16 +17,17 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 )
 
-// intValue is an integer flag that accepts only integers: kingpin's IntVar
+// IntValue is an integer flag that accepts only integers: kingpin's IntVar
 // parses with ParseFloat, so "--target.pid 1.5" inspected PID 1 and "1e3"
 // PID 1000. Errors name the flag.
-type intValue struct {
+type IntValue struct {
 	p    *int
 	name string
 	set  bool // given on the command line
 }
 
-func (v *intValue) Set(s string) error {
+// Set parses s as a whole number (kingpin.Value).
+func (v *IntValue) Set(s string) error {
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, strconv.IntSize)
 	if err != nil {
 		return fmt.Errorf("--%s=%q: want a whole number", v.name, s)
@@ -26,12 +36,15 @@ func (v *intValue) Set(s string) error {
 	return nil
 }
 
-func (v *intValue) String() string { return strconv.Itoa(*v.p) }
+func (v *IntValue) String() string { return strconv.Itoa(*v.p) }
 
-// intFlag registers an integer-only flag; the returned value says whether
-// it was given.
-func intFlag(app *kingpin.Application, name, help, def string, p *int) *intValue {
-	v := &intValue{p: p, name: name}
+// Given reports whether the flag was given on the command line.
+func (v *IntValue) Given() bool { return v.set }
+
+// Int registers an integer-only flag; the returned value says whether it
+// was given.
+func Int(app *kingpin.Application, name, help, def string, p *int) *IntValue {
+	v := &IntValue{p: p, name: name}
 	app.Flag(name, help).Default(def).IsSetByUser(&v.set).SetValue(v)
 	return v
 }
@@ -53,10 +66,14 @@ func (v *stringValue) Set(s string) error {
 
 func (v *stringValue) String() string { return *v.p }
 
-// joinDashValues turns "--flag -" into "--flag=-" for flags that take a
+// NonEmpty is a kingpin.Value that sets *p and refuses an empty value, its
+// error naming the flag: for SetValue.
+func NonEmpty(p *string, name string) kingpin.Value { return &stringValue{p: p, name: name} }
+
+// JoinDashValues turns "--flag -" into "--flag=-" for flags that take a
 // value: kingpin reads a lone "-" after a flag as nothing at all, so
 // "--mountinfo -" silently dropped the "-" and checked the live system.
-func joinDashValues(app *kingpin.Application, args []string) []string {
+func JoinDashValues(app *kingpin.Application, args []string) []string {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -95,6 +112,7 @@ func (v *enumValue) Set(s string) error {
 
 func (v *enumValue) String() string { return *v.p }
 
-func enumFlag(app *kingpin.Application, name, help, def string, p *string, choices ...string) {
+// Enum registers a flag that takes one of choices.
+func Enum(app *kingpin.Application, name, help, def string, p *string, choices ...string) {
 	app.Flag(name, help).Default(def).SetValue(&enumValue{p: p, name: name, choices: choices})
 }
