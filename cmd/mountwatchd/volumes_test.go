@@ -42,6 +42,12 @@ func TestDaemonUnmountedVolumeAndMountLeak(t *testing.T) {
 
 	d := startDaemon(t, nil, "--path.kubelet", kubelet, "--path.pod-logs", logs, "--interval=100ms",
 		"--probe.interval=200ms", "--unmounted-volume.grace=1s", "--log.target=auto")
+	// /healthz answers once the table is read; the table's figures come
+	// with the first published run of the checks, a moment later.
+	testenv.WaitUntil(t, 10*time.Second, "the first run's table figures", func() bool {
+		_, ok := value(d.metrics(), "mountwatchd_mount_table_size ")
+		return ok
+	})
 	if v, ok := value(d.metrics(), "mountwatchd_mount_table_size "); !ok || v < 5 {
 		t.Errorf("mountwatchd_mount_table_size %v %v", v, ok)
 	}
