@@ -178,6 +178,9 @@ func (cfg *config) validate() error {
 	if cfg.onceMode() {
 		return cfg.forOnce()
 	}
+	if err := cfg.kube.Validate(); err != nil { // the daemon's --kube.*
+		return err
+	}
 	return cfg.daemon.validate()
 }
 

@@ -555,6 +555,10 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--target.pid=0", "--mountinfo=-"}, "--mountinfo and --target.pid"},
 		{[]string{"--mountinfo="}, "--mountinfo: empty value"},
 		{[]string{"--once", "--log.format=xml"}, "--log.format"},
+		// The daemon's --kube.* settings, refused at start like the rest.
+		{[]string{"--kube.events", "--kube.node-name="}, "--kube.node-name (or $NODE_NAME) is needed"},
+		{[]string{"--kube.taint", "--kube.node-name=n", "--kube.timeout=0s"}, "--kube.timeout=0s: must be positive"},
+		{[]string{"--kube.events", "--kube.node-name=n", "--kube.event-queue=1e3"}, `--kube.event-queue="1e3": want a whole number`},
 	} {
 		r := mountwatchd(t, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {

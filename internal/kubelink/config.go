@@ -8,6 +8,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/mountwatchd/mountwatchd/internal/cliflag"
 	"github.com/mountwatchd/mountwatchd/internal/flagname"
 )
 
@@ -85,24 +86,9 @@ func AddFlags(app *kingpin.Application, c *Config) {
 	app.Flag(flagname.KubeNodeName, "This node's name in the API (the chart sets NODE_NAME).").Envar("NODE_NAME").StringVar(&c.NodeName)
 	app.Flag(flagname.KubeTimeout, "Deadline of each request to the API server.").Default(DefaultTimeout.String()).DurationVar(&c.Timeout)
 	app.Flag(flagname.KubeHeartbeat, "How often the node condition is written when it does not change.").Default(DefaultHeartbeat.String()).DurationVar(&c.Heartbeat)
-	app.Flag(flagname.KubeEventQueue, "Most events waiting for the API server; past it the oldest is dropped (mountwatchd_kube_events_total{outcome=\"dropped_queue_full\"}).").
-		Default(strconv.Itoa(DefaultQueueSize)).SetValue((*wholeNumber)(&c.QueueSize))
+	cliflag.Int(app, flagname.KubeEventQueue, "Most events waiting for the API server; past it the oldest is dropped (mountwatchd_kube_events_total{outcome=\"dropped_queue_full\"}).",
+		strconv.Itoa(DefaultQueueSize), &c.QueueSize)
 }
-
-// wholeNumber is an int flag that takes only whole numbers (kingpin's
-// IntVar parses "1e3" as 1000).
-type wholeNumber int
-
-func (n *wholeNumber) Set(s string) error {
-	v, err := strconv.Atoi(s)
-	if err != nil {
-		return fmt.Errorf("%q: want a whole number", s)
-	}
-	*n = wholeNumber(v)
-	return nil
-}
-
-func (n *wholeNumber) String() string { return strconv.Itoa(int(*n)) }
 
 // Args are the flags that give c to mountwatchd-kube.
 func (c Config) Args() []string {
