@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/mountwatchd/mountwatchd/internal/kubelink"
+	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -36,24 +36,5 @@ func TestMetricsGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	golden(t, filepath.Join("testdata", "metrics.prom"), b.Bytes())
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./internal/kubeapi -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test ./internal/kubeapi -update):\n%s", path, got)
-	}
+	testenv.Golden(t, filepath.Join("testdata", "metrics.prom"), b.Bytes(), *update)
 }
