@@ -75,6 +75,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// systemd's signal to the whole group must not cut the last events.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 
+	if err := dropCapabilities(); err != nil {
+		log.Info("keeping the capabilities this process was started with", zap.Error(err))
+	}
 	api, err := kubeapi.NewClient(cfg.Kubeconfig, "mountwatchd/"+version.Version, cfg.Timeout)
 	if err != nil {
 		log.Error("Kubernetes API reporting", zap.Error(err))

@@ -198,6 +198,27 @@ func TestKubeReporting(t *testing.T) {
 	if up := fams["mountwatchd_kube_helper_up"].GetMetric(); len(up) != 1 || up[0].GetGauge().GetValue() != 1 {
 		t.Errorf("mountwatchd_kube_helper_up: %v, want 1", up)
 	}
+
+	// mountwatchd-kube talks to the API server with none of the three
+	// capabilities the daemon holds, and cannot regain them.
+	helpers := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) != "mountwatchd-kub" || !ours(c, e.Name()) { // comm is 15 bytes
+			continue
+		}
+		helpers++
+		status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		for _, want := range []string{"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"} {
+			if !strings.Contains(string(status), want) {
+				t.Errorf("mountwatchd-kube (pid %s): want %q in its status:\n%s", e.Name(), want, status)
+			}
+		}
+	}
+	if helpers != 1 {
+		t.Errorf("%d mountwatchd-kube processes in the pod, want 1", helpers)
+	}
 }
 
 // testHungEvents: one Warning on the pod and its claim however long the
