@@ -1,13 +1,9 @@
 package kubelink
 
 import (
-	"bytes"
 	"flag"
 	"path/filepath"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/mountwatchd/mountwatchd/internal/testenv"
 )
@@ -20,17 +16,5 @@ func TestMetricsGolden(t *testing.T) {
 	m := newLinkMetrics()
 	m.starts.Inc()
 	m.up.Set(1)
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(m.collectors()...)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	for _, f := range fams {
-		if _, err := expfmt.MetricFamilyToText(&b, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testenv.Golden(t, filepath.Join("testdata", "metrics.prom"), b.Bytes(), *update)
+	testenv.GoldenMetrics(t, filepath.Join("testdata", "metrics.prom"), *update, m.collectors()...)
 }
